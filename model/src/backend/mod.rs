@@ -1,0 +1,21 @@
+//! Inference backends behind one [`Embedder`] trait: tract (pure Rust, CPU, always built) and
+//! ONNX Runtime (feature `ort`: TensorRT, CUDA or CPU execution providers, loaded at run time).
+
+use crate::embedding::Embedding;
+use crate::error::Result;
+use crate::input::Silhouettes;
+
+#[cfg(feature = "ort")]
+pub mod onnxruntime;
+pub mod tract;
+
+/// Turns a silhouette clip into an embedding. Implementations are shareable between threads.
+pub trait Embedder: Send + Sync {
+    fn embed(&self, clip: &Silhouettes) -> Result<Embedding>;
+
+    /// `(parts, channels)` of the embeddings this model produces.
+    fn embedding_shape(&self) -> (usize, usize);
+
+    /// Which runtime and device run the model, for logs and benchmark reports.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,86 @@
+//! The gait embedding and the reference distance between two of them (hstl-spec §7).
+
+use crate::error::{HstlError, Result};
+
+/// `[parts, channels]` row-major: the BatchNorm output after the per-part head, not normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    parts: usize,
+    channels: usize,
+    values: Vec<f32>,
+}
+
+impl Embedding {
+    pub fn new(parts: usize, channels: usize, values: Vec<f32>) -> Result<Self> {
+        if parts == 0 || channels == 0 || values.len() != parts * channels {
+            return Err(HstlError::Incomparable(format!(
+                "{} values cannot form a {parts}x{channels} embedding",
+                values.len()
+            )));
+        }
+        Ok(Embedding { parts, channels, values })
+    }
+
+    pub fn parts(&self) -> usize {
+        self.parts
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values
+    }
+
+    pub fn part(&self, index: usize) -> &[f32] {
+        &self.values[index * self.channels..(index + 1) * self.channels]
+    }
+
+    /// The reference metric: the Euclidean distance of each part, averaged over the parts.
+    pub fn distance(&self, other: &Embedding) -> Result<f32> {
+        if (self.parts, self.channels) != (other.parts, other.channels) {
+            return Err(HstlError::Incomparable(format!(
+                "{}x{} against {}x{} (embeddings from different model variants)",
+                self.parts, self.channels, other.parts, other.channels
+            )));
+        }
+        let total: f64 = (0..self.parts)
+            .map(|p| {
+                let squared: f64 = self
+                    .part(p)
+                    .iter()
+                    .zip(other.part(p))
+                    .map(|(a, b)| {
+                        let d = (*a - *b) as f64;
+                        d * d
+                    })
+                    .sum();
+                squared.sqrt()
+            })
+            .sum();
+        Ok((total / self.parts as f64) as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_averages_per_part_euclidean_norms() {
+        let a = Embedding::new(2, 2, vec![0.0, 0.0, 1.0, 1.0]).unwrap();
+        let b = Embedding::new(2, 2, vec![3.0, 4.0, 1.0, 1.0]).unwrap();
+        assert_eq!(a.distance(&b).unwrap(), 2.5);
+        assert_eq!(b.distance(&a).unwrap(), 2.5);
+        assert_eq!(a.distance(&a).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn embeddings_of_different_variants_are_not_compared() {
+        let a = Embedding::new(73, 1, vec![0.0; 73]).unwrap();
+        let b = Embedding::new(1, 73, vec![0.0; 73]).unwrap();
+        assert!(a.distance(&b).is_err());
+        assert!(Embedding::new(2, 2, vec![0.0; 3]).is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! HSTL, the hierarchical spatio-temporal gait network (Wang et al., ICCV 2023), for the edge.
+//!
+//! - [`Weights`]: parameters read from an OpenGait/HSTL `.pt` checkpoint (no Python) or seeded
+//!   with OpenGait's initialisation, checked key by key against the reference layout.
+//! - [`onnx_graph`]: writes the network as a standard ONNX model that tract and ONNX Runtime run.
+//! - [`backend`]: the [`Embedder`] implementations (tract; ONNX Runtime behind feature `ort`).
+//! - [`Embedding`] and its reference distance; [`Silhouettes`], the network input.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod embedding;
+pub mod error;
+pub mod input;
+pub mod model_info;
+pub mod onnx_graph;
+pub mod pickle;
+pub mod variant;
+pub mod weights;
+
+pub use backend::tract::TractEmbedder;
+pub use backend::Embedder;
+pub use embedding::Embedding;
+pub use error::{HstlError, Result};
+pub use input::Silhouettes;
+pub use variant::{Architecture, Variant};
+pub use weights::Weights;

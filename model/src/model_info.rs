@@ -1,0 +1,130 @@
+//! What a model or checkpoint file is: variant, embedding shape, parameter count, cost.
+
+use std::fmt;
+use std::path::Path;
+
+use prost::Message;
+use tract_onnx::pb;
+
+use crate::checkpoint;
+use crate::error::{HstlError, Result};
+use crate::onnx_graph::METADATA_VARIANT;
+use crate::variant::{Variant, ALL_VARIANTS};
+use crate::weights::Weights;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileKind {
+    Checkpoint { iteration: Option<i64>, training_classes: Option<usize> },
+    Onnx { opset: i64, producer: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub kind: FileKind,
+    pub variant: Option<Variant>,
+    /// `(parts, channels)` of the embedding.
+    pub embedding_shape: (usize, usize),
+    /// Elements of the inference weights (ONNX: of all initializers).
+    pub parameters: usize,
+}
+
+impl ModelInfo {
+    /// Inspects a `.pt` checkpoint or an `.onnx` model (decided by content, not by name).
+    pub fn of_path(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| HstlError::io(path, e))?;
+        if bytes.starts_with(b"PK") {
+            let state = checkpoint::read_state_dict(path)?;
+            let iteration = state.iteration;
+            let weights = Weights::from_state_dict(state, None)?;
+            let arch = weights.variant().architecture();
+            return Ok(ModelInfo {
+                kind: FileKind::Checkpoint { iteration, training_classes: weights.training_classes() },
+                variant: Some(weights.variant()),
+                embedding_shape: (arch.parts(), arch.embedding_channels),
+                parameters: weights.element_count(),
+            });
+        }
+        let model = pb::ModelProto::decode(bytes.as_slice()).map_err(|e| HstlError::BadModel {
+            path: path.to_path_buf(),
+            message: format!("neither a zip checkpoint nor an ONNX protobuf: {e}"),
+        })?;
+        Self::of_onnx(&model).map_err(|message| HstlError::BadModel { path: path.to_path_buf(), message })
+    }
+
+    fn of_onnx(model: &pb::ModelProto) -> std::result::Result<Self, String> {
+        let graph = model.graph.as_ref().ok_or("the model has no graph")?;
+        let output = graph.output.first().ok_or("the graph has no output")?;
+        let dims: Vec<Option<i64>> = match output.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(pb::type_proto::Value::TensorType(t)) => t
+                .shape
+                .as_ref()
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match d.value {
+                            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => Some(v),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => vec![],
+        };
+        let embedding_shape = match dims.as_slice() {
+            [_, Some(p), Some(c)] => (*p as usize, *c as usize),
+            _ => return Err(format!("output `{}` is not declared as [1, parts, channels]", output.name)),
+        };
+        let declared = model.metadata_props.iter().find(|p| p.key == METADATA_VARIANT);
+        let variant = match declared {
+            Some(prop) => Some(prop.value.parse::<Variant>().map_err(|e| e.to_string())?),
+            None => ALL_VARIANTS.into_iter().find(|v| {
+                let a = v.architecture();
+                (a.parts(), a.embedding_channels) == embedding_shape
+            }),
+        };
+        let parameters = graph
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == pb::tensor_proto::DataType::Float as i32)
+            .map(|t| t.dims.iter().product::<i64>().max(0) as usize)
+            .sum();
+        let opset = model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
+        Ok(ModelInfo {
+            kind: FileKind::Onnx { opset, producer: model.producer_name.clone() },
+            variant,
+            embedding_shape,
+            parameters,
+        })
+    }
+
+    /// Multiply–accumulates for a clip of `frames` frames, when the variant is known.
+    pub fn macs(&self, frames: usize) -> Option<u64> {
+        self.variant.map(|v| v.architecture().macs(frames))
+    }
+}
+
+impl fmt::Display for ModelInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            FileKind::Checkpoint { iteration, training_classes } => {
+                writeln!(f, "format:      OpenGait/HSTL checkpoint (torch.save zip)")?;
+                if let Some(i) = iteration {
+                    writeln!(f, "iteration:   {i}")?;
+                }
+                if let Some(c) = training_classes {
+                    writeln!(f, "classifier:  {c} training identities (Head1, not used at inference)")?;
+                }
+            }
+            FileKind::Onnx { opset, producer } => {
+                writeln!(f, "format:      ONNX, opset {opset}, producer {:?}", producer)?;
+            }
+        }
+        match self.variant {
+            Some(v) => writeln!(f, "variant:     {v}")?,
+            None => writeln!(f, "variant:     unknown (not one of the published heads)")?,
+        }
+        let (p, c) = self.embedding_shape;
+        writeln!(f, "embedding:   {p} parts x {c} channels")?;
+        write!(f, "parameters:  {}", self.parameters)
+    }
+}

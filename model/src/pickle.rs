@@ -1,0 +1,556 @@
+//! A pickle virtual machine for what `torch.save` writes.
+//!
+//! It understands the opcodes of pickle protocols 2 to 5 that appear in PyTorch checkpoints and
+//! never executes anything: a `GLOBAL` becomes a name, a `REDUCE` becomes an [`Value::Object`] that
+//! records the callable and its arguments. Only the two tensor rebuild functions are interpreted,
+//! because they are what a checkpoint is made of.
+//!
+//! Memo entries are copies, not shared references; PyTorch checkpoints never mutate a container
+//! after referring to it again, so the difference cannot be observed in them.
+
+use std::collections::HashMap;
+
+use crate::error::HstlError;
+
+/// Element type of a PyTorch storage, from the legacy storage class name (`torch.FloatStorage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDtype {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl StorageDtype {
+    fn from_class_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "DoubleStorage" => Self::F64,
+            "FloatStorage" => Self::F32,
+            "HalfStorage" => Self::F16,
+            "BFloat16Storage" => Self::BF16,
+            "LongStorage" => Self::I64,
+            "IntStorage" => Self::I32,
+            "ShortStorage" => Self::I16,
+            "CharStorage" => Self::I8,
+            "ByteStorage" => Self::U8,
+            "BoolStorage" => Self::Bool,
+            _ => return None,
+        })
+    }
+
+    pub fn size_bytes(self) -> usize {
+        match self {
+            Self::F64 | Self::I64 => 8,
+            Self::F32 | Self::I32 => 4,
+            Self::F16 | Self::BF16 | Self::I16 => 2,
+            Self::I8 | Self::U8 | Self::Bool => 1,
+        }
+    }
+}
+
+/// A tensor as the pickle describes it: a view into a storage record of the archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRef {
+    pub storage_key: String,
+    pub dtype: StorageDtype,
+    pub storage_offset: usize,
+    pub shape: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global { module: String, name: String },
+    Object { callable: Box<Value>, args: Box<Value> },
+    Storage { key: String, dtype: StorageDtype },
+    Tensor(TensorRef),
+}
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Dictionary entries, including those of an `OrderedDict` rebuilt by `REDUCE`.
+    pub fn dict_entries(&self) -> Option<&[(Value, Value)]> {
+        match self {
+            Value::Dict(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.dict_entries()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+}
+
+enum StackItem {
+    Mark,
+    Value(Value),
+}
+
+struct Machine<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    stack: Vec<StackItem>,
+    memo: HashMap<u32, Value>,
+}
+
+/// Parses one pickle and returns the object it builds.
+pub fn parse(bytes: &[u8]) -> Result<Value, HstlError> {
+    let mut machine = Machine { bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    machine.run()
+}
+
+impl<'a> Machine<'a> {
+    fn error(&self, message: impl Into<String>) -> HstlError {
+        HstlError::Pickle { offset: self.pos, message: message.into() }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], HstlError> {
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len());
+        match end {
+            Some(end) => {
+                let slice = &self.bytes[self.pos..end];
+                self.pos = end;
+                Ok(slice)
+            }
+            None => Err(self.error("unexpected end of pickle data (file truncated?)")),
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, HstlError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, HstlError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, HstlError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, HstlError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn line(&mut self) -> Result<String, HstlError> {
+        let rest = &self.bytes[self.pos..];
+        let len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.error("unterminated text line"))?;
+        let text = String::from_utf8_lossy(&rest[..len]).into_owned();
+        self.pos += len + 1;
+        Ok(text)
+    }
+
+    fn utf8(&mut self, n: usize) -> Result<Value, HstlError> {
+        let raw = self.take(n)?;
+        String::from_utf8(raw.to_vec())
+            .map(Value::Str)
+            .map_err(|_| self.error("string is not valid UTF-8"))
+    }
+
+    fn push(&mut self, value: Value) {
+        self.stack.push(StackItem::Value(value));
+    }
+
+    fn pop(&mut self) -> Result<Value, HstlError> {
+        match self.stack.pop() {
+            Some(StackItem::Value(v)) => Ok(v),
+            Some(StackItem::Mark) => Err(self.error("unexpected mark on the stack")),
+            None => Err(self.error("pop from an empty stack")),
+        }
+    }
+
+    fn top(&mut self) -> Result<&mut Value, HstlError> {
+        let pos = self.pos;
+        match self.stack.last_mut() {
+            Some(StackItem::Value(v)) => Ok(v),
+            _ => Err(HstlError::Pickle { offset: pos, message: "expected a value on the stack".into() }),
+        }
+    }
+
+    fn pop_to_mark(&mut self) -> Result<Vec<Value>, HstlError> {
+        let mut items = Vec::new();
+        loop {
+            match self.stack.pop() {
+                Some(StackItem::Mark) => break,
+                Some(StackItem::Value(v)) => items.push(v),
+                None => return Err(self.error("no mark on the stack")),
+            }
+        }
+        items.reverse();
+        Ok(items)
+    }
+
+    fn memo_get(&self, index: u32) -> Result<Value, HstlError> {
+        self.memo
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| self.error(format!("memo entry {index} is not defined")))
+    }
+
+    fn memo_put(&mut self, index: u32) -> Result<(), HstlError> {
+        let value = self.top()?.clone();
+        self.memo.insert(index, value);
+        Ok(())
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), HstlError> {
+        if items.len() % 2 != 0 {
+            return Err(self.error("odd number of items for a dictionary"));
+        }
+        let pos = self.pos;
+        let target = self.top()?;
+        let entries = match target {
+            Value::Dict(entries) => entries,
+            // Objects built by REDUCE (OrderedDict, Counter) receive their items afterwards.
+            Value::Object { .. } => {
+                *target = Value::Dict(Vec::new());
+                match target {
+                    Value::Dict(entries) => entries,
+                    _ => unreachable!("just assigned a dictionary"),
+                }
+            }
+            _ => return Err(HstlError::Pickle { offset: pos, message: "SETITEMS on a non-dictionary".into() }),
+        };
+        let mut iter = items.into_iter();
+        while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+            entries.push((k, v));
+        }
+        Ok(())
+    }
+
+    fn append_items(&mut self, items: Vec<Value>) -> Result<(), HstlError> {
+        let pos = self.pos;
+        match self.top()? {
+            Value::List(list) => {
+                list.extend(items);
+                Ok(())
+            }
+            _ => Err(HstlError::Pickle { offset: pos, message: "APPENDS on a non-list".into() }),
+        }
+    }
+
+    fn reduce(&self, callable: Value, args: Value) -> Result<Value, HstlError> {
+        let Value::Global { module, name } = &callable else {
+            return Ok(Value::Object { callable: Box::new(callable), args: Box::new(args) });
+        };
+        match (module.as_str(), name.as_str()) {
+            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+                self.rebuild_tensor(args)
+            }
+            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
+                match args {
+                    Value::Tuple(mut items) if !items.is_empty() => Ok(items.swap_remove(0)),
+                    _ => Err(self.error("_rebuild_parameter without a tensor argument")),
+                }
+            }
+            ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
+            _ => Ok(Value::Object { callable: Box::new(callable), args: Box::new(args) }),
+        }
+    }
+
+    fn rebuild_tensor(&self, args: Value) -> Result<Value, HstlError> {
+        let Value::Tuple(items) = args else {
+            return Err(self.error("tensor rebuild arguments are not a tuple"));
+        };
+        let (Some(Value::Storage { key, dtype }), Some(Value::Int(offset)), Some(size), Some(stride)) =
+            (items.first(), items.get(1), items.get(2), items.get(3))
+        else {
+            return Err(self.error("tensor rebuild arguments are not (storage, offset, size, stride, ...)"));
+        };
+        let dims = |v: &Value| -> Result<Vec<usize>, HstlError> {
+            match v {
+                Value::Tuple(d) => d
+                    .iter()
+                    .map(|x| match x {
+                        Value::Int(i) if *i >= 0 => Ok(*i as usize),
+                        _ => Err(self.error("tensor size or stride is not a non-negative integer")),
+                    })
+                    .collect(),
+                _ => Err(self.error("tensor size or stride is not a tuple")),
+            }
+        };
+        let shape = dims(size)?;
+        let stride = dims(stride)?;
+        if shape.len() != stride.len() {
+            return Err(self.error("tensor size and stride have different ranks"));
+        }
+        let storage_offset =
+            usize::try_from(*offset).map_err(|_| self.error("negative tensor storage offset"))?;
+        Ok(Value::Tensor(TensorRef { storage_key: key.clone(), dtype: *dtype, storage_offset, shape, stride }))
+    }
+
+    fn persistent_load(&self, pid: Value) -> Result<Value, HstlError> {
+        let Value::Tuple(items) = pid else {
+            return Err(self.error("persistent id is not a tuple"));
+        };
+        match (items.first(), items.get(1), items.get(2)) {
+            (Some(Value::Str(kind)), Some(Value::Global { name, .. }), Some(Value::Str(key))) if kind == "storage" => {
+                let dtype = StorageDtype::from_class_name(name)
+                    .ok_or_else(|| self.error(format!("unsupported storage type torch.{name}")))?;
+                Ok(Value::Storage { key: key.clone(), dtype })
+            }
+            _ => Err(self.error("persistent id is not a ('storage', type, key, ...) record")),
+        }
+    }
+
+    fn run(&mut self) -> Result<Value, HstlError> {
+        loop {
+            let opcode = self.u8()?;
+            match opcode {
+                0x80 => {
+                    let protocol = self.u8()?;
+                    if protocol > 5 {
+                        return Err(self.error(format!("pickle protocol {protocol} is not supported")));
+                    }
+                }
+                0x95 => {
+                    self.u64()?;
+                }
+                b'.' => return self.pop(),
+                b'(' => self.stack.push(StackItem::Mark),
+                b'}' => self.push(Value::Dict(Vec::new())),
+                b']' => self.push(Value::List(Vec::new())),
+                b')' => self.push(Value::Tuple(Vec::new())),
+                0x8f => self.push(Value::List(Vec::new())),
+                b't' => {
+                    let items = self.pop_to_mark()?;
+                    self.push(Value::Tuple(items));
+                }
+                0x91 => {
+                    let items = self.pop_to_mark()?;
+                    self.push(Value::List(items));
+                }
+                0x85..=0x87 => {
+                    let n = (opcode - 0x84) as usize;
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    self.push(Value::Tuple(items));
+                }
+                b'q' => {
+                    let index = self.u8()? as u32;
+                    self.memo_put(index)?;
+                }
+                b'r' => {
+                    let index = self.u32()?;
+                    self.memo_put(index)?;
+                }
+                0x94 => {
+                    let index = self.memo.len() as u32;
+                    self.memo_put(index)?;
+                }
+                b'h' => {
+                    let index = self.u8()? as u32;
+                    let v = self.memo_get(index)?;
+                    self.push(v);
+                }
+                b'j' => {
+                    let index = self.u32()?;
+                    let v = self.memo_get(index)?;
+                    self.push(v);
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let v = self.utf8(n)?;
+                    self.push(v);
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let v = self.utf8(n)?;
+                    self.push(v);
+                }
+                0x8d => {
+                    let n = usize::try_from(self.u64()?).map_err(|_| self.error("string too long"))?;
+                    let v = self.utf8(n)?;
+                    self.push(v);
+                }
+                b'U' => {
+                    let n = self.u8()? as usize;
+                    let v = self.take(n)?;
+                    self.push(Value::Str(String::from_utf8_lossy(v).into_owned()));
+                }
+                b'T' => {
+                    let n = self.u32()? as usize;
+                    let v = self.take(n)?;
+                    self.push(Value::Str(String::from_utf8_lossy(v).into_owned()));
+                }
+                b'C' => {
+                    let n = self.u8()? as usize;
+                    let v = self.take(n)?.to_vec();
+                    self.push(Value::Bytes(v));
+                }
+                b'B' => {
+                    let n = self.u32()? as usize;
+                    let v = self.take(n)?.to_vec();
+                    self.push(Value::Bytes(v));
+                }
+                b'J' => {
+                    let v = self.u32()? as i32;
+                    self.push(Value::Int(v as i64));
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.push(Value::Int(v as i64));
+                }
+                b'M' => {
+                    let v = self.u16()?;
+                    self.push(Value::Int(v as i64));
+                }
+                0x8a => {
+                    let n = self.u8()? as usize;
+                    if n > 8 {
+                        return Err(self.error("integer wider than 64 bits"));
+                    }
+                    let raw = self.take(n)?;
+                    let mut buf = if raw.last().is_some_and(|&b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                    buf[..n].copy_from_slice(raw);
+                    self.push(Value::Int(i64::from_le_bytes(buf)));
+                }
+                b'G' => {
+                    let b = self.take(8)?;
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    self.push(Value::Float(f64::from_be_bytes(a)));
+                }
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
+                b'N' => self.push(Value::None),
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.push(Value::Global { module, name });
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (module, name) {
+                        (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module, name }),
+                        _ => return Err(self.error("STACK_GLOBAL needs two strings")),
+                    }
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let v = self.reduce(callable, args)?;
+                    self.push(v);
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let class = self.pop()?;
+                    self.push(Value::Object { callable: Box::new(class), args: Box::new(args) });
+                }
+                b'b' => {
+                    // The state of a rebuilt object (e.g. a state_dict's `_metadata`) is not needed.
+                    self.pop()?;
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![k, v])?;
+                }
+                b'u' => {
+                    let items = self.pop_to_mark()?;
+                    self.set_items(items)?;
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.append_items(vec![v])?;
+                }
+                b'e' | 0x90 => {
+                    let items = self.pop_to_mark()?;
+                    self.append_items(items)?;
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = self.persistent_load(pid)?;
+                    self.push(v);
+                }
+                b'0' => {
+                    self.stack.pop();
+                }
+                b'1' => {
+                    self.pop_to_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.push(v);
+                }
+                other => {
+                    self.pos -= 1;
+                    return Err(self.error(format!("unsupported pickle opcode 0x{other:02x}")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nested_containers_and_scalars() {
+        // pickle.dumps({'a': [1, 2.5, None, True], 'b': ('x', -3)}, protocol=2)
+        let bytes: &[u8] = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01G@\x04\x00\x00\x00\x00\x00\x00N\x88eX\x01\x00\x00\x00bq\x03X\x01\x00\x00\x00xq\x04J\xfd\xff\xff\xff\x86q\x05u.";
+        let v = parse(bytes).unwrap();
+        assert_eq!(
+            v.get("a"),
+            Some(&Value::List(vec![Value::Int(1), Value::Float(2.5), Value::None, Value::Bool(true)]))
+        );
+        assert_eq!(v.get("b"), Some(&Value::Tuple(vec![Value::Str("x".into()), Value::Int(-3)])));
+    }
+
+    #[test]
+    fn truncated_pickle_is_an_error_not_a_panic() {
+        let bytes: &[u8] = b"\x80\x02}q\x00(X\x01\x00\x00";
+        let err = parse(bytes).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn unknown_opcode_is_named() {
+        let err = parse(b"\x80\x02\xff").unwrap_err();
+        assert!(err.to_string().contains("0xff"), "{err}");
+    }
+
+    #[test]
+    fn long1_decodes_negative_and_wide_integers() {
+        // pickle.dumps(-300000000000, protocol=2) and 2**40
+        assert_eq!(parse(b"\x80\x02\x8a\x05\x00H\x9b&\xba.").unwrap(), Value::Int(-300000000000));
+        assert_eq!(parse(b"\x80\x02\x8a\x06\x00\x00\x00\x00\x00\x01.").unwrap(), Value::Int(1 << 40));
+    }
+}

@@ -1,0 +1,258 @@
+//! The parameters of one HSTL network, checked against the reference layout of its variant.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::{self, StateDict, StateTensor, TensorData};
+use crate::error::{HstlError, Result};
+use crate::variant::{variant_from_head_shape, Variant, CLASSIFIER_KEY, NUM_BATCHES_TRACKED};
+
+/// Initial value of every GeM exponent in the reference (`GeMHPP(p=6.5)`).
+pub const GEM_INITIAL_P: f32 = 6.5;
+/// Standard deviation of OpenGait's BatchNorm weight initialisation, N(1, 0.02).
+const BN_WEIGHT_INIT_STD: f32 = 0.02;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Inference weights of one variant (everything but the training-only classifier).
+#[derive(Debug, Clone)]
+pub struct Weights {
+    variant: Variant,
+    tensors: BTreeMap<String, Tensor>,
+    /// Identities of the classifier the checkpoint was trained with, when it carried one.
+    training_classes: Option<usize>,
+}
+
+impl Weights {
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    pub fn training_classes(&self) -> Option<usize> {
+        self.training_classes
+    }
+
+    /// A tensor by its reference state-dict key. Every key of the layout exists once validated.
+    pub fn get(&self, key: &str) -> Result<&Tensor> {
+        self.tensors.get(key).ok_or_else(|| HstlError::MissingKey {
+            key: key.to_string(),
+            expected: vec![],
+            variant: self.variant.to_string(),
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
+        self.tensors.iter()
+    }
+
+    /// Elements of all inference tensors (learnable parameters and BatchNorm statistics).
+    pub fn element_count(&self) -> usize {
+        self.tensors.values().map(|t| t.data.len()).sum()
+    }
+
+    /// Reads an OpenGait/HSTL `.pt` checkpoint. The variant comes from the shape of
+    /// `Head0.fc_bin` unless `force` names one.
+    pub fn from_checkpoint(path: &Path, force: Option<Variant>) -> Result<Self> {
+        Self::from_state_dict(checkpoint::read_state_dict(path)?, force)
+    }
+
+    /// Validates a state dict against the reference layout: every key present, none extra,
+    /// every shape exact. `Head1` (the classifier) may have any class count or be absent.
+    pub fn from_state_dict(state: StateDict, force: Option<Variant>) -> Result<Self> {
+        let head = state.entries.iter().find(|(k, _)| k == "Head0.fc_bin").map(|(_, t)| t.shape.clone());
+        let variant = match (force, head) {
+            (Some(v), _) => v,
+            (None, Some(shape)) => variant_from_head_shape(&shape)?,
+            (None, None) => {
+                return Err(HstlError::MissingKey {
+                    key: "Head0.fc_bin".into(),
+                    expected: vec![],
+                    variant: "any".into(),
+                })
+            }
+        };
+        let arch = variant.architecture();
+        let name = variant.to_string();
+        let mut given: BTreeMap<String, StateTensor> = state.entries.into_iter().collect();
+        let mut tensors = BTreeMap::new();
+        let mut training_classes = None;
+        for spec in arch.state_dict_layout(arch.published_classes) {
+            let Some(tensor) = given.remove(&spec.key) else {
+                if spec.key == CLASSIFIER_KEY || spec.key == NUM_BATCHES_TRACKED {
+                    continue;
+                }
+                return Err(HstlError::MissingKey { key: spec.key, expected: spec.shape, variant: name });
+            };
+            let shape_ok = if spec.key == CLASSIFIER_KEY {
+                tensor.shape.len() == 3 && tensor.shape[..2] == spec.shape[..2]
+            } else {
+                tensor.shape == spec.shape
+            };
+            if !shape_ok {
+                return Err(HstlError::ShapeMismatch {
+                    key: spec.key,
+                    expected: spec.shape,
+                    found: tensor.shape,
+                    variant: name,
+                });
+            }
+            match (spec.key.as_str(), tensor.data) {
+                (CLASSIFIER_KEY, _) => training_classes = Some(tensor.shape[2]),
+                (NUM_BATCHES_TRACKED, _) => {}
+                (_, TensorData::F32(data)) => {
+                    if let Some(bad) = data.iter().position(|x| !x.is_finite()) {
+                        return Err(HstlError::BadTensor {
+                            key: spec.key,
+                            message: format!("element {bad} is {} (diverged training?)", data[bad]),
+                        });
+                    }
+                    tensors.insert(spec.key, Tensor { shape: tensor.shape, data });
+                }
+                (_, TensorData::I64(_)) => {
+                    return Err(HstlError::BadTensor { key: spec.key, message: "is an integer tensor, expected float".into() })
+                }
+            }
+        }
+        if let Some(extra) = given.into_keys().next() {
+            return Err(HstlError::UnexpectedKey { key: extra, variant: name });
+        }
+        Ok(Weights { variant, tensors, training_classes })
+    }
+
+    /// Fresh weights following OpenGait's initialisation rules, reproducible from `seed`:
+    /// Xavier-uniform convolutions and heads, zero biases, BatchNorm weight N(1, 0.02) with zero
+    /// bias and identity running statistics, GeM exponents 6.5.
+    pub fn seeded(variant: Variant, seed: u64) -> Self {
+        let arch = variant.architecture();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = BTreeMap::new();
+        for spec in arch.state_dict_layout(arch.published_classes) {
+            if spec.key == CLASSIFIER_KEY || spec.key == NUM_BATCHES_TRACKED {
+                continue;
+            }
+            let n: usize = spec.shape.iter().product();
+            let data: Vec<f32> = match spec.key.as_str() {
+                k if k.ends_with(".p") => vec![GEM_INITIAL_P; n],
+                k if k.ends_with(".bias") => vec![0.0; n],
+                "Bn.weight" => (0..n).map(|_| 1.0 + BN_WEIGHT_INIT_STD * standard_normal(&mut rng)).collect(),
+                "Bn.running_mean" => vec![0.0; n],
+                "Bn.running_var" => vec![1.0; n],
+                _ => {
+                    let (fan_in, fan_out) = torch_fans(&spec.shape);
+                    let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                    (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+                }
+            };
+            tensors.insert(spec.key, Tensor { shape: spec.shape, data });
+        }
+        Weights { variant, tensors, training_classes: None }
+    }
+
+    /// The inference weights as a state dict in the reference order (without `Head1`).
+    pub fn to_state_dict(&self, iteration: Option<i64>) -> StateDict {
+        let arch = self.variant.architecture();
+        let entries = arch
+            .state_dict_layout(arch.published_classes)
+            .into_iter()
+            .filter_map(|spec| {
+                if spec.key == NUM_BATCHES_TRACKED {
+                    return Some((spec.key, StateTensor { shape: vec![], data: TensorData::I64(vec![0]) }));
+                }
+                let t = self.tensors.get(&spec.key)?;
+                Some((spec.key, StateTensor { shape: t.shape.clone(), data: TensorData::F32(t.data.clone()) }))
+            })
+            .collect();
+        StateDict { entries, iteration }
+    }
+}
+
+/// `torch.nn.init._calculate_fan_in_and_fan_out`: dims 0 and 1 times the receptive field.
+fn torch_fans(shape: &[usize]) -> (usize, usize) {
+    let receptive: usize = shape.iter().skip(2).product();
+    (shape[1] * receptive, shape[0] * receptive)
+}
+
+fn standard_normal(rng: &mut impl Rng) -> f32 {
+    // Box–Muller; one of the pair is enough here.
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_weights_are_reproducible_and_complete() {
+        let a = Weights::seeded(Variant::CasiaB, 7);
+        let b = Weights::seeded(Variant::CasiaB, 7);
+        let c = Weights::seeded(Variant::CasiaB, 8);
+        assert_eq!(a.get("arme3.1.conv3d.2.conv3d.weight").unwrap(), b.get("arme3.1.conv3d.2.conv3d.weight").unwrap());
+        assert_ne!(a.get("Head0.fc_bin").unwrap(), c.get("Head0.fc_bin").unwrap());
+        assert_eq!(a.element_count(), 4_054_378 + 2 * 128);
+    }
+
+    #[test]
+    fn xavier_bounds_follow_torch_fans() {
+        let w = Weights::seeded(Variant::CasiaB, 1);
+        // Conv3d 64→128, k=3: fan_in 1728, fan_out 3456.
+        let bound = (6.0f32 / (1728.0 + 3456.0)).sqrt();
+        let conv = &w.get("arme3.0.conv3d.0.conv3d.weight").unwrap().data;
+        let max = conv.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(max <= bound && max > 0.99 * bound, "max {max}, bound {bound}");
+    }
+
+    #[test]
+    fn state_dict_round_trip_keeps_every_tensor() {
+        let w = Weights::seeded(Variant::Gait3d, 3);
+        let back = Weights::from_state_dict(w.to_state_dict(None), None).unwrap();
+        assert_eq!(back.variant(), Variant::Gait3d);
+        assert_eq!(back.tensors, w.tensors);
+    }
+
+    #[test]
+    fn missing_extra_and_misshaped_keys_are_named() {
+        let full = Weights::seeded(Variant::CasiaB, 0).to_state_dict(None);
+
+        let mut missing = full.clone();
+        missing.entries.retain(|(k, _)| k != "astp2_fta.hpp.1.p");
+        let err = Weights::from_state_dict(missing, None).unwrap_err();
+        assert!(matches!(&err, HstlError::MissingKey { key, .. } if key == "astp2_fta.hpp.1.p"), "{err}");
+
+        let mut extra = full.clone();
+        extra.entries.push(("astp3.proj.conv.weight".into(), extra.entries[0].1.clone()));
+        let err = Weights::from_state_dict(extra, None).unwrap_err();
+        assert!(err.to_string().contains("astp3.proj.conv.weight"), "{err}");
+
+        let mut misshaped = full;
+        let conv = misshaped.entries.iter_mut().find(|(k, _)| k == "arme2.1.conv3d.0.conv3d.weight").unwrap();
+        conv.1.shape = vec![64, 32, 3, 3, 1];
+        let err = Weights::from_state_dict(misshaped, None).unwrap_err();
+        assert!(matches!(&err, HstlError::ShapeMismatch { key, .. } if key == "arme2.1.conv3d.0.conv3d.weight"), "{err}");
+    }
+
+    #[test]
+    fn forcing_the_wrong_variant_fails_on_the_first_differing_key() {
+        let casia = Weights::seeded(Variant::CasiaB, 0).to_state_dict(None);
+        let err = Weights::from_state_dict(casia, Some(Variant::OuMvlp)).unwrap_err();
+        assert!(err.to_string().contains("ou-mvlp"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_weights_are_rejected() {
+        let mut state = Weights::seeded(Variant::CasiaB, 0).to_state_dict(None);
+        if let TensorData::F32(v) = &mut state.entries[0].1.data {
+            v[5] = f32::NAN;
+        }
+        let err = Weights::from_state_dict(state, None).unwrap_err();
+        assert!(err.to_string().contains("arme1.0.conv3d.weight"), "{err}");
+    }
+}
