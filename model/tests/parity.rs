@@ -140,3 +140,47 @@ fn reference_distance_between_the_two_walks() {
     assert!((d_ref - 3.7604).abs() < 1e-4, "reference distance {d_ref}");
     assert!((d - d_ref).abs() < 1e-4, "ours {d}, reference {d_ref}");
 }
+
+#[cfg(feature = "ort")]
+mod onnxruntime {
+    use super::*;
+    use hstl::backend::onnxruntime::OrtEmbedder;
+
+    fn ort() -> Option<&'static OrtEmbedder> {
+        static EMBEDDER: OnceLock<Option<OrtEmbedder>> = OnceLock::new();
+        EMBEDDER
+            .get_or_init(|| {
+                let path = std::env::temp_dir().join(format!("hstl-parity-{}.onnx", std::process::id()));
+                std::fs::write(&path, model_bytes()?).unwrap();
+                Some(OrtEmbedder::load(&path, 2).unwrap())
+            })
+            .as_ref()
+    }
+
+    #[test]
+    fn onnxruntime_reproduces_the_reference_on_8_frames() {
+        let Some(dir) = parity_dir() else { return };
+        let mut vectors = Vectors::open(&dir);
+        let outputs = ort().unwrap().run_all_outputs(&clip(&mut vectors, 8)).unwrap();
+        check_all_stages(&outputs, &mut vectors, 8);
+    }
+
+    #[test]
+    fn onnxruntime_reproduces_the_reference_on_33_frames() {
+        let Some(dir) = parity_dir() else { return };
+        let mut vectors = Vectors::open(&dir);
+        let outputs = ort().unwrap().run_all_outputs(&clip(&mut vectors, 33)).unwrap();
+        check_all_stages(&outputs, &mut vectors, 33);
+    }
+
+    #[test]
+    fn onnxruntime_tiles_one_frame_clips_like_tract() {
+        let Some(dir) = parity_dir() else { return };
+        let mut vectors = Vectors::open(&dir);
+        let eight = clip(&mut vectors, 8);
+        let first = Silhouettes::from_f32(&[1, 64, 44], &eight.as_slice()[..64 * 44]).unwrap();
+        let a = hstl::Embedder::embed(ort().unwrap(), &first).unwrap();
+        let b = hstl::Embedder::embed(tract().unwrap(), &first).unwrap();
+        assert!(a.distance(&b).unwrap() < 1e-4);
+    }
+}

@@ -61,6 +61,7 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
         .map(excess)
         .enumerate()
         .fold((0, f32::NEG_INFINITY), |best, (i, e)| if e > best.1 { (i, e) } else { best });
+    eprintln!("{name}: max |diff| {:.3e}", max_abs_diff(got, want));
     let (i, excess) = worst;
     assert!(
         excess <= 0.0,

@@ -1,0 +1,151 @@
+//! ONNX Runtime backend (feature `ort`): the library is loaded at run time, so a build needs no
+//! ONNX Runtime, CUDA or TensorRT; on a Jetson the same binary uses the TensorRT execution provider
+//! when the installed ONNX Runtime has it, then CUDA, then the CPU.
+//!
+//! The library comes from `ORT_DYLIB_PATH`, else `libonnxruntime.so` on the loader path. The API
+//! level is 20, so ONNX Runtime 1.20 and newer load (Jetson builds lag the PyPI releases).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider};
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::tract::NamedOutputs;
+use super::Embedder;
+use crate::embedding::Embedding;
+use crate::error::{HstlError, Result};
+use crate::input::Silhouettes;
+use crate::variant::{INPUT_HEIGHT, INPUT_WIDTH};
+
+pub const LIBRARY_ENV: &str = "ORT_DYLIB_PATH";
+const DEFAULT_LIBRARY: &str = "libonnxruntime.so";
+/// Clip length of the run that checks a model when it is loaded.
+const PROBE_FRAMES: usize = 3;
+
+pub struct OrtEmbedder {
+    session: Mutex<Session>,
+    input_name: String,
+    output_names: Vec<String>,
+    embedding_shape: (usize, usize),
+    threads: usize,
+    provider: &'static str,
+}
+
+fn ort_error(e: impl std::fmt::Display) -> HstlError {
+    HstlError::OnnxRuntime(e.to_string())
+}
+
+/// Loads the ONNX Runtime library once per process.
+fn runtime() -> Result<&'static Environment> {
+    static LOADED: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let library = std::env::var_os(LIBRARY_ENV).map_or_else(|| PathBuf::from(DEFAULT_LIBRARY), PathBuf::from);
+            ort::init_from(&library)
+                .map_err(|e| format!("cannot load {} (set {LIBRARY_ENV}): {e}", library.display()))?
+                .with_name("hstl")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| HstlError::OnnxRuntime(e.clone()))
+}
+
+impl OrtEmbedder {
+    /// Opens `path` with TensorRT (engines cached in `<model>.trt-cache/`), CUDA or the CPU,
+    /// whichever the installed ONNX Runtime offers first; `threads` sizes the CPU thread pool.
+    pub fn load(path: &Path, threads: usize) -> Result<Self> {
+        let environment = runtime()?;
+        let threads = threads.max(1);
+        let provider = if ep::TensorRT::is_available().unwrap_or(false) {
+            "TensorRT"
+        } else if ep::CUDA::is_available().unwrap_or(false) {
+            "CUDA"
+        } else {
+            "CPU"
+        };
+        let cache = path.with_extension("trt-cache");
+        let providers = [
+            ep::TensorRT::default()
+                .with_engine_cache(true)
+                .with_engine_cache_path(cache.display())
+                .build(),
+            ep::CUDA::default().build(),
+            ep::CPU::default().build(),
+        ];
+        let bad = |message: String| HstlError::BadModel { path: path.to_path_buf(), message };
+        let session = Session::builder(environment)
+            .map_err(ort_error)?
+            .with_intra_threads(threads)
+            .map_err(ort_error)?
+            .with_execution_providers(providers)
+            .map_err(ort_error)?
+            .commit_from_file(path)
+            .map_err(|e| bad(format!("ONNX Runtime cannot open it: {e}")))?;
+        let input_name = match session.inputs() {
+            [only] => only.name().to_string(),
+            inputs => return Err(bad(format!("expected one input (silhouettes [1, T, 64, 44]), found {}", inputs.len()))),
+        };
+        if let ort::value::ValueType::Tensor { shape, .. } = session.inputs()[0].dtype() {
+            if shape.len() != 4 {
+                return Err(bad(format!("input has rank {}; an HSTL model takes silhouettes [1, T, 64, 44]", shape.len())));
+            }
+        }
+        let output_names = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let mut embedder = OrtEmbedder {
+            session: Mutex::new(session),
+            input_name,
+            output_names,
+            embedding_shape: (0, 0),
+            threads,
+            provider,
+        };
+        let probe = Silhouettes::from_f32(&[PROBE_FRAMES, INPUT_HEIGHT, INPUT_WIDTH], &vec![0.0; PROBE_FRAMES * INPUT_HEIGHT * INPUT_WIDTH])?;
+        let (_, shape, _) = embedder.run_all_outputs(&probe).map_err(|e| bad(e.to_string()))?.swap_remove(0);
+        embedder.embedding_shape = match shape.as_slice() {
+            [1, parts, channels] => (*parts, *channels),
+            other => return Err(bad(format!("output is {other:?}, expected embeddings [1, parts, channels]"))),
+        };
+        Ok(embedder)
+    }
+
+    /// Runs the model and returns every graph output (the embedding first).
+    pub fn run_all_outputs(&self, clip: &Silhouettes) -> Result<NamedOutputs> {
+        let input = Tensor::from_array(([1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH], clip.as_slice().to_vec()))
+            .map_err(ort_error)?;
+        let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let outputs = session
+            .run(ort::inputs![self.input_name.as_str() => input])
+            .map_err(|e| HstlError::Inference(e.to_string()))?;
+        self.output_names
+            .iter()
+            .map(|name| {
+                let value = outputs.get(name).ok_or_else(|| HstlError::Inference(format!("no output {name}")))?;
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_error)?;
+                let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
+                Ok((name.clone(), shape, data.to_vec()))
+            })
+            .collect()
+    }
+}
+
+impl Embedder for OrtEmbedder {
+    fn embed(&self, clip: &Silhouettes) -> Result<Embedding> {
+        let (_, shape, values) = self.run_all_outputs(clip)?.swap_remove(0);
+        match shape.as_slice() {
+            [1, parts, channels] => Embedding::new(*parts, *channels, values),
+            other => Err(HstlError::Inference(format!("model returned {other:?}, expected [1, parts, channels]"))),
+        }
+    }
+
+    fn embedding_shape(&self) -> (usize, usize) {
+        self.embedding_shape
+    }
+
+    fn describe(&self) -> String {
+        format!("ONNX Runtime, {} execution provider first, {} CPU thread(s)", self.provider, self.threads)
+    }
+}
