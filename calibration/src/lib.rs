@@ -1,0 +1,3 @@
+//! Calibration of the kiosk's decisions. So far: error rates of a distance threshold.
+
+pub mod thresholds;

@@ -1,0 +1,3 @@
+//! The door-kiosk application. So far: choosing and opening the inference backend.
+
+pub mod inference;
