@@ -84,6 +84,9 @@ enum Command {
         /// Print one JSON line instead of text.
         #[arg(long)]
         json: bool,
+        /// Also time every operator of the tract plan and print where the time goes.
+        #[arg(long)]
+        profile: bool,
     },
     /// Run the network on a synthetic walk with a seeded model: the quick end-to-end check.
     Demo {
@@ -138,8 +141,11 @@ fn main() -> Result<()> {
                 println!("MACs:        {:.2} G for {frames} frames", macs as f64 / 1e9);
             }
         }
-        Command::Bench { model, frames, threads, runs, backend, json } => {
+        Command::Bench { model, frames, threads, runs, backend, json, profile } => {
             bench(&model, frames, threads, runs, backend, json)?;
+            if profile {
+                print_profile(&model, frames, threads)?;
+            }
         }
         Command::Demo { frames, threads } => demo(frames, threads)?,
     }
@@ -189,6 +195,34 @@ fn bench(model: &Path, frames: usize, threads: usize, runs: usize, backend: Back
         if let Some(m) = peak_mib {
             println!("peak RSS:      {m:.1} MiB");
         }
+    }
+    Ok(())
+}
+
+fn print_profile(model: &Path, frames: usize, threads: usize) -> Result<()> {
+    let embedder = TractEmbedder::load(model, threads)?;
+    let clip = synthetic_walk(frames);
+    embedder.embed(&clip)?;
+    let timings = embedder.profile(&clip)?;
+    let total: f64 = timings.iter().map(|t| t.2).sum();
+    let mut by_op: Vec<(String, f64, usize)> = Vec::new();
+    for (op, _, seconds) in &timings {
+        match by_op.iter_mut().find(|(o, _, _)| o == op) {
+            Some(entry) => {
+                entry.1 += seconds;
+                entry.2 += 1;
+            }
+            None => by_op.push((op.clone(), *seconds, 1)),
+        }
+    }
+    by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("\nprofile of one tract run ({:.0} ms in {} nodes), by operator:", total * 1e3, timings.len());
+    for (op, seconds, count) in by_op.iter().take(12) {
+        println!("  {:>6.1} ms {:>5.1} %  {op} x{count}", seconds * 1e3, 100.0 * seconds / total);
+    }
+    println!("slowest nodes:");
+    for (op, name, seconds) in timings.iter().take(12) {
+        println!("  {:>6.1} ms {:>5.1} %  {name} ({op})", seconds * 1e3, 100.0 * seconds / total);
     }
     Ok(())
 }

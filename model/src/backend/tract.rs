@@ -146,6 +146,27 @@ impl TractEmbedder {
             .collect()
     }
 
+    /// Time spent in each node of the optimised plan for one run on `clip`, slowest first:
+    /// `(operator, node name, seconds)`.
+    pub fn profile(&self, clip: &Silhouettes) -> Result<Vec<(String, String, f64)>> {
+        let plan = self.plan(clip.frames())?;
+        let input = Tensor::from_shape(&[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH], clip.as_slice())
+            .map_err(|e| HstlError::Inference(e.to_string()))?;
+        let mut state = plan.spawn().map_err(|e| HstlError::Inference(e.to_string()))?;
+        let mut timings = Vec::new();
+        multithread_tract_scope(self.executor.clone(), || {
+            state.run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+                let started = std::time::Instant::now();
+                let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                timings.push((node.op().name().to_string(), node.name.clone(), started.elapsed().as_secs_f64()));
+                outputs
+            })
+        })
+        .map_err(|e| HstlError::Inference(format!("{e:#}")))?;
+        timings.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(timings)
+    }
+
     pub fn threads(&self) -> usize {
         self.threads
     }
