@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds the hstl tests for aarch64 and runs them under qemu-user (runner set in .cargo/config.toml).
+#
+# Emulation runs tract's NEON kernels about 500x slower than native, so this runs the unit tests,
+# the checkpoint test and the 8-frame parity test (every stage of the network against the reference
+# vectors, through the ARM kernels); the 33-frame parity, the CLI and the multi-variant tests run
+# natively in the main test run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+"$(dirname "$0")/setup-aarch64.sh"
+cargo test -p hstl --target aarch64-unknown-linux-gnu --lib --test parity -- \
+    --skip 33_frames --skip reference_distance
