@@ -209,7 +209,7 @@ fn pickle_state_dict(state: &StateDict) -> Vec<u8> {
     p.raw(&[0x80, 2, b'}', b'(']);
     p.string("model");
     p.global("collections", "OrderedDict");
-    p.raw(&[b')', b'R', b'(']);
+    p.raw(b")R(");
     for (index, (key, tensor)) in state.entries.iter().enumerate() {
         p.string(key);
         p.global("torch._utils", "_rebuild_tensor_v2");
@@ -234,7 +234,7 @@ fn pickle_state_dict(state: &StateDict) -> Vec<u8> {
         p.int_tuple(&strides);
         p.raw(&[0x89]);
         p.global("collections", "OrderedDict");
-        p.raw(&[b')', b'R', b't', b'R']);
+        p.raw(b")RtR");
     }
     p.raw(b"u");
     if let Some(iteration) = state.iteration {

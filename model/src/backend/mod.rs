@@ -2,7 +2,7 @@
 //! ONNX Runtime (feature `ort`: TensorRT, CUDA or CPU execution providers, loaded at run time).
 
 use crate::embedding::Embedding;
-use crate::error::Result;
+use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
 
 #[cfg(feature = "ort")]
@@ -18,4 +18,12 @@ pub trait Embedder: Send + Sync {
 
     /// Which runtime and device run the model, for logs and benchmark reports.
     fn describe(&self) -> String;
+}
+
+/// The embedding in a model's first output, which must be `[1, parts, channels]`.
+pub(crate) fn embedding_from_output(shape: &[usize], values: Vec<f32>) -> Result<Embedding> {
+    match shape {
+        [1, parts, channels] => Embedding::new(*parts, *channels, values),
+        other => Err(HstlError::Inference(format!("model returned {other:?}, expected [1, parts, channels]"))),
+    }
 }

@@ -135,10 +135,7 @@ impl OrtEmbedder {
 impl Embedder for OrtEmbedder {
     fn embed(&self, clip: &Silhouettes) -> Result<Embedding> {
         let (_, shape, values) = self.run_all_outputs(clip)?.swap_remove(0);
-        match shape.as_slice() {
-            [1, parts, channels] => Embedding::new(*parts, *channels, values),
-            other => Err(HstlError::Inference(format!("model returned {other:?}, expected [1, parts, channels]"))),
-        }
+        super::embedding_from_output(&shape, values)
     }
 
     fn embedding_shape(&self) -> (usize, usize) {

@@ -180,10 +180,7 @@ impl Embedder for TractEmbedder {
     fn embed(&self, clip: &Silhouettes) -> Result<Embedding> {
         let mut outputs = self.run_all_outputs(clip)?;
         let (_, shape, values) = outputs.swap_remove(0);
-        match shape.as_slice() {
-            [1, parts, channels] => Embedding::new(*parts, *channels, values),
-            other => Err(HstlError::Inference(format!("model returned {other:?}, expected [1, parts, channels]"))),
-        }
+        super::embedding_from_output(&shape, values)
     }
 
     fn embedding_shape(&self) -> (usize, usize) {
