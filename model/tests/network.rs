@@ -64,6 +64,9 @@ fn any_clip_length_runs_and_plans_are_cached_per_length() {
     }
     let first = e.plan(5).unwrap();
     assert!(Arc::ptr_eq(&first, &e.plan(5).unwrap()));
+    let ops: Vec<String> = first.model().nodes().iter().map(|n| n.op().name().to_string()).collect();
+    assert!(!ops.iter().any(|op| op == "Reduce<Max>"), "temporal maxima should use StridedMax: {ops:?}");
+    assert_eq!(ops.iter().filter(|op| *op == "StridedMax").count(), 6);
 }
 
 #[test]

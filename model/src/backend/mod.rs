@@ -7,6 +7,7 @@ use crate::input::Silhouettes;
 
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
+mod strided_max;
 pub mod tract;
 
 /// Turns a silhouette clip into an embedding. Implementations are shareable between threads.

@@ -13,6 +13,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+use super::strided_max::replace_max_reductions;
 use super::Embedder;
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
@@ -107,7 +108,12 @@ impl TractEmbedder {
         }
         let started = std::time::Instant::now();
         let plan = with_clip_length(self.model.clone(), frames)
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .and_then(|mut m| {
+                replace_max_reductions(&mut m)?;
+                m.into_optimized()
+            })
             .and_then(|m| m.into_runnable())
             .map_err(|e| HstlError::BadModel {
                 path: self.source.clone(),
