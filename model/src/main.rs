@@ -266,7 +266,11 @@ fn demo(frames: usize, threads: usize) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let model = dir.join("hstl_casiab_seed7.onnx");
     onnx_graph::write_model(&weights, &ExportOptions::default(), &model)?;
-    println!("seeded CASIA-B HSTL (seed 7) exported to ONNX: {} parameters", weights.element_count());
+    let (_, learnable) = Variant::CasiaB.architecture().parameter_counts();
+    println!(
+        "seeded CASIA-B HSTL (seed 7) exported to ONNX: {learnable} learnable parameters, {} weights with BatchNorm statistics",
+        weights.element_count()
+    );
     let embedder = TractEmbedder::load(&model, threads)?;
     let walk = synthetic_walk(frames);
     let started = Instant::now();
