@@ -31,7 +31,10 @@ pub struct DistanceSets {
 impl DistanceSets {
     pub fn new(mut genuine: Vec<f32>, mut impostor: Vec<f32>) -> Result<Self, ThresholdError> {
         if genuine.is_empty() || impostor.is_empty() {
-            return Err(ThresholdError::TooFewPairs { genuine: genuine.len(), impostor: impostor.len() });
+            return Err(ThresholdError::TooFewPairs {
+                genuine: genuine.len(),
+                impostor: impostor.len(),
+            });
         }
         if let Some(bad) = genuine.iter().chain(&impostor).find(|d| !d.is_finite()) {
             return Err(ThresholdError::NotFinite(*bad));
@@ -46,7 +49,8 @@ impl DistanceSets {
         OperatingPoint {
             threshold,
             false_accept_rate: accepted(&self.impostor) as f64 / self.impostor.len() as f64,
-            false_reject_rate: (self.genuine.len() - accepted(&self.genuine)) as f64 / self.genuine.len() as f64,
+            false_reject_rate: (self.genuine.len() - accepted(&self.genuine)) as f64
+                / self.genuine.len() as f64,
         }
     }
 
@@ -70,20 +74,37 @@ impl DistanceSets {
             .copied()
             .unwrap_or_else(|| self.at(0.0));
         let mean = (best.false_accept_rate + best.false_reject_rate) / 2.0;
-        OperatingPoint { false_accept_rate: mean, false_reject_rate: mean, ..best }
+        OperatingPoint {
+            false_accept_rate: mean,
+            false_reject_rate: mean,
+            ..best
+        }
     }
 
     /// The largest threshold whose false-accept rate does not exceed `target`: the most
     /// permissive setting that keeps impostors at or below that rate.
-    pub fn threshold_for_false_accept_rate(&self, target: f64) -> Result<OperatingPoint, ThresholdError> {
+    pub fn threshold_for_false_accept_rate(
+        &self,
+        target: f64,
+    ) -> Result<OperatingPoint, ThresholdError> {
         if !(0.0..1.0).contains(&target) {
             return Err(ThresholdError::BadTarget(target));
         }
         let allowed = (target * self.impostor.len() as f64).floor() as usize;
         // Accepting `allowed` impostors at most: stay strictly below the next impostor distance.
         let limit = self.impostor[allowed];
-        let threshold = self.genuine.iter().chain(&self.impostor).copied().filter(|&d| d < limit).fold(f32::NEG_INFINITY, f32::max);
-        let threshold = if threshold.is_finite() { threshold } else { limit.next_down() };
+        let threshold = self
+            .genuine
+            .iter()
+            .chain(&self.impostor)
+            .copied()
+            .filter(|&d| d < limit)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let threshold = if threshold.is_finite() {
+            threshold
+        } else {
+            limit.next_down()
+        };
         Ok(self.at(threshold))
     }
 }
@@ -93,7 +114,11 @@ mod tests {
     use super::*;
 
     fn sets() -> DistanceSets {
-        DistanceSets::new(vec![0.1, 0.2, 0.3, 0.4, 0.9], vec![0.35, 0.6, 0.7, 0.8, 1.0]).unwrap()
+        DistanceSets::new(
+            vec![0.1, 0.2, 0.3, 0.4, 0.9],
+            vec![0.35, 0.6, 0.7, 0.8, 1.0],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -132,8 +157,17 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_refused() {
-        assert!(matches!(DistanceSets::new(vec![], vec![1.0]), Err(ThresholdError::TooFewPairs { .. })));
-        assert!(matches!(DistanceSets::new(vec![f32::NAN], vec![1.0]), Err(ThresholdError::NotFinite(_))));
-        assert_eq!(sets().threshold_for_false_accept_rate(1.0).unwrap_err(), ThresholdError::BadTarget(1.0));
+        assert!(matches!(
+            DistanceSets::new(vec![], vec![1.0]),
+            Err(ThresholdError::TooFewPairs { .. })
+        ));
+        assert!(matches!(
+            DistanceSets::new(vec![f32::NAN], vec![1.0]),
+            Err(ThresholdError::NotFinite(_))
+        ));
+        assert_eq!(
+            sets().threshold_for_false_accept_rate(1.0).unwrap_err(),
+            ThresholdError::BadTarget(1.0)
+        );
     }
 }

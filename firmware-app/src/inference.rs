@@ -34,7 +34,10 @@ pub enum InferenceError {
 /// missing, unsupported model) is logged and tract is used, so a kiosk always comes up.
 pub fn open_embedder(config: &InferenceConfig) -> Result<Box<dyn Embedder>, InferenceError> {
     match config.backend {
-        BackendChoice::Tract => Ok(Box::new(TractEmbedder::load(&config.model, config.threads)?)),
+        BackendChoice::Tract => Ok(Box::new(TractEmbedder::load(
+            &config.model,
+            config.threads,
+        )?)),
         BackendChoice::OnnxRuntime => open_onnxruntime(config),
         BackendChoice::Auto => match open_onnxruntime(config) {
             Ok(embedder) => Ok(embedder),
@@ -42,7 +45,10 @@ pub fn open_embedder(config: &InferenceConfig) -> Result<Box<dyn Embedder>, Infe
                 if !matches!(e, InferenceError::OnnxRuntimeNotBuilt) {
                     log::warn!("ONNX Runtime unavailable ({e}); using tract on the CPU");
                 }
-                Ok(Box::new(TractEmbedder::load(&config.model, config.threads)?))
+                Ok(Box::new(TractEmbedder::load(
+                    &config.model,
+                    config.threads,
+                )?))
             }
         },
     }
@@ -50,7 +56,10 @@ pub fn open_embedder(config: &InferenceConfig) -> Result<Box<dyn Embedder>, Infe
 
 #[cfg(feature = "ort")]
 fn open_onnxruntime(config: &InferenceConfig) -> Result<Box<dyn Embedder>, InferenceError> {
-    Ok(Box::new(hstl::backend::onnxruntime::OrtEmbedder::load(&config.model, config.threads)?))
+    Ok(Box::new(hstl::backend::onnxruntime::OrtEmbedder::load(
+        &config.model,
+        config.threads,
+    )?))
 }
 
 #[cfg(not(feature = "ort"))]

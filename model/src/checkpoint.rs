@@ -51,14 +51,18 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
         } else {
             format!("file starts with {:02x?}, not a zip archive", &magic[..got])
         };
-        return Err(HstlError::NotACheckpoint { path: path.to_path_buf(), reason });
+        return Err(HstlError::NotACheckpoint {
+            path: path.to_path_buf(),
+            reason,
+        });
     }
     file.rewind().map_err(|e| HstlError::io(path, e))?;
     read_archive(file)
 }
 
 fn read_archive<R: Read + Seek>(reader: R) -> Result<StateDict> {
-    let mut archive = zip::ZipArchive::new(reader).map_err(|e| HstlError::Archive(e.to_string()))?;
+    let mut archive =
+        zip::ZipArchive::new(reader).map_err(|e| HstlError::Archive(e.to_string()))?;
     let pickle_name = archive
         .file_names()
         .find(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
@@ -75,27 +79,54 @@ fn read_archive<R: Read + Seek>(reader: R) -> Result<StateDict> {
     }
     let root = pickle::parse(&read_entry(&mut archive, &pickle_name)?)?;
     let (model, iteration) = match root.get("model") {
-        Some(model) => (model, root.get("iteration").and_then(|v| if let Value::Int(i) = v { Some(*i) } else { None })),
+        Some(model) => (
+            model,
+            root.get("iteration").and_then(|v| {
+                if let Value::Int(i) = v {
+                    Some(*i)
+                } else {
+                    None
+                }
+            }),
+        ),
         None => (&root, None),
     };
     let items = model.dict_entries().ok_or_else(|| {
-        HstlError::NoStateDict("the pickled object is neither a checkpoint dict nor a state dict".into())
+        HstlError::NoStateDict(
+            "the pickled object is neither a checkpoint dict nor a state dict".into(),
+        )
     })?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut entries = Vec::with_capacity(items.len());
     for (key, value) in items {
         let Some(key) = key.as_str() else { continue };
-        let Value::Tensor(tensor) = value else { continue };
+        let Value::Tensor(tensor) = value else {
+            continue;
+        };
         if !storages.contains_key(&tensor.storage_key) {
-            let bytes = read_entry(&mut archive, &format!("{prefix}data/{}", tensor.storage_key))?;
+            let bytes = read_entry(
+                &mut archive,
+                &format!("{prefix}data/{}", tensor.storage_key),
+            )?;
             storages.insert(tensor.storage_key.clone(), bytes);
         }
-        let key = key.strip_prefix(DATA_PARALLEL_PREFIX).unwrap_or(key).to_string();
+        let key = key
+            .strip_prefix(DATA_PARALLEL_PREFIX)
+            .unwrap_or(key)
+            .to_string();
         let data = materialise(&key, tensor, &storages[&tensor.storage_key])?;
-        entries.push((key, StateTensor { shape: tensor.shape.clone(), data }));
+        entries.push((
+            key,
+            StateTensor {
+                shape: tensor.shape.clone(),
+                data,
+            },
+        ));
     }
     if entries.is_empty() {
-        return Err(HstlError::NoStateDict("the state dict holds no tensors".into()));
+        return Err(HstlError::NoStateDict(
+            "the state dict holds no tensors".into(),
+        ));
     }
     Ok(StateDict { entries, iteration })
 }
@@ -113,7 +144,10 @@ fn read_entry<R: Read + Seek>(archive: &mut zip::ZipArchive<R>, name: &str) -> R
 
 /// Gathers a (possibly strided) view out of its storage bytes.
 fn materialise(key: &str, t: &TensorRef, storage: &[u8]) -> Result<TensorData> {
-    let bad = |message: String| HstlError::BadTensor { key: key.to_string(), message };
+    let bad = |message: String| HstlError::BadTensor {
+        key: key.to_string(),
+        message,
+    };
     let elem = t.dtype.size_bytes();
     let numel: usize = t.shape.iter().product();
     let max_index = t
@@ -134,7 +168,14 @@ fn materialise(key: &str, t: &TensorRef, storage: &[u8]) -> Result<TensorData> {
     let mut offsets = Vec::with_capacity(numel);
     let mut index = vec![0usize; t.shape.len()];
     for _ in 0..numel {
-        offsets.push(t.storage_offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>());
+        offsets.push(
+            t.storage_offset
+                + index
+                    .iter()
+                    .zip(&t.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>(),
+        );
         for d in (0..index.len()).rev() {
             index[d] += 1;
             if index[d] < t.shape[d] {
@@ -148,10 +189,16 @@ fn materialise(key: &str, t: &TensorRef, storage: &[u8]) -> Result<TensorData> {
     let int = |f: fn(&[u8]) -> i64| TensorData::I64(offsets.iter().map(|&o| f(at(o))).collect());
     Ok(match t.dtype {
         StorageDtype::F32 => float(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        StorageDtype::F64 => float(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32),
+        StorageDtype::F64 => {
+            float(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+        }
         StorageDtype::F16 => float(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
-        StorageDtype::BF16 => float(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
-        StorageDtype::I64 => int(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+        StorageDtype::BF16 => {
+            float(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+        }
+        StorageDtype::I64 => {
+            int(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        }
         StorageDtype::I32 => int(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64),
         StorageDtype::I16 => int(|b| i16::from_le_bytes([b[0], b[1]]) as i64),
         StorageDtype::I8 => int(|b| b[0] as i8 as i64),
@@ -190,7 +237,11 @@ pub fn write_state_dict(path: &Path, archive_name: &str, state: &StateDict) -> R
         zip.start_file(name, options).map_err(archive_err)?;
         zip.write_all(bytes).map_err(|e| HstlError::io(path, e))
     };
-    put(&mut zip, format!("{archive_name}/data.pkl"), &pickle_state_dict(state))?;
+    put(
+        &mut zip,
+        format!("{archive_name}/data.pkl"),
+        &pickle_state_dict(state),
+    )?;
     put(&mut zip, format!("{archive_name}/byteorder"), b"little")?;
     for (index, (_, tensor)) in state.entries.iter().enumerate() {
         let bytes: Vec<u8> = match &tensor.data {
@@ -257,13 +308,15 @@ impl PickleWriter {
 
     fn string(&mut self, s: &str) {
         self.bytes.push(b'X');
-        self.bytes.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(s.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(s.as_bytes());
     }
 
     fn global(&mut self, module: &str, name: &str) {
         self.bytes.push(b'c');
-        self.bytes.extend_from_slice(format!("{module}\n{name}\n").as_bytes());
+        self.bytes
+            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
     }
 
     fn int(&mut self, v: i64) {
@@ -309,13 +362,21 @@ mod tests {
             shape: vec![2, 3],
             stride: vec![1, 2],
         };
-        assert_eq!(materialise("t", &view, &storage).unwrap(), TensorData::F32(vec![0., 2., 4., 1., 3., 5.]));
+        assert_eq!(
+            materialise("t", &view, &storage).unwrap(),
+            TensorData::F32(vec![0., 2., 4., 1., 3., 5.])
+        );
     }
 
     #[test]
     fn a_view_past_its_storage_is_an_error() {
-        let view =
-            TensorRef { storage_key: "0".into(), dtype: StorageDtype::F32, storage_offset: 1, shape: vec![4], stride: vec![1] };
+        let view = TensorRef {
+            storage_key: "0".into(),
+            dtype: StorageDtype::F32,
+            storage_offset: 1,
+            shape: vec![4],
+            stride: vec![1],
+        };
         let err = materialise("w", &view, &[0u8; 16]).unwrap_err();
         assert!(err.to_string().contains("`w`"), "{err}");
     }

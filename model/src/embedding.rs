@@ -18,7 +18,11 @@ impl Embedding {
                 values.len()
             )));
         }
-        Ok(Embedding { parts, channels, values })
+        Ok(Embedding {
+            parts,
+            channels,
+            values,
+        })
     }
 
     pub fn parts(&self) -> usize {

@@ -4,9 +4,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum HstlError {
     #[error("cannot read or write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
-    #[error("{path} is not a PyTorch checkpoint in the zip format of torch.save (>= 1.6): {reason}")]
+    #[error(
+        "{path} is not a PyTorch checkpoint in the zip format of torch.save (>= 1.6): {reason}"
+    )]
     NotACheckpoint { path: PathBuf, reason: String },
 
     #[error("checkpoint archive is damaged or truncated: {0}")]
@@ -21,14 +26,25 @@ pub enum HstlError {
     #[error("tensor `{key}`: {message}")]
     BadTensor { key: String, message: String },
 
-    #[error("checkpoint is missing `{key}` (expected shape {expected:?} for the {variant} variant)")]
-    MissingKey { key: String, expected: Vec<usize>, variant: String },
+    #[error(
+        "checkpoint is missing `{key}` (expected shape {expected:?} for the {variant} variant)"
+    )]
+    MissingKey {
+        key: String,
+        expected: Vec<usize>,
+        variant: String,
+    },
 
     #[error("checkpoint has unexpected key `{key}` for the {variant} variant")]
     UnexpectedKey { key: String, variant: String },
 
     #[error("`{key}` has shape {found:?}, the {variant} variant needs {expected:?}")]
-    ShapeMismatch { key: String, expected: Vec<usize>, found: Vec<usize>, variant: String },
+    ShapeMismatch {
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+        variant: String,
+    },
 
     #[error(
         "this is the superseded 17-part CASIA-B HSTL (July 2023 code drop, Head0.fc_bin {shape:?}); \
@@ -62,6 +78,9 @@ pub type Result<T, E = HstlError> = std::result::Result<T, E>;
 
 impl HstlError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        HstlError::Io { path: path.into(), source }
+        HstlError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

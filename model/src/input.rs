@@ -39,7 +39,10 @@ impl Silhouettes {
     }
 
     pub fn from_f32(shape: &[usize], data: &[f32]) -> Result<Self> {
-        if let Some(bad) = data.iter().find(|v| !(-FLOAT_RANGE_TOLERANCE..=1.0 + FLOAT_RANGE_TOLERANCE).contains(*v)) {
+        if let Some(bad) = data
+            .iter()
+            .find(|v| !(-FLOAT_RANGE_TOLERANCE..=1.0 + FLOAT_RANGE_TOLERANCE).contains(*v))
+        {
             return Err(HstlError::BadInput(format!(
                 "float silhouettes must lie in [0, 1], found {bad} (uint8 0..255 data must be stored as uint8)"
             )));
@@ -51,10 +54,16 @@ impl Silhouettes {
     pub fn read_npy(path: &Path) -> Result<Self> {
         let open = || std::fs::File::open(path).map_err(|e| HstlError::io(path, e));
         if let Ok(a) = ArrayD::<u8>::read_npy(open()?) {
-            return Self::from_u8(a.shape(), &a.as_standard_layout().iter().copied().collect::<Vec<_>>());
+            return Self::from_u8(
+                a.shape(),
+                &a.as_standard_layout().iter().copied().collect::<Vec<_>>(),
+            );
         }
         match ArrayD::<f32>::read_npy(open()?) {
-            Ok(a) => Self::from_f32(a.shape(), &a.as_standard_layout().iter().copied().collect::<Vec<_>>()),
+            Ok(a) => Self::from_f32(
+                a.shape(),
+                &a.as_standard_layout().iter().copied().collect::<Vec<_>>(),
+            ),
             Err(e) => Err(HstlError::BadInput(format!(
                 "{}: not a uint8 or float32 .npy array ({e})",
                 path.display()
@@ -81,7 +90,10 @@ impl Silhouettes {
             )));
         }
         if values.len() != frames * height * width {
-            return Err(HstlError::BadInput(format!("{} values do not fill shape {shape:?}", values.len())));
+            return Err(HstlError::BadInput(format!(
+                "{} values do not fill shape {shape:?}",
+                values.len()
+            )));
         }
         let data = if width == PRETREATED_WIDTH {
             values

@@ -10,7 +10,11 @@ use hstl::onnx_graph::{self, ExportOptions};
 use hstl::{Embedder, Silhouettes, TractEmbedder, Variant, Weights};
 
 #[derive(Parser)]
-#[command(name = "hstl", version, about = "HSTL gait-recognition network: checkpoints, ONNX export, inference")]
+#[command(
+    name = "hstl",
+    version,
+    about = "HSTL gait-recognition network: checkpoints, ONNX export, inference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,30 +104,63 @@ enum Command {
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
-        Command::Export { checkpoint, out, variant, intermediates } => {
+        Command::Export {
+            checkpoint,
+            out,
+            variant,
+            intermediates,
+        } => {
             let weights = Weights::from_checkpoint(&checkpoint, variant)
                 .with_context(|| format!("reading checkpoint {}", checkpoint.display()))?;
-            onnx_graph::write_model(&weights, &ExportOptions { intermediate_outputs: intermediates }, &out)?;
-            println!("{}: {} model written to {}", checkpoint.display(), weights.variant(), out.display());
+            onnx_graph::write_model(
+                &weights,
+                &ExportOptions {
+                    intermediate_outputs: intermediates,
+                },
+                &out,
+            )?;
+            println!(
+                "{}: {} model written to {}",
+                checkpoint.display(),
+                weights.variant(),
+                out.display()
+            );
         }
         Command::Init { variant, seed, out } => {
             let weights = Weights::seeded(variant, seed);
             if out.extension().is_some_and(|e| e == "pt") {
-                let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("archive");
+                let stem = out
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("archive");
                 hstl::checkpoint::write_state_dict(&out, stem, &weights.to_state_dict(Some(0)))?;
             } else {
                 onnx_graph::write_model(&weights, &ExportOptions::default(), &out)?;
             }
-            println!("seeded {variant} model (seed {seed}) written to {}", out.display());
+            println!(
+                "seeded {variant} model (seed {seed}) written to {}",
+                out.display()
+            );
         }
-        Command::Embed { model, input, output, threads, backend } => {
+        Command::Embed {
+            model,
+            input,
+            output,
+            threads,
+            backend,
+        } => {
             let embedder = open_embedder(&model, threads, backend)?;
-            let clip = Silhouettes::read_npy(&input).with_context(|| format!("reading {}", input.display()))?;
+            let clip = Silhouettes::read_npy(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
             let started = Instant::now();
             let embedding = embedder.embed(&clip)?;
             let elapsed = started.elapsed();
-            let array = ndarray::Array2::from_shape_vec((embedding.parts(), embedding.channels()), embedding.as_slice().to_vec())?;
-            ndarray_npy::write_npy(&output, &array).with_context(|| format!("writing {}", output.display()))?;
+            let array = ndarray::Array2::from_shape_vec(
+                (embedding.parts(), embedding.channels()),
+                embedding.as_slice().to_vec(),
+            )?;
+            ndarray_npy::write_npy(&output, &array)
+                .with_context(|| format!("writing {}", output.display()))?;
             println!(
                 "{} frames -> {}x{} embedding in {:.0} ms ({}), written to {}",
                 clip.frames(),
@@ -138,10 +175,21 @@ fn main() -> Result<()> {
             let info = ModelInfo::of_path(&path)?;
             println!("{}: \n{info}", path.display());
             if let Some(macs) = info.macs(frames) {
-                println!("MACs:        {:.2} G for {frames} frames", macs as f64 / 1e9);
+                println!(
+                    "MACs:        {:.2} G for {frames} frames",
+                    macs as f64 / 1e9
+                );
             }
         }
-        Command::Bench { model, frames, threads, runs, backend, json, profile } => {
+        Command::Bench {
+            model,
+            frames,
+            threads,
+            runs,
+            backend,
+            json,
+            profile,
+        } => {
             bench(&model, frames, threads, runs, backend, json)?;
             if profile {
                 print_profile(&model, frames, threads)?;
@@ -156,13 +204,24 @@ fn open_embedder(model: &Path, threads: usize, backend: Backend) -> Result<Box<d
     match backend {
         Backend::Tract => Ok(Box::new(TractEmbedder::load(model, threads)?)),
         #[cfg(feature = "ort")]
-        Backend::Ort => Ok(Box::new(hstl::backend::onnxruntime::OrtEmbedder::load(model, threads)?)),
+        Backend::Ort => Ok(Box::new(hstl::backend::onnxruntime::OrtEmbedder::load(
+            model, threads,
+        )?)),
         #[cfg(not(feature = "ort"))]
-        Backend::Ort => bail!("this build has no ONNX Runtime backend: rebuild with `--features ort`"),
+        Backend::Ort => {
+            bail!("this build has no ONNX Runtime backend: rebuild with `--features ort`")
+        }
     }
 }
 
-fn bench(model: &Path, frames: usize, threads: usize, runs: usize, backend: Backend, json: bool) -> Result<()> {
+fn bench(
+    model: &Path,
+    frames: usize,
+    threads: usize,
+    runs: usize,
+    backend: Backend,
+    json: bool,
+) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -174,7 +233,9 @@ fn bench(model: &Path, frames: usize, threads: usize, runs: usize, backend: Back
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
-            embedder.embed(&clip).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            embedder
+                .embed(&clip)
+                .map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_, _>>()?;
     times.sort_by(f64::total_cmp);
@@ -190,7 +251,11 @@ fn bench(model: &Path, frames: usize, threads: usize, runs: usize, backend: Back
     } else {
         println!("{}", embedder.describe());
         println!("window:        {frames} frames, {runs} timed runs after one warm-up");
-        println!("median:        {median:.1} ms  (min {:.1}, max {:.1})", times[0], times[times.len() - 1]);
+        println!(
+            "median:        {median:.1} ms  (min {:.1}, max {:.1})",
+            times[0],
+            times[times.len() - 1]
+        );
         println!("load + first:  {prepare_ms:.0} ms (plan optimisation included)");
         if let Some(m) = peak_mib {
             println!("peak RSS:      {m:.1} MiB");
@@ -216,13 +281,25 @@ fn print_profile(model: &Path, frames: usize, threads: usize) -> Result<()> {
         }
     }
     by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("\nprofile of one tract run ({:.0} ms in {} nodes), by operator:", total * 1e3, timings.len());
+    println!(
+        "\nprofile of one tract run ({:.0} ms in {} nodes), by operator:",
+        total * 1e3,
+        timings.len()
+    );
     for (op, seconds, count) in by_op.iter().take(12) {
-        println!("  {:>6.1} ms {:>5.1} %  {op} x{count}", seconds * 1e3, 100.0 * seconds / total);
+        println!(
+            "  {:>6.1} ms {:>5.1} %  {op} x{count}",
+            seconds * 1e3,
+            100.0 * seconds / total
+        );
     }
     println!("slowest nodes:");
     for (op, name, seconds) in timings.iter().take(12) {
-        println!("  {:>6.1} ms {:>5.1} %  {name} ({op})", seconds * 1e3, 100.0 * seconds / total);
+        println!(
+            "  {:>6.1} ms {:>5.1} %  {name} ({op})",
+            seconds * 1e3,
+            100.0 * seconds / total
+        );
     }
     Ok(())
 }
@@ -284,9 +361,21 @@ fn demo(frames: usize, threads: usize) -> Result<()> {
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64;
     let norm0: f32 = first.part(0).iter().map(|v| v * v).sum::<f32>().sqrt();
     println!("{}", embedder.describe());
-    println!("embedding:      {} parts x {} channels, mean {mean:.5}, |part 0| {norm0:.4}", first.parts(), first.channels());
-    println!("window of {frames} frames: {:.0} ms first (plan build included), {:.0} ms warm", cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3);
-    println!("repeat distance {:.2e} (deterministic), half-walk distance {:.4}", first.distance(&again)?, first.distance(&short)?);
+    println!(
+        "embedding:      {} parts x {} channels, mean {mean:.5}, |part 0| {norm0:.4}",
+        first.parts(),
+        first.channels()
+    );
+    println!(
+        "window of {frames} frames: {:.0} ms first (plan build included), {:.0} ms warm",
+        cold.as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3
+    );
+    println!(
+        "repeat distance {:.2e} (deterministic), half-walk distance {:.4}",
+        first.distance(&again)?,
+        first.distance(&short)?
+    );
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

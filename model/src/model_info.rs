@@ -14,8 +14,14 @@ use crate::weights::Weights;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileKind {
-    Checkpoint { iteration: Option<i64>, training_classes: Option<usize> },
-    Onnx { opset: i64, producer: String },
+    Checkpoint {
+        iteration: Option<i64>,
+        training_classes: Option<usize>,
+    },
+    Onnx {
+        opset: i64,
+        producer: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,7 +44,10 @@ impl ModelInfo {
             let weights = Weights::from_state_dict(state, None)?;
             let arch = weights.variant().architecture();
             return Ok(ModelInfo {
-                kind: FileKind::Checkpoint { iteration, training_classes: weights.training_classes() },
+                kind: FileKind::Checkpoint {
+                    iteration,
+                    training_classes: weights.training_classes(),
+                },
                 variant: Some(weights.variant()),
                 embedding_shape: (arch.parts(), arch.embedding_channels),
                 parameters: weights.element_count(),
@@ -48,7 +57,10 @@ impl ModelInfo {
             path: path.to_path_buf(),
             message: format!("neither a zip checkpoint nor an ONNX protobuf: {e}"),
         })?;
-        Self::of_onnx(&model).map_err(|message| HstlError::BadModel { path: path.to_path_buf(), message })
+        Self::of_onnx(&model).map_err(|message| HstlError::BadModel {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
     fn of_onnx(model: &pb::ModelProto) -> std::result::Result<Self, String> {
@@ -72,9 +84,17 @@ impl ModelInfo {
         };
         let embedding_shape = match dims.as_slice() {
             [_, Some(p), Some(c)] => (*p as usize, *c as usize),
-            _ => return Err(format!("output `{}` is not declared as [1, parts, channels]", output.name)),
+            _ => {
+                return Err(format!(
+                    "output `{}` is not declared as [1, parts, channels]",
+                    output.name
+                ))
+            }
         };
-        let declared = model.metadata_props.iter().find(|p| p.key == METADATA_VARIANT);
+        let declared = model
+            .metadata_props
+            .iter()
+            .find(|p| p.key == METADATA_VARIANT);
         let variant = match declared {
             Some(prop) => Some(prop.value.parse::<Variant>().map_err(|e| e.to_string())?),
             None => ALL_VARIANTS.into_iter().find(|v| {
@@ -88,9 +108,16 @@ impl ModelInfo {
             .filter(|t| t.data_type == pb::tensor_proto::DataType::Float as i32)
             .map(|t| t.dims.iter().product::<i64>().max(0) as usize)
             .sum();
-        let opset = model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
+        let opset = model
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version);
         Ok(ModelInfo {
-            kind: FileKind::Onnx { opset, producer: model.producer_name.clone() },
+            kind: FileKind::Onnx {
+                opset,
+                producer: model.producer_name.clone(),
+            },
             variant,
             embedding_shape,
             parameters,
@@ -106,17 +133,27 @@ impl ModelInfo {
 impl fmt::Display for ModelInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            FileKind::Checkpoint { iteration, training_classes } => {
+            FileKind::Checkpoint {
+                iteration,
+                training_classes,
+            } => {
                 writeln!(f, "format:      OpenGait/HSTL checkpoint (torch.save zip)")?;
                 if let Some(i) = iteration {
                     writeln!(f, "iteration:   {i}")?;
                 }
                 if let Some(c) = training_classes {
-                    writeln!(f, "classifier:  {c} training identities (Head1, not used at inference)")?;
+                    writeln!(
+                        f,
+                        "classifier:  {c} training identities (Head1, not used at inference)"
+                    )?;
                 }
             }
             FileKind::Onnx { opset, producer } => {
-                writeln!(f, "format:      ONNX, opset {opset}, producer {:?}", producer)?;
+                writeln!(
+                    f,
+                    "format:      ONNX, opset {opset}, producer {:?}",
+                    producer
+                )?;
             }
         }
         match self.variant {

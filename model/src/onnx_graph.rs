@@ -37,8 +37,19 @@ const FTA_STRIDE: i64 = 3;
 /// Intermediate tensors that [`ExportOptions::intermediate_outputs`] adds as graph outputs, for
 /// parity tests against the reference model.
 pub const INTERMEDIATE_OUTPUTS: &[&str] = &[
-    "arme1", "tmax_arme1", "tmax_arme2", "fta", "tmax_fta", "tmax_arme3", "astp1", "astp2", "astp2_fta", "astp3",
-    "hpp", "feat", "gait",
+    "arme1",
+    "tmax_arme1",
+    "tmax_arme2",
+    "fta",
+    "tmax_fta",
+    "tmax_arme3",
+    "astp1",
+    "astp2",
+    "astp2_fta",
+    "astp3",
+    "hpp",
+    "feat",
+    "gait",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -52,19 +63,36 @@ pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::Mod
     let mut g = GraphBuilder::new(weights);
 
     let channel_axis = g.const_i64("channel_axis", &[1]);
-    let frames = g.node("Unsqueeze", "input_5d", &[INPUT_NAME, &channel_axis], vec![]);
+    let frames = g.node(
+        "Unsqueeze",
+        "input_5d",
+        &[INPUT_NAME, &channel_axis],
+        vec![],
+    );
     let clip = g.tile_short_clips(&frames);
 
     let mut x = clip;
     for (i, _) in arch.stem.layers.iter().enumerate() {
-        x = g.conv3d(&x, &format!("arme1.{}", 2 * i), &format!("arme1.{}.conv3d.weight", 2 * i))?;
+        x = g.conv3d(
+            &x,
+            &format!("arme1.{}", 2 * i),
+            &format!("arme1.{}.conv3d.weight", 2 * i),
+        )?;
         x = g.leaky_relu(&x, &format!("arme1.{}", 2 * i + 1));
     }
     let stem = g.node("Identity", "arme1", &[&x], vec![]);
     let levels = arch.pooling_levels();
     let mut parts = vec![g.astp(&stem, &levels[0], "tmax_arme1")?];
     let mut x = if arch.pool_after_stem {
-        g.node("MaxPool", "pool0", &[&stem], vec![ints("kernel_shape", &[1, 2, 2]), ints("strides", &[1, 2, 2])])
+        g.node(
+            "MaxPool",
+            "pool0",
+            &[&stem],
+            vec![
+                ints("kernel_shape", &[1, 2, 2]),
+                ints("strides", &[1, 2, 2]),
+            ],
+        )
     } else {
         stem
     };
@@ -89,9 +117,16 @@ pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::Mod
 
     let p = arch.parts() as i64;
     let e = arch.embedding_channels as i64;
-    let mut outputs = vec![value_info(OUTPUT_NAME, Some(&[Dim::Fixed(1), Dim::Fixed(p), Dim::Fixed(e)]))];
+    let mut outputs = vec![value_info(
+        OUTPUT_NAME,
+        Some(&[Dim::Fixed(1), Dim::Fixed(p), Dim::Fixed(e)]),
+    )];
     if options.intermediate_outputs {
-        outputs.extend(INTERMEDIATE_OUTPUTS.iter().map(|name| value_info(name, None)));
+        outputs.extend(
+            INTERMEDIATE_OUTPUTS
+                .iter()
+                .map(|name| value_info(name, None)),
+        );
     }
     let input = value_info(
         INPUT_NAME,
@@ -112,7 +147,10 @@ pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::Mod
     };
     Ok(pb::ModelProto {
         ir_version: IR_VERSION,
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
         producer_name: METADATA_PRODUCER.into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: "HSTL gait embedding network (Wang et al., ICCV 2023)".into(),
@@ -143,7 +181,9 @@ fn value_info(name: &str, shape: Option<&[Dim]>) -> pb::ValueInfoProto {
             .map(|d| pb::tensor_shape_proto::Dimension {
                 value: Some(match d {
                     Dim::Fixed(v) => pb::tensor_shape_proto::dimension::Value::DimValue(*v),
-                    Dim::Symbol(s) => pb::tensor_shape_proto::dimension::Value::DimParam(s.to_string()),
+                    Dim::Symbol(s) => {
+                        pb::tensor_shape_proto::dimension::Value::DimParam(s.to_string())
+                    }
                 }),
                 ..Default::default()
             })
@@ -172,7 +212,12 @@ fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
 }
 
 fn int(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: pb::attribute_proto::AttributeType::Int as i32, i: value, ..Default::default() }
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
 }
 
 fn float(name: &str, value: f32) -> pb::AttributeProto {
@@ -192,11 +237,21 @@ struct GraphBuilder<'w> {
 
 impl<'w> GraphBuilder<'w> {
     fn new(weights: &'w Weights) -> Self {
-        GraphBuilder { weights, nodes: Vec::new(), initializers: Vec::new() }
+        GraphBuilder {
+            weights,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+        }
     }
 
     /// Adds a node whose single output is named `name`, and returns that name.
-    fn node(&mut self, op: &str, name: &str, inputs: &[&str], attribute: Vec<pb::AttributeProto>) -> String {
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attribute: Vec<pb::AttributeProto>,
+    ) -> String {
         self.nodes.push(pb::NodeProto {
             op_type: op.into(),
             name: name.into(),
@@ -257,12 +312,22 @@ impl<'w> GraphBuilder<'w> {
     fn tile_short_clips(&mut self, frames: &str) -> String {
         let shape = self.node("Shape", "input_shape", &[INPUT_NAME], vec![]);
         let index = self.const_i64("time_axis_index", &[1]);
-        let t = self.node("Gather", "frame_count", &[&shape, &index], vec![int("axis", 0)]);
+        let t = self.node(
+            "Gather",
+            "frame_count",
+            &[&shape, &index],
+            vec![int("axis", 0)],
+        );
         let two = self.const_i64("two", &[2]);
         let t_plus_two = self.node("Add", "frame_count_plus_two", &[&t, &two], vec![]);
         let repeat = self.node("Div", "time_repeats", &[&t_plus_two, &t], vec![]);
         let ones = self.const_i64("ones_2", &[1, 1]);
-        let repeats = self.node("Concat", "tile_repeats", &[&ones, &repeat, &ones], vec![int("axis", 0)]);
+        let repeats = self.node(
+            "Concat",
+            "tile_repeats",
+            &[&ones, &repeat, &ones],
+            vec![int("axis", 0)],
+        );
         self.node("Tile", "clip", &[frames, &repeats], vec![])
     }
 
@@ -272,12 +337,21 @@ impl<'w> GraphBuilder<'w> {
             "Conv",
             name,
             &[x, &w],
-            vec![ints("kernel_shape", &[3, 3, 3]), ints("pads", &[1, 1, 1, 1, 1, 1]), ints("strides", &[1, 1, 1])],
+            vec![
+                ints("kernel_shape", &[3, 3, 3]),
+                ints("pads", &[1, 1, 1, 1, 1, 1]),
+                ints("strides", &[1, 1, 1]),
+            ],
         ))
     }
 
     fn leaky_relu(&mut self, x: &str, name: &str) -> String {
-        self.node("LeakyRelu", name, &[x], vec![float("alpha", LEAKY_RELU_SLOPE)])
+        self.node(
+            "LeakyRelu",
+            name,
+            &[x],
+            vec![float("alpha", LEAKY_RELU_SLOPE)],
+        )
     }
 
     /// ARME convolutions: each band convolved on its own (zero padding at the band edges),
@@ -289,31 +363,62 @@ impl<'w> GraphBuilder<'w> {
             let bands = self.split(&x, &format!("{name}.split"), 3, &stage.bands);
             let mut outs = Vec::new();
             for (k, band) in bands.iter().enumerate() {
-                outs.push(self.conv3d(band, &format!("{name}.conv{k}"), &format!("{name}.conv3d.{k}.conv3d.weight"))?);
+                outs.push(self.conv3d(
+                    band,
+                    &format!("{name}.conv{k}"),
+                    &format!("{name}.conv3d.{k}.conv3d.weight"),
+                )?);
             }
             let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
-            let joined = self.node("Concat", &format!("{name}.concat"), &refs, vec![int("axis", 3)]);
+            let joined = self.node(
+                "Concat",
+                &format!("{name}.concat"),
+                &refs,
+                vec![int("axis", 3)],
+            );
             x = self.leaky_relu(&joined, &name);
         }
         Ok(x)
     }
 
     /// GeM over each band of a `[1, C, H, W]` map: `[1, C, bands]`.
-    fn gem_bands(&mut self, x: &str, name: &str, bands: &[usize], p_keys: &[String]) -> Result<String> {
-        let pieces = if bands.len() > 1 { self.split(x, &format!("{name}.split"), 2, bands) } else { vec![x.to_string()] };
+    fn gem_bands(
+        &mut self,
+        x: &str,
+        name: &str,
+        bands: &[usize],
+        p_keys: &[String],
+    ) -> Result<String> {
+        let pieces = if bands.len() > 1 {
+            self.split(x, &format!("{name}.split"), 2, bands)
+        } else {
+            vec![x.to_string()]
+        };
         let mut pooled = Vec::new();
         for (k, (piece, p_key)) in pieces.iter().zip(p_keys).enumerate() {
             let band_name = format!("{name}.gem{k}");
             pooled.push(self.gem(piece, &band_name, p_key, &[2, 3], true)?);
         }
         let refs: Vec<&str> = pooled.iter().map(String::as_str).collect();
-        let joined = self.node("Concat", &format!("{name}.concat"), &refs, vec![int("axis", 2)]);
+        let joined = self.node(
+            "Concat",
+            &format!("{name}.concat"),
+            &refs,
+            vec![int("axis", 2)],
+        );
         let axis = self.const_i64(&format!("{name}.squeeze_axis"), &[3]);
         Ok(self.node("Squeeze", name, &[&joined, &axis], vec![]))
     }
 
     /// `mean(clamp(x, eps)^p)^(1/p)` over `axes`.
-    fn gem(&mut self, x: &str, name: &str, p_key: &str, axes: &[i64], keep_dims: bool) -> Result<String> {
+    fn gem(
+        &mut self,
+        x: &str,
+        name: &str,
+        p_key: &str,
+        axes: &[i64],
+        keep_dims: bool,
+    ) -> Result<String> {
         let p = self.weights.get(p_key)?.data[0];
         let p_name = self.weight(p_key)?;
         let inv_p = self.initializer_f32(&format!("{p_key}.inverse"), &[1], &[1.0 / p]);
@@ -331,14 +436,26 @@ impl<'w> GraphBuilder<'w> {
 
     /// ASTP: temporal max (exposed as `tmax_name`), optional 1×1 projection, GeM per band.
     fn astp(&mut self, x: &str, level: &PoolingLevel, tmax_name: &str) -> Result<String> {
-        let tmax = self.node("ReduceMax", tmax_name, &[x], vec![ints("axes", &[2]), int("keepdims", 0)]);
+        let tmax = self.node(
+            "ReduceMax",
+            tmax_name,
+            &[x],
+            vec![ints("axes", &[2]), int("keepdims", 0)],
+        );
         let projected = if level.projects {
             let w = self.weight(&format!("{}.proj.conv.weight", level.name))?;
-            self.node("Conv", &format!("{}.proj", level.name), &[&tmax, &w], vec![ints("kernel_shape", &[1, 1])])
+            self.node(
+                "Conv",
+                &format!("{}.proj", level.name),
+                &[&tmax, &w],
+                vec![ints("kernel_shape", &[1, 1])],
+            )
         } else {
             tmax
         };
-        let p_keys: Vec<String> = (0..level.bands.len()).map(|k| format!("{}.hpp.{k}.p", level.name)).collect();
+        let p_keys: Vec<String> = (0..level.bands.len())
+            .map(|k| format!("{}.hpp.{k}.p", level.name))
+            .collect();
         self.gem_bands(&projected, &level.name, &level.bands, &p_keys)
     }
 
@@ -361,7 +478,10 @@ impl<'w> GraphBuilder<'w> {
                 "MaxPool",
                 &format!("{n}.max3"),
                 &[piece],
-                vec![ints("kernel_shape", &[FTA_SHORT_KERNEL, 1, 1]), ints("strides", &[FTA_STRIDE, 1, 1])],
+                vec![
+                    ints("kernel_shape", &[FTA_SHORT_KERNEL, 1, 1]),
+                    ints("strides", &[FTA_STRIDE, 1, 1]),
+                ],
             );
             let long = self.node(
                 "MaxPool",
@@ -374,26 +494,65 @@ impl<'w> GraphBuilder<'w> {
                 ],
             );
             let sum = self.node("Add", &format!("{n}.sum"), &[&short, &long], vec![]);
-            let squeeze =
-                self.node("ReduceMean", &format!("{n}.gap"), &[&sum], vec![ints("axes", &[3, 4]), int("keepdims", 0)]);
+            let squeeze = self.node(
+                "ReduceMean",
+                &format!("{n}.gap"),
+                &[&sum],
+                vec![ints("axes", &[3, 4]), int("keepdims", 0)],
+            );
             let mut logits = Vec::new();
             for branch in 0..2 {
                 let w = self.weight(&format!("{n}.fcs.{branch}.weight"))?;
                 let b = self.weight(&format!("{n}.fcs.{branch}.bias"))?;
-                let z = self.node("Conv", &format!("{n}.fcs.{branch}"), &[&squeeze, &w, &b], vec![ints("kernel_shape", &[1])]);
+                let z = self.node(
+                    "Conv",
+                    &format!("{n}.fcs.{branch}"),
+                    &[&squeeze, &w, &b],
+                    vec![ints("kernel_shape", &[1])],
+                );
                 let axis = self.const_i64(&format!("{n}.fcs.{branch}.stack_axis"), &[0]);
-                logits.push(self.node("Unsqueeze", &format!("{n}.fcs.{branch}.stacked"), &[&z, &axis], vec![]));
+                logits.push(self.node(
+                    "Unsqueeze",
+                    &format!("{n}.fcs.{branch}.stacked"),
+                    &[&z, &axis],
+                    vec![],
+                ));
             }
-            let stacked = self.node("Concat", &format!("{n}.logits"), &[&logits[0], &logits[1]], vec![int("axis", 0)]);
-            let attention = self.node("Softmax", &format!("{n}.softmax"), &[&stacked], vec![int("axis", 0)]);
+            let stacked = self.node(
+                "Concat",
+                &format!("{n}.logits"),
+                &[&logits[0], &logits[1]],
+                vec![int("axis", 0)],
+            );
+            let attention = self.node(
+                "Softmax",
+                &format!("{n}.softmax"),
+                &[&stacked],
+                vec![int("axis", 0)],
+            );
             let weights = self.split(&attention, &format!("{n}.attention"), 0, &[1, 1]);
             let shape = self.const_i64(&format!("{n}.attention_shape"), &[1, channels, -1, 1, 1]);
             let mut weighted = Vec::new();
             for (branch, (w, pooled)) in weights.iter().zip([&short, &long]).enumerate() {
-                let w = self.node("Reshape", &format!("{n}.attention{branch}"), &[w, &shape], vec![]);
-                weighted.push(self.node("Mul", &format!("{n}.weighted{branch}"), &[&w, pooled], vec![]));
+                let w = self.node(
+                    "Reshape",
+                    &format!("{n}.attention{branch}"),
+                    &[w, &shape],
+                    vec![],
+                );
+                weighted.push(self.node(
+                    "Mul",
+                    &format!("{n}.weighted{branch}"),
+                    &[&w, pooled],
+                    vec![],
+                ));
             }
-            outs.push(self.node("Add", &format!("{n}.out"), &[&weighted[0], &weighted[1]], vec![]));
+            outs.push(self.node(
+                "Add",
+                &format!("{n}.out"),
+                &[&weighted[0], &weighted[1]],
+                vec![],
+            ));
         }
         let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
         Ok(self.node("Concat", "fta", &refs, vec![int("axis", 3)]))
@@ -401,10 +560,20 @@ impl<'w> GraphBuilder<'w> {
 
     /// `SeparateFCs` (one `[C_in, C_out]` matrix per part), then BatchNorm1d, then `[N, P, C]`.
     fn head(&mut self, feat: &str, output: &str) -> Result<String> {
-        let parts_first = self.node("Transpose", "head.parts_first", &[feat], vec![ints("perm", &[2, 0, 1])]);
+        let parts_first = self.node(
+            "Transpose",
+            "head.parts_first",
+            &[feat],
+            vec![ints("perm", &[2, 0, 1])],
+        );
         let fc = self.weight("Head0.fc_bin")?;
         let projected = self.node("MatMul", "head.fc", &[&parts_first, &fc], vec![]);
-        let gait = self.node("Transpose", "gait", &[&projected], vec![ints("perm", &[1, 2, 0])]);
+        let gait = self.node(
+            "Transpose",
+            "gait",
+            &[&projected],
+            vec![ints("perm", &[1, 2, 0])],
+        );
         let scale = self.weight("Bn.weight")?;
         let bias = self.weight("Bn.bias")?;
         let mean = self.weight("Bn.running_mean")?;

@@ -75,9 +75,18 @@ pub enum Value {
     Tuple(Vec<Value>),
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
-    Global { module: String, name: String },
-    Object { callable: Box<Value>, args: Box<Value> },
-    Storage { key: String, dtype: StorageDtype },
+    Global {
+        module: String,
+        name: String,
+    },
+    Object {
+        callable: Box<Value>,
+        args: Box<Value>,
+    },
+    Storage {
+        key: String,
+        dtype: StorageDtype,
+    },
     Tensor(TensorRef),
 }
 
@@ -119,17 +128,28 @@ struct Machine<'a> {
 
 /// Parses one pickle and returns the object it builds.
 pub fn parse(bytes: &[u8]) -> Result<Value, HstlError> {
-    let mut machine = Machine { bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    let mut machine = Machine {
+        bytes,
+        pos: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+    };
     machine.run()
 }
 
 impl<'a> Machine<'a> {
     fn error(&self, message: impl Into<String>) -> HstlError {
-        HstlError::Pickle { offset: self.pos, message: message.into() }
+        HstlError::Pickle {
+            offset: self.pos,
+            message: message.into(),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], HstlError> {
-        let end = self.pos.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
         match end {
             Some(end) => {
                 let slice = &self.bytes[self.pos..end];
@@ -195,7 +215,10 @@ impl<'a> Machine<'a> {
         let pos = self.pos;
         match self.stack.last_mut() {
             Some(StackItem::Value(v)) => Ok(v),
-            _ => Err(HstlError::Pickle { offset: pos, message: "expected a value on the stack".into() }),
+            _ => Err(HstlError::Pickle {
+                offset: pos,
+                message: "expected a value on the stack".into(),
+            }),
         }
     }
 
@@ -241,7 +264,12 @@ impl<'a> Machine<'a> {
                     _ => unreachable!("just assigned a dictionary"),
                 }
             }
-            _ => return Err(HstlError::Pickle { offset: pos, message: "SETITEMS on a non-dictionary".into() }),
+            _ => {
+                return Err(HstlError::Pickle {
+                    offset: pos,
+                    message: "SETITEMS on a non-dictionary".into(),
+                })
+            }
         };
         let mut iter = items.into_iter();
         while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
@@ -257,26 +285,34 @@ impl<'a> Machine<'a> {
                 list.extend(items);
                 Ok(())
             }
-            _ => Err(HstlError::Pickle { offset: pos, message: "APPENDS on a non-list".into() }),
+            _ => Err(HstlError::Pickle {
+                offset: pos,
+                message: "APPENDS on a non-list".into(),
+            }),
         }
     }
 
     fn reduce(&self, callable: Value, args: Value) -> Result<Value, HstlError> {
         let Value::Global { module, name } = &callable else {
-            return Ok(Value::Object { callable: Box::new(callable), args: Box::new(args) });
+            return Ok(Value::Object {
+                callable: Box::new(callable),
+                args: Box::new(args),
+            });
         };
         match (module.as_str(), name.as_str()) {
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
                 self.rebuild_tensor(args)
             }
-            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
-                match args {
-                    Value::Tuple(mut items) if !items.is_empty() => Ok(items.swap_remove(0)),
-                    _ => Err(self.error("_rebuild_parameter without a tensor argument")),
-                }
-            }
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state") => match args {
+                Value::Tuple(mut items) if !items.is_empty() => Ok(items.swap_remove(0)),
+                _ => Err(self.error("_rebuild_parameter without a tensor argument")),
+            },
             ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
-            _ => Ok(Value::Object { callable: Box::new(callable), args: Box::new(args) }),
+            _ => Ok(Value::Object {
+                callable: Box::new(callable),
+                args: Box::new(args),
+            }),
         }
     }
 
@@ -284,10 +320,16 @@ impl<'a> Machine<'a> {
         let Value::Tuple(items) = args else {
             return Err(self.error("tensor rebuild arguments are not a tuple"));
         };
-        let (Some(Value::Storage { key, dtype }), Some(Value::Int(offset)), Some(size), Some(stride)) =
-            (items.first(), items.get(1), items.get(2), items.get(3))
+        let (
+            Some(Value::Storage { key, dtype }),
+            Some(Value::Int(offset)),
+            Some(size),
+            Some(stride),
+        ) = (items.first(), items.get(1), items.get(2), items.get(3))
         else {
-            return Err(self.error("tensor rebuild arguments are not (storage, offset, size, stride, ...)"));
+            return Err(
+                self.error("tensor rebuild arguments are not (storage, offset, size, stride, ...)")
+            );
         };
         let dims = |v: &Value| -> Result<Vec<usize>, HstlError> {
             match v {
@@ -308,7 +350,13 @@ impl<'a> Machine<'a> {
         }
         let storage_offset =
             usize::try_from(*offset).map_err(|_| self.error("negative tensor storage offset"))?;
-        Ok(Value::Tensor(TensorRef { storage_key: key.clone(), dtype: *dtype, storage_offset, shape, stride }))
+        Ok(Value::Tensor(TensorRef {
+            storage_key: key.clone(),
+            dtype: *dtype,
+            storage_offset,
+            shape,
+            stride,
+        }))
     }
 
     fn persistent_load(&self, pid: Value) -> Result<Value, HstlError> {
@@ -316,10 +364,15 @@ impl<'a> Machine<'a> {
             return Err(self.error("persistent id is not a tuple"));
         };
         match (items.first(), items.get(1), items.get(2)) {
-            (Some(Value::Str(kind)), Some(Value::Global { name, .. }), Some(Value::Str(key))) if kind == "storage" => {
+            (Some(Value::Str(kind)), Some(Value::Global { name, .. }), Some(Value::Str(key)))
+                if kind == "storage" =>
+            {
                 let dtype = StorageDtype::from_class_name(name)
                     .ok_or_else(|| self.error(format!("unsupported storage type torch.{name}")))?;
-                Ok(Value::Storage { key: key.clone(), dtype })
+                Ok(Value::Storage {
+                    key: key.clone(),
+                    dtype,
+                })
             }
             _ => Err(self.error("persistent id is not a ('storage', type, key, ...) record")),
         }
@@ -332,7 +385,9 @@ impl<'a> Machine<'a> {
                 0x80 => {
                     let protocol = self.u8()?;
                     if protocol > 5 {
-                        return Err(self.error(format!("pickle protocol {protocol} is not supported")));
+                        return Err(
+                            self.error(format!("pickle protocol {protocol} is not supported"))
+                        );
                     }
                 }
                 0x95 => {
@@ -394,7 +449,8 @@ impl<'a> Machine<'a> {
                     self.push(v);
                 }
                 0x8d => {
-                    let n = usize::try_from(self.u64()?).map_err(|_| self.error("string too long"))?;
+                    let n =
+                        usize::try_from(self.u64()?).map_err(|_| self.error("string too long"))?;
                     let v = self.utf8(n)?;
                     self.push(v);
                 }
@@ -436,7 +492,11 @@ impl<'a> Machine<'a> {
                         return Err(self.error("integer wider than 64 bits"));
                     }
                     let raw = self.take(n)?;
-                    let mut buf = if raw.last().is_some_and(|&b| b & 0x80 != 0) { [0xffu8; 8] } else { [0u8; 8] };
+                    let mut buf = if raw.last().is_some_and(|&b| b & 0x80 != 0) {
+                        [0xffu8; 8]
+                    } else {
+                        [0u8; 8]
+                    };
                     buf[..n].copy_from_slice(raw);
                     self.push(Value::Int(i64::from_le_bytes(buf)));
                 }
@@ -458,7 +518,9 @@ impl<'a> Machine<'a> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
-                        (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module, name }),
+                        (Value::Str(module), Value::Str(name)) => {
+                            self.push(Value::Global { module, name })
+                        }
                         _ => return Err(self.error("STACK_GLOBAL needs two strings")),
                     }
                 }
@@ -471,7 +533,10 @@ impl<'a> Machine<'a> {
                 0x81 => {
                     let args = self.pop()?;
                     let class = self.pop()?;
-                    self.push(Value::Object { callable: Box::new(class), args: Box::new(args) });
+                    self.push(Value::Object {
+                        callable: Box::new(class),
+                        args: Box::new(args),
+                    });
                 }
                 b'b' => {
                     // The state of a rebuilt object (e.g. a state_dict's `_metadata`) is not needed.
@@ -529,9 +594,17 @@ mod tests {
         let v = parse(bytes).unwrap();
         assert_eq!(
             v.get("a"),
-            Some(&Value::List(vec![Value::Int(1), Value::Float(2.5), Value::None, Value::Bool(true)]))
+            Some(&Value::List(vec![
+                Value::Int(1),
+                Value::Float(2.5),
+                Value::None,
+                Value::Bool(true)
+            ]))
         );
-        assert_eq!(v.get("b"), Some(&Value::Tuple(vec![Value::Str("x".into()), Value::Int(-3)])));
+        assert_eq!(
+            v.get("b"),
+            Some(&Value::Tuple(vec![Value::Str("x".into()), Value::Int(-3)]))
+        );
     }
 
     #[test]
@@ -550,7 +623,13 @@ mod tests {
     #[test]
     fn long1_decodes_negative_and_wide_integers() {
         // pickle.dumps(-300000000000, protocol=2) and 2**40
-        assert_eq!(parse(b"\x80\x02\x8a\x05\x00H\x9b&\xba.").unwrap(), Value::Int(-300000000000));
-        assert_eq!(parse(b"\x80\x02\x8a\x06\x00\x00\x00\x00\x00\x01.").unwrap(), Value::Int(1 << 40));
+        assert_eq!(
+            parse(b"\x80\x02\x8a\x05\x00H\x9b&\xba.").unwrap(),
+            Value::Int(-300000000000)
+        );
+        assert_eq!(
+            parse(b"\x80\x02\x8a\x06\x00\x00\x00\x00\x00\x01.").unwrap(),
+            Value::Int(1 << 40)
+        );
     }
 }

@@ -149,17 +149,28 @@ impl Architecture {
     /// Parts of the embedding: 1 + 2 × level-2 bands + level-3 bands (+ level-4 bands) + strips.
     pub fn parts(&self) -> usize {
         1 + self.stages[0].bands.len() * 2
-            + self.stages[1..].iter().map(|s| s.bands.len()).sum::<usize>()
+            + self.stages[1..]
+                .iter()
+                .map(|s| s.bands.len())
+                .sum::<usize>()
             + self.strips
     }
 
     /// Height of the feature maps after the stem.
     pub fn feature_height(&self) -> usize {
-        if self.pool_after_stem { INPUT_HEIGHT / 2 } else { INPUT_HEIGHT }
+        if self.pool_after_stem {
+            INPUT_HEIGHT / 2
+        } else {
+            INPUT_HEIGHT
+        }
     }
 
     pub fn feature_width(&self) -> usize {
-        if self.pool_after_stem { INPUT_WIDTH / 2 } else { INPUT_WIDTH }
+        if self.pool_after_stem {
+            INPUT_WIDTH / 2
+        } else {
+            INPUT_WIDTH
+        }
     }
 
     /// The ASTP pooling levels in part order (astp1, astp2, astp2_fta, astp3[, astp4]).
@@ -178,14 +189,21 @@ impl Architecture {
         ];
         for (i, stage) in self.stages[1..].iter().enumerate() {
             let index = i + 3;
-            levels.push(level(format!("astp{index}"), stage, index == 3 && self.astp3_projects));
+            levels.push(level(
+                format!("astp{index}"),
+                stage,
+                index == 3 && self.astp3_projects,
+            ));
         }
         levels
     }
 
     /// Channels of the last stage, fed to the strip GeM.
     pub fn last_stage_channels(&self) -> usize {
-        self.stages.last().and_then(|s| s.layers.last()).map_or(0, |l| l.1)
+        self.stages
+            .last()
+            .and_then(|s| s.layers.last())
+            .map_or(0, |l| l.1)
     }
 
     /// The state-dict keys and shapes of the reference model, in its registration order.
@@ -198,7 +216,12 @@ impl Architecture {
             .layers
             .iter()
             .enumerate()
-            .map(|(i, &(cin, cout))| learnable(format!("arme1.{}.conv3d.weight", 2 * i), vec![cout, cin, 3, 3, 3]))
+            .map(|(i, &(cin, cout))| {
+                learnable(
+                    format!("arme1.{}.conv3d.weight", 2 * i),
+                    vec![cout, cin, 3, 3, 3],
+                )
+            })
             .collect();
         specs.extend(pooling_params(&levels[0], e));
         for (s, stage) in self.stages.iter().enumerate() {
@@ -213,7 +236,10 @@ impl Architecture {
                 let c = stage.layers.last().map_or(0, |l| l.1);
                 for k in 0..stage.bands.len() {
                     for branch in 0..2 {
-                        specs.push(learnable(format!("fta.mma.{k}.fcs.{branch}.weight"), vec![c, c, 1]));
+                        specs.push(learnable(
+                            format!("fta.mma.{k}.fcs.{branch}.weight"),
+                            vec![c, c, 1],
+                        ));
                         specs.push(learnable(format!("fta.mma.{k}.fcs.{branch}.bias"), vec![c]));
                     }
                 }
@@ -228,9 +254,17 @@ impl Architecture {
         specs.push(learnable("Bn.weight".into(), vec![e]));
         specs.push(learnable("Bn.bias".into(), vec![e]));
         for buffer in ["Bn.running_mean", "Bn.running_var"] {
-            specs.push(ParamSpec { key: buffer.into(), shape: vec![e], learnable: false });
+            specs.push(ParamSpec {
+                key: buffer.into(),
+                shape: vec![e],
+                learnable: false,
+            });
         }
-        specs.push(ParamSpec { key: NUM_BATCHES_TRACKED.into(), shape: vec![], learnable: false });
+        specs.push(ParamSpec {
+            key: NUM_BATCHES_TRACKED.into(),
+            shape: vec![],
+            learnable: false,
+        });
         specs.push(learnable(CLASSIFIER_KEY.into(), vec![p, e, classes]));
         specs
     }
@@ -255,7 +289,11 @@ impl Architecture {
         let t_fta = t / FTA_STRIDE as u64;
         let e = self.embedding_channels as u64;
         let conv = |stage: &ConvStage, frames: u64, h: u64, w: u64| -> u64 {
-            stage.layers.iter().map(|&(cin, cout)| (cin * cout * CONV_KERNEL_VOLUME) as u64 * frames * h * w).sum()
+            stage
+                .layers
+                .iter()
+                .map(|&(cin, cout)| (cin * cout * CONV_KERNEL_VOLUME) as u64 * frames * h * w)
+                .sum()
         };
         let (h0, w0) = (INPUT_HEIGHT as u64, INPUT_WIDTH as u64);
         let (h, w) = (self.feature_height() as u64, self.feature_width() as u64);
@@ -282,16 +320,24 @@ pub const CLASSIFIER_KEY: &str = "Head1.fc_bin";
 pub const NUM_BATCHES_TRACKED: &str = "Bn.num_batches_tracked";
 
 fn learnable(key: String, shape: Vec<usize>) -> ParamSpec {
-    ParamSpec { key, shape, learnable: true }
+    ParamSpec {
+        key,
+        shape,
+        learnable: true,
+    }
 }
 
 /// GeM exponents (one per band) and the optional 1×1 projection of one ASTP level.
 fn pooling_params(level: &PoolingLevel, e: usize) -> Vec<ParamSpec> {
     let name = &level.name;
-    let mut specs: Vec<ParamSpec> =
-        (0..level.bands.len()).map(|k| learnable(format!("{name}.hpp.{k}.p"), vec![1])).collect();
+    let mut specs: Vec<ParamSpec> = (0..level.bands.len())
+        .map(|k| learnable(format!("{name}.hpp.{k}.p"), vec![1]))
+        .collect();
     if level.projects {
-        specs.push(learnable(format!("{name}.proj.conv.weight"), vec![e, level.in_channels, 1, 1]));
+        specs.push(learnable(
+            format!("{name}.proj.conv.weight"),
+            vec![e, level.in_channels, 1, 1],
+        ));
     }
     specs
 }
@@ -308,7 +354,9 @@ pub fn tiled_length(frames: usize) -> usize {
 /// The variant whose head has this `Head0.fc_bin` shape.
 pub fn variant_from_head_shape(shape: &[usize]) -> Result<Variant, HstlError> {
     if shape.len() == 3 && shape[0] == 17 {
-        return Err(HstlError::Superseded17Part { shape: shape.to_vec() });
+        return Err(HstlError::Superseded17Part {
+            shape: shape.to_vec(),
+        });
     }
     ALL_VARIANTS
         .into_iter()
@@ -332,9 +380,18 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_the_instantiated_reference_models() {
-        assert_eq!(Variant::CasiaB.architecture().parameter_counts(), (4_745_834, 4_054_378));
-        assert_eq!(Variant::OuMvlp.architecture().parameter_counts(), (89_103_603, 23_145_203));
-        assert_eq!(Variant::Gait3d.architecture().parameter_counts(), (54_719_087, 19_391_087));
+        assert_eq!(
+            Variant::CasiaB.architecture().parameter_counts(),
+            (4_745_834, 4_054_378)
+        );
+        assert_eq!(
+            Variant::OuMvlp.architecture().parameter_counts(),
+            (89_103_603, 23_145_203)
+        );
+        assert_eq!(
+            Variant::Gait3d.architecture().parameter_counts(),
+            (54_719_087, 19_391_087)
+        );
     }
 
     #[test]
@@ -362,11 +419,26 @@ mod tests {
 
     #[test]
     fn variant_detection_from_head_shape() {
-        assert_eq!(variant_from_head_shape(&[73, 128, 128]).unwrap(), Variant::CasiaB);
-        assert_eq!(variant_from_head_shape(&[50, 256, 256]).unwrap(), Variant::OuMvlp);
-        assert_eq!(variant_from_head_shape(&[46, 256, 256]).unwrap(), Variant::Gait3d);
-        assert!(matches!(variant_from_head_shape(&[17, 128, 128]), Err(HstlError::Superseded17Part { .. })));
-        assert!(matches!(variant_from_head_shape(&[10, 128, 128]), Err(HstlError::UnknownVariant(_))));
+        assert_eq!(
+            variant_from_head_shape(&[73, 128, 128]).unwrap(),
+            Variant::CasiaB
+        );
+        assert_eq!(
+            variant_from_head_shape(&[50, 256, 256]).unwrap(),
+            Variant::OuMvlp
+        );
+        assert_eq!(
+            variant_from_head_shape(&[46, 256, 256]).unwrap(),
+            Variant::Gait3d
+        );
+        assert!(matches!(
+            variant_from_head_shape(&[17, 128, 128]),
+            Err(HstlError::Superseded17Part { .. })
+        ));
+        assert!(matches!(
+            variant_from_head_shape(&[10, 128, 128]),
+            Err(HstlError::UnknownVariant(_))
+        ));
     }
 
     #[test]

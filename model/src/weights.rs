@@ -66,7 +66,11 @@ impl Weights {
     /// Validates a state dict against the reference layout: every key present, none extra,
     /// every shape exact. `Head1` (the classifier) may have any class count or be absent.
     pub fn from_state_dict(state: StateDict, force: Option<Variant>) -> Result<Self> {
-        let head = state.entries.iter().find(|(k, _)| k == "Head0.fc_bin").map(|(_, t)| t.shape.clone());
+        let head = state
+            .entries
+            .iter()
+            .find(|(k, _)| k == "Head0.fc_bin")
+            .map(|(_, t)| t.shape.clone());
         let variant = match (force, head) {
             (Some(v), _) => v,
             (None, Some(shape)) => variant_from_head_shape(&shape)?,
@@ -88,7 +92,11 @@ impl Weights {
                 if spec.key == CLASSIFIER_KEY || spec.key == NUM_BATCHES_TRACKED {
                     continue;
                 }
-                return Err(HstlError::MissingKey { key: spec.key, expected: spec.shape, variant: name });
+                return Err(HstlError::MissingKey {
+                    key: spec.key,
+                    expected: spec.shape,
+                    variant: name,
+                });
             };
             let shape_ok = if spec.key == CLASSIFIER_KEY {
                 tensor.shape.len() == 3 && tensor.shape[..2] == spec.shape[..2]
@@ -113,17 +121,33 @@ impl Weights {
                             message: format!("element {bad} is {} (diverged training?)", data[bad]),
                         });
                     }
-                    tensors.insert(spec.key, Tensor { shape: tensor.shape, data });
+                    tensors.insert(
+                        spec.key,
+                        Tensor {
+                            shape: tensor.shape,
+                            data,
+                        },
+                    );
                 }
                 (_, TensorData::I64(_)) => {
-                    return Err(HstlError::BadTensor { key: spec.key, message: "is an integer tensor, expected float".into() })
+                    return Err(HstlError::BadTensor {
+                        key: spec.key,
+                        message: "is an integer tensor, expected float".into(),
+                    })
                 }
             }
         }
         if let Some(extra) = given.into_keys().next() {
-            return Err(HstlError::UnexpectedKey { key: extra, variant: name });
+            return Err(HstlError::UnexpectedKey {
+                key: extra,
+                variant: name,
+            });
         }
-        Ok(Weights { variant, tensors, training_classes })
+        Ok(Weights {
+            variant,
+            tensors,
+            training_classes,
+        })
     }
 
     /// Fresh weights following OpenGait's initialisation rules, reproducible from `seed`:
@@ -141,7 +165,9 @@ impl Weights {
             let data: Vec<f32> = match spec.key.as_str() {
                 k if k.ends_with(".p") => vec![GEM_INITIAL_P; n],
                 k if k.ends_with(".bias") => vec![0.0; n],
-                "Bn.weight" => (0..n).map(|_| 1.0 + BN_WEIGHT_INIT_STD * standard_normal(&mut rng)).collect(),
+                "Bn.weight" => (0..n)
+                    .map(|_| 1.0 + BN_WEIGHT_INIT_STD * standard_normal(&mut rng))
+                    .collect(),
                 "Bn.running_mean" => vec![0.0; n],
                 "Bn.running_var" => vec![1.0; n],
                 _ => {
@@ -150,9 +176,19 @@ impl Weights {
                     (0..n).map(|_| rng.random_range(-bound..bound)).collect()
                 }
             };
-            tensors.insert(spec.key, Tensor { shape: spec.shape, data });
+            tensors.insert(
+                spec.key,
+                Tensor {
+                    shape: spec.shape,
+                    data,
+                },
+            );
         }
-        Weights { variant, tensors, training_classes: None }
+        Weights {
+            variant,
+            tensors,
+            training_classes: None,
+        }
     }
 
     /// The inference weights as a state dict in the reference order (without `Head1`).
@@ -163,10 +199,22 @@ impl Weights {
             .into_iter()
             .filter_map(|spec| {
                 if spec.key == NUM_BATCHES_TRACKED {
-                    return Some((spec.key, StateTensor { shape: vec![], data: TensorData::I64(vec![0]) }));
+                    return Some((
+                        spec.key,
+                        StateTensor {
+                            shape: vec![],
+                            data: TensorData::I64(vec![0]),
+                        },
+                    ));
                 }
                 let t = self.tensors.get(&spec.key)?;
-                Some((spec.key, StateTensor { shape: t.shape.clone(), data: TensorData::F32(t.data.clone()) }))
+                Some((
+                    spec.key,
+                    StateTensor {
+                        shape: t.shape.clone(),
+                        data: TensorData::F32(t.data.clone()),
+                    },
+                ))
             })
             .collect();
         StateDict { entries, iteration }
@@ -195,8 +243,14 @@ mod tests {
         let a = Weights::seeded(Variant::CasiaB, 7);
         let b = Weights::seeded(Variant::CasiaB, 7);
         let c = Weights::seeded(Variant::CasiaB, 8);
-        assert_eq!(a.get("arme3.1.conv3d.2.conv3d.weight").unwrap(), b.get("arme3.1.conv3d.2.conv3d.weight").unwrap());
-        assert_ne!(a.get("Head0.fc_bin").unwrap(), c.get("Head0.fc_bin").unwrap());
+        assert_eq!(
+            a.get("arme3.1.conv3d.2.conv3d.weight").unwrap(),
+            b.get("arme3.1.conv3d.2.conv3d.weight").unwrap()
+        );
+        assert_ne!(
+            a.get("Head0.fc_bin").unwrap(),
+            c.get("Head0.fc_bin").unwrap()
+        );
         assert_eq!(a.element_count(), 4_054_378 + 2 * 128);
     }
 
@@ -207,7 +261,10 @@ mod tests {
         let bound = (6.0f32 / (1728.0 + 3456.0)).sqrt();
         let conv = &w.get("arme3.0.conv3d.0.conv3d.weight").unwrap().data;
         let max = conv.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(max <= bound && max > 0.99 * bound, "max {max}, bound {bound}");
+        assert!(
+            max <= bound && max > 0.99 * bound,
+            "max {max}, bound {bound}"
+        );
     }
 
     #[test]
@@ -225,18 +282,30 @@ mod tests {
         let mut missing = full.clone();
         missing.entries.retain(|(k, _)| k != "astp2_fta.hpp.1.p");
         let err = Weights::from_state_dict(missing, None).unwrap_err();
-        assert!(matches!(&err, HstlError::MissingKey { key, .. } if key == "astp2_fta.hpp.1.p"), "{err}");
+        assert!(
+            matches!(&err, HstlError::MissingKey { key, .. } if key == "astp2_fta.hpp.1.p"),
+            "{err}"
+        );
 
         let mut extra = full.clone();
-        extra.entries.push(("astp3.proj.conv.weight".into(), extra.entries[0].1.clone()));
+        extra
+            .entries
+            .push(("astp3.proj.conv.weight".into(), extra.entries[0].1.clone()));
         let err = Weights::from_state_dict(extra, None).unwrap_err();
         assert!(err.to_string().contains("astp3.proj.conv.weight"), "{err}");
 
         let mut misshaped = full;
-        let conv = misshaped.entries.iter_mut().find(|(k, _)| k == "arme2.1.conv3d.0.conv3d.weight").unwrap();
+        let conv = misshaped
+            .entries
+            .iter_mut()
+            .find(|(k, _)| k == "arme2.1.conv3d.0.conv3d.weight")
+            .unwrap();
         conv.1.shape = vec![64, 32, 3, 3, 1];
         let err = Weights::from_state_dict(misshaped, None).unwrap_err();
-        assert!(matches!(&err, HstlError::ShapeMismatch { key, .. } if key == "arme2.1.conv3d.0.conv3d.weight"), "{err}");
+        assert!(
+            matches!(&err, HstlError::ShapeMismatch { key, .. } if key == "arme2.1.conv3d.0.conv3d.weight"),
+            "{err}"
+        );
     }
 
     #[test]

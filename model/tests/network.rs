@@ -9,7 +9,9 @@ use hstl::{Embedder, HstlError, Silhouettes, TractEmbedder, Variant, Weights};
 use prost::Message;
 
 fn embedder(variant: Variant, seed: u64) -> TractEmbedder {
-    let bytes = build_model(&Weights::seeded(variant, seed), &ExportOptions::default()).unwrap().encode_to_vec();
+    let bytes = build_model(&Weights::seeded(variant, seed), &ExportOptions::default())
+        .unwrap()
+        .encode_to_vec();
     TractEmbedder::from_bytes(&bytes, "seeded.onnx", 1).unwrap()
 }
 
@@ -20,7 +22,8 @@ fn frames(count: usize, offset: usize) -> Vec<u8> {
         for y in 8..60 {
             for x in 0..44 {
                 let bar = (x + t + offset) % 11 < 4;
-                let blob = (x as i32 - 22).pow(2) + (y as i32 - 30).pow(2) < 90 + 10 * ((t + offset) % 3) as i32;
+                let blob = (x as i32 - 22).pow(2) + (y as i32 - 30).pow(2)
+                    < 90 + 10 * ((t + offset) % 3) as i32;
                 data[(t * 64 + y) * 44 + x] = if bar || blob { 255 } else { 0 };
             }
         }
@@ -44,14 +47,25 @@ fn one_and_two_frame_clips_are_tiled_like_the_reference() {
     let f0 = frames(1, 0);
     let f1 = frames(1, 5);
     let single = e.embed(&clip(&f0)).unwrap();
-    let tripled = e.embed(&clip(&[f0.clone(), f0.clone(), f0.clone()].concat())).unwrap();
+    let tripled = e
+        .embed(&clip(&[f0.clone(), f0.clone(), f0.clone()].concat()))
+        .unwrap();
     assert!(single.distance(&tripled).unwrap() < 1e-6);
 
     let pair = e.embed(&clip(&[f0.clone(), f1.clone()].concat())).unwrap();
-    let doubled = e.embed(&clip(&[f0.clone(), f1.clone(), f0.clone(), f1.clone()].concat())).unwrap();
-    let interleaved = e.embed(&clip(&[f0.clone(), f0.clone(), f1.clone(), f1].concat())).unwrap();
+    let doubled = e
+        .embed(&clip(
+            &[f0.clone(), f1.clone(), f0.clone(), f1.clone()].concat(),
+        ))
+        .unwrap();
+    let interleaved = e
+        .embed(&clip(&[f0.clone(), f0.clone(), f1.clone(), f1].concat()))
+        .unwrap();
     assert!(pair.distance(&doubled).unwrap() < 1e-6);
-    assert!(pair.distance(&interleaved).unwrap() > 1e-4, "tiling must repeat the clip, not each frame");
+    assert!(
+        pair.distance(&interleaved).unwrap() > 1e-4,
+        "tiling must repeat the clip, not each frame"
+    );
 }
 
 #[test]
@@ -64,8 +78,16 @@ fn any_clip_length_runs_and_plans_are_cached_per_length() {
     }
     let first = e.plan(5).unwrap();
     assert!(Arc::ptr_eq(&first, &e.plan(5).unwrap()));
-    let ops: Vec<String> = first.model().nodes().iter().map(|n| n.op().name().to_string()).collect();
-    assert!(!ops.iter().any(|op| op == "Reduce<Max>"), "temporal maxima should use StridedMax: {ops:?}");
+    let ops: Vec<String> = first
+        .model()
+        .nodes()
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    assert!(
+        !ops.iter().any(|op| op == "Reduce<Max>"),
+        "temporal maxima should use StridedMax: {ops:?}"
+    );
     assert_eq!(ops.iter().filter(|op| *op == "StridedMax").count(), 6);
 }
 
@@ -97,7 +119,12 @@ fn checkpoint_files_round_trip() {
 #[test]
 fn truncated_and_foreign_files_are_refused_with_a_reason() {
     let path = temp_path("truncated.pt");
-    write_state_dict(&path, "t", &Weights::seeded(Variant::CasiaB, 0).to_state_dict(None)).unwrap();
+    write_state_dict(
+        &path,
+        "t",
+        &Weights::seeded(Variant::CasiaB, 0).to_state_dict(None),
+    )
+    .unwrap();
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = Weights::from_checkpoint(&path, None).unwrap_err();
@@ -120,7 +147,11 @@ fn truncated_and_foreign_files_are_refused_with_a_reason() {
 #[test]
 fn superseded_17_part_checkpoint_is_named_as_such() {
     let mut state = Weights::seeded(Variant::CasiaB, 0).to_state_dict(None);
-    let head = state.entries.iter_mut().find(|(k, _)| k == "Head0.fc_bin").unwrap();
+    let head = state
+        .entries
+        .iter_mut()
+        .find(|(k, _)| k == "Head0.fc_bin")
+        .unwrap();
     head.1.shape = vec![17, 128, 128];
     head.1.data = TensorData::F32(vec![0.0; 17 * 128 * 128]);
     let path = temp_path("seventeen.pt");
@@ -131,13 +162,21 @@ fn superseded_17_part_checkpoint_is_named_as_such() {
 
 #[test]
 fn models_with_the_wrong_interface_or_bytes_are_refused() {
-    let mut model = build_model(&Weights::seeded(Variant::CasiaB, 0), &ExportOptions::default()).unwrap();
+    let mut model = build_model(
+        &Weights::seeded(Variant::CasiaB, 0),
+        &ExportOptions::default(),
+    )
+    .unwrap();
     let input = &mut model.graph.as_mut().unwrap().input[0];
-    if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+    if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) =
+        input.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
         let shape = t.shape.as_mut().unwrap();
         shape.dim.insert(1, shape.dim[0].clone());
     }
-    let err = TractEmbedder::from_bytes(&model.encode_to_vec(), "five-d.onnx", 1).err().unwrap();
+    let err = TractEmbedder::from_bytes(&model.encode_to_vec(), "five-d.onnx", 1)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("rank 5"), "{err}");
 
     let path = temp_path("garbage.onnx");
@@ -149,10 +188,18 @@ fn models_with_the_wrong_interface_or_bytes_are_refused() {
 #[test]
 fn written_models_load_from_disk() {
     let path = temp_path("seeded.onnx");
-    write_model(&Weights::seeded(Variant::CasiaB, 9), &ExportOptions::default(), &path).unwrap();
+    write_model(
+        &Weights::seeded(Variant::CasiaB, 9),
+        &ExportOptions::default(),
+        &path,
+    )
+    .unwrap();
     let info = hstl::model_info::ModelInfo::of_path(&path).unwrap();
     assert_eq!(info.variant, Some(Variant::CasiaB));
     assert_eq!(info.embedding_shape, (73, 128));
     assert_eq!(info.macs(30), Some(25_824_755_712));
-    assert_eq!(TractEmbedder::load(&path, 1).unwrap().embedding_shape(), (73, 128));
+    assert_eq!(
+        TractEmbedder::load(&path, 1).unwrap().embedding_shape(),
+        (73, 128)
+    );
 }

@@ -24,7 +24,16 @@ fn model_bytes() -> Option<&'static [u8]> {
         .get_or_init(|| {
             let dir = parity_dir()?;
             let weights = Weights::from_checkpoint(&dir.join("hstl_casiab_dev.pt"), None).unwrap();
-            Some(build_model(&weights, &ExportOptions { intermediate_outputs: true }).unwrap().encode_to_vec())
+            Some(
+                build_model(
+                    &weights,
+                    &ExportOptions {
+                        intermediate_outputs: true,
+                    },
+                )
+                .unwrap()
+                .encode_to_vec(),
+            )
         })
         .as_deref()
 }
@@ -37,10 +46,13 @@ fn tract() -> Option<&'static TractEmbedder> {
 }
 
 fn output<'a>(outputs: &'a NamedOutputs, name: &str) -> &'a (String, Vec<usize>, Vec<f32>) {
-    outputs.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| {
-        let names: Vec<&String> = outputs.iter().map(|o| &o.0).collect();
-        panic!("no output {name} among {names:?}")
-    })
+    outputs
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| {
+            let names: Vec<&String> = outputs.iter().map(|o| &o.0).collect();
+            panic!("no output {name} among {names:?}")
+        })
 }
 
 fn clip(vectors: &mut Vectors, frames: usize) -> Silhouettes {
@@ -52,14 +64,28 @@ fn clip(vectors: &mut Vectors, frames: usize) -> Silhouettes {
 pub fn check_all_stages(outputs: &NamedOutputs, vectors: &mut Vectors, frames: usize) {
     let (_, shape, emb) = &outputs[0];
     assert_eq!(shape, &[1, 73, 128]);
-    assert_close(&format!("emb_{frames}"), emb, vectors.f32(&format!("emb_{frames}")).as_slice().unwrap(), EMBEDDING_ATOL, 0.0);
+    assert_close(
+        &format!("emb_{frames}"),
+        emb,
+        vectors.f32(&format!("emb_{frames}")).as_slice().unwrap(),
+        EMBEDDING_ATOL,
+        0.0,
+    );
 
     // The reference keeps the pre-BatchNorm head output as [N, P, C]; ours is [N, C, P] there.
     let (_, shape, gait) = output(outputs, "gait");
     let (c, p) = (shape[1], shape[2]);
-    let gait_parts_first: Vec<f32> = (0..p).flat_map(|part| (0..c).map(move |ch| gait[ch * p + part])).collect();
+    let gait_parts_first: Vec<f32> = (0..p)
+        .flat_map(|part| (0..c).map(move |ch| gait[ch * p + part]))
+        .collect();
     let want = vectors.f32(&format!("gait_{frames}"));
-    assert_close("gait", &gait_parts_first, want.as_slice().unwrap(), INTERMEDIATE_ATOL, INTERMEDIATE_RTOL);
+    assert_close(
+        "gait",
+        &gait_parts_first,
+        want.as_slice().unwrap(),
+        INTERMEDIATE_ATOL,
+        INTERMEDIATE_RTOL,
+    );
 
     for (ours, reference) in [
         ("feat", "feat"),
@@ -76,22 +102,42 @@ pub fn check_all_stages(outputs: &NamedOutputs, vectors: &mut Vectors, frames: u
         let want = vectors.f32(&format!("{reference}_{frames}"));
         let (_, shape, got) = output(outputs, ours);
         assert_eq!(shape.as_slice(), want.shape(), "{ours} shape");
-        assert_close(&format!("{ours} vs {reference}_{frames}"), got, want.as_slice().unwrap(), INTERMEDIATE_ATOL, INTERMEDIATE_RTOL);
+        assert_close(
+            &format!("{ours} vs {reference}_{frames}"),
+            got,
+            want.as_slice().unwrap(),
+            INTERMEDIATE_ATOL,
+            INTERMEDIATE_RTOL,
+        );
     }
 
     // First three frames of the first stage: the zero padding in time at the clip start.
     let (_, shape, arme1) = output(outputs, "arme1");
     let (c, t, hw) = (shape[1], shape[2], shape[3] * shape[4]);
-    let first_three: Vec<f32> = (0..c).flat_map(|ch| arme1[(ch * t) * hw..(ch * t + 3) * hw].iter().copied()).collect();
+    let first_three: Vec<f32> = (0..c)
+        .flat_map(|ch| arme1[(ch * t) * hw..(ch * t + 3) * hw].iter().copied())
+        .collect();
     let want = vectors.f32(&format!("arme1_t0to2_{frames}"));
-    assert_close("arme1 frames 0-2", &first_three, want.as_slice().unwrap(), INTERMEDIATE_ATOL, INTERMEDIATE_RTOL);
+    assert_close(
+        "arme1 frames 0-2",
+        &first_three,
+        want.as_slice().unwrap(),
+        INTERMEDIATE_ATOL,
+        INTERMEDIATE_RTOL,
+    );
 
     // Channels 0-3 of the temporal aggregation: FTA's T/3 frames and its branch weighting.
     let (_, shape, fta) = output(outputs, "fta");
     assert_eq!(shape[2], frames / 3, "FTA keeps floor(T/3) frames");
     let per_channel = shape[2] * shape[3] * shape[4];
     let want = vectors.f32(&format!("fta_c0to3_{frames}"));
-    assert_close("fta channels 0-3", &fta[..4 * per_channel], want.as_slice().unwrap(), INTERMEDIATE_ATOL, INTERMEDIATE_RTOL);
+    assert_close(
+        "fta channels 0-3",
+        &fta[..4 * per_channel],
+        want.as_slice().unwrap(),
+        INTERMEDIATE_ATOL,
+        INTERMEDIATE_RTOL,
+    );
 }
 
 #[test]
@@ -110,7 +156,10 @@ fn checkpoint_is_read_as_the_73_part_casia_b_model() {
 fn tract_reproduces_the_reference_on_8_frames() {
     let Some(dir) = parity_dir() else { return };
     let mut vectors = Vectors::open(&dir);
-    let outputs = tract().unwrap().run_all_outputs(&clip(&mut vectors, 8)).unwrap();
+    let outputs = tract()
+        .unwrap()
+        .run_all_outputs(&clip(&mut vectors, 8))
+        .unwrap();
     check_all_stages(&outputs, &mut vectors, 8);
 }
 
@@ -118,7 +167,10 @@ fn tract_reproduces_the_reference_on_8_frames() {
 fn tract_reproduces_the_reference_on_33_frames() {
     let Some(dir) = parity_dir() else { return };
     let mut vectors = Vectors::open(&dir);
-    let outputs = tract().unwrap().run_all_outputs(&clip(&mut vectors, 33)).unwrap();
+    let outputs = tract()
+        .unwrap()
+        .run_all_outputs(&clip(&mut vectors, 33))
+        .unwrap();
     check_all_stages(&outputs, &mut vectors, 33);
 }
 
@@ -127,7 +179,11 @@ fn reference_distance_between_the_two_walks() {
     let Some(dir) = parity_dir() else { return };
     let mut vectors = Vectors::open(&dir);
     let embed = |v: &mut Vectors, frames| {
-        let (_, _, values) = tract().unwrap().run_all_outputs(&clip(v, frames)).unwrap().swap_remove(0);
+        let (_, _, values) = tract()
+            .unwrap()
+            .run_all_outputs(&clip(v, frames))
+            .unwrap()
+            .swap_remove(0);
         Embedding::new(73, 128, values).unwrap()
     };
     let (a, b) = (embed(&mut vectors, 33), embed(&mut vectors, 8));
@@ -136,7 +192,9 @@ fn reference_distance_between_the_two_walks() {
         let e = v.f64(&format!("emb64_{frames}"));
         Embedding::new(73, 128, e.iter().map(|&x| x as f32).collect()).unwrap()
     };
-    let d_ref = reference(&mut vectors, 33).distance(&reference(&mut vectors, 8)).unwrap();
+    let d_ref = reference(&mut vectors, 33)
+        .distance(&reference(&mut vectors, 8))
+        .unwrap();
     assert!((d_ref - 3.7604).abs() < 1e-4, "reference distance {d_ref}");
     assert!((d - d_ref).abs() < 1e-4, "ours {d}, reference {d_ref}");
 }
@@ -150,7 +208,8 @@ mod onnxruntime {
         static EMBEDDER: OnceLock<Option<OrtEmbedder>> = OnceLock::new();
         EMBEDDER
             .get_or_init(|| {
-                let path = std::env::temp_dir().join(format!("hstl-parity-{}.onnx", std::process::id()));
+                let path =
+                    std::env::temp_dir().join(format!("hstl-parity-{}.onnx", std::process::id()));
                 std::fs::write(&path, model_bytes()?).unwrap();
                 Some(OrtEmbedder::load(&path, 2).unwrap())
             })
@@ -161,7 +220,10 @@ mod onnxruntime {
     fn onnxruntime_reproduces_the_reference_on_8_frames() {
         let Some(dir) = parity_dir() else { return };
         let mut vectors = Vectors::open(&dir);
-        let outputs = ort().unwrap().run_all_outputs(&clip(&mut vectors, 8)).unwrap();
+        let outputs = ort()
+            .unwrap()
+            .run_all_outputs(&clip(&mut vectors, 8))
+            .unwrap();
         check_all_stages(&outputs, &mut vectors, 8);
     }
 
@@ -169,7 +231,10 @@ mod onnxruntime {
     fn onnxruntime_reproduces_the_reference_on_33_frames() {
         let Some(dir) = parity_dir() else { return };
         let mut vectors = Vectors::open(&dir);
-        let outputs = ort().unwrap().run_all_outputs(&clip(&mut vectors, 33)).unwrap();
+        let outputs = ort()
+            .unwrap()
+            .run_all_outputs(&clip(&mut vectors, 33))
+            .unwrap();
         check_all_stages(&outputs, &mut vectors, 33);
     }
 

@@ -25,6 +25,8 @@ pub trait Embedder: Send + Sync {
 pub(crate) fn embedding_from_output(shape: &[usize], values: Vec<f32>) -> Result<Embedding> {
     match shape {
         [1, parts, channels] => Embedding::new(*parts, *channels, values),
-        other => Err(HstlError::Inference(format!("model returned {other:?}, expected [1, parts, channels]"))),
+        other => Err(HstlError::Inference(format!(
+            "model returned {other:?}, expected [1, parts, channels]"
+        ))),
     }
 }

@@ -43,7 +43,8 @@ fn runtime() -> Result<&'static Environment> {
     static LOADED: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let library = std::env::var_os(LIBRARY_ENV).map_or_else(|| PathBuf::from(DEFAULT_LIBRARY), PathBuf::from);
+            let library = std::env::var_os(LIBRARY_ENV)
+                .map_or_else(|| PathBuf::from(DEFAULT_LIBRARY), PathBuf::from);
             ort::init_from(&library)
                 .map_err(|e| format!("cannot load {} (set {LIBRARY_ENV}): {e}", library.display()))?
                 .with_name("hstl")
@@ -76,7 +77,10 @@ impl OrtEmbedder {
             ep::CUDA::default().build(),
             ep::CPU::default().build(),
         ];
-        let bad = |message: String| HstlError::BadModel { path: path.to_path_buf(), message };
+        let bad = |message: String| HstlError::BadModel {
+            path: path.to_path_buf(),
+            message,
+        };
         let session = Session::builder(environment)
             .map_err(ort_error)?
             .with_intra_threads(threads)
@@ -87,14 +91,26 @@ impl OrtEmbedder {
             .map_err(|e| bad(format!("ONNX Runtime cannot open it: {e}")))?;
         let input_name = match session.inputs() {
             [only] => only.name().to_string(),
-            inputs => return Err(bad(format!("expected one input (silhouettes [1, T, 64, 44]), found {}", inputs.len()))),
+            inputs => {
+                return Err(bad(format!(
+                    "expected one input (silhouettes [1, T, 64, 44]), found {}",
+                    inputs.len()
+                )))
+            }
         };
         if let ort::value::ValueType::Tensor { shape, .. } = session.inputs()[0].dtype() {
             if shape.len() != 4 {
-                return Err(bad(format!("input has rank {}; an HSTL model takes silhouettes [1, T, 64, 44]", shape.len())));
+                return Err(bad(format!(
+                    "input has rank {}; an HSTL model takes silhouettes [1, T, 64, 44]",
+                    shape.len()
+                )));
             }
         }
-        let output_names = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let output_names = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         let mut embedder = OrtEmbedder {
             session: Mutex::new(session),
             input_name,
@@ -103,27 +119,45 @@ impl OrtEmbedder {
             threads,
             provider,
         };
-        let probe = Silhouettes::from_f32(&[PROBE_FRAMES, INPUT_HEIGHT, INPUT_WIDTH], &vec![0.0; PROBE_FRAMES * INPUT_HEIGHT * INPUT_WIDTH])?;
-        let (_, shape, _) = embedder.run_all_outputs(&probe).map_err(|e| bad(e.to_string()))?.swap_remove(0);
+        let probe = Silhouettes::from_f32(
+            &[PROBE_FRAMES, INPUT_HEIGHT, INPUT_WIDTH],
+            &vec![0.0; PROBE_FRAMES * INPUT_HEIGHT * INPUT_WIDTH],
+        )?;
+        let (_, shape, _) = embedder
+            .run_all_outputs(&probe)
+            .map_err(|e| bad(e.to_string()))?
+            .swap_remove(0);
         embedder.embedding_shape = match shape.as_slice() {
             [1, parts, channels] => (*parts, *channels),
-            other => return Err(bad(format!("output is {other:?}, expected embeddings [1, parts, channels]"))),
+            other => {
+                return Err(bad(format!(
+                    "output is {other:?}, expected embeddings [1, parts, channels]"
+                )))
+            }
         };
         Ok(embedder)
     }
 
     /// Runs the model and returns every graph output (the embedding first).
     pub fn run_all_outputs(&self, clip: &Silhouettes) -> Result<NamedOutputs> {
-        let input = Tensor::from_array(([1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH], clip.as_slice().to_vec()))
-            .map_err(ort_error)?;
-        let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let input = Tensor::from_array((
+            [1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
+            clip.as_slice().to_vec(),
+        ))
+        .map_err(ort_error)?;
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let outputs = session
             .run(ort::inputs![self.input_name.as_str() => input])
             .map_err(|e| HstlError::Inference(e.to_string()))?;
         self.output_names
             .iter()
             .map(|name| {
-                let value = outputs.get(name).ok_or_else(|| HstlError::Inference(format!("no output {name}")))?;
+                let value = outputs
+                    .get(name)
+                    .ok_or_else(|| HstlError::Inference(format!("no output {name}")))?;
                 let (shape, data) = value.try_extract_tensor::<f32>().map_err(ort_error)?;
                 let shape = shape.iter().map(|&d| d.max(0) as usize).collect();
                 Ok((name.clone(), shape, data.to_vec()))
@@ -143,6 +177,9 @@ impl Embedder for OrtEmbedder {
     }
 
     fn describe(&self) -> String {
-        format!("ONNX Runtime, {} execution provider first, {} CPU thread(s)", self.provider, self.threads)
+        format!(
+            "ONNX Runtime, {} execution provider first, {} CPU thread(s)",
+            self.provider, self.threads
+        )
     }
 }

@@ -76,12 +76,14 @@ pub fn replace_max_reductions(model: &mut TypedModel) -> TractResult<usize> {
         .filter_map(|node| {
             let reduce = node.op_as::<Reduce>()?;
             let is_f32 = model.outlet_fact(node.inputs[0]).ok()?.datum_type == f32::datum_type();
-            (reduce.reducer == Reducer::Max && reduce.axes.len() == 1 && is_f32).then(|| (node.id, reduce.axes[0]))
+            (reduce.reducer == Reducer::Max && reduce.axes.len() == 1 && is_f32)
+                .then(|| (node.id, reduce.axes[0]))
         })
         .collect();
     for &(id, axis) in &candidates {
         let node = model.node(id);
-        TypedModelPatch::replace_single_op(model, node, &node.inputs, StridedMax { axis })?.apply(model)?;
+        TypedModelPatch::replace_single_op(model, node, &node.inputs, StridedMax { axis })?
+            .apply(model)?;
     }
     Ok(candidates.len())
 }
@@ -92,10 +94,17 @@ mod tests {
 
     #[test]
     fn matches_the_generic_reducer_on_every_axis() {
-        let values: Vec<f32> = (0..2 * 3 * 4 * 5).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+        let values: Vec<f32> = (0..2 * 3 * 4 * 5)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .collect();
         let tensor = Tensor::from_shape(&[2, 3, 4, 5], &values).unwrap();
         for axis in 0..4 {
-            let ours = StridedMax { axis }.eval(&EvalContext::out_of_plan(), tvec!(tensor.clone().into_tvalue())).unwrap();
+            let ours = StridedMax { axis }
+                .eval(
+                    &EvalContext::out_of_plan(),
+                    tvec!(tensor.clone().into_tvalue()),
+                )
+                .unwrap();
             let generic = Reducer::Max.reduce(&[axis], &tensor).unwrap();
             assert_eq!(ours[0].clone().into_tensor(), generic, "axis {axis}");
         }

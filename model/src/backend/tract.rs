@@ -45,7 +45,10 @@ impl TractEmbedder {
     /// Loads an HSTL ONNX model (input `[1, T, 64, 44]`, output `[1, parts, channels]`), ours or
     /// one exported from the reference code, to run on `threads` CPU threads.
     pub fn load(path: &Path, threads: usize) -> Result<Self> {
-        let bad = |message: String| HstlError::BadModel { path: path.to_path_buf(), message };
+        let bad = |message: String| HstlError::BadModel {
+            path: path.to_path_buf(),
+            message,
+        };
         let model = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| bad(format!("not a loadable ONNX model: {e:#}")))?;
@@ -57,20 +60,30 @@ impl TractEmbedder {
         let source = PathBuf::from(label);
         let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| HstlError::BadModel { path: source.clone(), message: format!("not a loadable ONNX model: {e:#}") })?;
+            .map_err(|e| HstlError::BadModel {
+                path: source.clone(),
+                message: format!("not a loadable ONNX model: {e:#}"),
+            })?;
         Self::from_model(model, source, threads)
     }
 
     fn from_model(model: InferenceModel, source: PathBuf, threads: usize) -> Result<Self> {
-        let bad = |message: String| HstlError::BadModel { path: source.clone(), message };
+        let bad = |message: String| HstlError::BadModel {
+            path: source.clone(),
+            message,
+        };
         let inputs = model.input_outlets().map_err(|e| bad(e.to_string()))?.len();
         if inputs != 1 {
-            return Err(bad(format!("expected one input (silhouettes [1, T, 64, 44]), found {inputs}")));
+            return Err(bad(format!(
+                "expected one input (silhouettes [1, T, 64, 44]), found {inputs}"
+            )));
         }
         let declared = model.input_fact(0).map_err(|e| bad(e.to_string()))?;
         if let Some(rank) = declared.shape.rank().concretize() {
             if rank != 4 {
-                return Err(bad(format!("input has rank {rank}; an HSTL model takes silhouettes [1, T, 64, 44]")));
+                return Err(bad(format!(
+                    "input has rank {rank}; an HSTL model takes silhouettes [1, T, 64, 44]"
+                )));
             }
         }
         let probe = with_clip_length(model.clone(), PROBE_FRAMES)
@@ -80,16 +93,30 @@ impl TractEmbedder {
         let dims: Option<Vec<usize>> = output.shape.as_concrete().map(|d| d.to_vec());
         let embedding_shape = match dims.as_deref() {
             Some([1, parts, channels]) => (*parts, *channels),
-            _ => return Err(bad(format!("output is {:?}, expected embeddings [1, parts, channels]", output.shape))),
+            _ => {
+                return Err(bad(format!(
+                    "output is {:?}, expected embeddings [1, parts, channels]",
+                    output.shape
+                )))
+            }
         };
         let output_names = model
             .output_outlets()
             .map_err(|e| bad(e.to_string()))?
             .iter()
-            .map(|o| model.outlet_label(*o).map(str::to_owned).unwrap_or_else(|| model.node(o.node).name.clone()))
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
             .collect();
         let threads = threads.max(1);
-        let executor = if threads == 1 { Executor::SingleThread } else { Executor::multithread(threads) };
+        let executor = if threads == 1 {
+            Executor::SingleThread
+        } else {
+            Executor::multithread(threads)
+        };
         Ok(TractEmbedder {
             model,
             source,
@@ -120,7 +147,10 @@ impl TractEmbedder {
                 message: format!("cannot build a plan for {frames} frames: {e:#}"),
             })?;
         log::debug!("tract plan for T={frames} built in {:?}", started.elapsed());
-        let mut plans = self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut plans = self
+            .plans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if plans.len() >= MAX_CACHED_PLANS {
             plans.pop_front();
         }
@@ -129,24 +159,37 @@ impl TractEmbedder {
     }
 
     fn cached(&self, frames: usize) -> Option<Plan> {
-        let plans = self.plans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        plans.iter().find(|(t, _)| *t == frames).map(|(_, p)| p.clone())
+        let plans = self
+            .plans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        plans
+            .iter()
+            .find(|(t, _)| *t == frames)
+            .map(|(_, p)| p.clone())
     }
 
     /// Runs the model and returns every graph output (the embedding first), for parity checks
     /// on models exported with intermediate outputs.
     pub fn run_all_outputs(&self, clip: &Silhouettes) -> Result<NamedOutputs> {
         let plan = self.plan(clip.frames())?;
-        let input = Tensor::from_shape(&[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH], clip.as_slice())
-            .map_err(|e| HstlError::Inference(e.to_string()))?;
-        let outputs = multithread_tract_scope(self.executor.clone(), || plan.run(tvec!(input.into_tvalue())))
-            .map_err(|e| HstlError::Inference(format!("{e:#}")))?;
+        let input = Tensor::from_shape(
+            &[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
+            clip.as_slice(),
+        )
+        .map_err(|e| HstlError::Inference(e.to_string()))?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || {
+            plan.run(tvec!(input.into_tvalue()))
+        })
+        .map_err(|e| HstlError::Inference(format!("{e:#}")))?;
         self.output_names
             .iter()
             .cloned()
             .zip(outputs)
             .map(|(name, value)| {
-                let view = value.to_plain_array_view::<f32>().map_err(|e| HstlError::Inference(e.to_string()))?;
+                let view = value
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| HstlError::Inference(e.to_string()))?;
                 Ok((name, view.shape().to_vec(), view.iter().copied().collect()))
             })
             .collect()
@@ -156,15 +199,24 @@ impl TractEmbedder {
     /// `(operator, node name, seconds)`.
     pub fn profile(&self, clip: &Silhouettes) -> Result<Vec<(String, String, f64)>> {
         let plan = self.plan(clip.frames())?;
-        let input = Tensor::from_shape(&[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH], clip.as_slice())
+        let input = Tensor::from_shape(
+            &[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
+            clip.as_slice(),
+        )
+        .map_err(|e| HstlError::Inference(e.to_string()))?;
+        let mut state = plan
+            .spawn()
             .map_err(|e| HstlError::Inference(e.to_string()))?;
-        let mut state = plan.spawn().map_err(|e| HstlError::Inference(e.to_string()))?;
         let mut timings = Vec::new();
         multithread_tract_scope(self.executor.clone(), || {
             state.run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
                 let started = std::time::Instant::now();
                 let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                timings.push((node.op().name().to_string(), node.name.clone(), started.elapsed().as_secs_f64()));
+                timings.push((
+                    node.op().name().to_string(),
+                    node.name.clone(),
+                    started.elapsed().as_secs_f64(),
+                ));
                 outputs
             })
         })

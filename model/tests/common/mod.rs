@@ -23,9 +23,15 @@ pub fn parity_dir() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!("REQUIRE_SHARED=1 but {} has no hstl_casiab_dev.pt", dir.display());
+        panic!(
+            "REQUIRE_SHARED=1 but {} has no hstl_casiab_dev.pt",
+            dir.display()
+        );
     }
-    eprintln!("SKIPPED: {} not found (set HSTL_SHARED_DIR or REQUIRE_SHARED=1)", dir.display());
+    eprintln!(
+        "SKIPPED: {} not found (set HSTL_SHARED_DIR or REQUIRE_SHARED=1)",
+        dir.display()
+    );
     None
 }
 
@@ -33,34 +39,49 @@ pub struct Vectors(NpzReader<File>);
 
 impl Vectors {
     pub fn open(dir: &std::path::Path) -> Self {
-        Vectors(NpzReader::new(File::open(dir.join("hstl_casiab_dev_parity.npz")).unwrap()).unwrap())
+        Vectors(
+            NpzReader::new(File::open(dir.join("hstl_casiab_dev_parity.npz")).unwrap()).unwrap(),
+        )
     }
 
     /// The named array in row-major order (some are stored in Fortran order).
     pub fn f32(&mut self, name: &str) -> ArrayD<f32> {
-        let a: ArrayD<f32> = self.0.by_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let a: ArrayD<f32> = self
+            .0
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         a.as_standard_layout().into_owned()
     }
 
     pub fn f64(&mut self, name: &str) -> ArrayD<f64> {
-        self.0.by_name(name).unwrap_or_else(|e| panic!("{name}: {e}"))
+        self.0
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 }
 
 /// Fails with the worst element when `|got - want| > atol + rtol * |want|` anywhere.
 pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{name}: {} values, reference has {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: {} values, reference has {}",
+        got.len(),
+        want.len()
+    );
     // NaN counts as infinitely wrong.
     let excess = |(g, w): (&f32, &f32)| {
         let e = (g - w).abs() - (atol + rtol * w.abs());
-        if e.is_nan() { f32::INFINITY } else { e }
+        if e.is_nan() {
+            f32::INFINITY
+        } else {
+            e
+        }
     };
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(excess)
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, e)| if e > best.1 { (i, e) } else { best });
+    let worst = got.iter().zip(want).map(excess).enumerate().fold(
+        (0, f32::NEG_INFINITY),
+        |best, (i, e)| if e > best.1 { (i, e) } else { best },
+    );
     eprintln!("{name}: max |diff| {:.3e}", max_abs_diff(got, want));
     let (i, excess) = worst;
     assert!(
@@ -72,5 +93,8 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
