@@ -33,6 +33,21 @@ fn arg(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `hstl embed` on an `.npy` clip; fails the test unless it succeeds, and returns the embedding.
+fn embed(model: &Path, input: &Path, output: &Path) -> Array2<f32> {
+    let (ok, text) = hstl(&[
+        "embed",
+        "--model",
+        arg(model),
+        "--input",
+        arg(input),
+        "--output",
+        arg(output),
+    ]);
+    assert!(ok, "{text}");
+    read_npy(output).unwrap()
+}
+
 #[test]
 fn init_inspect_embed_and_bench_a_seeded_model() {
     let dir = workdir("seeded");
@@ -66,17 +81,7 @@ fn init_inspect_embed_and_bench_a_seeded_model() {
     let input = dir.join("walk.npy");
     write_npy(&input, &sils).unwrap();
     let output = dir.join("emb.npy");
-    let (ok, text) = hstl(&[
-        "embed",
-        "--model",
-        arg(&model),
-        "--input",
-        arg(&input),
-        "--output",
-        arg(&output),
-    ]);
-    assert!(ok, "{text}");
-    let emb: Array2<f32> = read_npy(&output).unwrap();
+    let emb = embed(&model, &input, &output);
     assert_eq!(emb.shape(), &[73, 128]);
 
     let (ok, text) = hstl(&[
@@ -178,17 +183,7 @@ fn export_then_embed_reproduces_the_reference_embedding() {
     let input = dir.join("sil_8.npy");
     write_npy(&input, &vectors.f32("sil_8")).unwrap();
     let output = dir.join("emb_8.npy");
-    let (ok, text) = hstl(&[
-        "embed",
-        "--model",
-        arg(&model),
-        "--input",
-        arg(&input),
-        "--output",
-        arg(&output),
-    ]);
-    assert!(ok, "{text}");
-    let emb: Array2<f32> = read_npy(&output).unwrap();
+    let emb = embed(&model, &input, &output);
     let reference = vectors.f32("emb_8");
     common::assert_close(
         "emb_8 through the CLI",
