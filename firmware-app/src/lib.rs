@@ -1,3 +1,4 @@
-//! The door-kiosk application. So far: choosing and opening the inference backend.
+//! The door-kiosk application: frame sources, silhouettes, and choosing the inference backend.
 
 pub mod inference;
+pub mod normalise;
