@@ -26,7 +26,12 @@ fn pretreatment_matches_the_reference_pixel_for_pixel() {
     let mut npz = NpzReader::new(File::open(path).unwrap()).unwrap();
     let kept: Array1<i32> = npz.by_name("kept").unwrap();
     let kept: Vec<usize> = kept.iter().map(|&i| i as usize).collect();
-    let masks = npz.names().unwrap().iter().filter(|n| n.starts_with("mask_")).count();
+    let masks = npz
+        .names()
+        .unwrap()
+        .iter()
+        .filter(|n| n.starts_with("mask_"))
+        .count();
 
     let (mut identical, mut total, mut worst) = (0usize, 0usize, 0i16);
     for i in 0..masks {
@@ -34,14 +39,22 @@ fn pretreatment_matches_the_reference_pixel_for_pixel() {
         let ours = pretreat(&image_of(&mask));
         if !kept.contains(&i) {
             assert!(
-                matches!(ours, Err(PretreatmentDrop::NearlyEmpty | PretreatmentDrop::CentreAtColumnZero)),
+                matches!(
+                    ours,
+                    Err(PretreatmentDrop::NearlyEmpty | PretreatmentDrop::CentreAtColumnZero)
+                ),
                 "mask {i}: the reference drops it, we kept it"
             );
             continue;
         }
-        let ours = ours.unwrap_or_else(|e| panic!("mask {i}: the reference keeps it, we dropped it ({e:?})"));
+        let ours = ours
+            .unwrap_or_else(|e| panic!("mask {i}: the reference keeps it, we dropped it ({e:?})"));
         let reference: Array2<u8> = npz.by_name(&format!("out_{i}")).unwrap();
-        assert_eq!((ours.height() as usize, ours.width() as usize), reference.dim(), "mask {i}");
+        assert_eq!(
+            (ours.height() as usize, ours.width() as usize),
+            reference.dim(),
+            "mask {i}"
+        );
         for (a, b) in ours.as_raw().iter().zip(reference.iter()) {
             let d = (*a as i16 - *b as i16).abs();
             worst = worst.max(d);
@@ -51,6 +64,12 @@ fn pretreatment_matches_the_reference_pixel_for_pixel() {
     }
     let fraction = identical as f64 / total as f64;
     eprintln!("pretreatment: {identical}/{total} pixels identical ({fraction:.6}), worst difference {worst}");
-    assert!(fraction >= MIN_IDENTICAL_FRACTION, "only {fraction:.6} identical");
-    assert!(worst <= MAX_GREY_LEVEL_DIFFERENCE, "a pixel is off by {worst}");
+    assert!(
+        fraction >= MIN_IDENTICAL_FRACTION,
+        "only {fraction:.6} identical"
+    );
+    assert!(
+        worst <= MAX_GREY_LEVEL_DIFFERENCE,
+        "a pixel is off by {worst}"
+    );
 }

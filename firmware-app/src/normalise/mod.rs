@@ -73,11 +73,13 @@ fn median_column(image: &GrayImage) -> Option<u32> {
         .collect();
     let half = column_sums.iter().sum::<u64>() as f64 / 2.0;
     let mut running = 0u64;
-    column_sums.iter().position(|&s| {
-        running += s;
-        running as f64 > half
-    })
-    .map(|x| x as u32)
+    column_sums
+        .iter()
+        .position(|&s| {
+            running += s;
+            running as f64 > half
+        })
+        .map(|x| x as u32)
 }
 
 /// Columns `[centre - 32, centre + 32)`. The reference pads 32 zero columns on each side and shifts the

@@ -1,0 +1,444 @@
+//! Per-pixel adaptive background model of the MOG2 class (Zivkovic 2004/2006), written for a door
+//! camera (`product-notes.md` §2):
+//!
+//! - a mixture of up to [`MODES`] Gaussians per pixel on 8-bit luma, with Zivkovic's recursive
+//!   updates and complexity prior, so each pixel keeps as many modes as its history needs;
+//! - global exposure compensation: the frame is divided by the median ratio of frame to background
+//!   over pixels that were background last frame, so an auto-exposure step or slow light drift does
+//!   not turn the whole image into foreground;
+//! - shadow labelling: a pixel that matches no background mode but is a uniformly darker copy of it
+//!   (brightness ratio in a band, and the ratio locally smooth like a soft cast shadow) is labelled
+//!   [`SHADOW`], not foreground;
+//! - held pixels: where the caller still sees a tracked person, the model learns
+//!   [`BackgroundConfig::held_learning_factor`] times slower, so someone who waits at the door is not
+//!   absorbed into the background within seconds.
+
+use image::GrayImage;
+
+/// Label of a background pixel.
+pub const BACKGROUND: u8 = 0;
+/// Label of a pixel explained as a cast shadow on the background.
+pub const SHADOW: u8 = 127;
+/// Label of a foreground pixel.
+pub const FOREGROUND: u8 = 255;
+/// Gaussian modes per pixel.
+pub const MODES: usize = 3;
+
+/// Pixels sampled per axis step when estimating the exposure gain.
+const GAIN_SAMPLE_STEP: usize = 4;
+const GAIN_HISTOGRAM_MIN: f32 = 0.5;
+const GAIN_HISTOGRAM_MAX: f32 = 2.0;
+const GAIN_HISTOGRAM_BINS: usize = 600;
+const GAIN_MIN_SAMPLES: usize = 100;
+/// Background means darker than this say too little about exposure.
+const GAIN_MIN_BACKGROUND_LEVEL: f32 = 16.0;
+/// Half-size of the neighbourhood in which a shadow's brightness ratio must be smooth.
+const SHADOW_NEIGHBOURHOOD_RADIUS: usize = 2;
+/// In-band neighbours (of the 25) a shadow pixel needs: shadows are areas, not specks.
+const SHADOW_MIN_NEIGHBOURS: usize = 9;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackgroundConfig {
+    /// Frames of history; the learning rate is its reciprocal.
+    pub history_frames: f32,
+    /// Squared distance, in variances, within which a sample updates a mode (Zivkovic's Tg).
+    pub match_threshold_sigma2: f32,
+    /// Squared distance, in variances, within which a sample is background (Zivkovic's Tb).
+    pub background_threshold_sigma2: f32,
+    /// Share of the total weight the background modes explain.
+    pub background_ratio: f32,
+    pub initial_variance: f32,
+    pub min_variance: f32,
+    pub max_variance: f32,
+    /// Zivkovic's complexity-reduction prior (c_T).
+    pub complexity_prior: f32,
+    /// Brightness ratio band (frame / background) of a shadow.
+    pub shadow_ratio_min: f32,
+    pub shadow_ratio_max: f32,
+    /// Largest standard deviation of the brightness ratio around a shadow pixel.
+    pub shadow_ratio_max_deviation: f32,
+    /// Learning-rate factor where the caller holds a tracked person.
+    pub held_learning_factor: f32,
+    pub compensate_exposure: bool,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        Self {
+            history_frames: 500.0,
+            match_threshold_sigma2: 9.0,
+            background_threshold_sigma2: 16.0,
+            background_ratio: 0.9,
+            initial_variance: 15.0,
+            min_variance: 4.0,
+            max_variance: 75.0,
+            complexity_prior: 0.05,
+            shadow_ratio_min: 0.5,
+            shadow_ratio_max: 0.95,
+            shadow_ratio_max_deviation: 0.04,
+            held_learning_factor: 0.02,
+            compensate_exposure: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Mode {
+    weight: f32,
+    mean: f32,
+    variance: f32,
+}
+
+pub struct BackgroundModel {
+    config: BackgroundConfig,
+    width: u32,
+    height: u32,
+    modes: Vec<[Mode; MODES]>,
+    counts: Vec<u8>,
+    labels: GrayImage,
+    last_gain: f32,
+}
+
+impl BackgroundModel {
+    pub fn new(config: BackgroundConfig, width: u32, height: u32) -> Self {
+        let n = (width * height) as usize;
+        Self {
+            config,
+            width,
+            height,
+            modes: vec![[Mode::default(); MODES]; n],
+            counts: vec![0; n],
+            labels: GrayImage::new(width, height),
+            last_gain: 1.0,
+        }
+    }
+
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// Exposure gain applied to the last frame (1 = none).
+    pub fn last_gain(&self) -> f32 {
+        self.last_gain
+    }
+
+    /// The model's most probable background, as an image.
+    pub fn background_image(&self) -> GrayImage {
+        GrayImage::from_raw(
+            self.width,
+            self.height,
+            self.modes
+                .iter()
+                .map(|m| m[0].mean.round().clamp(0.0, 255.0) as u8)
+                .collect(),
+        )
+        .unwrap_or_else(|| unreachable!("one mode set per pixel"))
+    }
+
+    /// Classifies `frame` into [`BACKGROUND`], [`SHADOW`] and [`FOREGROUND`] and learns from it.
+    /// `held` marks pixels (non-zero) where a tracked person was last seen.
+    pub fn apply(&mut self, frame: &GrayImage, held: Option<&GrayImage>) -> &GrayImage {
+        assert_eq!(
+            frame.dimensions(),
+            (self.width, self.height),
+            "frame size must match the background model"
+        );
+        let gain = if self.config.compensate_exposure {
+            self.estimate_gain(frame)
+        } else {
+            1.0
+        };
+        self.last_gain = gain;
+        let alpha = 1.0 / self.config.history_frames;
+        let held_alpha = alpha * self.config.held_learning_factor;
+        let inverse_gain = 1.0 / gain;
+        let mut ratios = vec![0.0f32; frame.len()];
+        for (i, &value) in frame.as_raw().iter().enumerate() {
+            let held_here = held.is_some_and(|h| h.as_raw()[i] != 0);
+            let x = value as f32 * inverse_gain;
+            let rate = if held_here { held_alpha } else { alpha };
+            let (is_background, background_mean) = update_pixel(
+                &self.config,
+                &mut self.modes[i],
+                &mut self.counts[i],
+                x,
+                rate,
+            );
+            self.labels.as_mut()[i] = if is_background {
+                BACKGROUND
+            } else {
+                FOREGROUND
+            };
+            ratios[i] = if background_mean > 1.0 {
+                x / background_mean
+            } else {
+                0.0
+            };
+        }
+        self.label_shadows(&ratios);
+        &self.labels
+    }
+
+    /// Median brightness ratio of frame to background over last frame's background pixels.
+    fn estimate_gain(&self, frame: &GrayImage) -> f32 {
+        let mut histogram = [0u32; GAIN_HISTOGRAM_BINS];
+        let mut samples = 0usize;
+        let (w, h) = (self.width as usize, self.height as usize);
+        let scale = GAIN_HISTOGRAM_BINS as f32 / (GAIN_HISTOGRAM_MAX - GAIN_HISTOGRAM_MIN);
+        for y in (0..h).step_by(GAIN_SAMPLE_STEP) {
+            for x in (0..w).step_by(GAIN_SAMPLE_STEP) {
+                let i = y * w + x;
+                if self.counts[i] == 0 || self.labels.as_raw()[i] != BACKGROUND {
+                    continue;
+                }
+                let mean = self.modes[i][0].mean;
+                if mean < GAIN_MIN_BACKGROUND_LEVEL {
+                    continue;
+                }
+                let ratio = frame.as_raw()[i] as f32 / mean;
+                if (GAIN_HISTOGRAM_MIN..GAIN_HISTOGRAM_MAX).contains(&ratio) {
+                    histogram[((ratio - GAIN_HISTOGRAM_MIN) * scale) as usize] += 1;
+                    samples += 1;
+                }
+            }
+        }
+        if samples < GAIN_MIN_SAMPLES {
+            return 1.0;
+        }
+        let mut seen = 0usize;
+        for (bin, &count) in histogram.iter().enumerate() {
+            seen += count as usize;
+            if seen * 2 >= samples {
+                return GAIN_HISTOGRAM_MIN + (bin as f32 + 0.5) / scale;
+            }
+        }
+        1.0
+    }
+
+    /// Relabels foreground pixels whose brightness ratio to the background lies in the shadow band
+    /// and varies little across the in-band pixels around them (a cast shadow dims the background
+    /// smoothly; a person replaces it with their own texture).
+    fn label_shadows(&mut self, ratios: &[f32]) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let c = &self.config;
+        let r = SHADOW_NEIGHBOURHOOD_RADIUS;
+        let in_band = |v: f32| (c.shadow_ratio_min..=c.shadow_ratio_max).contains(&v);
+        let labels = self.labels.as_mut();
+        let candidates: Vec<usize> = (0..w * h)
+            .filter(|&i| labels[i] == FOREGROUND && in_band(ratios[i]))
+            .collect();
+        for i in candidates {
+            let (x, y) = (i % w, i / w);
+            let (mut sum, mut sum2, mut n) = (0.0f32, 0.0f32, 0usize);
+            for yy in y.saturating_sub(r)..=(y + r).min(h - 1) {
+                for &v in &ratios[yy * w + x.saturating_sub(r)..=yy * w + (x + r).min(w - 1)] {
+                    if in_band(v) {
+                        sum += v;
+                        sum2 += v * v;
+                        n += 1;
+                    }
+                }
+            }
+            if n < SHADOW_MIN_NEIGHBOURS {
+                continue;
+            }
+            let mean = sum / n as f32;
+            let deviation = (sum2 / n as f32 - mean * mean).max(0.0).sqrt();
+            if deviation <= c.shadow_ratio_max_deviation {
+                labels[i] = SHADOW;
+            }
+        }
+    }
+}
+
+/// One step of Zivkovic's recursive mixture update for one pixel. Returns whether the sample is
+/// background and the mean of the pixel's dominant background mode.
+fn update_pixel(
+    c: &BackgroundConfig,
+    modes: &mut [Mode; MODES],
+    count: &mut u8,
+    x: f32,
+    alpha: f32,
+) -> (bool, f32) {
+    let n = *count as usize;
+    let prune = alpha * c.complexity_prior;
+    let mut matched = None;
+    let mut is_background = false;
+    let mut cumulative = 0.0f32;
+    for (k, mode) in modes.iter_mut().enumerate().take(n) {
+        let d = x - mode.mean;
+        let d2 = d * d;
+        if matched.is_none() && d2 < c.match_threshold_sigma2 * mode.variance {
+            if cumulative < c.background_ratio && d2 < c.background_threshold_sigma2 * mode.variance
+            {
+                is_background = true;
+            }
+            mode.weight += alpha * (1.0 - mode.weight) - prune;
+            let step = alpha / mode.weight.max(alpha);
+            mode.mean += step * d;
+            mode.variance =
+                (mode.variance + step * (d2 - mode.variance)).clamp(c.min_variance, c.max_variance);
+            matched = Some(k);
+        } else {
+            cumulative += mode.weight;
+            mode.weight = mode.weight * (1.0 - alpha) - prune;
+        }
+        if matched == Some(k) {
+            cumulative += mode.weight;
+        }
+    }
+    let mut kept = 0;
+    for k in 0..n {
+        if modes[k].weight > 0.0 {
+            modes[kept] = modes[k];
+            kept += 1;
+        }
+    }
+    if matched.is_none() || kept == 0 {
+        let slot = kept.min(MODES - 1);
+        modes[slot] = Mode {
+            weight: if kept == 0 { 1.0 } else { alpha },
+            mean: x,
+            variance: c.initial_variance,
+        };
+        kept = slot + 1;
+    }
+    let total: f32 = modes[..kept].iter().map(|m| m.weight).sum();
+    for mode in modes[..kept].iter_mut() {
+        mode.weight /= total;
+    }
+    // Keep modes ordered by weight (most probable background first); they are nearly sorted.
+    for k in 1..kept {
+        let mut j = k;
+        while j > 0 && modes[j].weight > modes[j - 1].weight {
+            modes.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+    *count = kept as u8;
+    (is_background, modes[0].mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(value: u8) -> GrayImage {
+        GrayImage::from_pixel(64, 48, image::Luma([value]))
+    }
+
+    fn noisy(value: u8, seed: u32) -> GrayImage {
+        GrayImage::from_fn(64, 48, |x, y| {
+            let h =
+                (x.wrapping_mul(73856093) ^ y.wrapping_mul(19349663) ^ seed.wrapping_mul(83492791))
+                    % 7;
+            image::Luma([value.saturating_add(h as u8).saturating_sub(3)])
+        })
+    }
+
+    fn count(labels: &GrayImage, label: u8) -> usize {
+        labels.iter().filter(|&&v| v == label).count()
+    }
+
+    #[test]
+    fn learns_a_static_scene_then_sees_an_object() {
+        let mut model = BackgroundModel::new(BackgroundConfig::default(), 64, 48);
+        for s in 0..50 {
+            model.apply(&noisy(120, s), None);
+        }
+        assert_eq!(count(model.apply(&noisy(120, 99), None), FOREGROUND), 0);
+        let mut with_object = noisy(120, 100);
+        for y in 10..30 {
+            for x in 20..30 {
+                with_object.put_pixel(x, y, image::Luma([230]));
+            }
+        }
+        let labels = model.apply(&with_object, None).clone();
+        assert_eq!(count(&labels, FOREGROUND), 200);
+    }
+
+    #[test]
+    fn an_exposure_step_is_compensated() {
+        let mut model = BackgroundModel::new(BackgroundConfig::default(), 64, 48);
+        for s in 0..50 {
+            model.apply(&noisy(120, s), None);
+        }
+        let brighter = GrayImage::from_fn(64, 48, |x, y| {
+            image::Luma([(noisy(120, 7).get_pixel(x, y).0[0] as f32 * 1.15) as u8])
+        });
+        let labels = model.apply(&brighter, None).clone();
+        assert!(
+            (model.last_gain() - 1.15).abs() < 0.02,
+            "gain {}",
+            model.last_gain()
+        );
+        assert!(
+            count(&labels, FOREGROUND) < 20,
+            "{}",
+            count(&labels, FOREGROUND)
+        );
+
+        let mut uncompensated = BackgroundModel::new(
+            BackgroundConfig {
+                compensate_exposure: false,
+                ..BackgroundConfig::default()
+            },
+            64,
+            48,
+        );
+        for s in 0..50 {
+            uncompensated.apply(&noisy(120, s), None);
+        }
+        assert!(count(uncompensated.apply(&brighter, None), FOREGROUND) > 1000);
+    }
+
+    #[test]
+    fn a_smooth_darkening_is_a_shadow() {
+        let mut model = BackgroundModel::new(BackgroundConfig::default(), 64, 48);
+        for _ in 0..50 {
+            model.apply(&flat(160), None);
+        }
+        let mut shadowed = flat(160);
+        for y in 0..48 {
+            for x in 0..16 {
+                shadowed.put_pixel(x, y, image::Luma([112]));
+            }
+        }
+        let labels = model.apply(&shadowed, None).clone();
+        assert!(count(&labels, SHADOW) > 600, "{}", count(&labels, SHADOW));
+        assert!(count(&labels, FOREGROUND) < 100);
+    }
+
+    #[test]
+    fn a_held_person_is_not_absorbed_while_an_unheld_one_is() {
+        let standing = |value| {
+            let mut f = flat(100);
+            for y in 5..40 {
+                for x in 30..40 {
+                    f.put_pixel(x, y, image::Luma([value]));
+                }
+            }
+            f
+        };
+        let person = standing(200);
+        let mut held = GrayImage::new(64, 48);
+        for y in 5..40 {
+            for x in 30..40 {
+                held.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        let mut holding = BackgroundModel::new(BackgroundConfig::default(), 64, 48);
+        let mut plain = BackgroundModel::new(BackgroundConfig::default(), 64, 48);
+        for _ in 0..100 {
+            holding.apply(&flat(100), None);
+            plain.apply(&flat(100), None);
+        }
+        // Five seconds at 25 fps of someone standing still.
+        for _ in 0..125 {
+            holding.apply(&person, Some(&held));
+            plain.apply(&person, None);
+        }
+        assert_eq!(count(holding.apply(&person, Some(&held)), FOREGROUND), 350);
+        assert_eq!(count(plain.apply(&person, None), FOREGROUND), 0);
+    }
+}

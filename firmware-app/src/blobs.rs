@@ -1,0 +1,461 @@
+//! From the background model's labels to person blobs: morphology, connected components, merging of
+//! fragments, person-sized blobs only, and hole filling (`product-notes.md` §2.4).
+
+use image::GrayImage;
+
+use crate::background::FOREGROUND;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlobConfig {
+    /// Radius of the square opening that removes speckle.
+    pub open_radius_px: u32,
+    /// Radius of the square closing that joins a person's parts, per 100 rows of image height.
+    pub close_radius_per_100_rows: f32,
+    /// Smallest person, as a fraction of the image height.
+    pub min_height_fraction: f32,
+    /// Smallest person area, as a fraction of the image area.
+    pub min_area_fraction: f32,
+    /// Largest width over height of a person blob.
+    pub max_width_over_height: f32,
+    /// Fragments whose box overlaps a person's box grown by this fraction of its height join it.
+    pub merge_margin_fraction: f32,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self {
+            open_radius_px: 1,
+            close_radius_per_100_rows: 0.6,
+            min_height_fraction: 0.2,
+            min_area_fraction: 0.003,
+            max_width_over_height: 1.3,
+            merge_margin_fraction: 0.05,
+        }
+    }
+}
+
+/// Axis-aligned box, inclusive minimum and exclusive maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundingBox {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
+}
+
+impl BoundingBox {
+    pub fn width(&self) -> u32 {
+        self.x1 - self.x0
+    }
+
+    pub fn height(&self) -> u32 {
+        self.y1 - self.y0
+    }
+
+    pub fn area(&self) -> u64 {
+        self.width() as u64 * self.height() as u64
+    }
+
+    pub fn union(&self, other: &BoundingBox) -> BoundingBox {
+        BoundingBox {
+            x0: self.x0.min(other.x0),
+            y0: self.y0.min(other.y0),
+            x1: self.x1.max(other.x1),
+            y1: self.y1.max(other.y1),
+        }
+    }
+
+    pub fn intersection_over_union(&self, other: &BoundingBox) -> f32 {
+        let w = self.x1.min(other.x1).saturating_sub(self.x0.max(other.x0)) as u64;
+        let h = self.y1.min(other.y1).saturating_sub(self.y0.max(other.y0)) as u64;
+        let inter = w * h;
+        let union = self.area() + other.area() - inter;
+        if union == 0 {
+            0.0
+        } else {
+            inter as f32 / union as f32
+        }
+    }
+
+    fn grown(&self, margin: u32) -> BoundingBox {
+        BoundingBox {
+            x0: self.x0.saturating_sub(margin),
+            y0: self.y0.saturating_sub(margin),
+            x1: self.x1 + margin,
+            y1: self.y1 + margin,
+        }
+    }
+
+    fn overlaps(&self, other: &BoundingBox) -> bool {
+        self.x0 < other.x1 && other.x0 < self.x1 && self.y0 < other.y1 && other.y0 < self.y1
+    }
+}
+
+/// One person candidate: its pixels (a crop at `bbox`, 255 = person) and summary geometry.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub bbox: BoundingBox,
+    pub area: u64,
+    pub centroid: (f32, f32),
+    /// The blob's pixels within `bbox`, holes filled.
+    pub mask: GrayImage,
+}
+
+impl Blob {
+    /// The blob alone on a frame-sized canvas, as the OpenGait pretreatment expects it.
+    pub fn on_canvas(&self, width: u32, height: u32) -> GrayImage {
+        let mut canvas = GrayImage::new(width, height);
+        for (x, y, p) in self.mask.enumerate_pixels() {
+            canvas.put_pixel(self.bbox.x0 + x, self.bbox.y0 + y, *p);
+        }
+        canvas
+    }
+
+    /// Writes the blob's pixels into a frame-sized mask.
+    pub fn paint(&self, canvas: &mut GrayImage) {
+        for (x, y, p) in self.mask.enumerate_pixels() {
+            if p.0[0] != 0 {
+                canvas.put_pixel(self.bbox.x0 + x, self.bbox.y0 + y, *p);
+            }
+        }
+    }
+}
+
+/// Person blobs of one labelled frame, largest first.
+pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
+    let (w, h) = labels.dimensions();
+    let binary: Vec<bool> = labels.as_raw().iter().map(|&v| v == FOREGROUND).collect();
+    let opened = dilate(
+        &erode(&binary, w, h, config.open_radius_px),
+        w,
+        h,
+        config.open_radius_px,
+    );
+    let close_radius = (config.close_radius_per_100_rows * h as f32 / 100.0)
+        .round()
+        .max(1.0) as u32;
+    let closed = erode(&dilate(&opened, w, h, close_radius), w, h, close_radius);
+
+    let (component_of, components) = connected_components(&closed, w, h);
+    let min_height = (config.min_height_fraction * h as f32) as u32;
+    let min_area = (config.min_area_fraction * (w * h) as f32) as u64;
+    let is_person = |b: &BoundingBox, area: u64| {
+        b.height() >= min_height
+            && area >= min_area
+            && (b.width() as f32) <= config.max_width_over_height * b.height() as f32
+    };
+
+    // Each component joins the largest person-sized component whose grown box it touches.
+    let mut order: Vec<usize> = (0..components.len()).collect();
+    order.sort_by_key(|&c| std::cmp::Reverse(components[c].1));
+    let mut owner: Vec<Option<usize>> = vec![None; components.len()];
+    let mut people: Vec<(BoundingBox, u64, Vec<usize>)> = Vec::new();
+    for &c in &order {
+        let (bbox, area) = components[c];
+        let joined = people.iter().position(|(person, ..)| {
+            let margin = (config.merge_margin_fraction * person.height() as f32) as u32;
+            person.grown(margin).overlaps(&bbox)
+        });
+        match joined {
+            Some(p) => {
+                people[p].0 = people[p].0.union(&bbox);
+                people[p].1 += area;
+                people[p].2.push(c);
+                owner[c] = Some(p);
+            }
+            None if is_person(&bbox, area) => {
+                owner[c] = Some(people.len());
+                people.push((bbox, area, vec![c]));
+            }
+            None => {}
+        }
+    }
+
+    people
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (bbox, area, _))| is_person(bbox, *area))
+        .map(|(p, (bbox, _, _))| {
+            let mut mask = GrayImage::new(bbox.width(), bbox.height());
+            for y in bbox.y0..bbox.y1 {
+                for x in bbox.x0..bbox.x1 {
+                    let c = component_of[(y * w + x) as usize];
+                    if c != NO_COMPONENT && owner[c as usize] == Some(p) {
+                        mask.put_pixel(x - bbox.x0, y - bbox.y0, image::Luma([255]));
+                    }
+                }
+            }
+            fill_holes(&mut mask);
+            let (mut sx, mut sy, mut area) = (0u64, 0u64, 0u64);
+            for (x, y, v) in mask.enumerate_pixels() {
+                if v.0[0] != 0 {
+                    sx += x as u64;
+                    sy += y as u64;
+                    area += 1;
+                }
+            }
+            Blob {
+                bbox,
+                area,
+                centroid: (
+                    bbox.x0 as f32 + sx as f32 / area.max(1) as f32,
+                    bbox.y0 as f32 + sy as f32 / area.max(1) as f32,
+                ),
+                mask,
+            }
+        })
+        .collect()
+}
+
+/// Square-window minimum, as separable row and column passes.
+fn erode(mask: &[bool], w: u32, h: u32, radius: u32) -> Vec<bool> {
+    morphology(mask, w, h, radius, true)
+}
+
+/// Square-window maximum, as separable row and column passes.
+fn dilate(mask: &[bool], w: u32, h: u32, radius: u32) -> Vec<bool> {
+    morphology(mask, w, h, radius, false)
+}
+
+fn morphology(mask: &[bool], w: u32, h: u32, radius: u32, erode: bool) -> Vec<bool> {
+    if radius == 0 {
+        return mask.to_vec();
+    }
+    let (w, h, r) = (w as usize, h as usize, radius as usize);
+    // Running count of set pixels in the window; outside the image counts as unset.
+    let pass = |input: &[bool], len: usize, lines: usize, at: &dyn Fn(usize, usize) -> usize| {
+        let mut out = vec![false; input.len()];
+        let window = 2 * r + 1;
+        for line in 0..lines {
+            let mut set = 0usize;
+            for i in 0..r.min(len) {
+                set += usize::from(input[at(line, i)]);
+            }
+            for i in 0..len {
+                if i + r < len {
+                    set += usize::from(input[at(line, i + r)]);
+                }
+                if i > r {
+                    set -= usize::from(input[at(line, i - r - 1)]);
+                }
+                out[at(line, i)] = if erode {
+                    let inside = (i + r + 1).min(len) - i.saturating_sub(r);
+                    set == window && inside == window
+                } else {
+                    set > 0
+                };
+            }
+        }
+        out
+    };
+    let rows = pass(mask, w, h, &|line, i| line * w + i);
+    pass(&rows, h, w, &|line, i| i * w + line)
+}
+
+const NO_COMPONENT: u32 = u32::MAX;
+
+/// 8-connected components: the component index of every pixel and each component's box and area.
+fn connected_components(mask: &[bool], w: u32, h: u32) -> (Vec<u32>, Vec<(BoundingBox, u64)>) {
+    let (w, h) = (w as usize, h as usize);
+    let mut parent: Vec<u32> = Vec::new();
+    let mut provisional = vec![NO_COMPONENT; w * h];
+    fn find(parent: &mut [u32], mut a: u32) -> u32 {
+        while parent[a as usize] != a {
+            parent[a as usize] = parent[parent[a as usize] as usize];
+            a = parent[a as usize];
+        }
+        a
+    }
+    for y in 0..h {
+        for x in 0..w {
+            if !mask[y * w + x] {
+                continue;
+            }
+            let mut label = NO_COMPONENT;
+            let neighbours = [
+                (x > 0).then(|| y * w + x - 1),
+                (y > 0 && x > 0).then(|| (y - 1) * w + x - 1),
+                (y > 0).then(|| (y - 1) * w + x),
+                (y > 0 && x + 1 < w).then(|| (y - 1) * w + x + 1),
+            ];
+            for n in neighbours.into_iter().flatten() {
+                let other = provisional[n];
+                if other == NO_COMPONENT {
+                    continue;
+                }
+                if label == NO_COMPONENT {
+                    label = find(&mut parent, other);
+                } else {
+                    let (a, b) = (find(&mut parent, label), find(&mut parent, other));
+                    if a != b {
+                        parent[a.max(b) as usize] = a.min(b);
+                        label = a.min(b);
+                    }
+                }
+            }
+            if label == NO_COMPONENT {
+                label = parent.len() as u32;
+                parent.push(label);
+            }
+            provisional[y * w + x] = label;
+        }
+    }
+    let mut index_of_root = vec![NO_COMPONENT; parent.len()];
+    let mut components: Vec<(BoundingBox, u64)> = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            if provisional[i] == NO_COMPONENT {
+                continue;
+            }
+            let root = find(&mut parent, provisional[i]) as usize;
+            if index_of_root[root] == NO_COMPONENT {
+                index_of_root[root] = components.len() as u32;
+                let (x, y) = (x as u32, y as u32);
+                components.push((
+                    BoundingBox {
+                        x0: x,
+                        y0: y,
+                        x1: x + 1,
+                        y1: y + 1,
+                    },
+                    0,
+                ));
+            }
+            let c = index_of_root[root];
+            provisional[i] = c;
+            let (bbox, area) = &mut components[c as usize];
+            bbox.x0 = bbox.x0.min(x as u32);
+            bbox.x1 = bbox.x1.max(x as u32 + 1);
+            bbox.y1 = bbox.y1.max(y as u32 + 1);
+            *area += 1;
+        }
+    }
+    (provisional, components)
+}
+
+/// Sets every background pixel that the border cannot reach through background.
+fn fill_holes(mask: &mut GrayImage) {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let raw = mask.as_mut();
+    let mut outside = vec![false; w * h];
+    let mut stack: Vec<usize> = (0..w)
+        .flat_map(|x| [x, (h - 1) * w + x])
+        .chain((0..h).flat_map(|y| [y * w, y * w + w - 1]))
+        .filter(|&i| raw[i] == 0)
+        .collect();
+    while let Some(i) = stack.pop() {
+        if outside[i] || raw[i] != 0 {
+            continue;
+        }
+        outside[i] = true;
+        let (x, y) = (i % w, i / w);
+        if x > 0 {
+            stack.push(i - 1);
+        }
+        if x + 1 < w {
+            stack.push(i + 1);
+        }
+        if y > 0 {
+            stack.push(i - w);
+        }
+        if y + 1 < h {
+            stack.push(i + w);
+        }
+    }
+    for (v, &out) in raw.iter_mut().zip(&outside) {
+        if !out {
+            *v = 255;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rect(labels: &mut GrayImage, x0: u32, y0: u32, x1: u32, y1: u32) {
+        for y in y0..y1 {
+            for x in x0..x1 {
+                labels.put_pixel(x, y, image::Luma([FOREGROUND]));
+            }
+        }
+    }
+
+    #[test]
+    fn speckle_goes_people_stay_holes_fill() {
+        let mut labels = GrayImage::new(200, 150);
+        rect(&mut labels, 40, 20, 70, 120);
+        // A hole in the torso (clothing like the wall) and a detached head.
+        for y in 50..60 {
+            for x in 50..60 {
+                labels.put_pixel(x, y, image::Luma([0]));
+            }
+        }
+        rect(&mut labels, 48, 10, 62, 18);
+        for (x, y) in [(150, 10), (170, 100), (10, 140)] {
+            labels.put_pixel(x, y, image::Luma([FOREGROUND]));
+        }
+        rect(&mut labels, 150, 130, 190, 140);
+        let blobs = extract_blobs(&labels, &BlobConfig::default());
+        assert_eq!(
+            blobs.len(),
+            1,
+            "{:?}",
+            blobs.iter().map(|b| b.bbox).collect::<Vec<_>>()
+        );
+        let person = &blobs[0];
+        assert_eq!(
+            person.bbox,
+            BoundingBox {
+                x0: 40,
+                y0: 10,
+                x1: 70,
+                y1: 120
+            }
+        );
+        assert_eq!(
+            person.mask.get_pixel(55 - 40, 55 - 10).0[0],
+            255,
+            "hole filled"
+        );
+    }
+
+    #[test]
+    fn two_people_apart_are_two_blobs() {
+        let mut labels = GrayImage::new(200, 150);
+        rect(&mut labels, 20, 20, 50, 130);
+        rect(&mut labels, 120, 30, 150, 140);
+        let blobs = extract_blobs(&labels, &BlobConfig::default());
+        assert_eq!(blobs.len(), 2);
+        assert!(blobs.iter().any(|b| (b.centroid.0 - 34.5).abs() < 1.0));
+        assert!(blobs.iter().any(|b| (b.centroid.0 - 134.5).abs() < 1.0));
+    }
+
+    #[test]
+    fn shadow_labels_are_not_foreground() {
+        let mut labels = GrayImage::new(100, 100);
+        for y in 10..90 {
+            for x in 10..40 {
+                labels.put_pixel(x, y, image::Luma([crate::background::SHADOW]));
+            }
+        }
+        assert!(extract_blobs(&labels, &BlobConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn connected_components_join_diagonals_and_u_shapes() {
+        let (w, h) = (6u32, 4u32);
+        #[rustfmt::skip]
+        let mask: Vec<bool> = [
+            1, 0, 0, 0, 0, 1,
+            0, 1, 0, 1, 0, 1,
+            0, 1, 0, 1, 0, 0,
+            0, 1, 1, 1, 0, 1,
+        ].iter().map(|&v| v == 1).collect();
+        let (_, components) = connected_components(&mask, w, h);
+        let mut areas: Vec<u64> = components.iter().map(|c| c.1).collect();
+        areas.sort();
+        assert_eq!(areas, vec![1, 2, 8]);
+    }
+}

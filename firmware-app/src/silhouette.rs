@@ -1,0 +1,189 @@
+//! The whole silhouette stage for one camera: frame → background model → person blobs → tracks →
+//! quality gates → OpenGait normalisation → per-track windows.
+
+use std::collections::HashMap;
+
+use image::GrayImage;
+
+use crate::background::{BackgroundConfig, BackgroundModel};
+use crate::blobs::{extract_blobs, Blob, BlobConfig};
+use crate::frame::Frame;
+use crate::normalise::pretreat;
+use crate::quality::{check_frame, FrameRejection, QualityConfig};
+use crate::tracking::{Track, TrackId, Tracker, TrackerConfig};
+use crate::windows::{Observation, TrackWindows, Window, WindowConfig};
+
+/// A track is held in the background model (learnt much more slowly under it) once it has moved this
+/// many of its own heights: a person who walked in and waits, not a ghost left by the first frame.
+const HOLD_AFTER_TRAVEL_HEIGHTS: f32 = 0.25;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SilhouetteConfig {
+    pub background: BackgroundConfig,
+    pub blobs: BlobConfig,
+    pub tracker: TrackerConfig,
+    pub quality: QualityConfig,
+    pub windows: WindowConfig,
+}
+
+/// One track's frame in a [`FrameReport`].
+#[derive(Debug, Clone)]
+pub struct TrackFrame {
+    pub track: TrackId,
+    /// Index into [`FrameReport::blobs`].
+    pub blob: usize,
+    pub silhouette: Result<GrayImage, FrameRejection>,
+}
+
+#[derive(Debug)]
+pub struct FrameReport {
+    pub frame_index: u64,
+    pub blobs: Vec<Blob>,
+    pub tracks: Vec<TrackFrame>,
+    /// Windows that became due with this frame.
+    pub windows: Vec<Window>,
+    /// Tracks that ended with this frame.
+    pub ended: Vec<TrackId>,
+}
+
+impl FrameReport {
+    /// Every person blob painted into one frame-sized mask (255 = person).
+    pub fn foreground(&self, width: u32, height: u32) -> GrayImage {
+        let mut mask = GrayImage::new(width, height);
+        for blob in &self.blobs {
+            blob.paint(&mut mask);
+        }
+        mask
+    }
+}
+
+#[derive(Debug, Default)]
+struct TrackState {
+    windows: TrackWindows,
+    last_valid_height: Option<u32>,
+    origin: Option<(f32, f32)>,
+    travelled: bool,
+}
+
+pub struct SilhouettePipeline {
+    config: SilhouetteConfig,
+    model: Option<BackgroundModel>,
+    tracker: Tracker,
+    states: HashMap<TrackId, TrackState>,
+    held: Option<GrayImage>,
+}
+
+impl SilhouettePipeline {
+    pub fn new(config: SilhouetteConfig) -> Self {
+        let tracker = Tracker::new(config.tracker.clone());
+        Self {
+            config,
+            model: None,
+            tracker,
+            states: HashMap::new(),
+            held: None,
+        }
+    }
+
+    pub fn config(&self) -> &SilhouetteConfig {
+        &self.config
+    }
+
+    pub fn background(&self) -> Option<&BackgroundModel> {
+        self.model.as_ref()
+    }
+
+    /// Learns `frame` as background only (an empty-scene clip), without looking for people.
+    pub fn learn_background(&mut self, frame: &Frame) {
+        self.model_for(&frame.image).apply(&frame.image, None);
+    }
+
+    pub fn process(&mut self, frame: &Frame) -> FrameReport {
+        let image = &frame.image;
+        let held = self.held.take();
+        let labels = self.model_for(image).apply(image, held.as_ref()).clone();
+        let blobs = extract_blobs(&labels, &self.config.blobs);
+        let update = self.tracker.update(frame.index, &blobs);
+
+        let mut report = FrameReport {
+            frame_index: frame.index,
+            blobs: Vec::new(),
+            tracks: Vec::new(),
+            windows: Vec::new(),
+            ended: Vec::new(),
+        };
+        let size = image.dimensions();
+        let mut hold = GrayImage::new(size.0, size.1);
+        for &(track, b) in &update.observed {
+            let blob = &blobs[b];
+            let state = self.states.entry(track).or_default();
+            let origin = *state.origin.get_or_insert(blob.centroid);
+            let moved = (blob.centroid.0 - origin.0).hypot(blob.centroid.1 - origin.1);
+            state.travelled |= moved > HOLD_AFTER_TRAVEL_HEIGHTS * blob.bbox.height() as f32;
+            if state.travelled {
+                for y in blob.bbox.y0..blob.bbox.y1 {
+                    for x in blob.bbox.x0..blob.bbox.x1 {
+                        hold.put_pixel(x, y, image::Luma([255]));
+                    }
+                }
+            }
+            let silhouette = check_frame(
+                &blob.bbox,
+                size,
+                state.last_valid_height,
+                &self.config.quality,
+            )
+            .and_then(|()| pretreat(&blob.on_canvas(size.0, size.1)).map_err(FrameRejection::from));
+            if silhouette.is_ok() {
+                state.last_valid_height = Some(blob.bbox.height());
+            }
+            let observation = Observation {
+                frame_index: frame.index,
+                silhouette: silhouette.clone(),
+            };
+            report
+                .windows
+                .extend(state.windows.push(track, observation, &self.config.windows));
+            report.tracks.push(TrackFrame {
+                track,
+                blob: b,
+                silhouette,
+            });
+        }
+        self.held = Some(hold);
+        for track in update.ended {
+            report.windows.extend(self.close(&track));
+            report.ended.push(track.id);
+        }
+        report.blobs = blobs;
+        report
+    }
+
+    /// The source has ended: closes every walk still in progress.
+    pub fn finish(&mut self) -> Vec<Window> {
+        let tracks = self.tracker.finish();
+        tracks.iter().filter_map(|t| self.close(t)).collect()
+    }
+
+    fn close(&mut self, track: &Track) -> Option<Window> {
+        let mut state = self.states.remove(&track.id)?;
+        state.windows.close(track.id, &self.config.windows)
+    }
+
+    fn model_for(&mut self, image: &GrayImage) -> &mut BackgroundModel {
+        let (w, h) = image.dimensions();
+        let config = &self.config.background;
+        let model = self
+            .model
+            .get_or_insert_with(|| BackgroundModel::new(config.clone(), w, h));
+        if model.dimensions() != (w, h) {
+            log::warn!(
+                "frame size changed from {:?} to {:?}: relearning the background",
+                model.dimensions(),
+                (w, h)
+            );
+            *model = BackgroundModel::new(config.clone(), w, h);
+        }
+        model
+    }
+}

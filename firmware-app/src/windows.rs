@@ -1,0 +1,216 @@
+//! Per-track ring buffers of normalised silhouettes and the windows cut from them: N consecutive
+//! frames every H frames, and a last window when the walk ends. Memory per track is bounded by N.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use image::GrayImage;
+
+use crate::quality::FrameRejection;
+use crate::tracking::TrackId;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowConfig {
+    /// Frames per window (HSTL trained on 30-frame clips).
+    pub frames: usize,
+    /// Frames between the starts of consecutive windows.
+    pub hop: usize,
+    /// A window needs at least this share of its frames to be valid silhouettes...
+    pub min_valid_fraction: f32,
+    /// ...and at least this many.
+    pub min_valid_frames: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            frames: 30,
+            hop: 15,
+            min_valid_fraction: 0.6,
+            min_valid_frames: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowQuality {
+    Good,
+    TooFewValidFrames { valid: usize, required: usize },
+}
+
+/// One frame of a track: its normalised 64×64 silhouette or why there is none.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub frame_index: u64,
+    pub silhouette: Result<GrayImage, FrameRejection>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub track: TrackId,
+    pub first_frame: u64,
+    pub last_frame: u64,
+    /// The valid silhouettes, in order, uint8 64×64.
+    pub silhouettes: Vec<GrayImage>,
+    pub rejections: BTreeMap<FrameRejection, usize>,
+    pub quality: WindowQuality,
+    /// The walk ended with this window.
+    pub closes_walk: bool,
+}
+
+impl Window {
+    /// `[T, 64, 64]` uint8, the layout `hstl::Silhouettes::from_u8` and `.npy` files use.
+    pub fn stacked(&self) -> Vec<u8> {
+        self.silhouettes
+            .iter()
+            .flat_map(|s| s.as_raw().iter().copied())
+            .collect()
+    }
+}
+
+/// The ring buffer of one track.
+#[derive(Debug, Default)]
+pub struct TrackWindows {
+    buffer: VecDeque<Observation>,
+    since_last_window: usize,
+    windows_cut: usize,
+}
+
+impl TrackWindows {
+    /// Adds a frame; returns a window when one is due.
+    pub fn push(
+        &mut self,
+        track: TrackId,
+        observation: Observation,
+        config: &WindowConfig,
+    ) -> Option<Window> {
+        if self.buffer.len() == config.frames {
+            self.buffer.pop_front();
+        }
+        self.buffer.push_back(observation);
+        self.since_last_window += 1;
+        let due = self.buffer.len() == config.frames
+            && (self.windows_cut == 0 || self.since_last_window >= config.hop);
+        due.then(|| self.cut(track, config, false))
+    }
+
+    /// The walk is over: the last window, if frames arrived since the previous one.
+    pub fn close(&mut self, track: TrackId, config: &WindowConfig) -> Option<Window> {
+        let fresh = if self.windows_cut == 0 {
+            !self.buffer.is_empty()
+        } else {
+            self.since_last_window > 0
+        };
+        fresh.then(|| self.cut(track, config, true))
+    }
+
+    fn cut(&mut self, track: TrackId, config: &WindowConfig, closes_walk: bool) -> Window {
+        self.since_last_window = 0;
+        self.windows_cut += 1;
+        let mut rejections = BTreeMap::new();
+        let mut silhouettes = Vec::new();
+        for observation in &self.buffer {
+            match &observation.silhouette {
+                Ok(s) => silhouettes.push(s.clone()),
+                Err(reason) => *rejections.entry(*reason).or_insert(0) += 1,
+            }
+        }
+        let required = ((config.min_valid_fraction * config.frames as f32).ceil() as usize)
+            .max(config.min_valid_frames);
+        let quality = if silhouettes.len() >= required {
+            WindowQuality::Good
+        } else {
+            WindowQuality::TooFewValidFrames {
+                valid: silhouettes.len(),
+                required,
+            }
+        };
+        Window {
+            track,
+            first_frame: self.buffer.front().map_or(0, |o| o.frame_index),
+            last_frame: self.buffer.back().map_or(0, |o| o.frame_index),
+            silhouettes,
+            rejections,
+            quality,
+            closes_walk,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(i: u64) -> Observation {
+        Observation {
+            frame_index: i,
+            silhouette: Ok(GrayImage::from_pixel(64, 64, image::Luma([i as u8]))),
+        }
+    }
+
+    #[test]
+    fn windows_every_hop_after_the_first_full_one_and_a_closing_one() {
+        let config = WindowConfig::default();
+        let mut track = TrackWindows::default();
+        let mut windows = Vec::new();
+        for i in 0..80 {
+            windows.extend(track.push(7, valid(i), &config));
+        }
+        windows.extend(track.close(7, &config));
+        let spans: Vec<(u64, u64, bool)> = windows
+            .iter()
+            .map(|w| (w.first_frame, w.last_frame, w.closes_walk))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (0, 29, false),
+                (15, 44, false),
+                (30, 59, false),
+                (45, 74, false),
+                (50, 79, true)
+            ]
+        );
+        assert!(windows
+            .iter()
+            .all(|w| w.silhouettes.len() == 30 && w.quality == WindowQuality::Good));
+        assert_eq!(windows[1].silhouettes[0].get_pixel(0, 0).0[0], 15);
+    }
+
+    #[test]
+    fn a_short_walk_gives_one_window_and_rejections_are_counted() {
+        let config = WindowConfig::default();
+        let mut track = TrackWindows::default();
+        for i in 0..12 {
+            let observation = if i % 3 == 0 {
+                Observation {
+                    frame_index: i,
+                    silhouette: Err(FrameRejection::TouchesSide),
+                }
+            } else {
+                valid(i)
+            };
+            assert!(track.push(1, observation, &config).is_none());
+        }
+        let window = track.close(1, &config).unwrap();
+        assert_eq!(window.silhouettes.len(), 8);
+        assert_eq!(window.rejections[&FrameRejection::TouchesSide], 4);
+        assert_eq!(
+            window.quality,
+            WindowQuality::TooFewValidFrames {
+                valid: 8,
+                required: 18
+            }
+        );
+        assert!(track.close(1, &config).is_none(), "nothing new to close");
+    }
+
+    #[test]
+    fn the_buffer_never_grows_past_the_window() {
+        let config = WindowConfig::default();
+        let mut track = TrackWindows::default();
+        for i in 0..10_000 {
+            track.push(1, valid(i), &config);
+        }
+        assert_eq!(track.buffer.len(), config.frames);
+    }
+}
