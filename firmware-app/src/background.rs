@@ -60,6 +60,8 @@ pub struct BackgroundConfig {
     /// Learning-rate factor where the caller holds a tracked person.
     pub held_learning_factor: f32,
     pub compensate_exposure: bool,
+    /// Threads that update the model (each takes a band of rows).
+    pub threads: usize,
 }
 
 impl Default for BackgroundConfig {
@@ -78,6 +80,7 @@ impl Default for BackgroundConfig {
             shadow_ratio_max_deviation: 0.04,
             held_learning_factor: 0.02,
             compensate_exposure: true,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -97,10 +100,14 @@ pub struct BackgroundModel {
     counts: Vec<u8>,
     labels: GrayImage,
     last_gain: f32,
+    frames_seen: u64,
+    ratios: Vec<f32>,
+    workers: usize,
 }
 
 impl BackgroundModel {
     pub fn new(config: BackgroundConfig, width: u32, height: u32) -> Self {
+        let workers = config.threads.max(1);
         let n = (width * height) as usize;
         Self {
             config,
@@ -110,6 +117,9 @@ impl BackgroundModel {
             counts: vec![0; n],
             labels: GrayImage::new(width, height),
             last_gain: 1.0,
+            frames_seen: 0,
+            ratios: Vec::new(),
+            workers,
         }
     }
 
@@ -149,33 +159,57 @@ impl BackgroundModel {
             1.0
         };
         self.last_gain = gain;
-        let alpha = 1.0 / self.config.history_frames;
+        // Learn quickly from the first frames, as OpenCV's MOG2 does, then at the configured rate.
+        self.frames_seen += 1;
+        let alpha = 1.0
+            / self
+                .config
+                .history_frames
+                .min(2.0 * self.frames_seen as f32);
         let held_alpha = alpha * self.config.held_learning_factor;
         let inverse_gain = 1.0 / gain;
-        let mut ratios = vec![0.0f32; frame.len()];
-        for (i, &value) in frame.as_raw().iter().enumerate() {
-            let held_here = held.is_some_and(|h| h.as_raw()[i] != 0);
-            let x = value as f32 * inverse_gain;
-            let rate = if held_here { held_alpha } else { alpha };
-            let (is_background, background_mean) = update_pixel(
-                &self.config,
-                &mut self.modes[i],
-                &mut self.counts[i],
-                x,
-                rate,
-            );
-            self.labels.as_mut()[i] = if is_background {
-                BACKGROUND
-            } else {
-                FOREGROUND
-            };
-            ratios[i] = if background_mean > 1.0 {
-                x / background_mean
-            } else {
-                0.0
-            };
-        }
-        self.label_shadows(&ratios);
+        self.ratios.resize(frame.len(), 0.0);
+        let config = &self.config;
+        let pixels = frame.as_raw();
+        let held = held.map(|h| h.as_raw().as_slice());
+        // Pixels are independent: split the image into one contiguous band per worker.
+        let band = frame.len().div_ceil(self.workers);
+        std::thread::scope(|scope| {
+            let bands = self
+                .modes
+                .chunks_mut(band)
+                .zip(self.counts.chunks_mut(band))
+                .zip(self.labels.chunks_mut(band))
+                .zip(self.ratios.chunks_mut(band))
+                .enumerate();
+            for (b, (((modes, counts), labels), ratios)) in bands {
+                let start = b * band;
+                scope.spawn(move || {
+                    for (j, mode) in modes.iter_mut().enumerate() {
+                        let i = start + j;
+                        let held_here = held.is_some_and(|h| h[i] != 0);
+                        let x = pixels[i] as f32 * inverse_gain;
+                        let rate = if held_here { held_alpha } else { alpha };
+                        let (is_background, background_mean) =
+                            update_pixel(config, mode, &mut counts[j], x, rate);
+                        labels[j] = if is_background {
+                            BACKGROUND
+                        } else {
+                            FOREGROUND
+                        };
+                        // Only foreground pixels can be shadows; background reads as "unchanged".
+                        ratios[j] = if is_background {
+                            1.0
+                        } else if background_mean > 1.0 {
+                            x / background_mean
+                        } else {
+                            0.0
+                        };
+                    }
+                });
+            }
+        });
+        self.label_shadows();
         &self.labels
     }
 
@@ -218,7 +252,8 @@ impl BackgroundModel {
     /// Relabels foreground pixels whose brightness ratio to the background lies in the shadow band
     /// and varies little across the in-band pixels around them (a cast shadow dims the background
     /// smoothly; a person replaces it with their own texture).
-    fn label_shadows(&mut self, ratios: &[f32]) {
+    fn label_shadows(&mut self) {
+        let ratios = &self.ratios;
         let (w, h) = (self.width as usize, self.height as usize);
         let c = &self.config;
         let r = SHADOW_NEIGHBOURHOOD_RADIUS;

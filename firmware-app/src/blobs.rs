@@ -3,7 +3,7 @@
 
 use image::GrayImage;
 
-use crate::background::FOREGROUND;
+use crate::background::{FOREGROUND, SHADOW};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlobConfig {
@@ -19,6 +19,9 @@ pub struct BlobConfig {
     pub max_width_over_height: f32,
     /// Fragments whose box overlaps a person's box grown by this fraction of its height join it.
     pub merge_margin_fraction: f32,
+    /// Shadow-labelled pixels touching a person are theirs unless they lie in the bottom part of the
+    /// person's box, this fraction of its height, where cast shadows fall on the floor.
+    pub foot_zone_fraction: f32,
 }
 
 impl Default for BlobConfig {
@@ -30,6 +33,7 @@ impl Default for BlobConfig {
             min_area_fraction: 0.003,
             max_width_over_height: 1.3,
             merge_margin_fraction: 0.05,
+            foot_zone_fraction: 0.15,
         }
     }
 }
@@ -124,7 +128,11 @@ impl Blob {
 /// Person blobs of one labelled frame, largest first.
 pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
     let (w, h) = labels.dimensions();
-    let binary: Vec<bool> = labels.as_raw().iter().map(|&v| v == FOREGROUND).collect();
+    let binary: Vec<u8> = labels
+        .as_raw()
+        .iter()
+        .map(|&v| u8::from(v == FOREGROUND))
+        .collect();
     let opened = dilate(
         &erode(&binary, w, h, config.open_radius_px),
         w,
@@ -175,16 +183,33 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
         .into_iter()
         .enumerate()
         .filter(|(_, (bbox, area, _))| is_person(bbox, *area))
-        .map(|(p, (bbox, _, _))| {
-            let mut mask = GrayImage::new(bbox.width(), bbox.height());
-            for y in bbox.y0..bbox.y1 {
-                for x in bbox.x0..bbox.x1 {
+        .map(|(p, (core, _, _))| {
+            // Room around the foreground core for reclaimed shadow labels (a head, mid-grey legs).
+            let margin = (config.merge_margin_fraction * 2.0 * core.height() as f32) as u32;
+            let grown = BoundingBox {
+                x0: core.x0.saturating_sub(margin),
+                y0: core.y0.saturating_sub(margin),
+                x1: (core.x1 + margin).min(w),
+                y1: (core.y1 + core.height() / 2).min(h),
+            };
+            let mut mask = GrayImage::new(grown.width(), grown.height());
+            for y in core.y0..core.y1 {
+                for x in core.x0..core.x1 {
                     let c = component_of[(y * w + x) as usize];
                     if c != NO_COMPONENT && owner[c as usize] == Some(p) {
-                        mask.put_pixel(x - bbox.x0, y - bbox.y0, image::Luma([255]));
+                        mask.put_pixel(x - grown.x0, y - grown.y0, image::Luma([255]));
                     }
                 }
             }
+            reclaim_shadow_labels(
+                labels,
+                &mut mask,
+                grown.x0,
+                grown.y0,
+                config.foot_zone_fraction,
+            );
+            let (mask, bbox) = trim(mask, grown);
+            let mut mask = mask;
             fill_holes(&mut mask);
             let (mut sx, mut sy, mut area) = (0u64, 0u64, 0u64);
             for (x, y, v) in mask.enumerate_pixels() {
@@ -207,55 +232,64 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
         .collect()
 }
 
-/// Square-window minimum, as separable row and column passes.
-fn erode(mask: &[bool], w: u32, h: u32, radius: u32) -> Vec<bool> {
-    morphology(mask, w, h, radius, true)
+/// Square-window minimum (outside the image counts as unset).
+fn erode(mask: &[u8], w: u32, h: u32, radius: u32) -> Vec<u8> {
+    morphology(mask, w as usize, h as usize, radius as usize, true)
 }
 
-/// Square-window maximum, as separable row and column passes.
-fn dilate(mask: &[bool], w: u32, h: u32, radius: u32) -> Vec<bool> {
-    morphology(mask, w, h, radius, false)
+/// Square-window maximum.
+fn dilate(mask: &[u8], w: u32, h: u32, radius: u32) -> Vec<u8> {
+    morphology(mask, w as usize, h as usize, radius as usize, false)
 }
 
-fn morphology(mask: &[bool], w: u32, h: u32, radius: u32, erode: bool) -> Vec<bool> {
-    if radius == 0 {
+/// Separable square-window minimum or maximum of a 0/1 mask, as AND or OR of shifted rows and then
+/// of neighbouring rows: whole-slice operations the compiler vectorises.
+fn morphology(mask: &[u8], w: usize, h: usize, r: usize, erode: bool) -> Vec<u8> {
+    if r == 0 {
         return mask.to_vec();
     }
-    let (w, h, r) = (w as usize, h as usize, radius as usize);
-    // Running count of set pixels in the window; outside the image counts as unset.
-    let pass = |input: &[bool], len: usize, lines: usize, at: &dyn Fn(usize, usize) -> usize| {
-        let mut out = vec![false; input.len()];
-        let window = 2 * r + 1;
-        for line in 0..lines {
-            let mut set = 0usize;
-            for i in 0..r.min(len) {
-                set += usize::from(input[at(line, i)]);
-            }
-            for i in 0..len {
-                if i + r < len {
-                    set += usize::from(input[at(line, i + r)]);
-                }
-                if i > r {
-                    set -= usize::from(input[at(line, i - r - 1)]);
-                }
-                out[at(line, i)] = if erode {
-                    let inside = (i + r + 1).min(len) - i.saturating_sub(r);
-                    set == window && inside == window
-                } else {
-                    set > 0
-                };
+    let combine = |acc: &mut [u8], other: &[u8]| {
+        if erode {
+            acc.iter_mut().zip(other).for_each(|(a, &b)| *a &= b);
+        } else {
+            acc.iter_mut().zip(other).for_each(|(a, &b)| *a |= b);
+        }
+    };
+    let mut rows = mask.to_vec();
+    for y in 0..h {
+        let line = &mask[y * w..(y + 1) * w];
+        let out = &mut rows[y * w..(y + 1) * w];
+        for d in 1..=r.min(w) {
+            combine(&mut out[..w - d], &line[d..]);
+            combine(&mut out[d..], &line[..w - d]);
+            if erode {
+                out[w - d..].fill(0);
+                out[..d].fill(0);
             }
         }
-        out
-    };
-    let rows = pass(mask, w, h, &|line, i| line * w + i);
-    pass(&rows, h, w, &|line, i| i * w + line)
+    }
+    let mut out = rows.clone();
+    for y in 0..h {
+        for d in 1..=r {
+            let (above, below) = (y.checked_sub(d), (y + d < h).then_some(y + d));
+            for neighbour in [above, below] {
+                match neighbour {
+                    Some(n) => combine(&mut out[y * w..(y + 1) * w], &rows[n * w..(n + 1) * w]),
+                    None if erode => out[y * w..(y + 1) * w].fill(0),
+                    None => {}
+                }
+            }
+        }
+    }
+    out
 }
 
 const NO_COMPONENT: u32 = u32::MAX;
+/// Mask value of a reclaimed shadow pixel until the foot zone is known.
+const RECLAIMED: u8 = 128;
 
 /// 8-connected components: the component index of every pixel and each component's box and area.
-fn connected_components(mask: &[bool], w: u32, h: u32) -> (Vec<u32>, Vec<(BoundingBox, u64)>) {
+fn connected_components(mask: &[u8], w: u32, h: u32) -> (Vec<u32>, Vec<(BoundingBox, u64)>) {
     let (w, h) = (w as usize, h as usize);
     let mut parent: Vec<u32> = Vec::new();
     let mut provisional = vec![NO_COMPONENT; w * h];
@@ -266,11 +300,20 @@ fn connected_components(mask: &[bool], w: u32, h: u32) -> (Vec<u32>, Vec<(Boundi
         }
         a
     }
+    // Foreground is sparse: visit only set pixels, found by skipping runs of zeros.
+    let mut set_pixels: Vec<usize> = Vec::new();
     for y in 0..h {
-        for x in 0..w {
-            if !mask[y * w + x] {
-                continue;
-            }
+        let row = &mask[y * w..(y + 1) * w];
+        let mut x = 0;
+        while let Some(offset) = row[x..].iter().position(|&v| v != 0) {
+            x += offset;
+            set_pixels.push(y * w + x);
+            x += 1;
+        }
+    }
+    for &i in &set_pixels {
+        let (x, y) = (i % w, i / w);
+        {
             let mut label = NO_COMPONENT;
             let neighbours = [
                 (x > 0).then(|| y * w + x - 1),
@@ -302,12 +345,9 @@ fn connected_components(mask: &[bool], w: u32, h: u32) -> (Vec<u32>, Vec<(Boundi
     }
     let mut index_of_root = vec![NO_COMPONENT; parent.len()];
     let mut components: Vec<(BoundingBox, u64)> = Vec::new();
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            if provisional[i] == NO_COMPONENT {
-                continue;
-            }
+    for &i in &set_pixels {
+        let (x, y) = (i % w, i / w);
+        {
             let root = find(&mut parent, provisional[i]) as usize;
             if index_of_root[root] == NO_COMPONENT {
                 index_of_root[root] = components.len() as u32;
@@ -332,6 +372,76 @@ fn connected_components(mask: &[bool], w: u32, h: u32) -> (Vec<u32>, Vec<(Boundi
         }
     }
     (provisional, components)
+}
+
+/// Crops `mask` (placed at `at`) to its set pixels.
+fn trim(mask: GrayImage, at: BoundingBox) -> (GrayImage, BoundingBox) {
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (x, y, v) in mask.enumerate_pixels() {
+        if v.0[0] != 0 {
+            x0 = x0.min(x);
+            y0 = y0.min(y);
+            x1 = x1.max(x + 1);
+            y1 = y1.max(y + 1);
+        }
+    }
+    if x0 == u32::MAX {
+        return (mask, at);
+    }
+    let cropped = image::imageops::crop_imm(&mask, x0, y0, x1 - x0, y1 - y0).to_image();
+    let bbox = BoundingBox {
+        x0: at.x0 + x0,
+        y0: at.y0 + y0,
+        x1: at.x0 + x1,
+        y1: at.y0 + y1,
+    };
+    (cropped, bbox)
+}
+
+/// Adds to `mask` (a crop at `(x0, y0)`) the shadow-labelled pixels connected to it, except in its
+/// bottom `foot_zone_fraction`: a pale head or mid-grey trousers in front of a lighter background are
+/// "darker background" to the model, but only the floor around the feet takes cast shadows.
+fn reclaim_shadow_labels(
+    labels: &GrayImage,
+    mask: &mut GrayImage,
+    x0: u32,
+    y0: u32,
+    foot_zone_fraction: f32,
+) {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let label_at = |i: usize| labels.get_pixel(x0 + (i % w) as u32, y0 + (i / w) as u32).0[0];
+    let raw = mask.as_mut();
+    let mut stack: Vec<usize> = (0..w * h).filter(|&i| raw[i] != 0).collect();
+    while let Some(i) = stack.pop() {
+        let (x, y) = (i % w, i / w);
+        let neighbours = [
+            (x > 0).then(|| i - 1),
+            (x + 1 < w).then(|| i + 1),
+            (y > 0).then(|| i - w),
+            (y + 1 < h).then(|| i + w),
+        ];
+        for j in neighbours.into_iter().flatten() {
+            if raw[j] == 0 && label_at(j) == SHADOW {
+                raw[j] = RECLAIMED;
+                stack.push(j);
+            }
+        }
+    }
+    let rows: Vec<usize> = (0..h)
+        .filter(|&y| raw[y * w..(y + 1) * w].iter().any(|&v| v != 0))
+        .collect();
+    if let (Some(&top), Some(&bottom)) = (rows.first(), rows.last()) {
+        let foot_zone_top = bottom - (foot_zone_fraction * (bottom - top) as f32) as usize;
+        for v in raw[foot_zone_top * w..]
+            .iter_mut()
+            .filter(|v| **v == RECLAIMED)
+        {
+            *v = 0;
+        }
+    }
+    raw.iter_mut()
+        .filter(|v| **v == RECLAIMED)
+        .for_each(|v| *v = 255);
 }
 
 /// Sets every background pixel that the border cannot reach through background.
@@ -447,12 +557,12 @@ mod tests {
     fn connected_components_join_diagonals_and_u_shapes() {
         let (w, h) = (6u32, 4u32);
         #[rustfmt::skip]
-        let mask: Vec<bool> = [
+        let mask: Vec<u8> = [
             1, 0, 0, 0, 0, 1,
             0, 1, 0, 1, 0, 1,
             0, 1, 0, 1, 0, 0,
             0, 1, 1, 1, 0, 1,
-        ].iter().map(|&v| v == 1).collect();
+        ].to_vec();
         let (_, components) = connected_components(&mask, w, h);
         let mut areas: Vec<u64> = components.iter().map(|c| c.1).collect();
         areas.sort();

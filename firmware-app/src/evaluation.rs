@@ -79,7 +79,7 @@ mod tests {
     fn f_measure_of_a_half_overlap() {
         let truth = GrayImage::from_fn(4, 1, |x, _| image::Luma([if x < 2 { 255 } else { 0 }]));
         let predicted = GrayImage::from_fn(4, 1, |x, _| {
-            image::Luma([if x >= 1 && x < 3 { 255 } else { 0 }])
+            image::Luma([if (1..3).contains(&x) { 255 } else { 0 }])
         });
         let mut score = MaskScore::default();
         score.add(&predicted, &truth);

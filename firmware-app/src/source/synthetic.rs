@@ -58,7 +58,7 @@ impl WalkerIdentity {
     pub fn random(rng: &mut impl Rng) -> Self {
         let clothing = |rng: &mut dyn rand::RngCore| -> u8 {
             if rng.random_bool(0.5) {
-                rng.random_range(25..85)
+                rng.random_range(20..65)
             } else {
                 rng.random_range(190..235)
             }
@@ -75,7 +75,11 @@ impl WalkerIdentity {
             wears_coat: rng.random_bool(0.2),
             shirt_grey: clothing(rng),
             trousers_grey: clothing(rng),
-            skin_grey: rng.random_range(90..200),
+            skin_grey: if rng.random_bool(0.5) {
+                rng.random_range(55..110)
+            } else {
+                rng.random_range(190..225)
+            },
         }
     }
 
@@ -121,7 +125,7 @@ pub struct SceneConfig {
 impl SceneConfig {
     /// One random walker crossing laterally, plain conditions (noise only).
     pub fn single_walker(seed: u64, width: u32, height: u32) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_5CE4E);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05EE_D0F5_CE4E);
         let lead_in = 2.0;
         Self {
             width,
@@ -453,9 +457,12 @@ fn render_room(c: &SceneConfig, rng: &mut impl Rng) -> Vec<f32> {
     room
 }
 
+/// Floor position (x, z), walking direction, gait phase and how much the limbs swing (0 to 1).
+type Placement = ((f32, f32), (f32, f32), f32, f32);
+
 /// Where the walker is on the floor at time `t` (metres: x lateral, z depth), their walking direction,
 /// and the gait phase; `None` before the walk starts or after it ends.
-fn place(c: &SceneConfig, walk: &Walk, t: f32) -> Option<((f32, f32), (f32, f32), f32, f32)> {
+fn place(c: &SceneConfig, walk: &Walk, t: f32) -> Option<Placement> {
     if t < walk.start_s || t > c.walk_end_s(walk) {
         return None;
     }
