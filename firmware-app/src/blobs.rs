@@ -19,6 +19,9 @@ pub struct BlobConfig {
     pub max_width_over_height: f32,
     /// Fragments whose box overlaps a person's box grown by this fraction of its height join it.
     pub merge_margin_fraction: f32,
+    /// Smallest fragment that joins a person, as a fraction of the person's area (smaller ones are
+    /// noise near the body).
+    pub min_fragment_fraction: f32,
     /// Shadow-labelled pixels touching a person are theirs unless they lie in the bottom part of the
     /// person's box, this fraction of its height, where cast shadows fall on the floor.
     pub foot_zone_fraction: f32,
@@ -33,7 +36,8 @@ impl Default for BlobConfig {
             min_area_fraction: 0.003,
             max_width_over_height: 1.3,
             merge_margin_fraction: 0.05,
-            foot_zone_fraction: 0.15,
+            min_fragment_fraction: 0.03,
+            foot_zone_fraction: 0.3,
         }
     }
 }
@@ -160,9 +164,10 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
     let mut people: Vec<(BoundingBox, u64, Vec<usize>)> = Vec::new();
     for &c in &order {
         let (bbox, area) = components[c];
-        let joined = people.iter().position(|(person, ..)| {
+        let joined = people.iter().position(|(person, person_area, _)| {
             let margin = (config.merge_margin_fraction * person.height() as f32) as u32;
-            person.grown(margin).overlaps(&bbox)
+            area as f32 >= config.min_fragment_fraction * *person_area as f32
+                && person.grown(margin).overlaps(&bbox)
         });
         match joined {
             Some(p) => {

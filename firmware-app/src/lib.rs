@@ -5,6 +5,7 @@
 pub mod background;
 pub mod blobs;
 pub mod evaluation;
+pub mod extract;
 pub mod frame;
 pub mod inference;
 pub mod normalise;

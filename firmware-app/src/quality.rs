@@ -86,7 +86,7 @@ impl Default for QualityConfig {
     }
 }
 
-/// Checks one blob of a track; `previous_height` is the track's height in its last accepted frame.
+/// Checks one blob of a track; `previous_height` is the track's blob height in its previous frame.
 pub fn check_frame(
     bbox: &BoundingBox,
     image_size: (u32, u32),

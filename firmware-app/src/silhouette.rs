@@ -60,7 +60,8 @@ impl FrameReport {
 #[derive(Debug, Default)]
 struct TrackState {
     windows: TrackWindows,
-    last_valid_height: Option<u32>,
+    /// Blob height in the track's previous frame, accepted or not: a jump is a change between frames.
+    last_height: Option<u32>,
     origin: Option<(f32, f32)>,
     travelled: bool,
 }
@@ -127,16 +128,11 @@ impl SilhouettePipeline {
                     }
                 }
             }
-            let silhouette = check_frame(
-                &blob.bbox,
-                size,
-                state.last_valid_height,
-                &self.config.quality,
-            )
-            .and_then(|()| pretreat(&blob.on_canvas(size.0, size.1)).map_err(FrameRejection::from));
-            if silhouette.is_ok() {
-                state.last_valid_height = Some(blob.bbox.height());
-            }
+            let silhouette = check_frame(&blob.bbox, size, state.last_height, &self.config.quality)
+                .and_then(|()| {
+                    pretreat(&blob.on_canvas(size.0, size.1)).map_err(FrameRejection::from)
+                });
+            state.last_height = Some(blob.bbox.height());
             let observation = Observation {
                 frame_index: frame.index,
                 silhouette: silhouette.clone(),

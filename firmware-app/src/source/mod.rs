@@ -2,11 +2,15 @@
 
 mod image_dir;
 pub mod synthetic;
+#[cfg(feature = "video")]
+mod video;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use image_dir::ImageDirectory;
 pub use synthetic::{SceneConfig, SyntheticScene};
+#[cfg(feature = "video")]
+pub use video::VideoFile;
 
 use crate::frame::Frame;
 
@@ -49,4 +53,34 @@ pub trait FrameSource: Send {
 
     /// A line for logs: what this source is.
     fn describe(&self) -> String;
+}
+
+/// Frame rate given to image directories, whose files carry no timing.
+pub const IMAGE_DIRECTORY_FRAME_RATE: f64 = 25.0;
+
+/// Opens what a user names as input: a directory of images, or a video file (feature `video`).
+pub fn open_path(path: &Path) -> Result<Box<dyn FrameSource>, SourceError> {
+    if path.is_dir() {
+        return Ok(Box::new(ImageDirectory::open(
+            path,
+            IMAGE_DIRECTORY_FRAME_RATE,
+        )?));
+    }
+    open_video(path)
+}
+
+#[cfg(feature = "video")]
+fn open_video(path: &Path) -> Result<Box<dyn FrameSource>, SourceError> {
+    Ok(Box::new(VideoFile::open(path)?))
+}
+
+#[cfg(not(feature = "video"))]
+fn open_video(path: &Path) -> Result<Box<dyn FrameSource>, SourceError> {
+    if !path.exists() {
+        return Err(SourceError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        });
+    }
+    Err(SourceError::FeatureMissing("video"))
 }

@@ -1,0 +1,180 @@
+//! The silhouette stage on real recordings (feature `video`): CASIA-B's own walks against CASIA's
+//! reference silhouettes, and the UCB indoor walking clips.
+
+#![cfg(feature = "video")]
+
+mod common;
+
+use std::fs::File;
+use std::path::Path;
+
+use firmware_app::evaluation::silhouette_iou;
+use firmware_app::extract::{extract_walks, Extraction};
+use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
+use firmware_app::source::VideoFile;
+use ndarray::Array3;
+use ndarray_npy::NpzReader;
+
+/// What the stage reaches today is 0.807 (nm-01) and 0.779 (nm-02); the product target is 0.85 and is
+/// not met yet (see the README). This floor catches regressions.
+const MIN_MEAN_IOU: f64 = 0.77;
+/// Binarisation level for comparing grey-edged silhouettes.
+const IOU_THRESHOLD: u8 = 128;
+const FRAME_PIXELS: usize = 64 * 64;
+
+fn extract(video: &Path, background: Option<&Path>) -> Extraction {
+    let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
+    let mut source = VideoFile::open(video).unwrap();
+    let mut empty = background.map(|b| VideoFile::open(b).unwrap());
+    extract_walks(
+        &mut pipeline,
+        empty
+            .as_mut()
+            .map(|e| e as &mut dyn firmware_app::source::FrameSource),
+        &mut source,
+    )
+    .unwrap()
+}
+
+/// Best order-preserving one-to-one matching of reference frames to ours (dynamic programming over
+/// IoU), since CASIA's reference skips frames where the body is not fully in view.
+fn aligned_ious(reference: &[&[u8]], ours: &[&[u8]]) -> Vec<f64> {
+    let (r, o) = (reference.len(), ours.len());
+    let iou: Vec<Vec<f64>> = reference
+        .iter()
+        .map(|a| {
+            ours.iter()
+                .map(|b| silhouette_iou(a, b, IOU_THRESHOLD))
+                .collect()
+        })
+        .collect();
+    // best[i][j]: best total for the first i reference frames using the first j of ours.
+    let mut best = vec![vec![f64::NEG_INFINITY; o + 1]; r + 1];
+    best[0].iter_mut().for_each(|v| *v = 0.0);
+    for i in 1..=r {
+        for j in i..=o {
+            best[i][j] = best[i][j - 1].max(best[i - 1][j - 1] + iou[i - 1][j - 1]);
+        }
+    }
+    let (mut i, mut j, mut matched) = (r, o, Vec::new());
+    while i > 0 && j > 0 {
+        if best[i][j] == best[i][j - 1] && j > i {
+            j -= 1;
+        } else {
+            matched.push(iou[i - 1][j - 1]);
+            i -= 1;
+            j -= 1;
+        }
+    }
+    matched
+}
+
+#[test]
+fn casia_b_walks_match_casias_own_silhouettes() {
+    let Some(dir) = common::shared_file("data/casia-b/raw-video") else {
+        return;
+    };
+    let mut npz =
+        NpzReader::new(File::open(dir.join("reference-silhouettes.npz")).unwrap()).unwrap();
+    for walk in ["nm-01", "nm-02"] {
+        let reference: Array3<u8> = npz.by_name(&format!("001_{walk}_090")).unwrap();
+        let reference = reference.as_standard_layout().into_owned();
+        let extraction = extract(
+            &dir.join(format!("001-{walk}-090.avi")),
+            Some(&dir.join("001-bkgrd-090.avi")),
+        );
+        let ours = extraction.main_walk().expect("a walker");
+        let ours_stacked = ours.stacked();
+        let ours_frames: Vec<&[u8]> = ours_stacked.chunks_exact(FRAME_PIXELS).collect();
+        let reference_frames: Vec<&[u8]> = reference
+            .as_slice()
+            .unwrap()
+            .chunks_exact(FRAME_PIXELS)
+            .collect();
+        assert!(
+            ours_frames.len() >= reference_frames.len() * 3 / 4,
+            "{walk}: {} of our frames for {} reference frames ({:?})",
+            ours_frames.len(),
+            reference_frames.len(),
+            ours.rejections
+        );
+        let ious = if ours_frames.len() >= reference_frames.len() {
+            aligned_ious(&reference_frames, &ours_frames)
+        } else {
+            aligned_ious(&ours_frames, &reference_frames)
+        };
+        let mean = ious.iter().sum::<f64>() / ious.len() as f64;
+        let worst = ious.iter().copied().fold(1.0, f64::min);
+        eprintln!(
+            "CASIA-B 001 {walk} 090: {} reference frames, {} of ours, {} matched, mean IoU {mean:.4}, worst {worst:.4}, rejected {:?}",
+            reference_frames.len(),
+            ours_frames.len(),
+            ious.len(),
+            ours.rejections
+        );
+        assert!(mean >= MIN_MEAN_IOU, "{walk}: mean IoU {mean:.4}");
+    }
+}
+
+#[test]
+fn casia_b_empty_scene_has_no_walker() {
+    let Some(dir) = common::shared_file("data/casia-b/raw-video") else {
+        return;
+    };
+    let extraction = extract(&dir.join("001-bkgrd-090.avi"), None);
+    let silhouettes: usize = extraction.walks.iter().map(|w| w.silhouettes.len()).sum();
+    assert_eq!(
+        silhouettes,
+        0,
+        "{:?}",
+        extraction
+            .walks
+            .iter()
+            .map(|w| w.rejections.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn ucb_clips_give_whole_walks() {
+    let Some(dir) = common::shared_file("data/ucb-squirrels-oakd") else {
+        return;
+    };
+    let mut clips: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "avi"))
+        .collect();
+    clips.sort();
+    assert_eq!(clips.len(), 9);
+    for clip in clips {
+        let extraction = extract(&clip, None);
+        let walk = extraction.main_walk().expect("a walker");
+        let seen = walk.frames_seen();
+        eprintln!(
+            "{}: {} frames, main walk {}..={}: {} silhouettes of {} frames seen, rejected {:?}",
+            clip.file_name().unwrap().to_string_lossy(),
+            extraction.frames_read,
+            walk.first_frame,
+            walk.last_frame,
+            walk.silhouettes.len(),
+            seen,
+            walk.rejections
+        );
+        assert!(
+            (108..=138).contains(&extraction.frames_read),
+            "{}: every frame decoded",
+            clip.display()
+        );
+        assert!(
+            walk.silhouettes.len() >= 30,
+            "{}: a whole walk gives at least one window",
+            clip.display()
+        );
+        assert!(
+            walk.silhouettes.len() * 4 >= seen * 3,
+            "{}: most frames of the walk pass the gates",
+            clip.display()
+        );
+    }
+}
