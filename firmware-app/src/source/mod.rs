@@ -1,14 +1,20 @@
 //! Where frames come from: cameras, video files, image directories and the synthetic scene.
 
+pub mod camera;
 mod image_dir;
 pub mod synthetic;
+#[cfg(feature = "camera")]
+mod v4l2_camera;
 #[cfg(feature = "video")]
 mod video;
 
 use std::path::{Path, PathBuf};
 
+pub use camera::{CameraDevice, CameraSource, Reconnect};
 pub use image_dir::ImageDirectory;
 pub use synthetic::{SceneConfig, SyntheticScene};
+#[cfg(feature = "camera")]
+pub use v4l2_camera::V4l2Camera;
 #[cfg(feature = "video")]
 pub use video::VideoFile;
 
@@ -83,4 +89,19 @@ fn open_video(path: &Path) -> Result<Box<dyn FrameSource>, SourceError> {
         });
     }
     Err(SourceError::FeatureMissing("video"))
+}
+
+/// The V4L2 camera `/dev/video{index}`, reopened with the default back-off whenever it fails
+/// (feature `camera`).
+#[cfg(feature = "camera")]
+pub fn open_camera(index: u32) -> Result<Box<dyn FrameSource>, SourceError> {
+    Ok(Box::new(CameraSource::new(
+        V4l2Camera::new(index),
+        Reconnect::default(),
+    )))
+}
+
+#[cfg(not(feature = "camera"))]
+pub fn open_camera(_index: u32) -> Result<Box<dyn FrameSource>, SourceError> {
+    Err(SourceError::FeatureMissing("camera"))
 }

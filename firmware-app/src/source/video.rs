@@ -130,7 +130,7 @@ impl VideoFile {
         }
     }
 
-    fn to_luma(&mut self, decoded: &ffmpeg::frame::Video) -> Result<GrayImage, SourceError> {
+    fn luma_of(&mut self, decoded: &ffmpeg::frame::Video) -> Result<GrayImage, SourceError> {
         let (width, height) = (decoded.width(), decoded.height());
         let planar_luma = matches!(
             decoded.format(),
@@ -197,7 +197,7 @@ impl FrameSource for VideoFile {
             }
             return Ok(None);
         };
-        let image = self.to_luma(&decoded)?;
+        let image = self.luma_of(&decoded)?;
         let frame = Frame {
             index: self.index,
             timestamp: Duration::from_secs_f64(self.index as f64 / self.frame_rate),
