@@ -303,11 +303,15 @@ fn update_pixel(
     for (k, mode) in modes.iter_mut().enumerate().take(n) {
         let d = x - mode.mean;
         let d2 = d * d;
+        // As Zivkovic: a sample near a background mode (Tb) is background even when it is too far
+        // to update that mode (Tg < Tb).
+        if matched.is_none()
+            && cumulative < c.background_ratio
+            && d2 < c.background_threshold_sigma2 * mode.variance
+        {
+            is_background = true;
+        }
         if matched.is_none() && d2 < c.match_threshold_sigma2 * mode.variance {
-            if cumulative < c.background_ratio && d2 < c.background_threshold_sigma2 * mode.variance
-            {
-                is_background = true;
-            }
             mode.weight += alpha * (1.0 - mode.weight) - prune;
             let step = alpha / mode.weight.max(alpha);
             mode.mean += step * d;
