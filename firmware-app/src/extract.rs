@@ -34,10 +34,7 @@ impl Walk {
 
     /// `[T, 64, 64]` uint8, row-major.
     pub fn stacked(&self) -> Vec<u8> {
-        self.silhouettes
-            .iter()
-            .flat_map(|s| s.as_raw().iter().copied())
-            .collect()
+        crate::windows::stack(&self.silhouettes)
     }
 }
 

@@ -60,11 +60,16 @@ pub struct Window {
 impl Window {
     /// `[T, 64, 64]` uint8, the layout `hstl::Silhouettes::from_u8` and `.npy` files use.
     pub fn stacked(&self) -> Vec<u8> {
-        self.silhouettes
-            .iter()
-            .flat_map(|s| s.as_raw().iter().copied())
-            .collect()
+        stack(&self.silhouettes)
     }
+}
+
+/// Silhouettes as one row-major `[T, H, W]` buffer.
+pub fn stack(silhouettes: &[GrayImage]) -> Vec<u8> {
+    silhouettes
+        .iter()
+        .flat_map(|s| s.as_raw().iter().copied())
+        .collect()
 }
 
 /// The ring buffer of one track.
