@@ -132,19 +132,6 @@ impl BackgroundModel {
         self.last_gain
     }
 
-    /// The model's most probable background, as an image.
-    pub fn background_image(&self) -> GrayImage {
-        GrayImage::from_raw(
-            self.width,
-            self.height,
-            self.modes
-                .iter()
-                .map(|m| m[0].mean.round().clamp(0.0, 255.0) as u8)
-                .collect(),
-        )
-        .unwrap_or_else(|| unreachable!("one mode set per pixel"))
-    }
-
     /// Classifies `frame` into [`BACKGROUND`], [`SHADOW`] and [`FOREGROUND`] and learns from it.
     /// `held` marks pixels (non-zero) where a tracked person was last seen.
     pub fn apply(&mut self, frame: &GrayImage, held: Option<&GrayImage>) -> &GrayImage {

@@ -86,14 +86,6 @@ impl SilhouettePipeline {
         }
     }
 
-    pub fn config(&self) -> &SilhouetteConfig {
-        &self.config
-    }
-
-    pub fn background(&self) -> Option<&BackgroundModel> {
-        self.model.as_ref()
-    }
-
     /// Learns `frame` as background only (an empty-scene clip), without looking for people.
     pub fn learn_background(&mut self, frame: &Frame) {
         self.model_for(&frame.image).apply(&frame.image, None);

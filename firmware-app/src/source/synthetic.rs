@@ -195,13 +195,6 @@ impl GroundTruth {
             .for_each(|v| *v = if *v > 0 { 255 } else { 0 });
         mask
     }
-
-    /// Walks visible in this frame (indices into `SceneConfig::walks`).
-    pub fn visible_walks(&self) -> Vec<usize> {
-        let mut seen = [false; 256];
-        self.labels.iter().for_each(|&v| seen[v as usize] = true);
-        (1..256).filter(|&k| seen[k]).map(|k| k - 1).collect()
-    }
 }
 
 /// A capsule (a thick segment with round caps) in pixel coordinates; a disc when `a == b`.
