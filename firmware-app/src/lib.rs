@@ -2,12 +2,19 @@
 //! cameras), the silhouette stage (background model, blobs, tracks, quality gates, OpenGait
 //! normalisation, windows) and choosing the inference backend.
 
+pub mod audit;
 pub mod background;
 pub mod blobs;
+pub mod decision;
+pub mod display;
 pub mod evaluation;
+pub mod events;
 pub mod extract;
 pub mod frame;
+pub mod gallery;
 pub mod inference;
+pub mod kiosk;
+pub mod matcher;
 pub mod normalise;
 pub mod quality;
 pub mod silhouette;

@@ -1,0 +1,251 @@
+//! The kiosk's status screen, drawn with embedded-graphics on any `DrawTarget`: the Linux framebuffer
+//! on a device, [`MemoryDisplay`] (saved as PNG) in tests and the demo.
+
+use std::convert::Infallible;
+use std::path::Path;
+
+use embedded_graphics::mono_font::ascii::{FONT_10X20, FONT_6X10, FONT_9X15};
+use embedded_graphics::mono_font::MonoTextStyle;
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
+use embedded_graphics::text::Text;
+use image::GrayImage;
+
+use crate::events::DenialReason;
+
+pub const SCREEN_WIDTH: u32 = 480;
+pub const SCREEN_HEIGHT: u32 = 320;
+/// Each silhouette pixel becomes a square this many screen pixels wide.
+const SILHOUETTE_SCALE: u32 = 3;
+const BANNER_HEIGHT: u32 = 72;
+
+const BACKGROUND: Rgb888 = Rgb888::new(18, 20, 24);
+const GRANTED: Rgb888 = Rgb888::new(30, 140, 60);
+const DENIED: Rgb888 = Rgb888::new(170, 40, 40);
+const WATCHING: Rgb888 = Rgb888::new(60, 66, 80);
+const TEXT: Rgb888 = Rgb888::new(235, 235, 235);
+const DIM_TEXT: Rgb888 = Rgb888::new(150, 155, 165);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DoorState {
+    Watching,
+    Granted { name: String },
+    Denied { reason: DenialReason },
+}
+
+/// Everything the screen shows.
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    pub door: String,
+    pub state: DoorState,
+    /// Distance of the deciding match and the accept threshold it was held against.
+    pub distance: Option<(f32, f32)>,
+    pub margin: Option<f32>,
+    /// The newest normalised silhouette (64×64).
+    pub silhouette: Option<GrayImage>,
+    pub frames_per_second: f32,
+    pub people_in_view: usize,
+}
+
+pub fn draw_status<D: DrawTarget<Color = Rgb888>>(
+    view: &StatusView,
+    target: &mut D,
+) -> Result<(), D::Error> {
+    target.clear(BACKGROUND)?;
+    let width = target.bounding_box().size.width;
+    let (banner_colour, title, subtitle) = match &view.state {
+        DoorState::Watching => (WATCHING, "WALK UP".to_string(), String::new()),
+        DoorState::Granted { name } => (GRANTED, "GRANTED".to_string(), name.clone()),
+        DoorState::Denied { reason } => (
+            DENIED,
+            "DENIED".to_string(),
+            match reason {
+                DenialReason::Unknown => "unknown".to_string(),
+                other => other.describe().to_string(),
+            },
+        ),
+    };
+    Rectangle::new(Point::zero(), Size::new(width, BANNER_HEIGHT))
+        .into_styled(PrimitiveStyle::with_fill(banner_colour))
+        .draw(target)?;
+    let large = MonoTextStyle::new(&FONT_10X20, TEXT);
+    let medium = MonoTextStyle::new(&FONT_9X15, TEXT);
+    let small = MonoTextStyle::new(&FONT_6X10, DIM_TEXT);
+    Text::new(&title, Point::new(16, 30), large).draw(target)?;
+    Text::new(&subtitle, Point::new(16, 56), medium).draw(target)?;
+
+    let panel_x = 16 + (64 * SILHOUETTE_SCALE) as i32 + 24;
+    let mut y = BANNER_HEIGHT as i32 + 28;
+    let mut line = |text: String, target: &mut D| -> Result<(), D::Error> {
+        Text::new(&text, Point::new(panel_x, y), medium).draw(target)?;
+        y += 24;
+        Ok(())
+    };
+    line(format!("door: {}", view.door), target)?;
+    match view.distance {
+        Some((distance, threshold)) => {
+            line(format!("distance {distance:.3}"), target)?;
+            line(format!("threshold {threshold:.3}"), target)?;
+        }
+        None => line("distance -".to_string(), target)?,
+    }
+    line(
+        match view.margin {
+            Some(margin) => format!("margin {margin:.3}"),
+            None => "margin -".to_string(),
+        },
+        target,
+    )?;
+    line(format!("in view: {}", view.people_in_view), target)?;
+    line(format!("{:.1} frames/s", view.frames_per_second), target)?;
+
+    let origin = Point::new(16, BANNER_HEIGHT as i32 + 16);
+    Rectangle::new(
+        origin,
+        Size::new(64 * SILHOUETTE_SCALE, 64 * SILHOUETTE_SCALE),
+    )
+    .into_styled(PrimitiveStyle::with_fill(Rgb888::BLACK))
+    .draw(target)?;
+    if let Some(silhouette) = &view.silhouette {
+        let scale = SILHOUETTE_SCALE as i32;
+        let pixels = silhouette.enumerate_pixels().flat_map(|(x, y, value)| {
+            let grey = value.0[0];
+            let top_left = origin + Point::new(x as i32 * scale, y as i32 * scale);
+            (0..scale * scale).map(move |i| {
+                Pixel(
+                    top_left + Point::new(i % scale, i / scale),
+                    Rgb888::new(grey, grey, grey),
+                )
+            })
+        });
+        target.draw_iter(pixels)?;
+    }
+    Text::new(
+        "live silhouette",
+        origin + Point::new(0, (64 * SILHOUETTE_SCALE) as i32 + 14),
+        small,
+    )
+    .draw(target)?;
+    Ok(())
+}
+
+/// An RGB frame in memory, for tests and the demo.
+pub struct MemoryDisplay {
+    width: u32,
+    height: u32,
+    pixels: Vec<Rgb888>,
+}
+
+impl MemoryDisplay {
+    pub fn new(width: u32, height: u32) -> Self {
+        MemoryDisplay {
+            width,
+            height,
+            pixels: vec![Rgb888::BLACK; (width * height) as usize],
+        }
+    }
+
+    pub fn pixel(&self, x: u32, y: u32) -> Rgb888 {
+        self.pixels[(y * self.width + x) as usize]
+    }
+
+    pub fn to_image(&self) -> image::RgbImage {
+        image::RgbImage::from_fn(self.width, self.height, |x, y| {
+            let p = self.pixel(x, y);
+            image::Rgb([p.r(), p.g(), p.b()])
+        })
+    }
+
+    pub fn save_png(&self, path: &Path) -> image::ImageResult<()> {
+        self.to_image().save(path)
+    }
+}
+
+impl OriginDimensions for MemoryDisplay {
+    fn size(&self) -> Size {
+        Size::new(self.width, self.height)
+    }
+}
+
+impl DrawTarget for MemoryDisplay {
+    type Color = Rgb888;
+    type Error = Infallible;
+
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Infallible> {
+        for Pixel(point, colour) in pixels {
+            if point.x >= 0
+                && point.y >= 0
+                && (point.x as u32) < self.width
+                && (point.y as u32) < self.height
+            {
+                self.pixels[(point.y as u32 * self.width + point.x as u32) as usize] = colour;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(state: DoorState) -> StatusView {
+        let mut silhouette = GrayImage::new(64, 64);
+        for y in 10..60 {
+            for x in 25..40 {
+                silhouette.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        StatusView {
+            door: "front".into(),
+            state,
+            distance: Some((0.61, 1.0)),
+            margin: Some(0.3),
+            silhouette: Some(silhouette),
+            frames_per_second: 25.0,
+            people_in_view: 1,
+        }
+    }
+
+    #[test]
+    fn the_banner_colour_follows_the_decision_and_the_silhouette_is_drawn() {
+        let mut display = MemoryDisplay::new(SCREEN_WIDTH, SCREEN_HEIGHT);
+        draw_status(
+            &view(DoorState::Granted { name: "Ada".into() }),
+            &mut display,
+        )
+        .unwrap();
+        assert_eq!(display.pixel(SCREEN_WIDTH - 2, 2), GRANTED);
+        let inside = (
+            16 + 30 * SILHOUETTE_SCALE,
+            BANNER_HEIGHT + 16 + 30 * SILHOUETTE_SCALE,
+        );
+        assert_eq!(display.pixel(inside.0, inside.1), Rgb888::WHITE);
+        let outside = (
+            16 + 5 * SILHOUETTE_SCALE,
+            BANNER_HEIGHT + 16 + 30 * SILHOUETTE_SCALE,
+        );
+        assert_eq!(display.pixel(outside.0, outside.1), Rgb888::BLACK);
+
+        draw_status(
+            &view(DoorState::Denied {
+                reason: DenialReason::Tailgating,
+            }),
+            &mut display,
+        )
+        .unwrap();
+        assert_eq!(display.pixel(SCREEN_WIDTH - 2, 2), DENIED);
+        let text_pixels = (0..SCREEN_WIDTH / 2)
+            .flat_map(|x| (0..BANNER_HEIGHT).map(move |y| (x, y)))
+            .filter(|&(x, y)| display.pixel(x, y) == TEXT)
+            .count();
+        assert!(
+            text_pixels > 200,
+            "banner text drawn ({text_pixels} pixels)"
+        );
+    }
+}

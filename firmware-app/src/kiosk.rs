@@ -1,0 +1,475 @@
+//! The kiosk loop (ARCHITECTURE.md, data flow): capture and silhouettes on one thread, embedding,
+//! matching, decisions and sinks on another.
+//!
+//! The two are joined by a channel on which at most `max_windows_in_flight` windows wait. A live camera
+//! never waits for inference: when the limit is reached a whole window is dropped and counted. Recorded
+//! sources (files, the synthetic scene) wait instead, so that a replay is deterministic. Track ends and
+//! camera state travel on the same channel, behind the windows they follow, and are never dropped.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hstl::{Embedder, Silhouettes};
+use image::GrayImage;
+use sha2::{Digest, Sha256};
+
+use crate::decision::{Decision, DecisionPolicy, Verdict, WindowOutcome};
+use crate::display::{draw_status, DoorState, MemoryDisplay, StatusView};
+use crate::events::{Event, EventDispatcher, EventKind};
+use crate::gallery::now_ms;
+use crate::matcher::{MatchError, MatchIndex};
+use crate::normalise::PRETREATED_SIZE;
+use crate::silhouette::{SilhouetteConfig, SilhouettePipeline};
+use crate::source::FrameSource;
+use crate::tracking::TrackId;
+use crate::windows::{Window, WindowQuality};
+
+/// How long a recorded source sleeps while inference catches up.
+const BACKPRESSURE_POLL: Duration = Duration::from_millis(2);
+/// A preview silhouette goes to the screen every this many frames.
+const PREVIEW_EVERY_FRAMES: u64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KioskError {
+    #[error("embedding a window: {0}")]
+    Embed(#[from] hstl::HstlError),
+    #[error(transparent)]
+    Match(#[from] MatchError),
+    #[error("model file {path}: {source}")]
+    ModelFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the capture thread stopped unexpectedly")]
+    CaptureThread,
+}
+
+/// The model's identity: the SHA-256 of its file. Templates are only compared with probes of the
+/// same model.
+pub fn model_id(path: &Path) -> Result<String, KioskError> {
+    let bytes = std::fs::read(path).map_err(|source| KioskError::ModelFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let digest = Sha256::digest(&bytes);
+    Ok(format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
+/// Network input for a window of normalised silhouettes.
+pub fn window_input(silhouettes: &[GrayImage]) -> Result<Silhouettes, hstl::HstlError> {
+    let stacked = crate::windows::stack(silhouettes);
+    Silhouettes::from_u8(
+        &[
+            silhouettes.len(),
+            PRETREATED_SIZE as usize,
+            PRETREATED_SIZE as usize,
+        ],
+        &stacked,
+    )
+}
+
+/// Embeds windows, matches them against the gallery and applies the policy.
+pub struct DoorEngine {
+    pub door: String,
+    pub model_id: String,
+    embedder: Box<dyn Embedder>,
+    index: MatchIndex,
+    policy: DecisionPolicy,
+    decided: std::collections::HashSet<TrackId>,
+}
+
+/// A decision with its event and how long it took.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub decision: Decision,
+    pub event: Event,
+    /// The gallery name, for the screen only (events carry the pseudonym).
+    pub name: Option<String>,
+    /// From the capture of the window's last frame (or the track's end) to the event.
+    pub latency: Duration,
+}
+
+impl DoorEngine {
+    pub fn new(
+        door: String,
+        model_id: String,
+        embedder: Box<dyn Embedder>,
+        index: MatchIndex,
+        policy: DecisionPolicy,
+    ) -> Self {
+        DoorEngine {
+            door,
+            model_id,
+            embedder,
+            index,
+            policy,
+            decided: Default::default(),
+        }
+    }
+
+    pub fn index(&self) -> &MatchIndex {
+        &self.index
+    }
+
+    pub fn policy(&self) -> &DecisionPolicy {
+        &self.policy
+    }
+
+    pub fn on_window(
+        &mut self,
+        window: &Window,
+        people_in_view: usize,
+        completed_at: Instant,
+    ) -> Result<Option<DecisionRecord>, KioskError> {
+        if self.decided.contains(&window.track) {
+            return Ok(None);
+        }
+        let outcome = match window.quality {
+            WindowQuality::Good => {
+                let embedding = self.embedder.embed(&window_input(&window.silhouettes)?)?;
+                WindowOutcome::Matched {
+                    ranking: self.index.search(&embedding)?,
+                    frames: window.silhouettes.len(),
+                }
+            }
+            WindowQuality::TooFewValidFrames { .. } => WindowOutcome::PoorQuality,
+        };
+        let decision = self.policy.observe(window.track, &outcome, people_in_view);
+        Ok(decision.map(|d| self.record(d, completed_at)))
+    }
+
+    pub fn on_track_ended(&mut self, track: TrackId, ended_at: Instant) -> Option<DecisionRecord> {
+        self.decided.remove(&track);
+        self.policy
+            .track_ended(track)
+            .map(|d| self.record(d, ended_at))
+    }
+
+    fn record(&mut self, decision: Decision, since: Instant) -> DecisionRecord {
+        self.decided.insert(decision.track);
+        let (kind, identity) = match &decision.verdict {
+            Verdict::Granted { identity } => (EventKind::Granted, Some(*identity)),
+            Verdict::Denied { reason, identity } => {
+                (EventKind::Denied { reason: *reason }, *identity)
+            }
+        };
+        let identity = identity.map(|i| self.index.identity(i).clone());
+        let event = Event {
+            at_ms: now_ms(),
+            door: self.door.clone(),
+            kind,
+            track: Some(decision.track),
+            person: identity.as_ref().map(|i| i.pseudonym.clone()),
+            figures: decision.figures.clone(),
+            model_id: self.model_id.clone(),
+        };
+        DecisionRecord {
+            decision,
+            event,
+            name: identity.map(|i| i.name),
+            latency: since.elapsed(),
+        }
+    }
+
+    /// An event of this door that is not a decision.
+    pub fn event(&self, kind: EventKind) -> Event {
+        Event {
+            at_ms: now_ms(),
+            door: self.door.clone(),
+            kind,
+            track: None,
+            person: None,
+            figures: None,
+            model_id: self.model_id.clone(),
+        }
+    }
+}
+
+enum Job {
+    Window {
+        window: Window,
+        people_in_view: usize,
+        completed_at: Instant,
+    },
+    TrackEnded {
+        track: TrackId,
+        at: Instant,
+    },
+    Preview {
+        silhouette: GrayImage,
+        people_in_view: usize,
+        frames_per_second: f32,
+    },
+    SourceLost(String),
+    SourceRestored,
+}
+
+/// Where decisions and the screen go.
+pub struct Outputs {
+    pub dispatcher: EventDispatcher,
+    /// Status screens are written here as PNG, one per decision, when set.
+    pub screen_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KioskStats {
+    pub frames: u64,
+    pub windows_embedded: u64,
+    pub windows_dropped: u64,
+    pub decisions: u64,
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+    pub source_errors: u64,
+}
+
+impl KioskStats {
+    pub fn frames_per_second(&self) -> f64 {
+        self.frames as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs the loop until the source ends or `stop` is set. `on_decision` sees every decision after the
+/// sinks have.
+pub fn run(
+    mut source: Box<dyn FrameSource>,
+    live: bool,
+    silhouette_config: SilhouetteConfig,
+    max_windows_in_flight: usize,
+    engine: &mut DoorEngine,
+    outputs: &mut Outputs,
+    stop: Arc<AtomicBool>,
+    on_decision: &mut dyn FnMut(&DecisionRecord),
+) -> Result<KioskStats, KioskError> {
+    let started = Instant::now();
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let capture_in_flight = in_flight.clone();
+    let capture_stop = stop.clone();
+    let capture = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            capture_loop(
+                source.as_mut(),
+                live,
+                silhouette_config,
+                max_windows_in_flight.max(1),
+                &capture_in_flight,
+                &capture_stop,
+                &sender,
+            )
+        })
+        .map_err(|_| KioskError::CaptureThread)?;
+
+    let mut stats = KioskStats::default();
+    let mut view = StatusView {
+        door: engine.door.clone(),
+        state: DoorState::Watching,
+        distance: None,
+        margin: None,
+        silhouette: None,
+        frames_per_second: 0.0,
+        people_in_view: 0,
+    };
+    let mut screen =
+        MemoryDisplay::new(crate::display::SCREEN_WIDTH, crate::display::SCREEN_HEIGHT);
+    let mut result = Ok(());
+    for job in receiver {
+        let record = match job {
+            Job::Window {
+                window,
+                people_in_view,
+                completed_at,
+            } => {
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                stats.windows_embedded += 1;
+                match engine.on_window(&window, people_in_view, completed_at) {
+                    Ok(record) => record,
+                    Err(e) => {
+                        // A window the network cannot take is lost; the kiosk goes on.
+                        log::error!("track {}: {e}", window.track);
+                        result = Err(e);
+                        None
+                    }
+                }
+            }
+            Job::TrackEnded { track, at } => engine.on_track_ended(track, at),
+            Job::Preview {
+                silhouette,
+                people_in_view,
+                frames_per_second,
+            } => {
+                view.silhouette = Some(silhouette);
+                view.people_in_view = people_in_view;
+                view.frames_per_second = frames_per_second;
+                None
+            }
+            Job::SourceLost(detail) => {
+                stats.source_errors += 1;
+                outputs
+                    .dispatcher
+                    .publish(&engine.event(EventKind::CameraLost { detail }));
+                None
+            }
+            Job::SourceRestored => {
+                outputs
+                    .dispatcher
+                    .publish(&engine.event(EventKind::CameraRestored));
+                None
+            }
+        };
+        if let Some(record) = record {
+            stats.decisions += 1;
+            stats.latencies.push(record.latency);
+            outputs.dispatcher.publish(&record.event);
+            view.state = match &record.decision.verdict {
+                Verdict::Granted { .. } => DoorState::Granted {
+                    name: record.name.clone().unwrap_or_default(),
+                },
+                Verdict::Denied { reason, .. } => DoorState::Denied { reason: *reason },
+            };
+            view.distance = record
+                .decision
+                .figures
+                .as_ref()
+                .map(|f| (f.distance, engine.policy().config().accept_distance));
+            view.margin = record.decision.figures.as_ref().and_then(|f| f.margin);
+            if let Some(dir) = &outputs.screen_dir {
+                let _ = draw_status(&view, &mut screen);
+                let path = dir.join(format!(
+                    "decision-{:03}-track-{}.png",
+                    stats.decisions, record.decision.track
+                ));
+                if let Err(e) = screen.save_png(&path) {
+                    log::warn!("screen {}: {e}", path.display());
+                }
+            }
+            on_decision(&record);
+        }
+    }
+    let frames = capture.join().map_err(|_| KioskError::CaptureThread)?;
+    stats.frames = frames.frames;
+    stats.windows_dropped = frames.windows_dropped;
+    stats.elapsed = started.elapsed();
+    if stats.windows_dropped > 0 {
+        outputs
+            .dispatcher
+            .publish(&engine.event(EventKind::WindowsDropped {
+                count: stats.windows_dropped,
+            }));
+    }
+    outputs.dispatcher.retry();
+    match result {
+        Err(e) if stats.windows_embedded == 0 => Err(e),
+        _ => Ok(stats),
+    }
+}
+
+struct CaptureStats {
+    frames: u64,
+    windows_dropped: u64,
+}
+
+fn capture_loop(
+    source: &mut dyn FrameSource,
+    live: bool,
+    config: SilhouetteConfig,
+    max_windows_in_flight: usize,
+    in_flight: &AtomicUsize,
+    stop: &AtomicBool,
+    jobs: &mpsc::Sender<Job>,
+) -> CaptureStats {
+    let mut pipeline = SilhouettePipeline::new(config);
+    let mut stats = CaptureStats {
+        frames: 0,
+        windows_dropped: 0,
+    };
+    let mut lost = false;
+    let mut active: std::collections::BTreeSet<TrackId> = Default::default();
+    let started = Instant::now();
+    let send_window = |window: Window, people_in_view: usize, stats: &mut CaptureStats| {
+        while in_flight.load(Ordering::SeqCst) >= max_windows_in_flight {
+            if live {
+                stats.windows_dropped += 1;
+                log::warn!("inference behind: window of track {} dropped", window.track);
+                return;
+            }
+            std::thread::sleep(BACKPRESSURE_POLL);
+        }
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        let _ = jobs.send(Job::Window {
+            window,
+            people_in_view,
+            completed_at: Instant::now(),
+        });
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let frame = match source.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                if !lost {
+                    log::error!("{}: {e}", source.describe());
+                    let _ = jobs.send(Job::SourceLost(e.to_string()));
+                    lost = true;
+                }
+                if live {
+                    continue;
+                }
+                break;
+            }
+        };
+        if lost {
+            lost = false;
+            let _ = jobs.send(Job::SourceRestored);
+        }
+        stats.frames += 1;
+        let report = pipeline.process(&frame);
+        let people_in_view = report.tracks.len();
+        for track in &report.tracks {
+            active.insert(track.track);
+        }
+        for window in report.windows {
+            send_window(window, people_in_view, &mut stats);
+        }
+        for track in report.ended {
+            active.remove(&track);
+            let _ = jobs.send(Job::TrackEnded {
+                track,
+                at: Instant::now(),
+            });
+        }
+        if frame.index % PREVIEW_EVERY_FRAMES == 0 {
+            if let Some(silhouette) = report
+                .tracks
+                .iter()
+                .find_map(|t| t.silhouette.as_ref().ok())
+            {
+                let _ = jobs.send(Job::Preview {
+                    silhouette: silhouette.clone(),
+                    people_in_view,
+                    frames_per_second: stats.frames as f32
+                        / started.elapsed().as_secs_f32().max(1e-3),
+                });
+            }
+        }
+    }
+    for window in pipeline.finish() {
+        send_window(window, 0, &mut stats);
+    }
+    for track in active {
+        let _ = jobs.send(Job::TrackEnded {
+            track,
+            at: Instant::now(),
+        });
+    }
+    stats
+}
