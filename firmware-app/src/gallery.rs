@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::events::{Event, EventSink, SinkError};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hstl::Embedding;
@@ -531,6 +532,27 @@ impl Gallery {
         self.connection
             .pragma_update(None, "max_page_count", pages as i64)?;
         Ok(())
+    }
+}
+
+impl EventSink for Gallery {
+    fn name(&self) -> &str {
+        "gallery database"
+    }
+
+    fn deliver(&mut self, event: &Event) -> std::result::Result<(), SinkError> {
+        let failed = |detail: String| SinkError {
+            sink: "gallery database".into(),
+            detail,
+        };
+        let body = serde_json::to_string(event).map_err(|e| failed(e.to_string()))?;
+        self.record_event(
+            event.at_ms,
+            event.kind.label(),
+            event.person.as_deref(),
+            &body,
+        )
+        .map_err(|e| failed(e.to_string()))
     }
 }
 

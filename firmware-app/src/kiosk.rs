@@ -148,10 +148,13 @@ impl DoorEngine {
     }
 
     pub fn on_track_ended(&mut self, track: TrackId, ended_at: Instant) -> Option<DecisionRecord> {
-        self.decided.remove(&track);
-        self.policy
+        let record = self
+            .policy
             .track_ended(track)
-            .map(|d| self.record(d, ended_at))
+            .map(|d| self.record(d, ended_at));
+        // Track ids are reused when the silhouette stage restarts (a new recording).
+        self.decided.remove(&track);
+        record
     }
 
     fn record(&mut self, decision: Decision, since: Instant) -> DecisionRecord {

@@ -5,8 +5,11 @@
 pub mod audit;
 pub mod background;
 pub mod blobs;
+pub mod config;
 pub mod decision;
+pub mod demo;
 pub mod display;
+pub mod enrolment;
 pub mod evaluation;
 pub mod events;
 pub mod extract;

@@ -1,11 +1,21 @@
-//! The enrolment tool. `enrol extract` turns a recording of one walk into the normalised silhouettes
-//! the network takes, and a contact sheet to check them by eye.
+//! The enrolment tool.
+//! - `enrol add`: a person from one or more recorded walks, each cut into the kiosk's windows and
+//!   embedded; refused when a walk is unusable, with a warning when the person is close to someone
+//!   already enrolled.
+//! - `enrol list`, `enrol remove` (erasure: templates and stored events in one transaction).
+//! - `enrol extract`: a walk's normalised silhouettes, and a contact sheet to check them by eye.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use firmware_app::decision::DecisionConfig;
+use firmware_app::enrolment::{nearest_enrolled, templates_from_walk};
 use firmware_app::extract::{contact_sheet, extract_walks};
+use firmware_app::gallery::{Gallery, TemplateKey};
+use firmware_app::inference::{open_embedder, BackendChoice, InferenceConfig};
+use firmware_app::kiosk::model_id;
+use firmware_app::matcher::MatchIndex;
 use firmware_app::normalise::PRETREATED_SIZE;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{open_path, FrameSource};
@@ -21,8 +31,71 @@ struct Cli {
     command: Command,
 }
 
+/// Where the gallery is and how to open it.
+#[derive(clap::Args)]
+struct GalleryArgs {
+    #[arg(long)]
+    gallery: PathBuf,
+    /// A file holding the 64-hex-digit template key of an encrypted gallery.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+impl GalleryArgs {
+    fn open(&self) -> anyhow::Result<Gallery> {
+        let key = self
+            .key_file
+            .as_ref()
+            .map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the key file {}", path.display()))?;
+                TemplateKey::from_hex(&text).with_context(|| format!("key file {}", path.display()))
+            })
+            .transpose()?;
+        Gallery::open(&self.gallery, key.as_ref())
+            .with_context(|| format!("opening the gallery {}", self.gallery.display()))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Enrol a person from recordings of their walks (one walk per recording).
+    Add {
+        #[command(flatten)]
+        gallery: GalleryArgs,
+        #[arg(long)]
+        name: String,
+        /// A video file or image directory; repeat for several walks (three or more recommended).
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// The ONNX model the kiosk runs.
+        #[arg(long)]
+        model: PathBuf,
+        /// A recording of the empty scene to learn the background from first.
+        #[arg(long)]
+        background: Option<PathBuf>,
+        /// Warn when the new person comes closer than this to someone enrolled (the kiosk's
+        /// accept distance).
+        #[arg(long, default_value_t = DecisionConfig::default().accept_distance)]
+        warn_distance: f32,
+        /// Add the walks to someone already enrolled.
+        #[arg(long)]
+        append: bool,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// List the people enrolled.
+    List {
+        #[command(flatten)]
+        gallery: GalleryArgs,
+    },
+    /// Erase a person: every template and every stored event that names them.
+    Remove {
+        #[command(flatten)]
+        gallery: GalleryArgs,
+        #[arg(long)]
+        name: String,
+    },
     /// Extract the normalised uint8 [T,64,64] silhouettes of the main walker of a recording.
     Extract {
         /// A video file (needs the `video` feature) or a directory of images.
@@ -43,6 +116,34 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
+        Command::Add {
+            gallery,
+            name,
+            inputs,
+            model,
+            background,
+            warn_distance,
+            append,
+            threads,
+        } => add(
+            &gallery,
+            &name,
+            &inputs,
+            &model,
+            background,
+            warn_distance,
+            append,
+            threads,
+        ),
+        Command::List { gallery } => list(&gallery),
+        Command::Remove { gallery, name } => {
+            let erased = gallery.open()?.erase(&name)?;
+            println!(
+                "erased {name}: {} templates and {} stored events; the audit log refers to them as {}",
+                erased.templates, erased.events, erased.pseudonym
+            );
+            Ok(())
+        }
         Command::Extract {
             input,
             output,
@@ -50,6 +151,108 @@ fn main() -> anyhow::Result<()> {
             background,
         } => extract(input, output, sheet, background),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add(
+    gallery_args: &GalleryArgs,
+    name: &str,
+    inputs: &[PathBuf],
+    model: &Path,
+    background: Option<PathBuf>,
+    warn_distance: f32,
+    append: bool,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let mut gallery = gallery_args.open()?;
+    let model_id = model_id(model)?;
+    gallery.check_model(&model_id)?;
+    let embedder = open_embedder(&InferenceConfig {
+        model: model.to_path_buf(),
+        backend: BackendChoice::Auto,
+        threads,
+    })?;
+    let config = SilhouetteConfig::default();
+    let mut templates = Vec::new();
+    for input in inputs {
+        let mut source =
+            open_path(input).with_context(|| format!("opening {}", input.display()))?;
+        let mut empty = background
+            .as_ref()
+            .map(|b| open_path(b).with_context(|| format!("opening {}", b.display())))
+            .transpose()?;
+        let mut pipeline = SilhouettePipeline::new(config.clone());
+        let empty_scene = empty.as_mut().map(|e| e.as_mut() as &mut dyn FrameSource);
+        let extraction = extract_walks(&mut pipeline, empty_scene, source.as_mut())
+            .with_context(|| format!("reading {}", input.display()))?;
+        let Some(walk) = extraction.main_walk() else {
+            bail!(
+                "{}: no walker found in {} frames",
+                input.display(),
+                extraction.frames_read
+            );
+        };
+        let source_name = input.display().to_string();
+        let made = templates_from_walk(
+            embedder.as_ref(),
+            walk,
+            &source_name,
+            &config.windows,
+            |done, total| {
+                eprint!("\r{source_name}: window {done}/{total}");
+            },
+        )?;
+        eprintln!();
+        println!(
+            "{source_name}: {} silhouettes, {} frames rejected, {} templates",
+            walk.silhouettes.len(),
+            walk.rejections.values().sum::<usize>(),
+            made.len()
+        );
+        templates.extend(made);
+    }
+    let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), threads)?;
+    if let Some((identity, distance)) = nearest_enrolled(&index, &templates)? {
+        let other = &index.identity(identity).name;
+        if other != name && distance < warn_distance {
+            log::warn!(
+                "{name} comes within {distance:.4} of {other} (accept distance {warn_distance:.4}): the kiosk may confuse them"
+            );
+        }
+    }
+    let person = if append {
+        gallery.add_templates(name, &model_id, &templates)?
+    } else {
+        gallery.enrol(name, &model_id, &templates)?
+    };
+    println!(
+        "{} enrolled with {} templates (pseudonym {})",
+        person.name, person.templates, person.pseudonym
+    );
+    Ok(())
+}
+
+fn list(gallery_args: &GalleryArgs) -> anyhow::Result<()> {
+    let gallery = gallery_args.open()?;
+    let people = gallery.people()?;
+    println!(
+        "{}: {} people, model {}{}",
+        gallery.path().display(),
+        people.len(),
+        gallery.model_id()?.unwrap_or_else(|| "-".into()),
+        if gallery.is_encrypted() {
+            ", templates encrypted"
+        } else {
+            ""
+        }
+    );
+    for person in people {
+        println!(
+            "  {:<24} {:>3} templates  {}",
+            person.name, person.templates, person.pseudonym
+        );
+    }
+    Ok(())
 }
 
 fn extract(
