@@ -19,9 +19,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::audit::{AuditConfig, AuditLog};
 use crate::decision::{DecisionConfig, DecisionPolicy, Verdict};
-use crate::enrolment::templates_from_walk;
+use crate::enrolment::{templates_from_windows, walk_windows};
 use crate::events::{DenialReason, EventDispatcher, EventKind};
-use crate::extract::extract_walks;
 use crate::gallery::{Gallery, TemplateKey};
 use crate::kiosk::{model_id, run, DecisionRecord, DoorEngine, KioskStats, Outputs};
 use crate::matcher::MatchIndex;
@@ -37,7 +36,7 @@ const HEIGHT: u32 = 240;
 const FRAME_RATE: f64 = 25.0;
 const LEAD_IN_S: f32 = 1.5;
 /// The follower of a tailgating pair enters this long after the leader.
-const TAILGATE_GAP_S: f32 = 1.2;
+const TAILGATE_GAP_S: f32 = 0.9;
 /// A walker this close to the camera is cut by the top and bottom of the image.
 const TOO_CLOSE_DEPTH_M: f32 = 1.3;
 const SEED_MODEL: u64 = 7;
@@ -218,16 +217,12 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         for pass in 0..config.enrolment_walks {
             let mut source = scene(rng.random(), vec![walk(identity, &mut rng, LEAD_IN_S)]);
             let mut pipeline = SilhouettePipeline::new(silhouettes.clone());
-            let extraction = extract_walks(&mut pipeline, None, &mut source)
+            let windows = walk_windows(&mut pipeline, None, &mut source)
                 .map_err(|_| DemoError::NoWalk(name.clone()))?;
-            let main = extraction
-                .main_walk()
-                .ok_or_else(|| DemoError::NoWalk(name.clone()))?;
-            let made = templates_from_walk(
+            let made = templates_from_windows(
                 &embedder,
-                main,
+                &windows,
                 &format!("{name} pass {}", pass + 1),
-                &silhouettes.windows,
                 |_, _| {},
             )?;
             walk_templates.extend(made.iter().map(|t| (person, pass, t.embedding.clone())));

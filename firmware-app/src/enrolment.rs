@@ -1,24 +1,26 @@
-//! Templates from recorded walks, made the way the kiosk will see probes: windows of the same length
-//! and hop, from the same silhouette stage.
+//! Templates from recorded walks, made exactly the way the kiosk sees probes: the windows the
+//! silhouette stage cuts for the recording's main walker (same length, hop and quality gate), so that
+//! replaying an enrolment recording at the door reproduces its templates.
 
 use hstl::Embedder;
-use image::GrayImage;
 
-use crate::extract::Walk;
+use std::collections::BTreeMap;
+
 use crate::gallery::NewTemplate;
 use crate::kiosk::window_input;
 use crate::matcher::{MatchError, MatchIndex};
-use crate::windows::WindowConfig;
+use crate::silhouette::SilhouettePipeline;
+use crate::source::{FrameSource, SourceError};
+use crate::tracking::TrackId;
+use crate::windows::{Window, WindowQuality};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrolmentError {
-    #[error(
-        "{source_name}: the walk has {valid} usable silhouettes, at least {required} are needed"
-    )]
-    TooFewSilhouettes {
+    #[error("{source_name}: no usable window of a walker in {frames} frames ({poor} windows had too few valid silhouettes)")]
+    NoUsableWindow {
         source_name: String,
-        valid: usize,
-        required: usize,
+        frames: u64,
+        poor: usize,
     },
     #[error("embedding {source_name}: {error}")]
     Embed {
@@ -27,56 +29,96 @@ pub enum EnrolmentError {
     },
 }
 
-/// The windows a walk's silhouettes are cut into: `frames` long every `hop`, or the whole walk when it
-/// is shorter than one window but has enough silhouettes.
-pub fn walk_windows<'a>(
-    silhouettes: &'a [GrayImage],
-    config: &WindowConfig,
-) -> Vec<&'a [GrayImage]> {
-    if silhouettes.len() < config.frames {
-        return if silhouettes.len() >= config.min_valid_frames {
-            vec![silhouettes]
-        } else {
-            Vec::new()
-        };
-    }
-    (0..=silhouettes.len() - config.frames)
-        .step_by(config.hop.max(1))
-        .map(|start| &silhouettes[start..start + config.frames])
-        .collect()
+/// What the silhouette stage made of a recording: the usable windows of its main walker.
+#[derive(Debug, Clone, Default)]
+pub struct WalkWindows {
+    pub frames_read: u64,
+    pub track: Option<TrackId>,
+    pub windows: Vec<Window>,
+    /// Windows of the main walker refused for too few valid silhouettes.
+    pub poor_windows: usize,
 }
 
-/// One template per window of the walk.
-pub fn templates_from_walk(
+/// Learns the background from `empty_scene` (if given), runs `source` to its end, and keeps the good
+/// windows of the track with the most of them.
+pub fn walk_windows(
+    pipeline: &mut SilhouettePipeline,
+    empty_scene: Option<&mut dyn FrameSource>,
+    source: &mut dyn FrameSource,
+) -> Result<WalkWindows, SourceError> {
+    if let Some(empty) = empty_scene {
+        while let Some(frame) = empty.next_frame()? {
+            pipeline.learn_background(&frame);
+        }
+    }
+    let mut per_track: BTreeMap<TrackId, Vec<Window>> = BTreeMap::new();
+    let mut frames_read = 0;
+    while let Some(frame) = source.next_frame()? {
+        for window in pipeline.process(&frame).windows {
+            per_track.entry(window.track).or_default().push(window);
+        }
+        frames_read += 1;
+    }
+    for window in pipeline.finish() {
+        per_track.entry(window.track).or_default().push(window);
+    }
+    let good = |windows: &Vec<Window>| {
+        windows
+            .iter()
+            .filter(|w| w.quality == WindowQuality::Good)
+            .count()
+    };
+    let main = per_track
+        .iter()
+        .max_by_key(|(track, windows)| (good(windows), std::cmp::Reverse(**track)))
+        .map(|(track, _)| *track);
+    let mut result = WalkWindows {
+        frames_read,
+        track: main,
+        ..WalkWindows::default()
+    };
+    if let Some(windows) = main.and_then(|t| per_track.remove(&t)) {
+        let (usable, poor): (Vec<Window>, Vec<Window>) = windows
+            .into_iter()
+            .partition(|w| w.quality == WindowQuality::Good);
+        result.windows = usable;
+        result.poor_windows = poor.len();
+    }
+    Ok(result)
+}
+
+/// One template per usable window.
+pub fn templates_from_windows(
     embedder: &dyn Embedder,
-    walk: &Walk,
+    walk: &WalkWindows,
     source_name: &str,
-    config: &WindowConfig,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<NewTemplate>, EnrolmentError> {
-    let windows = walk_windows(&walk.silhouettes, config);
-    if windows.is_empty() {
-        return Err(EnrolmentError::TooFewSilhouettes {
+    if walk.windows.is_empty() {
+        return Err(EnrolmentError::NoUsableWindow {
             source_name: source_name.to_string(),
-            valid: walk.silhouettes.len(),
-            required: config.min_valid_frames,
+            frames: walk.frames_read,
+            poor: walk.poor_windows,
         });
     }
-    let mut templates = Vec::with_capacity(windows.len());
-    for (i, window) in windows.iter().enumerate() {
+    let mut templates = Vec::with_capacity(walk.windows.len());
+    for (i, window) in walk.windows.iter().enumerate() {
         let embed_error = |error| EnrolmentError::Embed {
             source_name: source_name.to_string(),
             error,
         };
         let embedding = embedder
-            .embed(&window_input(window).map_err(embed_error)?)
+            .embed(&window_input(&window.silhouettes).map_err(embed_error)?)
             .map_err(embed_error)?;
         templates.push(NewTemplate {
             embedding,
-            frames: window.len(),
-            source: format!("{source_name} window {}", i + 1),
+            frames: window.silhouettes.len(),
+            source: format!(
+                "{source_name} frames {}..={}",
+                window.first_frame, window.last_frame
+            ),
         });
-        progress(i + 1, windows.len());
+        progress(i + 1, walk.windows.len());
     }
     Ok(templates)
 }
@@ -96,20 +138,4 @@ pub fn nearest_enrolled(
         }
     }
     Ok(nearest)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_cover_the_walk_with_the_kiosk_hop() {
-        let config = WindowConfig::default();
-        let walk = vec![GrayImage::new(64, 64); 70];
-        let windows = walk_windows(&walk, &config);
-        assert_eq!(windows.len(), 3);
-        assert!(windows.iter().all(|w| w.len() == 30));
-        assert_eq!(walk_windows(&walk[..20], &config).len(), 1);
-        assert!(walk_windows(&walk[..5], &config).is_empty());
-    }
 }

@@ -85,6 +85,7 @@ pub struct DoorEngine {
     index: MatchIndex,
     policy: DecisionPolicy,
     decided: std::collections::HashSet<TrackId>,
+    window_frames: usize,
 }
 
 /// A decision with its event and how long it took.
@@ -113,6 +114,7 @@ impl DoorEngine {
             index,
             policy,
             decided: Default::default(),
+            window_frames: crate::windows::WindowConfig::default().frames,
         }
     }
 
@@ -131,6 +133,12 @@ impl DoorEngine {
         completed_at: Instant,
     ) -> Result<Option<DecisionRecord>, KioskError> {
         if self.decided.contains(&window.track) {
+            return Ok(None);
+        }
+        let observed = window.silhouettes.len() + window.rejections.values().sum::<usize>();
+        if window.quality != WindowQuality::Good && observed < self.window_frames {
+            // A track shorter than one window (a fragment, someone glimpsed at the edge) is not a
+            // walk-up: no decision, rather than a "poor quality" denial nobody caused.
             return Ok(None);
         }
         let outcome = match window.quality {
@@ -253,6 +261,7 @@ pub fn run(
     on_decision: &mut dyn FnMut(&DecisionRecord),
 ) -> Result<KioskStats, KioskError> {
     let started = Instant::now();
+    engine.window_frames = silhouette_config.windows.frames;
     let (sender, receiver) = mpsc::channel::<Job>();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let capture_in_flight = in_flight.clone();
@@ -348,8 +357,8 @@ pub fn run(
             if let Some(dir) = &outputs.screen_dir {
                 let _ = draw_status(&view, &mut screen);
                 let path = dir.join(format!(
-                    "decision-{:03}-track-{}.png",
-                    stats.decisions, record.decision.track
+                    "decision-{}-track-{}.png",
+                    record.event.at_ms, record.decision.track
                 ));
                 if let Err(e) = screen.save_png(&path) {
                     log::warn!("screen {}: {e}", path.display());

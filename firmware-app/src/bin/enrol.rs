@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use firmware_app::decision::DecisionConfig;
-use firmware_app::enrolment::{nearest_enrolled, templates_from_walk};
+use firmware_app::enrolment::{nearest_enrolled, templates_from_windows, walk_windows};
 use firmware_app::extract::{contact_sheet, extract_walks};
 use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::inference::{open_embedder, BackendChoice, InferenceConfig};
@@ -183,30 +183,19 @@ fn add(
             .transpose()?;
         let mut pipeline = SilhouettePipeline::new(config.clone());
         let empty_scene = empty.as_mut().map(|e| e.as_mut() as &mut dyn FrameSource);
-        let extraction = extract_walks(&mut pipeline, empty_scene, source.as_mut())
+        let walk = walk_windows(&mut pipeline, empty_scene, source.as_mut())
             .with_context(|| format!("reading {}", input.display()))?;
-        let Some(walk) = extraction.main_walk() else {
-            bail!(
-                "{}: no walker found in {} frames",
-                input.display(),
-                extraction.frames_read
-            );
-        };
         let source_name = input.display().to_string();
-        let made = templates_from_walk(
-            embedder.as_ref(),
-            walk,
-            &source_name,
-            &config.windows,
-            |done, total| {
+        let made =
+            templates_from_windows(embedder.as_ref(), &walk, &source_name, |done, total| {
                 eprint!("\r{source_name}: window {done}/{total}");
-            },
-        )?;
+            })?;
         eprintln!();
         println!(
-            "{source_name}: {} silhouettes, {} frames rejected, {} templates",
-            walk.silhouettes.len(),
-            walk.rejections.values().sum::<usize>(),
+            "{source_name}: {} frames, {} usable windows ({} refused for quality), {} templates",
+            walk.frames_read,
+            walk.windows.len(),
+            walk.poor_windows,
             made.len()
         );
         templates.extend(made);
