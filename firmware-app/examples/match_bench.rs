@@ -17,7 +17,7 @@ fn main() {
     let templates: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut random = |rng: &mut rand_chacha::ChaCha8Rng| {
+    let random = |rng: &mut rand_chacha::ChaCha8Rng| {
         let values = (0..PARTS * CHANNELS)
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();

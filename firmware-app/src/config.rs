@@ -98,7 +98,10 @@ impl KioskConfig {
                 "[source] needs exactly one of `camera` and `path`".into(),
             ));
         }
-        if !(config.decision.accept_distance > 0.0) || config.decision.margin < 0.0 {
+        if config.decision.accept_distance.is_nan()
+            || config.decision.accept_distance <= 0.0
+            || config.decision.margin < 0.0
+        {
             return Err(invalid(
                 "[decision] accept_distance must be positive and margin not negative".into(),
             ));

@@ -250,6 +250,7 @@ impl KioskStats {
 
 /// Runs the loop until the source ends or `stop` is set. `on_decision` sees every decision after the
 /// sinks have.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     mut source: Box<dyn FrameSource>,
     live: bool,
