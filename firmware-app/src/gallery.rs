@@ -76,6 +76,11 @@ pub enum GalleryError {
     WrongKey,
     #[error("a key is configured but the gallery was created unencrypted; its templates would stay in clear")]
     NotEncrypted,
+    #[error("reading the key file {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("a key must be {KEY_BYTES} bytes written as {} hex digits", KEY_BYTES * 2)]
     BadKey,
     #[error("the gallery was enrolled with model {gallery}, the kiosk runs model {model}: re-enrol or use the matching model")]
@@ -121,6 +126,15 @@ impl TemplateKey {
                 .map_err(|_| GalleryError::BadKey)?;
         }
         Ok(TemplateKey(key))
+    }
+
+    /// A key file: the 64 hex digits on a line of their own.
+    pub fn read_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| GalleryError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_hex(&text)
     }
 
     pub fn generate() -> Self {

@@ -47,9 +47,7 @@ impl GalleryArgs {
             .key_file
             .as_ref()
             .map(|path| {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the key file {}", path.display()))?;
-                TemplateKey::from_hex(&text).with_context(|| format!("key file {}", path.display()))
+                TemplateKey::read_file(path).with_context(|| format!("key file {}", path.display()))
             })
             .transpose()?;
         Gallery::open(&self.gallery, key.as_ref())

@@ -84,9 +84,7 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
         .key_file
         .as_ref()
         .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the key file {}", path.display()))?;
-            TemplateKey::from_hex(&text).with_context(|| format!("key file {}", path.display()))
+            TemplateKey::read_file(path).with_context(|| format!("key file {}", path.display()))
         })
         .transpose()?;
     let backend = match config.model.backend.as_str() {
