@@ -6,6 +6,7 @@ use hstl::Embedder;
 
 use std::collections::BTreeMap;
 
+use crate::extract::learn_empty_scene;
 use crate::gallery::NewTemplate;
 use crate::kiosk::window_input;
 use crate::matcher::{MatchError, MatchIndex};
@@ -46,11 +47,7 @@ pub fn walk_windows(
     empty_scene: Option<&mut dyn FrameSource>,
     source: &mut dyn FrameSource,
 ) -> Result<WalkWindows, SourceError> {
-    if let Some(empty) = empty_scene {
-        while let Some(frame) = empty.next_frame()? {
-            pipeline.learn_background(&frame);
-        }
-    }
+    learn_empty_scene(pipeline, empty_scene)?;
     let mut per_track: BTreeMap<TrackId, Vec<Window>> = BTreeMap::new();
     let mut frames_read = 0;
     while let Some(frame) = source.next_frame()? {

@@ -58,11 +58,7 @@ pub fn extract_walks(
     empty_scene: Option<&mut dyn FrameSource>,
     source: &mut dyn FrameSource,
 ) -> Result<Extraction, SourceError> {
-    if let Some(empty) = empty_scene {
-        while let Some(frame) = empty.next_frame()? {
-            pipeline.learn_background(&frame);
-        }
-    }
+    learn_empty_scene(pipeline, empty_scene)?;
     let mut walks: BTreeMap<TrackId, Walk> = BTreeMap::new();
     let mut extraction = Extraction::default();
     while let Some(frame) = source.next_frame()? {
@@ -73,6 +69,19 @@ pub fn extract_walks(
     extraction.walks = walks.into_values().collect();
     extraction.walks.sort_by_key(|w| w.first_frame);
     Ok(extraction)
+}
+
+/// Learns the background from a recording of the empty scene, when there is one.
+pub(crate) fn learn_empty_scene(
+    pipeline: &mut SilhouettePipeline,
+    empty_scene: Option<&mut dyn FrameSource>,
+) -> Result<(), SourceError> {
+    if let Some(empty) = empty_scene {
+        while let Some(frame) = empty.next_frame()? {
+            pipeline.learn_background(&frame);
+        }
+    }
+    Ok(())
 }
 
 fn record(pipeline: &mut SilhouettePipeline, frame: &Frame, walks: &mut BTreeMap<TrackId, Walk>) {
