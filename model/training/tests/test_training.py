@@ -1,0 +1,168 @@
+"""The training code: the network against the reference vectors, the losses, a tiny run that
+learns and resumes, and its checkpoint read back by our Rust runtime.
+
+Reads ../shared in place; without it the tests that need it skip, unless REQUIRE_SHARED=1.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TRAINING = Path(__file__).resolve().parents[1]
+REPO = TRAINING.parents[1]
+SHARED = REPO.parent / "shared"
+PARITY = SHARED / "parity"
+CASIA_B = SHARED / "data" / "casia-b" / "silhouettes"
+sys.path.insert(0, str(TRAINING))
+
+from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
+from hstl_net import HSTL, PARTS, part_distance  # noqa: E402
+from losses import cross_entropy_loss, triplet_loss  # noqa: E402
+import train  # noqa: E402
+
+
+def shared(path):
+    if not path.exists():
+        if os.environ.get("REQUIRE_SHARED") == "1":
+            pytest.fail(f"REQUIRE_SHARED=1 but {path} is missing")
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+def hstl_binary():
+    """Our Rust `hstl` command, built as the workspace's tests build it."""
+    subprocess.run(["cargo", "build", "--quiet", "-p", "hstl", "--bin", "hstl"], cwd=REPO, check=True)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / "debug" / "hstl"
+
+
+def test_reference_checkpoint_loads_strictly_and_reproduces_the_parity_vectors():
+    checkpoint = torch.load(shared(PARITY / "hstl_casiab_dev.pt"), map_location="cpu", weights_only=True)
+    reference = np.load(PARITY / "hstl_casiab_dev_parity.npz")
+    model = HSTL()
+    model.load_state_dict(checkpoint["model"], strict=True)
+    assert list(model.state_dict()) == list(checkpoint["model"])
+    model.eval()
+    for frames in (33, 8):
+        with torch.no_grad():
+            embedding, gait, logits = model(torch.from_numpy(reference[f"sil_{frames}"]))
+        np.testing.assert_allclose(embedding.numpy(), reference[f"emb_{frames}"], atol=1e-4)
+        np.testing.assert_allclose(gait.numpy(), reference[f"gait_{frames}"], atol=1e-6)
+        np.testing.assert_allclose(logits.numpy(), reference[f"logits_{frames}"], atol=1e-5)
+    distance = part_distance(torch.from_numpy(reference["emb_33"][0][None]), torch.from_numpy(reference["emb_8"][0][None]))
+    assert distance.item() == pytest.approx(3.7604, abs=1e-4)
+
+
+def test_parameter_count_and_part_count_match_the_spec():
+    model = HSTL()
+    assert sum(p.numel() for p in model.parameters()) == 4_745_834
+    assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("Head1")) == 4_054_378
+    assert len(model.state_dict()) == 41
+    assert PARTS == 73
+
+
+def test_short_clips_are_tiled_like_the_reference():
+    model = HSTL().eval()
+    clip = (torch.rand(1, 2, 64, 44) > 0.5).float()
+    with torch.no_grad():
+        two, _, _ = model(clip)
+        tiled, _, _ = model(clip.repeat(1, 2, 1, 1))
+    torch.testing.assert_close(two, tiled)
+
+
+def test_triplet_loss_is_zero_when_identities_are_far_apart_and_positive_when_mixed():
+    labels = torch.tensor([0, 0, 1, 1])
+    separated = torch.zeros(4, 3, 8)
+    separated[2:] += 10.0
+    separated[1] += 0.01
+    loss, active = triplet_loss(separated, labels)
+    assert loss.item() == 0.0 and active == 0.0
+    mixed = torch.zeros(4, 3, 8)
+    mixed[1] += 10.0
+    loss, active = triplet_loss(mixed, labels)
+    assert loss.item() > 0.2 and active > 0.0
+
+
+def test_cross_entropy_counts_every_part_and_reports_accuracy():
+    logits = torch.zeros(2, 5, 3)
+    logits[0, :, 1] = 5.0
+    logits[1, :, 2] = 5.0
+    loss, accuracy = cross_entropy_loss(logits, torch.tensor([1, 0]))
+    assert accuracy == 0.5
+    assert loss.item() == pytest.approx((np.log(1 + 2 * np.exp(-5)) + (5 + np.log(2 + np.exp(5)) - 5)) / 2, rel=1e-5)
+
+
+def test_the_reference_recipe_lowers_the_loss_on_real_walks():
+    sequences = load_sequences(shared(CASIA_B), parse_subjects("001-004"), views=["090"])
+    batches = TripletBatches(sequences, p=2, k=2, frames=9, rng=np.random.default_rng(3))
+    clips, labels = batches.next()
+    sils, labels = torch.from_numpy(clips), torch.from_numpy(labels)
+    torch.manual_seed(0)
+    model = HSTL(classes=4).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    losses = []
+    for _ in range(10):
+        embeddings, _, logits = model(sils)
+        loss = triplet_loss(embeddings, labels)[0] + cross_entropy_loss(logits, labels)[0]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_batches_hold_p_subjects_of_k_walks_of_consecutive_frames():
+    sequences = load_sequences(shared(CASIA_B), parse_subjects("001-003"), views=["000", "090"])
+    batches = TripletBatches(sequences, p=2, k=3, frames=30, rng=np.random.default_rng(0))
+    clips, labels = batches.next()
+    assert clips.shape == (6, 30, 64, 44) and clips.dtype == np.float32
+    assert set(np.unique(clips)) <= {0.0, 1.0}
+    assert len(set(labels.tolist())) == 2 and all(np.bincount(labels)[np.unique(labels)] == 3)
+
+
+def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tmp_path):
+    data = shared(CASIA_B)
+    common = [
+        "--data", str(data), "--subjects", "001-004", "--views", "090", "--output", str(tmp_path),
+        "--batch-p", "2", "--batch-k", "2", "--frames", "9", "--log-every", "1", "--save-every", "2",
+        "--milestones", "3",
+    ]
+    first = train.train(train.parse_args(common + ["--iterations", "2"]))
+    assert first.name == "hstl-00002.pt"
+    second = train.train(train.parse_args(common + ["--iterations", "4"]))
+    assert second.name == "hstl-00004.pt"
+    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in log] == [1, 2, 3, 4]
+
+    state = torch.load(second, map_location="cpu", weights_only=True)
+    assert set(state) == {"model", "optimizer", "scheduler", "iteration"}
+    assert state["iteration"] == 4
+    assert isinstance(state["scheduler"]["milestones"], Counter)
+    assert state["scheduler"]["last_epoch"] == 4 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)
+    assert state["optimizer"]["state"], "Adam moments are saved"
+
+    model = HSTL(classes=4)
+    model.load_state_dict(state["model"], strict=True)
+    model.eval()
+    walk = next(s for s in load_sequences(data, ["005"], views=["090"]) if len(s) >= 12).clip(np.arange(12))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(walk[None]))[0][0].numpy()
+
+    hstl = hstl_binary()
+    onnx = tmp_path / "trained.onnx"
+    subprocess.run([hstl, "export", "--checkpoint", second, "--out", onnx], check=True)
+    clip = tmp_path / "walk.npy"
+    np.save(clip, walk)
+    out = tmp_path / "embedding.npy"
+    subprocess.run([hstl, "embed", "--model", onnx, "--input", clip, "--output", out], check=True)
+    ours = np.load(out)
+    assert ours.shape == (73, 128)
+    np.testing.assert_allclose(ours, expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+

@@ -1,0 +1,170 @@
+"""Train HSTL on CASIA-B with the reference recipe (hstl-spec.md §8), resumable across short runs.
+
+    python3 model/training/train.py --data CASIA_B_DIR --output runs/casia-b --minutes 9
+
+Every run resumes from the newest checkpoint in `OUTPUT/checkpoints/`, trains until the iteration
+target or the time budget, and saves a checkpoint in OpenGait's format
+(`{'model', 'optimizer', 'scheduler', 'iteration'}`, file `hstl-NNNNN.pt`), which `hstl export` reads.
+"""
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
+from hstl_net import HSTL  # noqa: E402
+from losses import cross_entropy_loss, triplet_loss  # noqa: E402
+
+CHECKPOINT_NAME = re.compile(r"^hstl-(\d{5,})\.pt$")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="CASIA-B silhouettes: casia-b_SSS.npz files or SSS/COND/VVV/*.pkl")
+    parser.add_argument("--output", required=True, help="run directory (checkpoints/, log.jsonl)")
+    parser.add_argument("--subjects", default="001-074")
+    parser.add_argument("--views", default=None, help="comma-separated views to train on (default: all)")
+    parser.add_argument("--iterations", type=int, default=90_000)
+    parser.add_argument("--milestones", default="70000", help="iterations where the learning rate drops 10x")
+    parser.add_argument("--batch-p", type=int, default=8, help="subjects per batch")
+    parser.add_argument("--batch-k", type=int, default=8, help="walks per subject per batch")
+    parser.add_argument("--frames", type=int, default=30, help="consecutive frames per clip")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--margin", type=float, default=0.2)
+    parser.add_argument("--save-every", type=int, default=1000)
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    return parser.parse_args(argv)
+
+
+def latest_checkpoint(directory):
+    found = []
+    for path in Path(directory).glob("hstl-*.pt"):
+        match = CHECKPOINT_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(directory, model, optimizer, scheduler, iteration):
+    """Written to a temporary name and renamed, so an interrupted save never hides the previous one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"hstl-{iteration:05d}.pt"
+    partial = path.with_suffix(".pt.partial")
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "iteration": iteration,
+    }
+    torch.save(state, partial)
+    partial.replace(path)
+    return path
+
+
+def train(args):
+    started = time.monotonic()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    subjects = parse_subjects(args.subjects)
+    views = args.views.split(",") if args.views else None
+    sequences = load_sequences(args.data, subjects, views)
+    output = Path(args.output)
+    checkpoints = output / "checkpoints"
+
+    model = HSTL(classes=len(subjects))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    milestones = [int(m) for m in args.milestones.split(",") if m]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    iteration = 0
+    resume = latest_checkpoint(checkpoints)
+    if resume is not None:
+        state = torch.load(resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        iteration = state["iteration"]
+        print(f"resumed from {resume} at iteration {iteration}", flush=True)
+    model.to(device).train()
+    for group_state in optimizer.state.values():
+        for key, value in group_state.items():
+            if torch.is_tensor(value) and key != "step":
+                group_state[key] = value.to(device)
+
+    # A fresh stream per resumed run: deterministic for a given (seed, starting iteration).
+    batches = TripletBatches(sequences, args.batch_p, args.batch_k, args.frames, np.random.default_rng([args.seed, iteration]))
+    mixed_precision = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision)
+    output.mkdir(parents=True, exist_ok=True)
+    log = open(output / "log.jsonl", "a")
+    print(
+        f"{len(sequences)} walks of {len(subjects)} subjects; batch {args.batch_p}x{args.batch_k}x{args.frames} frames "
+        f"on {device}{' with fp16' if mixed_precision else ''}",
+        flush=True,
+    )
+
+    window = []
+    saved = None
+    while iteration < args.iterations:
+        if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
+            print(f"time budget of {args.minutes} min reached", flush=True)
+            break
+        clips, labels = batches.next()
+        sils = torch.from_numpy(clips).to(device, non_blocking=True)
+        labels = torch.from_numpy(labels).to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=mixed_precision):
+            embeddings, _, logits = model(sils)
+        triplet, active = triplet_loss(embeddings, labels, args.margin)
+        identity, accuracy = cross_entropy_loss(logits, labels)
+        loss = triplet + identity
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        iteration += 1
+        window.append((loss.item(), triplet.item(), identity.item(), accuracy, active))
+
+        if iteration % args.log_every == 0 or iteration == args.iterations:
+            mean = np.mean(window, axis=0)
+            record = {
+                "iteration": iteration,
+                "loss": round(float(mean[0]), 5),
+                "triplet": round(float(mean[1]), 5),
+                "cross_entropy": round(float(mean[2]), 5),
+                "accuracy": round(float(mean[3]), 4),
+                "active_triplets": round(float(mean[4]), 4),
+                "lr": scheduler.get_last_lr()[0],
+                "elapsed_s": round(time.monotonic() - started, 1),
+            }
+            print(json.dumps(record), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            window.clear()
+        if iteration % args.save_every == 0:
+            saved = save_checkpoint(checkpoints, model, optimizer, scheduler, iteration)
+
+    if saved is None or not saved.name.endswith(f"{iteration:05d}.pt"):
+        saved = save_checkpoint(checkpoints, model, optimizer, scheduler, iteration)
+    log.close()
+    print(f"checkpoint {saved} at iteration {iteration}", flush=True)
+    return saved
+
+
+if __name__ == "__main__":
+    train(parse_args())
