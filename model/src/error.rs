@@ -70,6 +70,9 @@ pub enum HstlError {
     #[error("embeddings are not comparable: {0}")]
     Incomparable(String),
 
+    #[error("dataset {path}: {message}")]
+    Dataset { path: PathBuf, message: String },
+
     #[error("ONNX Runtime: {0}")]
     OnnxRuntime(String),
 }

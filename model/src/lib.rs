@@ -7,9 +7,11 @@
 //! - [`Embedding`] and its reference distance; [`Silhouettes`], the network input.
 
 pub mod backend;
+pub mod casia_b;
 pub mod checkpoint;
 pub mod embedding;
 pub mod error;
+pub mod evaluation;
 pub mod input;
 pub mod model_info;
 pub mod onnx_graph;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use hstl::evaluation::{LabelledEmbedding, Rank1Table};
 use hstl::model_info::ModelInfo;
 use hstl::onnx_graph::{self, ExportOptions};
 use hstl::{Embedder, Silhouettes, TractEmbedder, Variant, Weights};
@@ -65,6 +66,30 @@ enum Command {
         threads: usize,
         #[arg(long, value_enum, default_value_t = Backend::Tract)]
         backend: Backend,
+    },
+    /// Rank-1 on the CASIA-B protocol (gallery nm-01..04; probes NM, BG, CL; identical views
+    /// excluded) through this runtime.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// Directory of `casia-b_SSS.npz` bit-packed files or of OpenGait's `SSS/COND/VVV/*.pkl`.
+        #[arg(long = "casia-b")]
+        casia_b: PathBuf,
+        #[arg(long, default_value = "075-124")]
+        subjects: String,
+        /// Only these views, comma-separated (default: all eleven).
+        #[arg(long, value_delimiter = ',')]
+        views: Option<Vec<String>>,
+        /// Use at most this many frames of each walk (quick checks; the protocol uses all).
+        #[arg(long)]
+        max_frames: Option<usize>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, value_enum, default_value_t = Backend::Tract)]
+        backend: Backend,
+        /// Print the table as one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Describe a model or checkpoint: variant, parts, parameters, cost.
     Inspect {
@@ -171,6 +196,31 @@ fn main() -> Result<()> {
                 output.display()
             );
         }
+        Command::Eval {
+            model,
+            casia_b,
+            subjects,
+            views,
+            max_frames,
+            threads,
+            backend,
+            json,
+        } => {
+            let embedder = open_embedder(&model, threads, backend)?;
+            let subjects = hstl::casia_b::parse_subjects(&subjects)?;
+            let table = evaluate(
+                embedder.as_ref(),
+                &casia_b,
+                &subjects,
+                views.as_deref(),
+                max_frames,
+            )?;
+            if json {
+                println!("{}", table_json(&table));
+            } else {
+                print!("{table}");
+            }
+        }
         Command::Inspect { path, frames } => {
             let info = ModelInfo::of_path(&path)?;
             println!("{}: \n{info}", path.display());
@@ -198,6 +248,59 @@ fn main() -> Result<()> {
         Command::Demo { frames, threads } => demo(frames, threads)?,
     }
     Ok(())
+}
+
+fn evaluate(
+    embedder: &dyn Embedder,
+    root: &Path,
+    subjects: &[String],
+    views: Option<&[String]>,
+    max_frames: Option<usize>,
+) -> Result<Rank1Table> {
+    let started = Instant::now();
+    let mut labelled = Vec::new();
+    let mut frames = 0usize;
+    for subject in subjects {
+        for mut walk in hstl::casia_b::read_subject(root, subject, views)? {
+            if let Some(limit) = max_frames {
+                walk.truncate(limit);
+            }
+            frames += walk.frames();
+            let embedding = embedder
+                .embed(&walk.silhouettes()?)
+                .with_context(|| format!("{}_{}_{}", walk.subject, walk.condition, walk.view))?;
+            labelled.push(LabelledEmbedding {
+                subject: walk.subject,
+                condition: walk.condition,
+                view: walk.view,
+                embedding,
+            });
+        }
+        log::info!(
+            "subject {subject}: {} walks, {frames} frames embedded in {:.0} s",
+            labelled.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(hstl::evaluation::casia_b_rank1(&labelled)?)
+}
+
+fn table_json(table: &Rank1Table) -> String {
+    let number = |v: Option<f64>| v.map_or("null".to_owned(), |a| format!("{a:.4}"));
+    let sets: Vec<String> = table
+        .sets
+        .iter()
+        .map(|(name, per_view)| {
+            let values: Vec<String> = per_view.iter().map(|v| number(*v)).collect();
+            format!(
+                "\"{name}\":{{\"per_view\":[{}],\"mean\":{}}}",
+                values.join(","),
+                number(table.mean(name))
+            )
+        })
+        .collect();
+    let views: Vec<String> = table.views.iter().map(|v| format!("\"{v}\"")).collect();
+    format!("{{\"views\":[{}],{}}}", views.join(","), sets.join(","))
 }
 
 fn open_embedder(model: &Path, threads: usize, backend: Backend) -> Result<Box<dyn Embedder>> {

@@ -88,6 +88,14 @@ pub enum Value {
         dtype: StorageDtype,
     },
     Tensor(TensorRef),
+    /// A numpy array rebuilt from `numpy.core.multiarray._reconstruct` and its state.
+    NumpyArray {
+        /// The dtype's type string without byte order, e.g. `u1`, `f4`.
+        dtype: String,
+        shape: Vec<usize>,
+        fortran_order: bool,
+        data: Vec<u8>,
+    },
 }
 
 impl Value {
@@ -112,6 +120,15 @@ impl Value {
             .find(|(k, _)| k.as_str() == Some(key))
             .map(|(_, v)| v)
     }
+}
+
+fn is_numpy_reconstruct(value: &Value) -> bool {
+    let Value::Object { callable, .. } = value else {
+        return false;
+    };
+    matches!(callable.as_ref(), Value::Global { module, name }
+        if (module == "numpy.core.multiarray" || module == "numpy._core.multiarray")
+            && name == "_reconstruct")
 }
 
 enum StackItem {
@@ -309,11 +326,91 @@ impl<'a> Machine<'a> {
                 _ => Err(self.error("_rebuild_parameter without a tensor argument")),
             },
             ("collections", "OrderedDict") => Ok(Value::Dict(Vec::new())),
+            ("numpy.core.numeric", "_frombuffer") | ("numpy._core.numeric", "_frombuffer") => {
+                self.numpy_from_buffer(args)
+            }
+            // Protocol 2 stores bytes as a latin-1 string passed to `_codecs.encode`.
+            ("_codecs", "encode") => match args {
+                Value::Tuple(items) if items.len() == 2 => match (&items[0], &items[1]) {
+                    (Value::Str(text), Value::Str(encoding)) if encoding == "latin1" => text
+                        .chars()
+                        .map(|c| u8::try_from(c as u32))
+                        .collect::<Result<Vec<u8>, _>>()
+                        .map(Value::Bytes)
+                        .map_err(|_| self.error("latin-1 bytes hold a character above 255")),
+                    _ => Err(self.error("_codecs.encode of something other than latin-1 text")),
+                },
+                _ => Err(self.error("_codecs.encode needs two arguments")),
+            },
             _ => Ok(Value::Object {
                 callable: Box::new(callable),
                 args: Box::new(args),
             }),
         }
+    }
+
+    /// The state of `ndarray.__reduce__`: (version, shape, dtype, is_fortran, raw bytes).
+    fn numpy_array(&self, state: Value) -> Result<Value, HstlError> {
+        let Value::Tuple(items) = state else {
+            return Err(self.error("numpy array state is not a tuple"));
+        };
+        let [_, shape, dtype, Value::Bool(fortran_order), Value::Bytes(data)] = items.as_slice()
+        else {
+            return Err(self.error(
+                "numpy array state is not (version, shape, dtype, fortran, bytes) (an object array?)",
+            ));
+        };
+        self.numpy_value(dtype, shape, *fortran_order, data)
+    }
+
+    /// Protocol 5's `numpy._core.numeric._frombuffer(buffer, dtype, shape, order)`.
+    fn numpy_from_buffer(&self, args: Value) -> Result<Value, HstlError> {
+        match args {
+            Value::Tuple(items) => match items.as_slice() {
+                [Value::Bytes(data), dtype, shape, Value::Str(order)] => {
+                    self.numpy_value(dtype, shape, order == "F", data)
+                }
+                _ => Err(self.error("_frombuffer arguments are not (bytes, dtype, shape, order)")),
+            },
+            _ => Err(self.error("_frombuffer arguments are not a tuple")),
+        }
+    }
+
+    fn numpy_value(
+        &self,
+        dtype: &Value,
+        shape: &Value,
+        fortran_order: bool,
+        data: &[u8],
+    ) -> Result<Value, HstlError> {
+        let Value::Tuple(dims) = shape else {
+            return Err(self.error("numpy array shape is not a tuple"));
+        };
+        let shape = dims
+            .iter()
+            .map(|d| match d {
+                Value::Int(n) if *n >= 0 => Ok(*n as usize),
+                _ => Err(self.error("numpy array dimension is not a non-negative integer")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dtype = match dtype {
+            Value::Object { callable, args }
+                if matches!(callable.as_ref(), Value::Global { name, .. } if name == "dtype") =>
+            {
+                match args.as_ref() {
+                    Value::Tuple(a) => a.first().and_then(Value::as_str).map(str::to_owned),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+        .ok_or_else(|| self.error("numpy array dtype is not a numpy.dtype"))?;
+        Ok(Value::NumpyArray {
+            dtype,
+            shape,
+            fortran_order,
+            data: data.to_vec(),
+        })
     }
 
     fn rebuild_tensor(&self, args: Value) -> Result<Value, HstlError> {
@@ -464,6 +561,12 @@ impl<'a> Machine<'a> {
                     let v = self.take(n)?;
                     self.push(Value::Str(String::from_utf8_lossy(v).into_owned()));
                 }
+                0x96 => {
+                    let n = self.u64()?;
+                    let n = usize::try_from(n).map_err(|_| self.error("bytearray too large"))?;
+                    let raw = self.take(n)?.to_vec();
+                    self.push(Value::Bytes(raw));
+                }
                 b'C' => {
                     let n = self.u8()? as usize;
                     let v = self.take(n)?.to_vec();
@@ -539,8 +642,13 @@ impl<'a> Machine<'a> {
                     });
                 }
                 b'b' => {
-                    // The state of a rebuilt object (e.g. a state_dict's `_metadata`) is not needed.
-                    self.pop()?;
+                    // Only numpy arrays need their state; other objects' state (e.g. a state_dict's
+                    // `_metadata`) is not needed.
+                    let state = self.pop()?;
+                    if is_numpy_reconstruct(self.top()?) {
+                        let array = self.numpy_array(state)?;
+                        *self.top()? = array;
+                    }
                 }
                 b's' => {
                     let v = self.pop()?;

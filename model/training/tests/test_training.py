@@ -6,6 +6,7 @@ Reads ../shared in place; without it the tests that need it skip, unless REQUIRE
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from collections import Counter
@@ -25,6 +26,7 @@ sys.path.insert(0, str(TRAINING))
 from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
 from hstl_net import HSTL, PARTS, part_distance  # noqa: E402
 from losses import cross_entropy_loss, triplet_loss  # noqa: E402
+import evaluate  # noqa: E402
 import train  # noqa: E402
 
 
@@ -127,18 +129,26 @@ def test_batches_hold_p_subjects_of_k_walks_of_consecutive_frames():
     assert len(set(labels.tolist())) == 2 and all(np.bincount(labels)[np.unique(labels)] == 3)
 
 
-def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tmp_path):
-    data = shared(CASIA_B)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Two short runs of the training command, the second resuming the first: (run dir, checkpoint)."""
+    output = tmp_path_factory.mktemp("run")
     common = [
-        "--data", str(data), "--subjects", "001-004", "--views", "090", "--output", str(tmp_path),
+        "--data", str(shared(CASIA_B)), "--subjects", "001-004", "--views", "090", "--output", str(output),
         "--batch-p", "2", "--batch-k", "2", "--frames", "9", "--log-every", "1", "--save-every", "2",
         "--milestones", "3",
     ]
     first = train.train(train.parse_args(common + ["--iterations", "2"]))
     assert first.name == "hstl-00002.pt"
     second = train.train(train.parse_args(common + ["--iterations", "4"]))
+    return output, second
+
+
+def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tiny_run, tmp_path):
+    run, second = tiny_run
+    data = CASIA_B
     assert second.name == "hstl-00004.pt"
-    log = (tmp_path / "log.jsonl").read_text().splitlines()
+    log = (run / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in log] == [1, 2, 3, 4]
 
     state = torch.load(second, map_location="cpu", weights_only=True)
@@ -166,3 +176,49 @@ def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tmp_path
     assert ours.shape == (73, 128)
     np.testing.assert_allclose(ours, expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
 
+
+
+def test_rust_and_pytorch_score_the_casia_b_protocol_alike(tiny_run, tmp_path):
+    _, checkpoint = tiny_run
+    subset = ["--subjects", "075-078", "--views", "090,108", "--max-frames", "12"]
+    expected = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(CASIA_B), "--json"] + subset)
+
+    hstl = hstl_binary()
+    onnx = tmp_path / "trained.onnx"
+    subprocess.run([hstl, "export", "--checkpoint", checkpoint, "--out", onnx], check=True)
+    result = subprocess.run(
+        [hstl, "eval", "--model", onnx, "--casia-b", CASIA_B, "--json"] + subset,
+        check=True, capture_output=True, text=True,
+    )
+    ours = json.loads(result.stdout)
+    assert ours["views"] == expected["views"] == ["090", "108"]
+    for name in evaluate.PROBE_SETS:
+        assert ours[name]["per_view"] == pytest.approx(expected[name]["per_view"], abs=1e-3), name
+        assert ours[name]["mean"] == pytest.approx(expected[name]["mean"], abs=1e-3), name
+
+
+def test_opengait_pickle_tree_reads_like_the_packed_archive(tiny_run, tmp_path):
+    """OpenGait's own layout (SSS/COND/VVV/VVV.pkl), pickled with protocols 2, 4 and 5."""
+    _, checkpoint = tiny_run
+    tree = tmp_path / "opengait"
+    for index, sequence in enumerate(load_sequences(shared(CASIA_B), ["075", "076"], views=["000", "018"])):
+        folder = tree / sequence.subject / sequence.condition / sequence.view
+        folder.mkdir(parents=True)
+        frames = np.unpackbits(sequence.frames, axis=-1)[..., :64] * np.uint8(255)
+        with open(folder / f"{sequence.view}.pkl", "wb") as f:
+            pickle.dump(frames, f, protocol=(2, 4, 5)[index % 3])
+    from_tree = load_sequences(tree, ["075", "076"])
+    assert len(from_tree) == 40 and not from_tree[0].packed
+
+    hstl = hstl_binary()
+    onnx = tmp_path / "trained.onnx"
+    subprocess.run([hstl, "export", "--checkpoint", checkpoint, "--out", onnx], check=True)
+    tables = []
+    for root in (CASIA_B, tree):
+        result = subprocess.run(
+            [hstl, "eval", "--model", onnx, "--casia-b", root, "--subjects", "075-076", "--views", "000,018",
+             "--max-frames", "3", "--json"],
+            check=True, capture_output=True, text=True,
+        )
+        tables.append(json.loads(result.stdout))
+    assert tables[0] == tables[1]
