@@ -10,6 +10,8 @@ pub enum ThresholdError {
     NotFinite(f32),
     #[error("target false-accept rate {0} is outside [0, 1)")]
     BadTarget(f64),
+    #[error("embeddings are not comparable: {0}")]
+    Incomparable(String),
 }
 
 /// One operating point of the ROC/DET curve.

@@ -36,6 +36,11 @@ impl Walk {
         self.frames
     }
 
+    /// Row-major `[frames, 64, 64]` pixels, 0..255: the stored form of OpenGait's pretreatment.
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
     /// Keeps at most the first `max_frames` frames.
     pub fn truncate(&mut self, max_frames: usize) {
         self.frames = self.frames.min(max_frames);

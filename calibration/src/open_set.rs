@@ -1,0 +1,288 @@
+//! Open-set identification rates (product-notes §4.1), the kiosk's case: each search of a window
+//! against the whole gallery either returns its nearest identity (distance at most the threshold) or
+//! "unknown".
+//!
+//! - **FPIR**: the share of *non-mated* searches (the person is not enrolled) that return anyone.
+//! - **FNIR**: the share of *mated* searches whose nearest identity is not their own or is too far.
+//!
+//! Searches come from labelled walks by leaving each person out in turn: a person's first walks are
+//! their gallery; their other walks are mated searches against everyone's gallery, and all their walks
+//! are non-mated searches against the gallery of everyone else.
+
+use hstl::Embedding;
+
+use crate::thresholds::ThresholdError;
+
+/// The window embeddings of one walk of one person.
+#[derive(Debug, Clone)]
+pub struct LabelledWalk {
+    pub person: String,
+    pub windows: Vec<Embedding>,
+}
+
+/// One point of the DET curve.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenSetPoint {
+    pub threshold: f32,
+    pub fpir: f64,
+    pub fnir: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenSetRates {
+    /// Mated searches: the distance when the nearest identity was the right one, `None` when it was
+    /// someone else (a miss at every threshold). Sorted, misses last.
+    mated: Vec<Option<f32>>,
+    /// Non-mated searches: the distance to the nearest identity. Sorted.
+    non_mated: Vec<f32>,
+}
+
+impl OpenSetRates {
+    /// Leave-one-person-out searches; the first `gallery_walks` walks of each person form the gallery.
+    pub fn leave_one_out(
+        walks: &[LabelledWalk],
+        gallery_walks: usize,
+    ) -> Result<Self, ThresholdError> {
+        let mut gallery: Vec<(&str, &Embedding)> = Vec::new();
+        let mut probes: Vec<(&str, &Embedding)> = Vec::new();
+        let mut seen: Vec<(&str, usize)> = Vec::new();
+        for walk in walks {
+            let count = match seen.iter_mut().find(|(p, _)| *p == walk.person) {
+                Some((_, n)) => n,
+                None => {
+                    seen.push((&walk.person, 0));
+                    &mut seen.last_mut().expect("just pushed").1
+                }
+            };
+            let into = if *count < gallery_walks {
+                &mut gallery
+            } else {
+                &mut probes
+            };
+            *count += 1;
+            into.extend(walk.windows.iter().map(|w| (walk.person.as_str(), w)));
+        }
+
+        let nearest = |probe: &Embedding,
+                       excluded: Option<&str>|
+         -> Result<Option<(f32, &str)>, ThresholdError> {
+            let mut best: Option<(f32, &str)> = None;
+            for (person, template) in &gallery {
+                if Some(*person) == excluded {
+                    continue;
+                }
+                let d = probe
+                    .distance(template)
+                    .map_err(|e| ThresholdError::Incomparable(e.to_string()))?;
+                if best.is_none_or(|(b, _)| d < b) {
+                    best = Some((d, person));
+                }
+            }
+            Ok(best)
+        };
+
+        let mut mated = Vec::with_capacity(probes.len());
+        for (person, window) in &probes {
+            if let Some((d, who)) = nearest(window, None)? {
+                mated.push((who == *person).then_some(d));
+            }
+        }
+        let mut non_mated = Vec::new();
+        for (person, window) in gallery.iter().chain(&probes) {
+            if let Some((d, _)) = nearest(window, Some(person))? {
+                non_mated.push(d);
+            }
+        }
+        Self::new(mated, non_mated)
+    }
+
+    pub fn new(
+        mut mated: Vec<Option<f32>>,
+        mut non_mated: Vec<f32>,
+    ) -> Result<Self, ThresholdError> {
+        if mated.is_empty() || non_mated.is_empty() {
+            return Err(ThresholdError::TooFewPairs {
+                genuine: mated.len(),
+                impostor: non_mated.len(),
+            });
+        }
+        if let Some(bad) = mated
+            .iter()
+            .flatten()
+            .chain(&non_mated)
+            .find(|d| !d.is_finite())
+        {
+            return Err(ThresholdError::NotFinite(*bad));
+        }
+        mated.sort_by(|a, b| match (a, b) {
+            (Some(a), Some(b)) => a.total_cmp(b),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        non_mated.sort_by(f32::total_cmp);
+        Ok(OpenSetRates { mated, non_mated })
+    }
+
+    pub fn mated_searches(&self) -> usize {
+        self.mated.len()
+    }
+
+    pub fn non_mated_searches(&self) -> usize {
+        self.non_mated.len()
+    }
+
+    /// Mated searches whose nearest identity was someone else: FNIR never falls below their share.
+    pub fn rank1_misses(&self) -> usize {
+        self.mated.iter().filter(|m| m.is_none()).count()
+    }
+
+    pub fn at(&self, threshold: f32) -> OpenSetPoint {
+        let hits = self
+            .mated
+            .partition_point(|m| m.is_some_and(|d| d <= threshold));
+        let false_positives = self.non_mated.partition_point(|&d| d <= threshold);
+        OpenSetPoint {
+            threshold,
+            fpir: false_positives as f64 / self.non_mated.len() as f64,
+            fnir: 1.0 - hits as f64 / self.mated.len() as f64,
+        }
+    }
+
+    /// One point per observed distance, by increasing threshold.
+    pub fn curve(&self) -> Vec<OpenSetPoint> {
+        let mut thresholds: Vec<f32> = self
+            .mated
+            .iter()
+            .flatten()
+            .chain(&self.non_mated)
+            .copied()
+            .collect();
+        thresholds.sort_by(f32::total_cmp);
+        thresholds.dedup();
+        thresholds.into_iter().map(|t| self.at(t)).collect()
+    }
+
+    /// Where FPIR and FNIR are closest; both reported as their mean.
+    pub fn equal_error_rate(&self) -> OpenSetPoint {
+        let best = self
+            .curve()
+            .into_iter()
+            .min_by(|a, b| (a.fpir - a.fnir).abs().total_cmp(&(b.fpir - b.fnir).abs()))
+            .unwrap_or_else(|| self.at(0.0));
+        let mean = (best.fpir + best.fnir) / 2.0;
+        OpenSetPoint {
+            fpir: mean,
+            fnir: mean,
+            ..best
+        }
+    }
+
+    /// The most permissive threshold whose FPIR does not exceed `target`.
+    pub fn threshold_for_fpir(&self, target: f64) -> Result<OpenSetPoint, ThresholdError> {
+        if !(0.0..1.0).contains(&target) {
+            return Err(ThresholdError::BadTarget(target));
+        }
+        let allowed = (target * self.non_mated.len() as f64).floor() as usize;
+        let limit = self.non_mated[allowed];
+        let below = self
+            .mated
+            .iter()
+            .flatten()
+            .chain(&self.non_mated)
+            .copied()
+            .filter(|&d| d < limit)
+            .fold(f32::NEG_INFINITY, f32::max);
+        Ok(self.at(if below.is_finite() {
+            below
+        } else {
+            limit.next_down()
+        }))
+    }
+
+    /// The smallest FPIR step these searches can resolve.
+    pub fn fpir_resolution(&self) -> f64 {
+        1.0 / self.non_mated.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emb(x: f32) -> Embedding {
+        Embedding::new(1, 1, vec![x]).unwrap()
+    }
+
+    fn walk(person: &str, windows: &[f32]) -> LabelledWalk {
+        LabelledWalk {
+            person: person.into(),
+            windows: windows.iter().map(|&x| emb(x)).collect(),
+        }
+    }
+
+    #[test]
+    fn rates_count_searches_not_pairs() {
+        let rates = OpenSetRates::new(
+            vec![Some(0.1), Some(0.3), None, Some(0.2)],
+            vec![0.25, 0.5, 0.9, 0.05],
+        )
+        .unwrap();
+        let p = rates.at(0.2);
+        assert_eq!(p.fnir, 0.5);
+        assert_eq!(p.fpir, 0.25);
+        // A rank-1 miss stays a miss at any threshold.
+        assert_eq!(rates.at(10.0).fnir, 0.25);
+        assert_eq!(rates.rank1_misses(), 1);
+    }
+
+    #[test]
+    fn the_fpir_target_is_met_with_the_most_permissive_threshold() {
+        let rates = OpenSetRates::new(
+            vec![Some(0.1), Some(0.2), Some(0.4)],
+            vec![0.3, 0.5, 0.6, 0.7],
+        )
+        .unwrap();
+        let zero = rates.threshold_for_fpir(0.0).unwrap();
+        assert_eq!((zero.threshold, zero.fpir), (0.2, 0.0));
+        assert!((zero.fnir - 1.0 / 3.0).abs() < 1e-12);
+        let quarter = rates.threshold_for_fpir(0.25).unwrap();
+        assert_eq!(
+            (quarter.threshold, quarter.fpir, quarter.fnir),
+            (0.4, 0.25, 0.0)
+        );
+        assert_eq!(rates.fpir_resolution(), 0.25);
+    }
+
+    #[test]
+    fn leave_one_out_builds_mated_and_non_mated_searches() {
+        // Two walks each for A (near 0) and B (near 10); C has one walk near 5 and no probes.
+        let walks = vec![
+            walk("A", &[0.0]),
+            walk("B", &[10.0]),
+            walk("A", &[0.5, 1.0]),
+            walk("B", &[9.0]),
+            walk("C", &[5.0]),
+        ];
+        let rates = OpenSetRates::leave_one_out(&walks, 1).unwrap();
+        // Mated: A's 0.5 and 1.0 (nearest A, at 0.5 and 1.0), B's 9.0 (nearest B at 1.0).
+        assert_eq!(rates.mated_searches(), 3);
+        assert_eq!(rates.rank1_misses(), 0);
+        // Non-mated: every window of every person, with their own gallery removed: 6 searches.
+        assert_eq!(rates.non_mated_searches(), 6);
+        // A's 0.0 without A: nearest C at 5. C's 5.0 without C: nearest A or B at 5.
+        assert_eq!(rates.at(1.0).fnir, 0.0);
+        // Without their own gallery the nearest is 4 away at best (A's 1.0 and B's 9.0 to C).
+        assert_eq!(rates.at(3.9).fpir, 0.0);
+        assert_eq!(rates.at(4.0).fpir, 2.0 / 6.0);
+    }
+
+    #[test]
+    fn too_few_searches_are_refused() {
+        let lonely = vec![walk("A", &[0.0]), walk("A", &[1.0])];
+        assert!(matches!(
+            OpenSetRates::leave_one_out(&lonely, 1),
+            Err(ThresholdError::TooFewPairs { .. })
+        ));
+    }
+}

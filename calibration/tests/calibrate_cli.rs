@@ -1,0 +1,162 @@
+//! `calibrate thresholds` end to end on real CASIA-B walks (read in place from ../shared), from the
+//! dataset directly and from a site folder of `.npy` walks, with a seeded network.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hstl::onnx_graph::{write_model, ExportOptions};
+use hstl::{Variant, Weights};
+
+fn casia_b() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/casia-b/silhouettes");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("REQUIRE_SHARED").as_deref() == Ok("1") {
+        panic!("REQUIRE_SHARED=1 but {} is missing", dir.display());
+    }
+    eprintln!("SKIPPED: {} not found", dir.display());
+    None
+}
+
+fn seeded_model(dir: &Path) -> PathBuf {
+    let path = dir.join("seeded.onnx");
+    write_model(
+        &Weights::seeded(Variant::CasiaB, 7),
+        &ExportOptions::default(),
+        &path,
+    )
+    .unwrap();
+    path
+}
+
+fn calibrate(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_calibrate"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "calibrate failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn field<'a>(report: &'a str, after: &str) -> &'a str {
+    let line = report
+        .lines()
+        .find(|l| l.contains(after))
+        .unwrap_or_else(|| panic!("no `{after}` in\n{report}"));
+    line.rsplit(' ').next().unwrap()
+}
+
+#[test]
+fn thresholds_from_casia_b_write_the_plot_and_the_configuration() {
+    let Some(data) = casia_b() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = seeded_model(dir.path());
+    let config = dir.path().join("kiosk.toml");
+    std::fs::write(&config, "door = \"front\"\n\n[decision]\n# calibrated on site\naccept_distance = 9.0\nmargin = 0.001\n").unwrap();
+    let plot = dir.path().join("det.png");
+    let args = [
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--casia-b",
+        data.to_str().unwrap(),
+        "--subjects",
+        "075-077",
+        "--views",
+        "090",
+        "--window",
+        "6",
+        "--hop",
+        "30",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--threads",
+        "2",
+    ];
+    let report = calibrate(&args);
+
+    assert!(report.contains("non-mated"), "{report}");
+    // 3 subjects × 10 walks; the first walk of each is enrolled, every walk is also a non-mated search.
+    let non_mated: usize = report
+        .lines()
+        .find(|l| l.starts_with("searches:"))
+        .and_then(|l| l.split(", ").last())
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(non_mated >= 30, "{report}");
+    assert!(
+        report.contains("warning:"),
+        "{non_mated} searches cannot resolve FPIR 0.003: {report}"
+    );
+
+    let threshold: f64 = field(&report, "FPIR <=").parse().unwrap();
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(written.contains("# calibrated on site"), "{written}");
+    assert!(written.contains("margin = 0.001"), "{written}");
+    let value: toml_edit::DocumentMut = written.parse().unwrap();
+    assert_eq!(
+        value["decision"]["accept_distance"].as_float(),
+        Some(threshold)
+    );
+
+    let picture = image::open(&plot).unwrap().to_rgb8();
+    assert_eq!(picture.dimensions(), (640, 480));
+    let curve_pixels = picture.pixels().filter(|p| p.0 == [20, 90, 200]).count();
+    assert!(
+        curve_pixels > 100,
+        "the DET curve is drawn ({curve_pixels} pixels)"
+    );
+}
+
+#[test]
+fn thresholds_from_a_site_folder_of_walks() {
+    let Some(data) = casia_b() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = seeded_model(dir.path());
+    let site = dir.path().join("site");
+    for subject in ["075", "076"] {
+        let person = site.join(format!("person-{subject}"));
+        std::fs::create_dir_all(&person).unwrap();
+        let walks = hstl::casia_b::read_subject(&data, subject, Some(&["090".to_owned()])).unwrap();
+        for walk in walks
+            .iter()
+            .filter(|w| w.condition.starts_with("nm"))
+            .take(3)
+        {
+            let array =
+                ndarray::Array3::from_shape_vec((walk.frames(), 64, 64), walk.pixels().to_vec())
+                    .unwrap();
+            ndarray_npy::write_npy(person.join(format!("{}.npy", walk.condition)), &array).unwrap();
+        }
+    }
+    std::fs::write(site.join("person-075").join("notes.txt"), "not a walk").unwrap();
+    let report = calibrate(&[
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--walks",
+        site.to_str().unwrap(),
+        "--window",
+        "6",
+        "--hop",
+        "40",
+    ]);
+    let mated: usize = report
+        .lines()
+        .find(|l| l.starts_with("searches:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // Two probe walks per person, each cut into at least one window.
+    assert!(mated >= 4, "{report}");
+    assert!(report.contains("equal error:"), "{report}");
+}
