@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::audit::AuditConfig;
 use crate::decision::DecisionConfig;
+use crate::door::RelayConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,8 @@ pub struct KioskConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub display: DisplayConfig,
+    /// The door relay; without it the kiosk only reports decisions.
+    pub relay: Option<RelayConfig>,
     /// Windows waiting for the network before a live camera starts dropping them.
     #[serde(default = "default_windows_in_flight")]
     pub max_windows_in_flight: usize,
@@ -106,6 +109,9 @@ impl KioskConfig {
                 "[decision] accept_distance must be positive and margin not negative".into(),
             ));
         }
+        if let Some(relay) = &config.relay {
+            relay.check().map_err(|e| invalid(format!("[relay] {e}")))?;
+        }
         if !["auto", "tract", "ort"].contains(&config.model.backend.as_str()) {
             return Err(invalid(format!(
                 "[model] backend `{}` is not one of auto, tract, ort",
@@ -186,5 +192,26 @@ keep_files = 5
             .to_string()
             .contains("accept_distance"));
         assert!(load("door = ").is_err());
+        let long_pulse =
+            format!("{GOOD}[relay]\nchip = \"/dev/gpiochip0\"\nline = 17\npulse_ms = 60000\n");
+        assert!(load(&long_pulse)
+            .unwrap_err()
+            .to_string()
+            .contains("60000 ms"));
+    }
+
+    #[test]
+    fn the_relay_section_is_optional_with_safe_defaults() {
+        assert_eq!(load(GOOD).unwrap().relay, None);
+        let relay = load(&format!(
+            "{GOOD}[relay]\nchip = \"/dev/gpiochip0\"\nline = 17\n"
+        ))
+        .unwrap()
+        .relay
+        .unwrap();
+        assert_eq!(
+            (relay.line, relay.active_low, relay.pulse_ms),
+            (17, false, 3_000)
+        );
     }
 }

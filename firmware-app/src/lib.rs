@@ -1,6 +1,7 @@
-//! The door-kiosk application. So far: frame sources (synthetic scene, image directories, video files,
+//! The door-kiosk application: frame sources (synthetic scene, image directories, video files,
 //! cameras), the silhouette stage (background model, blobs, tracks, quality gates, OpenGait
-//! normalisation, windows) and choosing the inference backend.
+//! normalisation, windows), inference, the gallery, matching and decisions, events and their sinks
+//! (audit log, database, door relay), the status screen, the kiosk loop, enrolment and the demo.
 
 pub mod audit;
 pub mod background;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod display;
+pub mod door;
 pub mod enrolment;
 pub mod evaluation;
 pub mod events;

@@ -11,6 +11,7 @@ use firmware_app::audit::{verify, AuditLog};
 use firmware_app::config::KioskConfig;
 use firmware_app::decision::{DecisionPolicy, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig};
+use firmware_app::door::{open_line, DoorRelay};
 use firmware_app::events::{EventDispatcher, EventKind};
 use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::inference::{open_embedder, BackendChoice, InferenceConfig};
@@ -112,6 +113,16 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
     let mut dispatcher = EventDispatcher::new(MAX_QUEUED_EVENTS);
     dispatcher.add(Box::new(AuditLog::open(config.audit.clone())?));
     dispatcher.add(Box::new(gallery));
+    if let Some(relay) = &config.relay {
+        let line = open_line(relay)?;
+        dispatcher.add(Box::new(DoorRelay::start(line, relay)?));
+        log::info!(
+            "door relay on {} line {} ({} ms pulse), locked",
+            relay.chip,
+            relay.line,
+            relay.pulse_ms
+        );
+    }
     let mut outputs = Outputs {
         dispatcher,
         screen_dir: config.display.screen_dir.clone(),

@@ -1,0 +1,432 @@
+//! The door relay: a bounded pulse on every grant, and fail-secure everywhere else.
+//!
+//! - The line is driven inactive (door locked) when the relay is created, after every pulse, when the
+//!   relay is dropped (normal exit, or a panic unwinding through its owner) and when the pulsing thread
+//!   itself panics.
+//! - The pulse length is bounded by configuration checks, and a stop during a pulse ends it at once.
+//! - A grant is acted on only while it is fresh: a grant that waited in a queue (the relay was
+//!   failing) never opens the door later for someone who has walked away.
+//!
+//! The hardware line is behind [`RelayLine`]; the kernel's GPIO character device implementation,
+//! [`GpioLine`], needs the `gpio` feature.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use crate::events::{Event, EventKind, EventSink, SinkError};
+
+pub const MIN_PULSE_MS: u64 = 100;
+pub const MAX_PULSE_MS: u64 = 15_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("relay pulse of {0} ms is outside {MIN_PULSE_MS}..={MAX_PULSE_MS} ms")]
+    PulseOutOfRange(u64),
+    #[error("GPIO line {line} of {chip}: {detail}")]
+    Line {
+        chip: String,
+        line: u32,
+        detail: String,
+    },
+    #[error("this build has no GPIO support: rebuild with `--features gpio`")]
+    NoGpioSupport,
+}
+
+/// `[relay]` in kiosk.toml.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// The GPIO character device, e.g. `/dev/gpiochip0`.
+    pub chip: String,
+    /// Line offset on that chip (`gpioinfo` lists them).
+    pub line: u32,
+    /// The relay driver energises on a low level.
+    #[serde(default)]
+    pub active_low: bool,
+    /// How long the door is released per grant.
+    #[serde(default = "default_pulse_ms")]
+    pub pulse_ms: u64,
+    /// Grants older than this when the relay gets them are not acted on.
+    #[serde(default = "default_max_grant_age_ms")]
+    pub max_grant_age_ms: u64,
+}
+
+fn default_pulse_ms() -> u64 {
+    3_000
+}
+
+fn default_max_grant_age_ms() -> u64 {
+    2_000
+}
+
+impl RelayConfig {
+    pub fn check(&self) -> Result<(), RelayError> {
+        if !(MIN_PULSE_MS..=MAX_PULSE_MS).contains(&self.pulse_ms) {
+            return Err(RelayError::PulseOutOfRange(self.pulse_ms));
+        }
+        Ok(())
+    }
+}
+
+/// One output line: `true` releases the door.
+pub trait RelayLine: Send {
+    fn set_active(&mut self, active: bool) -> Result<(), RelayError>;
+}
+
+enum Command {
+    Pulse { granted_at_ms: i64 },
+    Stop,
+}
+
+/// The relay as an event sink: `Granted` pulses it, every other event leaves it locked.
+pub struct DoorRelay {
+    commands: Sender<Command>,
+    worker: Option<JoinHandle<()>>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl DoorRelay {
+    /// Locks the door through `line` and starts the pulsing thread.
+    pub fn start(mut line: Box<dyn RelayLine>, config: &RelayConfig) -> Result<Self, RelayError> {
+        config.check()?;
+        line.set_active(false)?;
+        let (commands, receiver) = mpsc::channel();
+        let last_error = Arc::new(Mutex::new(None));
+        let worker_error = last_error.clone();
+        let pulse = Duration::from_millis(config.pulse_ms);
+        let max_age = Duration::from_millis(config.max_grant_age_ms);
+        let worker = std::thread::Builder::new()
+            .name("door-relay".into())
+            .spawn(move || {
+                let mut guard = LockOnDrop(line);
+                pulse_loop(&mut guard, &receiver, pulse, max_age, &worker_error);
+            })
+            .expect("spawning the relay thread");
+        Ok(DoorRelay {
+            commands,
+            worker: Some(worker),
+            last_error,
+        })
+    }
+
+    /// The last hardware error, if the most recent operation failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl EventSink for DoorRelay {
+    fn name(&self) -> &str {
+        "door relay"
+    }
+
+    fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
+        if event.kind != EventKind::Granted {
+            return Ok(());
+        }
+        self.commands
+            .send(Command::Pulse {
+                granted_at_ms: event.at_ms,
+            })
+            .map_err(|_| SinkError {
+                sink: self.name().into(),
+                detail: "the relay thread has stopped".into(),
+            })
+    }
+}
+
+impl Drop for DoorRelay {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Drives the line inactive when it goes out of scope, including while a panic unwinds.
+struct LockOnDrop(Box<dyn RelayLine>);
+
+impl Drop for LockOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.set_active(false) {
+            log::error!("could not lock the door on exit: {e}");
+        }
+    }
+}
+
+fn pulse_loop(
+    line: &mut LockOnDrop,
+    commands: &Receiver<Command>,
+    pulse: Duration,
+    max_age: Duration,
+    last_error: &Mutex<Option<String>>,
+) {
+    let record = |result: Result<(), RelayError>| {
+        let message = result.err().map(|e| e.to_string());
+        if let Some(m) = &message {
+            log::error!("door relay: {m}");
+        }
+        if let Ok(mut slot) = last_error.lock() {
+            *slot = message;
+        }
+    };
+    while let Ok(command) = commands.recv() {
+        let Command::Pulse { granted_at_ms } = command else {
+            return;
+        };
+        let age = now_ms().saturating_sub(granted_at_ms);
+        if age > max_age.as_millis() as i64 {
+            log::warn!("door relay: grant is {age} ms old; the door stays locked");
+            continue;
+        }
+        let opened = line.0.set_active(true);
+        let stop = opened.is_ok()
+            && matches!(
+                commands.recv_timeout(pulse),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected)
+            );
+        let locked = line.0.set_active(false);
+        record(opened.and(locked));
+        if stop {
+            return;
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A line of a GPIO chip through the kernel's character device (uAPI v2).
+#[cfg(feature = "gpio")]
+pub struct GpioLine {
+    request: gpiocdev::Request,
+    chip: String,
+    line: u32,
+}
+
+#[cfg(feature = "gpio")]
+impl GpioLine {
+    /// Requests the line as an output, inactive from the first instant.
+    pub fn open(config: &RelayConfig) -> Result<Self, RelayError> {
+        let mut builder = gpiocdev::Request::builder();
+        builder
+            .on_chip(&config.chip)
+            .with_consumer("kiosk-door-relay")
+            .with_line(config.line)
+            .as_output(gpiocdev::line::Value::Inactive);
+        if config.active_low {
+            builder.as_active_low();
+        }
+        let request = builder.request().map_err(|e| RelayError::Line {
+            chip: config.chip.clone(),
+            line: config.line,
+            detail: e.to_string(),
+        })?;
+        Ok(GpioLine {
+            request,
+            chip: config.chip.clone(),
+            line: config.line,
+        })
+    }
+}
+
+#[cfg(feature = "gpio")]
+impl RelayLine for GpioLine {
+    fn set_active(&mut self, active: bool) -> Result<(), RelayError> {
+        let value = if active {
+            gpiocdev::line::Value::Active
+        } else {
+            gpiocdev::line::Value::Inactive
+        };
+        self.request
+            .set_lone_value(value)
+            .map_err(|e| RelayError::Line {
+                chip: self.chip.clone(),
+                line: self.line,
+                detail: e.to_string(),
+            })
+    }
+}
+
+/// The relay line the configuration names.
+pub fn open_line(config: &RelayConfig) -> Result<Box<dyn RelayLine>, RelayError> {
+    #[cfg(feature = "gpio")]
+    {
+        Ok(Box::new(GpioLine::open(config)?))
+    }
+    #[cfg(not(feature = "gpio"))]
+    {
+        let _ = config;
+        Err(RelayError::NoGpioSupport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::DenialReason;
+    use std::time::Instant;
+
+    /// Records every level the relay drives, with when; can be told to fail.
+    #[derive(Clone, Default)]
+    struct RecordingLine {
+        levels: Arc<Mutex<Vec<(bool, Instant)>>>,
+        broken: Arc<Mutex<bool>>,
+    }
+
+    impl RelayLine for RecordingLine {
+        fn set_active(&mut self, active: bool) -> Result<(), RelayError> {
+            if *self.broken.lock().unwrap() && active {
+                return Err(RelayError::Line {
+                    chip: "test".into(),
+                    line: 1,
+                    detail: "EIO".into(),
+                });
+            }
+            self.levels.lock().unwrap().push((active, Instant::now()));
+            Ok(())
+        }
+    }
+
+    impl RecordingLine {
+        fn levels(&self) -> Vec<bool> {
+            self.levels.lock().unwrap().iter().map(|l| l.0).collect()
+        }
+    }
+
+    fn config(pulse_ms: u64) -> RelayConfig {
+        RelayConfig {
+            chip: "/dev/gpiochip0".into(),
+            line: 17,
+            active_low: false,
+            pulse_ms,
+            max_grant_age_ms: 2_000,
+        }
+    }
+
+    fn event(kind: EventKind, at_ms: i64) -> Event {
+        Event {
+            at_ms,
+            door: "front".into(),
+            kind,
+            track: Some(1),
+            person: None,
+            figures: None,
+            model_id: "m".into(),
+        }
+    }
+
+    #[test]
+    fn a_grant_pulses_once_and_everything_else_stays_locked() {
+        let line = RecordingLine::default();
+        let mut relay = DoorRelay::start(Box::new(line.clone()), &config(150)).unwrap();
+        relay
+            .deliver(&event(
+                EventKind::Denied {
+                    reason: DenialReason::Unknown,
+                },
+                now_ms(),
+            ))
+            .unwrap();
+        relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let recorded = line.levels.lock().unwrap().clone();
+        assert_eq!(line.levels(), [false, true, false]);
+        let held = recorded[2].1 - recorded[1].1;
+        assert!(
+            held >= Duration::from_millis(150) && held < Duration::from_millis(350),
+            "{held:?}"
+        );
+        drop(relay);
+        assert_eq!(line.levels().last(), Some(&false));
+    }
+
+    #[test]
+    fn stopping_during_a_pulse_locks_at_once() {
+        let line = RecordingLine::default();
+        let mut relay = DoorRelay::start(Box::new(line.clone()), &config(10_000)).unwrap();
+        relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let stopping = Instant::now();
+        drop(relay);
+        assert!(stopping.elapsed() < Duration::from_secs(1));
+        // Locked when the pulse is cut short, and once more as the thread exits.
+        assert_eq!(line.levels(), [false, true, false, false]);
+    }
+
+    #[test]
+    fn a_stale_grant_does_not_open_the_door() {
+        let line = RecordingLine::default();
+        let mut relay = DoorRelay::start(Box::new(line.clone()), &config(100)).unwrap();
+        relay
+            .deliver(&event(EventKind::Granted, now_ms() - 5_000))
+            .unwrap();
+        drop(relay);
+        assert!(!line.levels().contains(&true), "{:?}", line.levels());
+    }
+
+    #[test]
+    fn a_failing_line_is_reported_and_the_kiosk_goes_on() {
+        let line = RecordingLine::default();
+        *line.broken.lock().unwrap() = true;
+        let mut relay = DoorRelay::start(Box::new(line.clone()), &config(100)).unwrap();
+        relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(relay.last_error().unwrap().contains("EIO"));
+        *line.broken.lock().unwrap() = false;
+        relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(relay.last_error(), None);
+        assert!(line.levels().contains(&true));
+    }
+
+    #[test]
+    fn the_relay_thread_panicking_still_locks_the_door() {
+        struct PanickingLine(RecordingLine, bool);
+        impl RelayLine for PanickingLine {
+            fn set_active(&mut self, active: bool) -> Result<(), RelayError> {
+                self.0.set_active(active)?;
+                if active && !self.1 {
+                    self.1 = true;
+                    panic!("driver bug while the door is open");
+                }
+                Ok(())
+            }
+        }
+        let line = RecordingLine::default();
+        let mut relay =
+            DoorRelay::start(Box::new(PanickingLine(line.clone(), false)), &config(5_000)).unwrap();
+        relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            line.levels(),
+            [false, true, false],
+            "unwinding locked the door"
+        );
+        assert!(relay.deliver(&event(EventKind::Granted, now_ms())).is_err());
+    }
+
+    #[test]
+    fn pulse_lengths_are_bounded() {
+        assert!(matches!(
+            config(50).check(),
+            Err(RelayError::PulseOutOfRange(50))
+        ));
+        assert!(matches!(
+            config(60_000).check(),
+            Err(RelayError::PulseOutOfRange(60_000))
+        ));
+        assert!(config(3_000).check().is_ok());
+        let line = RecordingLine::default();
+        assert!(DoorRelay::start(Box::new(line.clone()), &config(0)).is_err());
+        assert!(line.levels().is_empty());
+    }
+}
