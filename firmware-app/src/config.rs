@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::audit::AuditConfig;
 use crate::decision::DecisionConfig;
 use crate::door::RelayConfig;
+use crate::mqtt::MqttConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +24,8 @@ pub struct KioskConfig {
     pub display: DisplayConfig,
     /// The door relay; without it the kiosk only reports decisions.
     pub relay: Option<RelayConfig>,
+    /// Events to an MQTT broker.
+    pub mqtt: Option<MqttConfig>,
     /// Windows waiting for the network before a live camera starts dropping them.
     #[serde(default = "default_windows_in_flight")]
     pub max_windows_in_flight: usize,
@@ -126,6 +129,7 @@ impl KioskConfig {
             config.gallery.key_file.as_mut(),
             Some(&mut config.audit.path),
             config.display.screen_dir.as_mut(),
+            config.mqtt.as_mut().map(|m| &mut m.queue_path),
         ]
         .into_iter()
         .flatten()

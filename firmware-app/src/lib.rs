@@ -20,6 +20,7 @@ pub mod gallery;
 pub mod inference;
 pub mod kiosk;
 pub mod matcher;
+pub mod mqtt;
 pub mod normalise;
 pub mod quality;
 pub mod silhouette;

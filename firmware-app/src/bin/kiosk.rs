@@ -17,6 +17,7 @@ use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::inference::{open_embedder, BackendChoice, InferenceConfig};
 use firmware_app::kiosk::{model_id, run, DoorEngine, Outputs};
 use firmware_app::matcher::MatchIndex;
+use firmware_app::mqtt::open_sink;
 use firmware_app::silhouette::SilhouetteConfig;
 use firmware_app::source::{open_camera, open_path};
 
@@ -121,6 +122,15 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
             relay.chip,
             relay.line,
             relay.pulse_ms
+        );
+    }
+    if let Some(mqtt) = &config.mqtt {
+        dispatcher.add(open_sink(mqtt, &config.door)?);
+        log::info!(
+            "events to mqtt://{}:{} under {}/events/",
+            mqtt.host,
+            mqtt.port,
+            mqtt.prefix(&config.door)
         );
     }
     let mut outputs = Outputs {

@@ -1,0 +1,472 @@
+//! Events over MQTT for the site's access-control or building-management system.
+//!
+//! Topics, under `topic_prefix` (default `kiosk/<door>`):
+//! - `<prefix>/events/<kind>`: one JSON event per message (the audit log's fields), QoS 1, where kind
+//!   is `granted`, `denied`, `tailgating`, `camera_lost`, ...; subscribe to `<prefix>/events/#`;
+//! - `<prefix>/status`: `online`, retained; the broker publishes `offline` when the kiosk vanishes.
+//!
+//! Every event is first appended to an on-disk queue (fsync'd) and leaves it only when the broker has
+//! acknowledged it, so events survive a broker outage and a kiosk restart. Delivery is at least once:
+//! after a crash, up to [`COMPACT_EVERY`] acknowledged events can be sent again; consumers can tell
+//! them apart by `(door, at_ms, kind, track)`.
+//!
+//! The client needs the `mqtt` feature (rumqttc, plain TCP: put a local broker with a TLS bridge in
+//! front of a remote one). The queue and the configuration are always built.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::events::Event;
+
+/// Acknowledged events are removed from the queue file in batches of this many.
+pub const COMPACT_EVERY: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("event queue {path}: {source}")]
+    Queue {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("this build has no MQTT support: rebuild with `--features mqtt`")]
+    NoMqttSupport,
+}
+
+/// `[mqtt]` in kiosk.toml.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Defaults to `kiosk-<door>`; it must be unique on the broker.
+    pub client_id: Option<String>,
+    /// Defaults to `kiosk/<door>`.
+    pub topic_prefix: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Where events wait for the broker.
+    pub queue_path: PathBuf,
+    /// Beyond this many waiting events the oldest are dropped (and logged).
+    #[serde(default = "default_max_queued")]
+    pub max_queued: usize,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+
+fn default_max_queued() -> usize {
+    100_000
+}
+
+impl MqttConfig {
+    pub fn prefix(&self, door: &str) -> String {
+        self.topic_prefix
+            .clone()
+            .unwrap_or_else(|| format!("kiosk/{door}"))
+    }
+}
+
+/// Events (as JSON lines) waiting for the broker, in order, mirrored in a file.
+pub struct DiskQueue {
+    path: PathBuf,
+    file: File,
+    entries: VecDeque<String>,
+    acknowledged_since_compaction: usize,
+    max_entries: usize,
+    dropped: u64,
+}
+
+impl DiskQueue {
+    /// Opens or creates the queue; lines that are not events (a write cut by a power loss) are
+    /// skipped and logged.
+    pub fn open(path: &Path, max_entries: usize) -> Result<Self, MqttError> {
+        let error = |source| MqttError::Queue {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        let mut entries = VecDeque::new();
+        if path.exists() {
+            let reader = BufReader::new(File::open(path).map_err(error)?);
+            for (number, line) in reader.lines().enumerate() {
+                let line = line.map_err(error)?;
+                if serde_json::from_str::<Event>(&line).is_ok() {
+                    entries.push_back(line);
+                } else if !line.is_empty() {
+                    log::warn!(
+                        "{}: line {} is not an event; skipped",
+                        path.display(),
+                        number + 1
+                    );
+                }
+            }
+        }
+        while entries.len() > max_entries.max(1) {
+            entries.pop_front();
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(error)?;
+        let mut queue = DiskQueue {
+            path: path.to_owned(),
+            file,
+            entries,
+            acknowledged_since_compaction: 0,
+            max_entries: max_entries.max(1),
+            dropped: 0,
+        };
+        queue.rewrite()?;
+        Ok(queue)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn front(&self) -> Option<&str> {
+        self.entries.front().map(String::as_str)
+    }
+
+    /// Oldest events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Appends and syncs; on error nothing is queued.
+    pub fn push(&mut self, event: &Event) -> Result<(), MqttError> {
+        let line = serde_json::to_string(event).expect("events serialise");
+        let error = |source| MqttError::Queue {
+            path: self.path.clone(),
+            source,
+        };
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .map_err(error)?;
+        self.entries.push_back(line);
+        if self.entries.len() > self.max_entries {
+            self.entries.pop_front();
+            self.dropped += 1;
+            log::error!(
+                "{}: more than {} events waiting; the oldest was dropped",
+                self.path.display(),
+                self.max_entries
+            );
+            self.acknowledged_since_compaction += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest event once the broker has it.
+    pub fn acknowledge_front(&mut self) -> Result<(), MqttError> {
+        if self.entries.pop_front().is_some() {
+            self.acknowledged_since_compaction += 1;
+        }
+        if self.entries.is_empty() || self.acknowledged_since_compaction >= COMPACT_EVERY {
+            self.rewrite()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the file with what is still waiting (a temporary file renamed over it).
+    fn rewrite(&mut self) -> Result<(), MqttError> {
+        let error = |source| MqttError::Queue {
+            path: self.path.clone(),
+            source,
+        };
+        let partial = self.path.with_extension("partial");
+        let mut text = String::new();
+        for line in &self.entries {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let mut file = File::create(&partial).map_err(error)?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(error)?;
+        std::fs::rename(&partial, &self.path).map_err(error)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(error)?;
+        self.acknowledged_since_compaction = 0;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "mqtt")]
+pub use client::MqttSink;
+
+#[cfg(feature = "mqtt")]
+mod client {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use rumqttc::{Client, Connection, Event as Notification, LastWill, MqttOptions, Packet, QoS};
+
+    use super::{DiskQueue, MqttConfig, MqttError};
+    use crate::events::{Event, EventSink, SinkError};
+
+    const POLL: Duration = Duration::from_millis(100);
+    const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+    /// The MQTT event sink: queues on disk, publishes from a thread of its own.
+    pub struct MqttSink {
+        queue: Arc<Mutex<DiskQueue>>,
+        connected: Arc<AtomicBool>,
+        stop: Arc<AtomicBool>,
+        worker: Option<JoinHandle<()>>,
+    }
+
+    impl MqttSink {
+        pub fn start(config: &MqttConfig, door: &str) -> Result<Self, MqttError> {
+            let queue = Arc::new(Mutex::new(DiskQueue::open(
+                &config.queue_path,
+                config.max_queued,
+            )?));
+            let prefix = config.prefix(door);
+            let client_id = config
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("kiosk-{door}"));
+            let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+            options
+                .set_keep_alive(Duration::from_secs(15))
+                .set_clean_session(true)
+                .set_last_will(LastWill::new(
+                    format!("{prefix}/status"),
+                    "offline",
+                    QoS::AtLeastOnce,
+                    true,
+                ));
+            if let (Some(user), Some(password)) = (&config.username, &config.password) {
+                options.set_credentials(user.clone(), password.clone());
+            }
+            let (client, connection) = Client::new(options, 16);
+            let connected = Arc::new(AtomicBool::new(false));
+            let stop = Arc::new(AtomicBool::new(false));
+            let worker = {
+                let (queue, connected, stop) = (queue.clone(), connected.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("mqtt".into())
+                    .spawn(move || {
+                        publish_loop(client, connection, &prefix, &queue, &connected, &stop)
+                    })
+                    .expect("spawning the MQTT thread")
+            };
+            Ok(MqttSink {
+                queue,
+                connected,
+                stop,
+                worker: Some(worker),
+            })
+        }
+
+        pub fn is_connected(&self) -> bool {
+            self.connected.load(Ordering::SeqCst)
+        }
+
+        /// Events not yet acknowledged by the broker.
+        pub fn waiting(&self) -> usize {
+            self.queue.lock().map_or(0, |q| q.len())
+        }
+    }
+
+    impl EventSink for MqttSink {
+        fn name(&self) -> &str {
+            "mqtt"
+        }
+
+        fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
+            let mut queue = self.queue.lock().map_err(|_| SinkError {
+                sink: "mqtt".into(),
+                detail: "the publishing thread panicked".into(),
+            })?;
+            queue.push(event).map_err(|e| SinkError {
+                sink: "mqtt".into(),
+                detail: e.to_string(),
+            })
+        }
+    }
+
+    impl Drop for MqttSink {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(worker) = self.worker.take() {
+                let _ = worker.join();
+            }
+        }
+    }
+
+    fn publish_loop(
+        client: Client,
+        mut connection: Connection,
+        prefix: &str,
+        queue: &Mutex<DiskQueue>,
+        connected: &AtomicBool,
+        stop: &AtomicBool,
+    ) {
+        // One event in flight at a time: the next acknowledgement is its own.
+        let mut in_flight = false;
+        while !stop.load(Ordering::SeqCst) {
+            match connection.recv_timeout(POLL) {
+                Ok(Ok(Notification::Incoming(Packet::ConnAck(_)))) => {
+                    log::info!("mqtt: connected");
+                    connected.store(true, Ordering::SeqCst);
+                    in_flight = false;
+                    // QoS 0, so that its (absent) acknowledgement is never taken for an event's.
+                    let _ = client.try_publish(
+                        format!("{prefix}/status"),
+                        QoS::AtMostOnce,
+                        true,
+                        "online",
+                    );
+                }
+                Ok(Ok(Notification::Incoming(Packet::PubAck(_)))) if in_flight => {
+                    in_flight = false;
+                    if let Ok(mut queue) = queue.lock() {
+                        if let Err(e) = queue.acknowledge_front() {
+                            log::error!("mqtt: {e}");
+                        }
+                    }
+                }
+                Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Ok(Err(e)) => {
+                    if connected.swap(false, Ordering::SeqCst) {
+                        log::warn!("mqtt: broker lost ({e}); events wait on disk");
+                    }
+                    in_flight = false;
+                    pause(stop);
+                }
+                Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+            }
+            if connected.load(Ordering::SeqCst) && !in_flight {
+                let next = queue.lock().ok().and_then(|q| q.front().map(str::to_owned));
+                if let Some(line) = next {
+                    let kind =
+                        serde_json::from_str::<Event>(&line).map_or("event", |e| e.kind.label());
+                    let topic = format!("{prefix}/events/{kind}");
+                    in_flight = client
+                        .try_publish(topic, QoS::AtLeastOnce, false, line)
+                        .is_ok();
+                }
+            }
+        }
+        let _ = client.try_publish(format!("{prefix}/status"), QoS::AtMostOnce, true, "offline");
+        let _ = client.try_disconnect();
+        for _ in 0..5 {
+            if !matches!(connection.recv_timeout(POLL), Ok(Ok(_))) {
+                break;
+            }
+        }
+    }
+
+    fn pause(stop: &AtomicBool) {
+        let steps = RECONNECT_PAUSE.as_millis() / POLL.as_millis();
+        for _ in 0..steps {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// The sink the configuration names.
+pub fn open_sink(
+    config: &MqttConfig,
+    door: &str,
+) -> Result<Box<dyn crate::events::EventSink>, MqttError> {
+    #[cfg(feature = "mqtt")]
+    {
+        Ok(Box::new(MqttSink::start(config, door)?))
+    }
+    #[cfg(not(feature = "mqtt"))]
+    {
+        let _ = (config, door);
+        Err(MqttError::NoMqttSupport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+
+    fn event(at_ms: i64) -> Event {
+        Event {
+            at_ms,
+            door: "front".into(),
+            kind: EventKind::Granted,
+            track: Some(1),
+            person: Some("p".into()),
+            figures: None,
+            model_id: "m".into(),
+        }
+    }
+
+    #[test]
+    fn the_queue_survives_reopening_and_forgets_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool/mqtt.jsonl");
+        let mut queue = DiskQueue::open(&path, 10).unwrap();
+        for at in 1..=3 {
+            queue.push(&event(at)).unwrap();
+        }
+        queue.acknowledge_front().unwrap();
+        drop(queue);
+        // The acknowledgement was not compacted yet: after a crash it is sent again (at least once).
+        let mut queue = DiskQueue::open(&path, 10).unwrap();
+        assert_eq!(queue.len(), 3);
+        for _ in 0..3 {
+            queue.acknowledge_front().unwrap();
+        }
+        assert!(queue.is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        queue.push(&event(4)).unwrap();
+        drop(queue);
+        let queue = DiskQueue::open(&path, 10).unwrap();
+        assert_eq!(queue.len(), 1);
+        assert!(queue.front().unwrap().contains("\"at_ms\":4"));
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_a_full_queue_drops_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mqtt.jsonl");
+        let good = serde_json::to_string(&event(1)).unwrap();
+        std::fs::write(&path, format!("{good}\n{}", &good[..good.len() / 2])).unwrap();
+        let mut queue = DiskQueue::open(&path, 2).unwrap();
+        assert_eq!(queue.len(), 1);
+        queue.push(&event(2)).unwrap();
+        queue.push(&event(3)).unwrap();
+        assert_eq!((queue.len(), queue.dropped()), (2, 1));
+        assert!(queue.front().unwrap().contains("\"at_ms\":2"));
+    }
+
+    #[test]
+    fn topics_default_to_the_door() {
+        let config: MqttConfig =
+            toml::from_str("host = \"broker\"\nqueue_path = \"q.jsonl\"").unwrap();
+        assert_eq!(
+            (config.port, config.prefix("front").as_str()),
+            (1883, "kiosk/front")
+        );
+    }
+}

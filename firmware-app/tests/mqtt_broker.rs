@@ -1,0 +1,219 @@
+//! The MQTT sink against a real mosquitto on loopback: events wait on disk while the broker is away,
+//! across a kiosk restart, and arrive in order, on their topics, once it is back.
+#![cfg(feature = "mqtt")]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use firmware_app::events::{DenialReason, Event, EventKind, EventSink};
+use firmware_app::mqtt::{MqttConfig, MqttSink};
+use rumqttc::{Client, Event as Notification, MqttOptions, Packet, QoS};
+
+fn mosquitto_binary() -> Option<PathBuf> {
+    let found = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        if std::env::var("CI").is_ok() || std::env::var("REQUIRE_MOSQUITTO").is_ok() {
+            panic!("mosquitto is not installed (apt-get install mosquitto)");
+        }
+        eprintln!("SKIPPED: mosquitto is not installed");
+    }
+    found
+}
+
+struct Broker(Child);
+
+impl Broker {
+    fn start(binary: &Path, dir: &Path, port: u16) -> Broker {
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
+                 persistence true\npersistence_location {}/\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary).arg("-c").arg(&config).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker(child)
+    }
+}
+
+impl Drop for Broker {
+    /// SIGTERM, so that the broker saves its sessions (the subscriber's subscription) as it would
+    /// on a real restart.
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Messages received under `kiosk/front/#` by a subscriber with a persistent session, which
+/// reconnects by itself when the broker comes back.
+fn subscribe(port: u16) -> Arc<Mutex<Vec<(String, String)>>> {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let mut options = MqttOptions::new("integrator", "127.0.0.1", port);
+    options.set_clean_session(false);
+    let (client, mut connection) = Client::new(options, 16);
+    client.subscribe("kiosk/front/#", QoS::AtLeastOnce).unwrap();
+    let sink = received.clone();
+    let (ready, subscribed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        for notification in connection.iter() {
+            match notification {
+                Ok(Notification::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready.send(());
+                }
+                Ok(Notification::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push((
+                    p.topic.clone(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                )),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    received
+}
+
+fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn event(at_ms: i64, kind: EventKind) -> Event {
+    Event {
+        at_ms,
+        door: "front".into(),
+        kind,
+        track: Some(at_ms as u64),
+        person: Some("0a1b2c3d".into()),
+        figures: None,
+        model_id: "model".into(),
+    }
+}
+
+fn events_received(received: &Mutex<Vec<(String, String)>>) -> Vec<(String, i64)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(topic, _)| topic.contains("/events/"))
+        .map(|(topic, payload)| {
+            let event: Event = serde_json::from_str(payload).unwrap();
+            (topic.clone(), event.at_ms)
+        })
+        .collect()
+}
+
+#[test]
+fn events_wait_on_disk_for_the_broker_and_arrive_in_order() {
+    let Some(mosquitto) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = MqttConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: None,
+        topic_prefix: None,
+        username: None,
+        password: None,
+        queue_path: dir.path().join("mqtt-queue.jsonl"),
+        max_queued: 1000,
+    };
+
+    // The broker is down: events are accepted and kept on disk, and survive a kiosk restart.
+    let mut sink = MqttSink::start(&config, "front").unwrap();
+    sink.deliver(&event(1, EventKind::Granted)).unwrap();
+    sink.deliver(&event(
+        2,
+        EventKind::Denied {
+            reason: DenialReason::Unknown,
+        },
+    ))
+    .unwrap();
+    sink.deliver(&event(
+        3,
+        EventKind::Denied {
+            reason: DenialReason::Tailgating,
+        },
+    ))
+    .unwrap();
+    assert!(!sink.is_connected());
+    assert_eq!(sink.waiting(), 3);
+    drop(sink);
+    let on_disk = std::fs::read_to_string(&config.queue_path).unwrap();
+    assert_eq!(on_disk.lines().count(), 3);
+
+    let broker = Broker::start(&mosquitto, dir.path(), port);
+    let received = subscribe(port);
+    let mut sink = MqttSink::start(&config, "front").unwrap();
+    wait_for("three events", || events_received(&received).len() >= 3);
+    assert_eq!(
+        events_received(&received),
+        [
+            ("kiosk/front/events/granted".to_owned(), 1),
+            ("kiosk/front/events/denied".to_owned(), 2),
+            ("kiosk/front/events/tailgating".to_owned(), 3),
+        ]
+    );
+    wait_for("the queue to empty", || sink.waiting() == 0);
+    assert!(received
+        .lock()
+        .unwrap()
+        .contains(&("kiosk/front/status".to_owned(), "online".to_owned())));
+
+    // The broker goes away while the kiosk runs, and comes back.
+    drop(broker);
+    wait_for("the sink to notice", || !sink.is_connected());
+    sink.deliver(&event(4, EventKind::Granted)).unwrap();
+    sink.deliver(&event(
+        5,
+        EventKind::CameraLost {
+            detail: "unplugged".into(),
+        },
+    ))
+    .unwrap();
+    assert_eq!(sink.waiting(), 2);
+    let _broker = Broker::start(&mosquitto, dir.path(), port);
+    wait_for("the two later events", || {
+        events_received(&received).len() >= 5
+    });
+    assert_eq!(
+        events_received(&received)[3..],
+        [
+            ("kiosk/front/events/granted".to_owned(), 4),
+            ("kiosk/front/events/camera_lost".to_owned(), 5),
+        ]
+    );
+    wait_for("the queue to empty", || sink.waiting() == 0);
+    drop(sink);
+    assert_eq!(std::fs::read_to_string(&config.queue_path).unwrap(), "");
+}
