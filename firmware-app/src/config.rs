@@ -75,6 +75,8 @@ pub struct GalleryConfig {
 pub struct DisplayConfig {
     /// Status screens are written here as PNG, one per decision.
     pub screen_dir: Option<PathBuf>,
+    /// The status screen is shown live on this framebuffer device (feature `fb`).
+    pub framebuffer: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +131,7 @@ impl KioskConfig {
             config.gallery.key_file.as_mut(),
             Some(&mut config.audit.path),
             config.display.screen_dir.as_mut(),
+            config.display.framebuffer.as_mut(),
             config.mqtt.as_mut().map(|m| &mut m.queue_path),
         ]
         .into_iter()
@@ -202,6 +205,19 @@ keep_files = 5
             .unwrap_err()
             .to_string()
             .contains("60000 ms"));
+    }
+
+    #[test]
+    fn the_packaged_example_is_valid_and_complete() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cross/package/kiosk.toml");
+        let config = KioskConfig::load(&example).unwrap();
+        assert_eq!(config.source.camera, Some(0));
+        assert_eq!(config.relay.unwrap().pulse_ms, 3_000);
+        assert_eq!(config.mqtt.unwrap().prefix(&config.door), "kiosk/front");
+        assert_eq!(
+            config.gallery.key_file,
+            Some(PathBuf::from("/etc/kiosk/template.key"))
+        );
     }
 
     #[test]

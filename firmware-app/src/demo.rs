@@ -265,6 +265,7 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let mut outputs = Outputs {
         dispatcher,
         screen_dir: Some(screens.clone()),
+        framebuffer: None,
     };
 
     let mut walk_ups: Vec<(String, Expected, Vec<Walk>)> = Vec::new();

@@ -146,6 +146,10 @@ impl MemoryDisplay {
         }
     }
 
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
     pub fn pixel(&self, x: u32, y: u32) -> Rgb888 {
         self.pixels[(y * self.width + x) as usize]
     }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::decision::{Decision, DecisionPolicy, Verdict, WindowOutcome};
 use crate::display::{draw_status, DoorState, MemoryDisplay, StatusView};
 use crate::events::{Event, EventDispatcher, EventKind};
+use crate::framebuffer::Framebuffer;
 use crate::gallery::now_ms;
 use crate::matcher::{MatchError, MatchIndex};
 use crate::normalise::PRETREATED_SIZE;
@@ -229,7 +230,11 @@ pub struct Outputs {
     pub dispatcher: EventDispatcher,
     /// Status screens are written here as PNG, one per decision, when set.
     pub screen_dir: Option<std::path::PathBuf>,
+    /// The live status screen, redrawn at most every [`SCREEN_REFRESH`].
+    pub framebuffer: Option<Framebuffer>,
 }
+
+pub const SCREEN_REFRESH: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Default)]
 pub struct KioskStats {
@@ -295,6 +300,7 @@ pub fn run(
     let mut screen =
         MemoryDisplay::new(crate::display::SCREEN_WIDTH, crate::display::SCREEN_HEIGHT);
     let mut result = Ok(());
+    let mut last_shown = Instant::now();
     for job in receiver {
         let record = match job {
             Job::Window {
@@ -339,6 +345,7 @@ pub fn run(
                 None
             }
         };
+        let decided = record.is_some();
         if let Some(record) = record {
             stats.decisions += 1;
             stats.latencies.push(record.latency);
@@ -366,6 +373,16 @@ pub fn run(
                 }
             }
             on_decision(&record);
+        }
+        if let Some(framebuffer) = outputs.framebuffer.as_mut() {
+            if decided || last_shown.elapsed() >= SCREEN_REFRESH {
+                let _ = draw_status(&view, &mut screen);
+                if let Err(e) = framebuffer.show(&screen) {
+                    log::error!("{e}; the kiosk goes on without its screen");
+                    outputs.framebuffer = None;
+                }
+                last_shown = Instant::now();
+            }
         }
     }
     let frames = capture.join().map_err(|_| KioskError::CaptureThread)?;

@@ -16,6 +16,7 @@ pub mod evaluation;
 pub mod events;
 pub mod extract;
 pub mod frame;
+pub mod framebuffer;
 pub mod gallery;
 pub mod inference;
 pub mod kiosk;

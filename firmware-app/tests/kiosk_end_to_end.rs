@@ -9,6 +9,7 @@ use firmware_app::decision::{DecisionConfig, DecisionPolicy, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig, Expected};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::events::{DenialReason, EventDispatcher};
+use firmware_app::framebuffer::{Framebuffer, PixelLayout};
 use firmware_app::gallery::Gallery;
 use firmware_app::kiosk::{model_id, run, DecisionRecord, DoorEngine, Outputs};
 use firmware_app::matcher::MatchIndex;
@@ -108,9 +109,24 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
     };
     dispatcher.add(Box::new(AuditLog::open(audit.clone()).unwrap()));
     dispatcher.add(Box::new(Gallery::open(&gallery_path, None).unwrap()));
+    // A plain file stands in for /dev/fb0, with a 32-bit layout wider than the screen.
+    let fb_path = dir.path().join("fb0");
+    let fb_layout = PixelLayout {
+        line_length: 640 * 4,
+        ..PixelLayout::xrgb8888(640, 480)
+    };
+    let fb_file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&fb_path)
+        .unwrap();
+    fb_file.set_len(640 * 4 * 480).unwrap();
     let mut outputs = Outputs {
         dispatcher,
         screen_dir: None,
+        framebuffer: Some(Framebuffer::with_layout(fb_file, &fb_path, fb_layout).unwrap()),
     };
 
     let mut replay = |seed: u64| -> Vec<DecisionRecord> {
@@ -136,6 +152,16 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
         ada[0].decision
     );
     assert_eq!(ada[0].name.as_deref(), Some("ada"));
+    let shown = std::fs::read(&fb_path).unwrap();
+    let lit = shown.chunks(4).filter(|p| p[..3] != [0, 0, 0]).count();
+    assert!(
+        lit > 10_000,
+        "the status screen reached the framebuffer ({lit} pixels lit)"
+    );
+    assert!(
+        shown[480 * 4..640 * 4].iter().all(|&b| b == 0),
+        "nothing drawn right of the 480-pixel screen"
+    );
     assert!(ada[0].decision.figures.as_ref().unwrap().distance < 1e-4);
 
     let stranger = replay(13);

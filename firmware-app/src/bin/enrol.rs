@@ -94,6 +94,11 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Write a new random template key (64 hex digits), readable by its owner only.
+    Key {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Extract the normalised uint8 [T,64,64] silhouettes of the main walker of a recording.
     Extract {
         /// A video file (needs the `video` feature) or a directory of images.
@@ -109,6 +114,31 @@ enum Command {
         #[arg(long)]
         background: Option<PathBuf>,
     },
+}
+
+/// Refuses to overwrite: losing a key makes every template encrypted with it unreadable.
+fn write_key(out: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "creating {} (an existing key is never overwritten)",
+                out.display()
+            )
+        })?;
+    writeln!(file, "{}", TemplateKey::generate().to_hex())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "template key written to {} (mode 600); keep a copy somewhere safe",
+        out.display()
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -134,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             threads,
         ),
         Command::List { gallery } => list(&gallery),
+        Command::Key { out } => write_key(&out),
         Command::Remove { gallery, name } => {
             let erased = gallery.open()?.erase(&name)?;
             println!(

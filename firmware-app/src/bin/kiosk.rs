@@ -13,6 +13,7 @@ use firmware_app::decision::{DecisionPolicy, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig};
 use firmware_app::door::{open_line, DoorRelay};
 use firmware_app::events::{EventDispatcher, EventKind};
+use firmware_app::framebuffer::Framebuffer;
 use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::inference::{open_embedder, BackendChoice, InferenceConfig};
 use firmware_app::kiosk::{model_id, run, DoorEngine, Outputs};
@@ -136,6 +137,12 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
     let mut outputs = Outputs {
         dispatcher,
         screen_dir: config.display.screen_dir.clone(),
+        framebuffer: config
+            .display
+            .framebuffer
+            .as_deref()
+            .map(Framebuffer::open)
+            .transpose()?,
     };
     if let Some(dir) = &outputs.screen_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
