@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the hstl tests for aarch64 and runs them under qemu-user (runner set in .cargo/config.toml).
+# Builds the hstl and firmware-app tests for aarch64 and runs them under qemu-user (runner set in
+# .cargo/config.toml).
 #
 # Emulation runs tract's NEON kernels about 500x slower than native, so this runs the unit tests,
 # the checkpoint test and the 8-frame parity test (every stage of the network against the reference
@@ -10,3 +11,6 @@ cd "$(dirname "$0")/.."
 "$(dirname "$0")/setup-aarch64.sh"
 cargo test -p hstl --target aarch64-unknown-linux-gnu --lib --test parity -- \
     --skip 33_frames --skip reference_distance
+# The kiosk's own code on ARM: gallery (bundled SQLite, encryption), decisions, silhouettes, events,
+# the relay, the MQTT queue and the framebuffer conversion.
+cargo test -p firmware-app --features gpio,mqtt,fb --target aarch64-unknown-linux-gnu --lib

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use firmware_app::decision::DecisionConfig;
 use firmware_app::enrolment::{nearest_enrolled, templates_from_windows, walk_windows};
 use firmware_app::extract::{contact_sheet, extract_walks};
@@ -215,11 +216,17 @@ fn add(
         let walk = walk_windows(&mut pipeline, empty_scene, source.as_mut())
             .with_context(|| format!("reading {}", input.display()))?;
         let source_name = input.display().to_string();
+        let progress = ProgressBar::new(walk.windows.len() as u64).with_style(
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} windows, {eta} left")
+                .expect("a valid template"),
+        );
+        progress.set_message(source_name.clone());
         let made =
             templates_from_windows(embedder.as_ref(), &walk, &source_name, |done, total| {
-                eprint!("\r{source_name}: window {done}/{total}");
+                progress.set_length(total as u64);
+                progress.set_position(done as u64);
             })?;
-        eprintln!();
+        progress.finish_and_clear();
         println!(
             "{source_name}: {} frames, {} usable windows ({} refused for quality), {} templates",
             walk.frames_read,
