@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use firmware_app::decision::DecisionConfig;
 use firmware_app::enrolment::{nearest_enrolled, templates_from_windows, walk_windows};
 use firmware_app::extract::{contact_sheet, extract_walks};
@@ -20,6 +19,7 @@ use firmware_app::matcher::MatchIndex;
 use firmware_app::normalise::PRETREATED_SIZE;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{open_path, FrameSource};
+use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use ndarray_npy::WriteNpyExt;
 
