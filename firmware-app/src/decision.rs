@@ -31,6 +31,9 @@ pub struct DecisionConfig {
     pub consensus_windows: usize,
     /// People allowed in the decision zone at a grant.
     pub max_people_in_zone: usize,
+    /// After a grant, more people than allowed appearing within this time (the door is released)
+    /// raises a tailgate alarm.
+    pub tailgate_watch_ms: u64,
 }
 
 impl Default for DecisionConfig {
@@ -40,7 +43,101 @@ impl Default for DecisionConfig {
             margin: 0.05,
             consensus_windows: 2,
             max_people_in_zone: 1,
+            tailgate_watch_ms: 3_000,
         }
+    }
+}
+
+/// Someone followed a granted person in while the door was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailgateAlarm {
+    /// The track that was granted.
+    pub granted_track: TrackId,
+    /// Frames from the grant's last frame to the first frame with too many people.
+    pub frames_after_grant: u64,
+}
+
+/// Watches the number of people in view, in source frames, for the time after each grant.
+///
+/// Grants are decided some frames after they are seen (the network runs behind the camera), so the
+/// counts of the frames in between are kept and checked when the grant arrives.
+#[derive(Debug, Clone)]
+pub struct TailgateWatch {
+    max_people: usize,
+    watch_frames: u64,
+    /// (frame, people) at every change of the count, oldest first.
+    changes: std::collections::VecDeque<(u64, usize)>,
+    open: Option<(u64, TrackId)>,
+}
+
+impl TailgateWatch {
+    pub fn new(config: &DecisionConfig, frames_per_second: f64) -> Self {
+        TailgateWatch {
+            max_people: config.max_people_in_zone,
+            watch_frames: (config.tailgate_watch_ms as f64 / 1000.0 * frames_per_second).ceil()
+                as u64,
+            changes: Default::default(),
+            open: None,
+        }
+    }
+
+    /// The count of people in view changed at `frame`.
+    pub fn people_in_view(&mut self, frame: u64, people: usize) -> Option<TailgateAlarm> {
+        self.changes.push_back((frame, people));
+        while self
+            .changes
+            .front()
+            .is_some_and(|&(f, _)| f + 4 * self.watch_frames.max(1) < frame)
+            && self.changes.len() > 1
+        {
+            self.changes.pop_front();
+        }
+        let (granted_at, track) = self.open?;
+        if frame > granted_at + self.watch_frames {
+            self.open = None;
+            return None;
+        }
+        (people > self.max_people).then(|| {
+            self.open = None;
+            TailgateAlarm {
+                granted_track: track,
+                frames_after_grant: frame.saturating_sub(granted_at),
+            }
+        })
+    }
+
+    /// The most people in view at any frame from `first` to `last`: the decision zone over the whole
+    /// window a decision rests on, not only at its last frame (two walkers can merge into one blob
+    /// just then).
+    pub fn most_in_view(&self, first: u64, last: u64) -> usize {
+        let at_start = self
+            .changes
+            .iter()
+            .take_while(|&&(f, _)| f <= first)
+            .last()
+            .map_or(0, |&(_, people)| people);
+        self.changes
+            .iter()
+            .filter(|&&(f, _)| f > first && f <= last)
+            .map(|&(_, people)| people)
+            .fold(at_start, usize::max)
+    }
+
+    /// `track` was granted on a window ending at `frame`.
+    pub fn granted(&mut self, frame: u64, track: TrackId) -> Option<TailgateAlarm> {
+        let end = frame + self.watch_frames;
+        let seen = self
+            .changes
+            .iter()
+            .find(|&&(f, people)| f > frame && f <= end && people > self.max_people);
+        if let Some(&(f, _)) = seen {
+            return Some(TailgateAlarm {
+                granted_track: track,
+                frames_after_grant: f - frame,
+            });
+        }
+        self.open = Some((frame, track));
+        None
     }
 }
 
@@ -263,6 +360,7 @@ mod tests {
             margin: 0.2,
             consensus_windows: 2,
             max_people_in_zone: 1,
+            ..DecisionConfig::default()
         })
     }
 
@@ -397,5 +495,57 @@ mod tests {
             }
         );
         assert_eq!(decision.figures, None);
+    }
+
+    #[test]
+    fn a_follower_within_the_watch_raises_one_alarm() {
+        let config = DecisionConfig::default();
+        let mut watch = TailgateWatch::new(&config, 25.0);
+        assert_eq!(watch.people_in_view(10, 1), None);
+        assert_eq!(watch.granted(100, 7), None);
+        assert_eq!(
+            watch.people_in_view(120, 2),
+            Some(TailgateAlarm {
+                granted_track: 7,
+                frames_after_grant: 20
+            })
+        );
+        assert_eq!(watch.people_in_view(121, 3), None, "one alarm per grant");
+    }
+
+    #[test]
+    fn a_follower_seen_before_the_grant_was_decided_still_counts() {
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(10, 1);
+        // The camera is ahead of the network: frame 130 was seen before the grant of frame 100.
+        watch.people_in_view(130, 2);
+        assert_eq!(
+            watch.granted(100, 7),
+            Some(TailgateAlarm {
+                granted_track: 7,
+                frames_after_grant: 30
+            })
+        );
+    }
+
+    #[test]
+    fn someone_arriving_after_the_door_closed_is_no_tailgater() {
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(10, 1);
+        watch.granted(100, 7);
+        assert_eq!(watch.people_in_view(100 + 75 + 1, 2), None);
+        assert_eq!(watch.people_in_view(200, 1), None);
+    }
+
+    #[test]
+    fn the_crowd_of_a_window_is_its_busiest_frame() {
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(40, 1);
+        watch.people_in_view(70, 2);
+        watch.people_in_view(129, 1);
+        assert_eq!(watch.most_in_view(99, 128), 2);
+        assert_eq!(watch.most_in_view(41, 69), 1);
+        assert_eq!(watch.most_in_view(0, 39), 0);
+        assert_eq!(watch.most_in_view(130, 160), 1);
     }
 }

@@ -38,6 +38,8 @@ const LEAD_IN_S: f32 = 1.5;
 /// The follower of a tailgating pair enters this long after the leader.
 const TAILGATE_GAP_S: f32 = 0.9;
 /// A walker this close to the camera is cut by the top and bottom of the image.
+/// A follower this far behind enters after the leader's grant but while the door is released.
+const FOLLOW_AFTER_GRANT_GAP_S: f32 = 2.6;
 const TOO_CLOSE_DEPTH_M: f32 = 1.3;
 const SEED_MODEL: u64 = 7;
 /// Everyone approaches the door from the same side, within this angle of the image plane.
@@ -94,6 +96,8 @@ pub enum DemoError {
 pub enum Expected {
     Granted(String),
     Denied(DenialReason),
+    /// Granted, then someone follows in while the door is released.
+    GrantedThenTailgateAlarm(String),
 }
 
 #[derive(Debug, Clone)]
@@ -111,11 +115,15 @@ impl WalkUpResult {
         self.decisions.iter().min_by_key(|r| r.decision.track)
     }
 
+    /// Right when the first decision is the expected one (and, for a follower, the alarm was raised).
     pub fn correct(&self) -> bool {
+        let granted = |r: &DecisionRecord, name: &str| {
+            matches!(r.decision.verdict, Verdict::Granted { .. }) && r.name.as_deref() == Some(name)
+        };
         match (self.verdict(), &self.expected) {
-            (Some(r), Expected::Granted(name)) => {
-                matches!(r.decision.verdict, Verdict::Granted { .. })
-                    && r.name.as_deref() == Some(name)
+            (Some(r), Expected::Granted(name)) => granted(r, name),
+            (Some(r), Expected::GrantedThenTailgateAlarm(name)) => {
+                granted(r, name) && self.stats.tailgate_alarms > 0
             }
             (Some(r), Expected::Denied(reason)) => {
                 matches!(&r.decision.verdict, Verdict::Denied { reason: got, .. } if got == reason)
@@ -295,7 +303,7 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         walk_ups.push((
             format!("{name} with a stranger close behind"),
             Expected::Denied(DenialReason::Tailgating),
-            vec![leader, follower],
+            vec![leader.clone(), follower],
         ));
         let close = Walk {
             depth_m: TOO_CLOSE_DEPTH_M,
@@ -305,6 +313,16 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
             format!("{name} too close to the camera"),
             Expected::Denied(DenialReason::PoorQuality),
             vec![close],
+        ));
+        let slipping_in = Walk {
+            identity: WalkerIdentity::random(&mut rng),
+            start_s: LEAD_IN_S + FOLLOW_AFTER_GRANT_GAP_S,
+            ..leader.clone()
+        };
+        walk_ups.push((
+            format!("{name}, then a stranger slipping in"),
+            Expected::GrantedThenTailgateAlarm(name.clone()),
+            vec![leader, slipping_in],
         ));
     }
 

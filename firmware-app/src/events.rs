@@ -45,12 +45,26 @@ impl DenialReason {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
     Granted,
-    Denied { reason: DenialReason },
-    Enrolled { templates: usize },
-    Erased { templates: usize },
-    CameraLost { detail: String },
+    Denied {
+        reason: DenialReason,
+    },
+    Enrolled {
+        templates: usize,
+    },
+    Erased {
+        templates: usize,
+    },
+    CameraLost {
+        detail: String,
+    },
     CameraRestored,
-    WindowsDropped { count: u64 },
+    WindowsDropped {
+        count: u64,
+    },
+    /// More people came through than were granted, while the door was released.
+    TailgateAlarm {
+        after_grant_ms: u64,
+    },
     Started,
     Stopped,
 }
@@ -68,6 +82,7 @@ impl EventKind {
             EventKind::CameraLost { .. } => "camera_lost",
             EventKind::CameraRestored => "camera_restored",
             EventKind::WindowsDropped { .. } => "windows_dropped",
+            EventKind::TailgateAlarm { .. } => "tailgate_alarm",
             EventKind::Started => "started",
             EventKind::Stopped => "stopped",
         }

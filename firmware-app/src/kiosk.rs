@@ -16,7 +16,7 @@ use hstl::{Embedder, Silhouettes};
 use image::GrayImage;
 use sha2::{Digest, Sha256};
 
-use crate::decision::{Decision, DecisionPolicy, Verdict, WindowOutcome};
+use crate::decision::{Decision, DecisionPolicy, TailgateWatch, Verdict, WindowOutcome};
 use crate::display::{draw_status, DoorState, MemoryDisplay, StatusView};
 use crate::events::{Event, EventDispatcher, EventKind};
 use crate::framebuffer::Framebuffer;
@@ -221,6 +221,11 @@ enum Job {
         people_in_view: usize,
         frames_per_second: f32,
     },
+    /// The number of people in view changed at this frame of the source.
+    PeopleInView {
+        frame: u64,
+        people: usize,
+    },
     SourceLost(String),
     SourceRestored,
 }
@@ -245,6 +250,7 @@ pub struct KioskStats {
     pub latencies: Vec<Duration>,
     pub elapsed: Duration,
     pub source_errors: u64,
+    pub tailgate_alarms: u64,
 }
 
 impl KioskStats {
@@ -268,6 +274,8 @@ pub fn run(
 ) -> Result<KioskStats, KioskError> {
     let started = Instant::now();
     engine.window_frames = silhouette_config.windows.frames;
+    let mut tailgate = TailgateWatch::new(engine.policy().config(), source.frame_rate());
+    let frame_ms = 1000.0 / source.frame_rate().max(1e-3);
     let (sender, receiver) = mpsc::channel::<Job>();
     let in_flight = Arc::new(AtomicUsize::new(0));
     let capture_in_flight = in_flight.clone();
@@ -301,6 +309,7 @@ pub fn run(
         MemoryDisplay::new(crate::display::SCREEN_WIDTH, crate::display::SCREEN_HEIGHT);
     let mut result = Ok(());
     let mut last_shown = Instant::now();
+    let mut pending_alarm = None;
     for job in receiver {
         let record = match job {
             Job::Window {
@@ -310,8 +319,24 @@ pub fn run(
             } => {
                 in_flight.fetch_sub(1, Ordering::SeqCst);
                 stats.windows_embedded += 1;
-                match engine.on_window(&window, people_in_view, completed_at) {
-                    Ok(record) => record,
+                let crowd = tailgate
+                    .most_in_view(window.first_frame as u64, window.last_frame as u64)
+                    .max(people_in_view);
+                match engine.on_window(&window, crowd, completed_at) {
+                    Ok(Some(record)) => {
+                        if matches!(record.decision.verdict, Verdict::Granted { .. }) {
+                            log::debug!(
+                                "track {} granted on frames {}..={}",
+                                record.decision.track,
+                                window.first_frame,
+                                window.last_frame
+                            );
+                            pending_alarm =
+                                tailgate.granted(window.last_frame as u64, record.decision.track);
+                        }
+                        Some(record)
+                    }
+                    Ok(None) => None,
                     Err(e) => {
                         // A window the network cannot take is lost; the kiosk goes on.
                         log::error!("track {}: {e}", window.track);
@@ -344,6 +369,11 @@ pub fn run(
                     .publish(&engine.event(EventKind::CameraRestored));
                 None
             }
+            Job::PeopleInView { frame, people } => {
+                log::debug!("frame {frame}: {people} in view");
+                pending_alarm = tailgate.people_in_view(frame, people);
+                None
+            }
         };
         let decided = record.is_some();
         if let Some(record) = record {
@@ -374,6 +404,18 @@ pub fn run(
             }
             on_decision(&record);
         }
+        if let Some(alarm) = pending_alarm.take() {
+            stats.tailgate_alarms += 1;
+            let after_grant_ms = (alarm.frames_after_grant as f64 * frame_ms).round() as u64;
+            log::warn!(
+                "track {}: someone followed {after_grant_ms} ms after the grant",
+                alarm.granted_track
+            );
+            outputs.dispatcher.publish(&Event {
+                track: Some(alarm.granted_track),
+                ..engine.event(EventKind::TailgateAlarm { after_grant_ms })
+            });
+        }
         if let Some(framebuffer) = outputs.framebuffer.as_mut() {
             if decided || last_shown.elapsed() >= SCREEN_REFRESH {
                 let _ = draw_status(&view, &mut screen);
@@ -403,6 +445,40 @@ pub fn run(
     }
 }
 
+/// A count of people must hold this many frames before it is reported: a blob that splits for a
+/// frame or two is not a second person.
+const STEADY_FRAMES: u64 = 6;
+
+/// The number of people in view, reported when it changes and holds.
+#[derive(Default)]
+struct SteadyCount {
+    reported: usize,
+    candidate: Option<(usize, u64)>,
+}
+
+impl SteadyCount {
+    /// Returns (count, first frame with it) once a new count has held for [`STEADY_FRAMES`].
+    fn observe(&mut self, frame: u64, people: usize) -> Option<(usize, u64)> {
+        if people == self.reported {
+            self.candidate = None;
+            return None;
+        }
+        let (count, since) = match self.candidate {
+            Some((count, since)) if count == people => (count, since),
+            _ => {
+                self.candidate = Some((people, frame));
+                (people, frame)
+            }
+        };
+        if frame + 1 - since >= STEADY_FRAMES {
+            self.reported = count;
+            self.candidate = None;
+            return Some((count, since));
+        }
+        None
+    }
+}
+
 struct CaptureStats {
     frames: u64,
     windows_dropped: u64,
@@ -423,6 +499,7 @@ fn capture_loop(
         windows_dropped: 0,
     };
     let mut lost = false;
+    let mut crowd = SteadyCount::default();
     let mut active: std::collections::BTreeSet<TrackId> = Default::default();
     let started = Instant::now();
     let send_window = |window: Window, people_in_view: usize, stats: &mut CaptureStats| {
@@ -464,6 +541,12 @@ fn capture_loop(
         stats.frames += 1;
         let report = pipeline.process(&frame);
         let people_in_view = report.tracks.len();
+        if let Some((people, since)) = crowd.observe(frame.index, people_in_view) {
+            let _ = jobs.send(Job::PeopleInView {
+                frame: since,
+                people,
+            });
+        }
         for track in &report.tracks {
             active.insert(track.track);
         }
@@ -502,4 +585,25 @@ fn capture_loop(
         });
     }
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SteadyCount;
+
+    #[test]
+    fn a_count_is_reported_once_it_holds() {
+        let mut count = SteadyCount::default();
+        assert_eq!(count.observe(10, 1), None);
+        assert_eq!(count.observe(11, 2), None, "a blob split for one frame");
+        for frame in 12..17 {
+            assert_eq!(count.observe(frame, 1), None);
+        }
+        assert_eq!(count.observe(17, 1), Some((1, 12)));
+        for frame in 18..23 {
+            assert_eq!(count.observe(frame, 2), None);
+        }
+        assert_eq!(count.observe(23, 2), Some((2, 18)));
+        assert_eq!(count.observe(24, 2), None, "reported once");
+    }
 }

@@ -49,8 +49,27 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
         max_file_bytes: u64::MAX,
         keep_files: 5,
     };
-    // Decisions plus the started and stopped events.
-    assert_eq!(verify(&audit).unwrap(), decisions as u64 + 2);
+    let alarms: u64 = report
+        .walk_ups
+        .iter()
+        .map(|w| w.stats.tailgate_alarms)
+        .sum();
+    // Decisions, tailgate alarms, and the started and stopped events.
+    assert_eq!(verify(&audit).unwrap(), decisions as u64 + alarms + 2);
+    let slipping_in = report
+        .walk_ups
+        .iter()
+        .find(|w| matches!(w.expected, Expected::GrantedThenTailgateAlarm(_)))
+        .unwrap();
+    if slipping_in
+        .verdict()
+        .is_some_and(|r| matches!(r.decision.verdict, Verdict::Granted { .. }))
+    {
+        assert_eq!(
+            slipping_in.stats.tailgate_alarms, 1,
+            "a stranger entering while the door is released raises the alarm"
+        );
+    }
     let screens = std::fs::read_dir(&report.screens).unwrap().count();
     assert_eq!(screens, decisions);
     let log = std::fs::read_to_string(&report.audit_log).unwrap();
@@ -173,7 +192,8 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
             identity: None
         }
     );
-    assert_eq!(verify(&audit).unwrap(), 2);
+    let log = std::fs::read_to_string(&audit.path).unwrap();
+    assert_eq!(verify(&audit).unwrap(), 2, "{log}");
     assert_eq!(
         Gallery::open(&gallery_path, None)
             .unwrap()

@@ -236,6 +236,9 @@ fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
     for walk_up in &report.walk_ups {
         let expected = match &walk_up.expected {
             firmware_app::demo::Expected::Granted(name) => format!("granted {name}"),
+            firmware_app::demo::Expected::GrantedThenTailgateAlarm(name) => {
+                format!("granted {name}, alarm")
+            }
             firmware_app::demo::Expected::Denied(reason) => {
                 format!("denied: {}", reason.describe())
             }
@@ -274,6 +277,9 @@ fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
             "{:<42} {expected:<24} {decision:<36} {latency:>9}  {mark}  [{} frames, {} windows]",
             walk_up.label, walk_up.stats.frames, walk_up.stats.windows_embedded
         );
+        if walk_up.stats.tailgate_alarms > 0 {
+            println!("{:<42} {:<24} tailgate alarm", "", "");
+        }
         for other in &walk_up.decisions {
             if Some(other.decision.track) != walk_up.verdict().map(|v| v.decision.track) {
                 println!(
