@@ -320,7 +320,7 @@ pub fn run(
                 in_flight.fetch_sub(1, Ordering::SeqCst);
                 stats.windows_embedded += 1;
                 let crowd = tailgate
-                    .most_in_view(window.first_frame as u64, window.last_frame as u64)
+                    .most_in_view(window.first_frame, window.last_frame)
                     .max(people_in_view);
                 match engine.on_window(&window, crowd, completed_at) {
                     Ok(Some(record)) => {
@@ -332,7 +332,7 @@ pub fn run(
                                 window.last_frame
                             );
                             pending_alarm =
-                                tailgate.granted(window.last_frame as u64, record.decision.track);
+                                tailgate.granted(window.last_frame, record.decision.track);
                         }
                         Some(record)
                     }
