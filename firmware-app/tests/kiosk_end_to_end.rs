@@ -9,12 +9,13 @@ use firmware_app::decision::{DecisionConfig, DecisionPolicy, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig, Expected};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::events::{DenialReason, EventDispatcher};
+use firmware_app::frame::Frame;
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
 use firmware_app::gallery::Gallery;
 use firmware_app::kiosk::{model_id, run, DecisionRecord, DoorEngine, Outputs};
 use firmware_app::matcher::MatchIndex;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
-use firmware_app::source::{SceneConfig, SyntheticScene};
+use firmware_app::source::{FrameSource, SceneConfig, SourceError, SyntheticScene};
 use hstl::onnx_graph::{write_model, ExportOptions};
 use hstl::{Embedder, TractEmbedder, Variant, Weights};
 
@@ -201,4 +202,103 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
             .unwrap(),
         2
     );
+}
+
+/// A camera that fails for a few reads in the middle of a walk, then works again.
+struct Unplugged {
+    scene: SyntheticScene,
+    fail_after: u64,
+    failures_left: usize,
+    delivered: u64,
+}
+
+impl FrameSource for Unplugged {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.delivered == self.fail_after && self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Err(SourceError::Io {
+                path: "/dev/video0".into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "device unplugged"),
+            });
+        }
+        self.delivered += 1;
+        self.scene.next_frame()
+    }
+
+    fn frame_rate(&self) -> f64 {
+        self.scene.frame_rate()
+    }
+
+    fn describe(&self) -> String {
+        "a camera that comes and goes".into()
+    }
+}
+
+#[test]
+fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    write_model(
+        &Weights::seeded(Variant::CasiaB, 7),
+        &ExportOptions::default(),
+        &model,
+    )
+    .unwrap();
+    let model_id = model_id(&model).unwrap();
+    let embedder = TractEmbedder::load(&model, 2).unwrap();
+    let gallery_path = dir.path().join("gallery.db");
+    let gallery = Gallery::open(&gallery_path, None).unwrap();
+    let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), 2).unwrap();
+    let mut engine = DoorEngine::new(
+        "test door".into(),
+        model_id,
+        Box::new(embedder),
+        index,
+        DecisionPolicy::new(DecisionConfig::default()),
+    );
+    let audit = AuditConfig {
+        path: dir.path().join("events.jsonl"),
+        max_file_bytes: 1 << 20,
+        keep_files: 2,
+    };
+    let mut dispatcher = EventDispatcher::new(100);
+    dispatcher.add(Box::new(AuditLog::open(audit.clone()).unwrap()));
+    let mut outputs = Outputs {
+        dispatcher,
+        screen_dir: None,
+        framebuffer: None,
+    };
+    let frames = scene(21).total_frames();
+    let source = Unplugged {
+        scene: scene(21),
+        fail_after: 40,
+        failures_left: 5,
+        delivered: 0,
+    };
+    let stats = run(
+        Box::new(source),
+        true,
+        SilhouetteConfig::default(),
+        2,
+        &mut engine,
+        &mut outputs,
+        Arc::new(AtomicBool::new(false)),
+        &mut |_| {},
+    )
+    .unwrap();
+
+    assert_eq!(stats.source_errors, 1, "five failed reads are one loss");
+    assert_eq!(
+        stats.frames, frames,
+        "every frame after the return was processed"
+    );
+    let log = std::fs::read_to_string(&audit.path).unwrap();
+    let kinds: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("\"kind\":\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|k| k.starts_with("camera"))
+        .collect();
+    assert_eq!(kinds, ["camera_lost", "camera_restored"], "{log}");
+    assert!(log.contains("device unplugged"));
 }
