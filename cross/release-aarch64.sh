@@ -6,7 +6,8 @@
 #
 # Debian's cross gcc links against its own glibc 2.36 and tract then needs GLIBC_2.35 (hypotf),
 # which JetPack 5 lacks; cargo-zigbuild links against the requested glibc instead.
-# Artefacts: target/dist/hstl-aarch64-glibc<version>.tar.gz (binary + README of the model crate).
+# Artefacts: target/dist/kiosk-aarch64-glibc<version>.tar.gz: bin/ (hstl, kiosk, enrol, calibrate),
+# etc/kiosk.toml, systemd/kiosk.service. The model is exported on site (`hstl export`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -eq 0 ]]; then
@@ -16,13 +17,23 @@ fi
 command -v cargo-zigbuild >/dev/null || python3 -m pip install --quiet cargo-zigbuild
 rustup target add aarch64-unknown-linux-gnu
 mkdir -p target/dist
+# The kiosk as a door installs it: every output, and ONNX Runtime for the Jetson's GPU.
+KIOSK_FEATURES=ort,camera,gpio,mqtt,fb
 for glibc in "$@"; do
-    cargo zigbuild --release -p hstl --features ort --target "aarch64-unknown-linux-gnu.${glibc}"
-    binary=target/aarch64-unknown-linux-gnu/release/hstl
-    newest=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
-    echo "hstl for glibc ${glibc}: needs at most ${newest}"
-    stage=target/dist/hstl-aarch64-glibc${glibc}
-    rm -rf "$stage" && mkdir -p "$stage"
-    cp "$binary" model/README.md "$stage/"
+    target="aarch64-unknown-linux-gnu.${glibc}"
+    cargo zigbuild --release -p hstl --features ort --target "$target"
+    cargo zigbuild --release -p firmware-app --features "$KIOSK_FEATURES" --target "$target"
+    cargo zigbuild --release -p calibration --target "$target"
+    stage=target/dist/kiosk-aarch64-glibc${glibc}
+    rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/etc" "$stage/systemd"
+    for binary in hstl kiosk enrol calibrate; do
+        path=target/aarch64-unknown-linux-gnu/release/$binary
+        newest=$(objdump -T "$path" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+        echo "$binary for glibc ${glibc}: needs at most ${newest}"
+        cp "$path" "$stage/bin/"
+    done
+    cp cross/package/kiosk.toml "$stage/etc/"
+    cp cross/package/kiosk.service "$stage/systemd/"
+    cp README.md "$stage/"
     tar -C target/dist -czf "${stage}.tar.gz" "$(basename "$stage")"
 done
