@@ -15,21 +15,17 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
-use firmware_app::audit::{verify, AuditConfig, AuditLog};
+use firmware_app::audit::verify;
 use firmware_app::decision::{DecisionConfig, DecisionPolicy, Verdict};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::events::EventDispatcher;
 use firmware_app::frame::Frame;
 use firmware_app::gallery::{Gallery, NewTemplate};
-use firmware_app::kiosk::{model_id, run, DecisionRecord, DoorEngine, Outputs};
+use firmware_app::kiosk::DoorEngine;
 use firmware_app::matcher::MatchIndex;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{FrameSource, SourceError, VideoFile};
-use hstl::onnx_graph::{write_model, ExportOptions};
-use hstl::{Embedder, Silhouettes, TractEmbedder, Variant, Weights};
+use hstl::{Embedder, Silhouettes};
 
 const WINDOW: usize = 30;
 const CELLS: usize = 64 * 44;
@@ -86,15 +82,7 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model.onnx");
-    write_model(
-        &Weights::seeded(Variant::CasiaB, 7),
-        &ExportOptions::default(),
-        &model,
-    )
-    .unwrap();
-    let model_id = model_id(&model).unwrap();
-    let embedder = TractEmbedder::load(&model, 2).unwrap();
+    let (_, model_id, embedder) = common::seeded_model(dir.path());
     let silhouettes = SilhouetteConfig::default();
     let background = raw.join("001-bkgrd-090.avi");
 
@@ -148,32 +136,15 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
             ..DecisionConfig::default()
         }),
     );
-    let audit = AuditConfig {
-        path: dir.path().join("events.jsonl"),
-        max_file_bytes: 1 << 20,
-        keep_files: 2,
-    };
-    let mut dispatcher = EventDispatcher::new(100);
-    dispatcher.add(Box::new(AuditLog::open(audit.clone()).unwrap()));
-    let mut outputs = Outputs {
-        dispatcher,
-        screen_dir: None,
-        framebuffer: None,
-    };
-    let mut play = |recordings: Vec<VideoFile>| -> Vec<DecisionRecord> {
-        let mut decisions = Vec::new();
-        run(
+    let (mut outputs, audit) = common::audited_outputs(dir.path());
+    let mut play = |recordings: Vec<VideoFile>| {
+        common::play(
             Box::new(Chained(recordings)),
             false,
-            silhouettes.clone(),
-            2,
             &mut engine,
             &mut outputs,
-            Arc::new(AtomicBool::new(false)),
-            &mut |r| decisions.push(r.clone()),
         )
-        .unwrap();
-        decisions
+        .0
     };
 
     let empty_scene = play(vec![video(&background)]);

@@ -1,23 +1,21 @@
 //! Synthetic video → events, through the real enrolment path, gallery, network (seeded HSTL on tract),
 //! matcher, policy and sinks.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+mod common;
 
-use firmware_app::audit::{verify, AuditConfig, AuditLog};
+use firmware_app::audit::{verify, AuditConfig};
 use firmware_app::decision::{DecisionConfig, DecisionPolicy, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig, Expected};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::events::{DenialReason, EventDispatcher};
+use firmware_app::events::DenialReason;
 use firmware_app::frame::Frame;
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
 use firmware_app::gallery::Gallery;
-use firmware_app::kiosk::{model_id, run, DecisionRecord, DoorEngine, Outputs};
+use firmware_app::kiosk::{DecisionRecord, DoorEngine};
 use firmware_app::matcher::MatchIndex;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{FrameSource, SceneConfig, SourceError, SyntheticScene};
-use hstl::onnx_graph::{write_model, ExportOptions};
-use hstl::{Embedder, TractEmbedder, Variant, Weights};
+use hstl::Embedder;
 
 #[test]
 fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
@@ -89,15 +87,7 @@ fn scene(seed: u64) -> SyntheticScene {
 #[test]
 fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model.onnx");
-    write_model(
-        &Weights::seeded(Variant::CasiaB, 7),
-        &ExportOptions::default(),
-        &model,
-    )
-    .unwrap();
-    let model_id = model_id(&model).unwrap();
-    let embedder = TractEmbedder::load(&model, 2).unwrap();
+    let (_, model_id, embedder) = common::seeded_model(dir.path());
     let silhouettes = SilhouetteConfig::default();
 
     let gallery_path = dir.path().join("gallery.db");
@@ -121,14 +111,10 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
             ..DecisionConfig::default()
         }),
     );
-    let mut dispatcher = EventDispatcher::new(100);
-    let audit = AuditConfig {
-        path: dir.path().join("events.jsonl"),
-        max_file_bytes: 1 << 20,
-        keep_files: 2,
-    };
-    dispatcher.add(Box::new(AuditLog::open(audit.clone()).unwrap()));
-    dispatcher.add(Box::new(Gallery::open(&gallery_path, None).unwrap()));
+    let (mut outputs, audit) = common::audited_outputs(dir.path());
+    outputs
+        .dispatcher
+        .add(Box::new(Gallery::open(&gallery_path, None).unwrap()));
     // A plain file stands in for /dev/fb0, with a 32-bit layout wider than the screen.
     let fb_path = dir.path().join("fb0");
     let fb_layout = PixelLayout {
@@ -143,26 +129,10 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
         .open(&fb_path)
         .unwrap();
     fb_file.set_len(640 * 4 * 480).unwrap();
-    let mut outputs = Outputs {
-        dispatcher,
-        screen_dir: None,
-        framebuffer: Some(Framebuffer::with_layout(fb_file, &fb_path, fb_layout).unwrap()),
-    };
+    outputs.framebuffer = Some(Framebuffer::with_layout(fb_file, &fb_path, fb_layout).unwrap());
 
     let mut replay = |seed: u64| -> Vec<DecisionRecord> {
-        let mut decisions = Vec::new();
-        run(
-            Box::new(scene(seed)),
-            false,
-            silhouettes.clone(),
-            2,
-            &mut engine,
-            &mut outputs,
-            Arc::new(AtomicBool::new(false)),
-            &mut |r| decisions.push(r.clone()),
-        )
-        .unwrap();
-        decisions
+        common::play(Box::new(scene(seed)), false, &mut engine, &mut outputs).0
     };
     let ada = replay(11);
     assert_eq!(ada.len(), 1, "{ada:?}");
@@ -237,17 +207,8 @@ impl FrameSource for Unplugged {
 #[test]
 fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model.onnx");
-    write_model(
-        &Weights::seeded(Variant::CasiaB, 7),
-        &ExportOptions::default(),
-        &model,
-    )
-    .unwrap();
-    let model_id = model_id(&model).unwrap();
-    let embedder = TractEmbedder::load(&model, 2).unwrap();
-    let gallery_path = dir.path().join("gallery.db");
-    let gallery = Gallery::open(&gallery_path, None).unwrap();
+    let (_, model_id, embedder) = common::seeded_model(dir.path());
+    let gallery = Gallery::open(&dir.path().join("gallery.db"), None).unwrap();
     let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), 2).unwrap();
     let mut engine = DoorEngine::new(
         "test door".into(),
@@ -256,18 +217,7 @@ fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
         index,
         DecisionPolicy::new(DecisionConfig::default()),
     );
-    let audit = AuditConfig {
-        path: dir.path().join("events.jsonl"),
-        max_file_bytes: 1 << 20,
-        keep_files: 2,
-    };
-    let mut dispatcher = EventDispatcher::new(100);
-    dispatcher.add(Box::new(AuditLog::open(audit.clone()).unwrap()));
-    let mut outputs = Outputs {
-        dispatcher,
-        screen_dir: None,
-        framebuffer: None,
-    };
+    let (mut outputs, audit) = common::audited_outputs(dir.path());
     let frames = scene(21).total_frames();
     let source = Unplugged {
         scene: scene(21),
@@ -275,17 +225,7 @@ fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
         failures_left: 5,
         delivered: 0,
     };
-    let stats = run(
-        Box::new(source),
-        true,
-        SilhouetteConfig::default(),
-        2,
-        &mut engine,
-        &mut outputs,
-        Arc::new(AtomicBool::new(false)),
-        &mut |_| {},
-    )
-    .unwrap();
+    let (_, stats) = common::play(Box::new(source), true, &mut engine, &mut outputs);
 
     assert_eq!(stats.source_errors, 1, "five failed reads are one loss");
     assert_eq!(

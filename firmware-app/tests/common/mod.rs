@@ -27,3 +27,67 @@ pub fn shared_file(relative: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// HSTL with OpenGait's initialisation (seed 7) written as ONNX into `dir`: its path, its model id and
+/// a tract embedder on 2 threads.
+pub fn seeded_model(dir: &std::path::Path) -> (PathBuf, String, hstl::TractEmbedder) {
+    let model = dir.join("model.onnx");
+    hstl::onnx_graph::write_model(
+        &hstl::Weights::seeded(hstl::Variant::CasiaB, 7),
+        &hstl::onnx_graph::ExportOptions::default(),
+        &model,
+    )
+    .unwrap();
+    let id = firmware_app::kiosk::model_id(&model).unwrap();
+    let embedder = hstl::TractEmbedder::load(&model, 2).unwrap();
+    (model, id, embedder)
+}
+
+/// Kiosk outputs with one sink, a hash-chained audit log in `dir`.
+pub fn audited_outputs(
+    dir: &std::path::Path,
+) -> (
+    firmware_app::kiosk::Outputs,
+    firmware_app::audit::AuditConfig,
+) {
+    let audit = firmware_app::audit::AuditConfig {
+        path: dir.join("events.jsonl"),
+        max_file_bytes: 1 << 20,
+        keep_files: 2,
+    };
+    let mut dispatcher = firmware_app::events::EventDispatcher::new(100);
+    dispatcher.add(Box::new(
+        firmware_app::audit::AuditLog::open(audit.clone()).unwrap(),
+    ));
+    let outputs = firmware_app::kiosk::Outputs {
+        dispatcher,
+        screen_dir: None,
+        framebuffer: None,
+    };
+    (outputs, audit)
+}
+
+/// Plays `source` through the kiosk loop: its decisions and the loop's figures.
+pub fn play(
+    source: Box<dyn firmware_app::source::FrameSource>,
+    live: bool,
+    engine: &mut firmware_app::kiosk::DoorEngine,
+    outputs: &mut firmware_app::kiosk::Outputs,
+) -> (
+    Vec<firmware_app::kiosk::DecisionRecord>,
+    firmware_app::kiosk::KioskStats,
+) {
+    let mut decisions = Vec::new();
+    let stats = firmware_app::kiosk::run(
+        source,
+        live,
+        firmware_app::silhouette::SilhouetteConfig::default(),
+        2,
+        engine,
+        outputs,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        &mut |r| decisions.push(r.clone()),
+    )
+    .unwrap();
+    (decisions, stats)
+}
