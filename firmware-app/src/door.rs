@@ -302,6 +302,15 @@ mod tests {
         }
     }
 
+    /// Waits for the relay thread (slow under emulation) rather than for a fixed time.
+    fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn config(pulse_ms: u64) -> RelayConfig {
         RelayConfig {
             chip: "/dev/gpiochip0".into(),
@@ -337,12 +346,12 @@ mod tests {
             ))
             .unwrap();
         relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
-        std::thread::sleep(Duration::from_millis(400));
+        wait_for("the pulse to end", || line.levels().len() == 3);
         let recorded = line.levels.lock().unwrap().clone();
         assert_eq!(line.levels(), [false, true, false]);
         let held = recorded[2].1 - recorded[1].1;
         assert!(
-            held >= Duration::from_millis(150) && held < Duration::from_millis(350),
+            held >= Duration::from_millis(150) && held < Duration::from_secs(2),
             "{held:?}"
         );
         drop(relay);
@@ -379,13 +388,13 @@ mod tests {
         *line.broken.lock().unwrap() = true;
         let mut relay = DoorRelay::start(Box::new(line.clone()), &config(100)).unwrap();
         relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        wait_for("the error", || relay.last_error().is_some());
         assert!(relay.last_error().unwrap().contains("EIO"));
         *line.broken.lock().unwrap() = false;
         relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(relay.last_error(), None);
-        assert!(line.levels().contains(&true));
+        wait_for("a clean pulse", || {
+            relay.last_error().is_none() && line.levels().contains(&true)
+        });
     }
 
     #[test]
@@ -405,13 +414,15 @@ mod tests {
         let mut relay =
             DoorRelay::start(Box::new(PanickingLine(line.clone(), false)), &config(5_000)).unwrap();
         relay.deliver(&event(EventKind::Granted, now_ms())).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        wait_for("the panic to unwind", || line.levels().len() == 3);
         assert_eq!(
             line.levels(),
             [false, true, false],
             "unwinding locked the door"
         );
-        assert!(relay.deliver(&event(EventKind::Granted, now_ms())).is_err());
+        wait_for("the sink to report the dead thread", || {
+            relay.deliver(&event(EventKind::Granted, now_ms())).is_err()
+        });
     }
 
     #[test]
