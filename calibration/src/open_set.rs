@@ -11,7 +11,7 @@
 
 use hstl::Embedding;
 
-use crate::thresholds::ThresholdError;
+use crate::thresholds::{most_permissive_threshold, ThresholdError};
 
 /// The window embeddings of one walk of one person.
 #[derive(Debug, Clone)]
@@ -180,24 +180,12 @@ impl OpenSetRates {
 
     /// The most permissive threshold whose FPIR does not exceed `target`.
     pub fn threshold_for_fpir(&self, target: f64) -> Result<OpenSetPoint, ThresholdError> {
-        if !(0.0..1.0).contains(&target) {
-            return Err(ThresholdError::BadTarget(target));
-        }
-        let allowed = (target * self.non_mated.len() as f64).floor() as usize;
-        let limit = self.non_mated[allowed];
-        let below = self
-            .mated
-            .iter()
-            .flatten()
-            .chain(&self.non_mated)
-            .copied()
-            .filter(|&d| d < limit)
-            .fold(f32::NEG_INFINITY, f32::max);
-        Ok(self.at(if below.is_finite() {
-            below
-        } else {
-            limit.next_down()
-        }))
+        let threshold = most_permissive_threshold(
+            &self.non_mated,
+            self.mated.iter().flatten().copied(),
+            target,
+        )?;
+        Ok(self.at(threshold))
     }
 
     /// The smallest FPIR step these searches can resolve.

@@ -89,26 +89,35 @@ impl DistanceSets {
         &self,
         target: f64,
     ) -> Result<OperatingPoint, ThresholdError> {
-        if !(0.0..1.0).contains(&target) {
-            return Err(ThresholdError::BadTarget(target));
-        }
-        let allowed = (target * self.impostor.len() as f64).floor() as usize;
-        // Accepting `allowed` impostors at most: stay strictly below the next impostor distance.
-        let limit = self.impostor[allowed];
-        let threshold = self
-            .genuine
-            .iter()
-            .chain(&self.impostor)
-            .copied()
-            .filter(|&d| d < limit)
-            .fold(f32::NEG_INFINITY, f32::max);
-        let threshold = if threshold.is_finite() {
-            threshold
-        } else {
-            limit.next_down()
-        };
+        let threshold =
+            most_permissive_threshold(&self.impostor, self.genuine.iter().copied(), target)?;
         Ok(self.at(threshold))
     }
+}
+
+/// The largest threshold that accepts at most `target` of the sorted `negatives` (distances that
+/// must be refused), chosen among the observed distances (`negatives` and `others`) so that it sits on
+/// the curve; just below every distance when even the smallest must be refused.
+pub(crate) fn most_permissive_threshold(
+    negatives: &[f32],
+    others: impl Iterator<Item = f32>,
+    target: f64,
+) -> Result<f32, ThresholdError> {
+    if !(0.0..1.0).contains(&target) {
+        return Err(ThresholdError::BadTarget(target));
+    }
+    let allowed = (target * negatives.len() as f64).floor() as usize;
+    // Accepting `allowed` negatives at most: stay strictly below the next one.
+    let limit = negatives[allowed];
+    let below = others
+        .chain(negatives.iter().copied())
+        .filter(|&d| d < limit)
+        .fold(f32::NEG_INFINITY, f32::max);
+    Ok(if below.is_finite() {
+        below
+    } else {
+        limit.next_down()
+    })
 }
 
 #[cfg(test)]
