@@ -241,6 +241,9 @@ pub struct Outputs {
 
 pub const SCREEN_REFRESH: Duration = Duration::from_millis(200);
 
+/// How often a running kiosk logs its throughput, drops and latency.
+pub const STATUS_EVERY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Default)]
 pub struct KioskStats {
     pub frames: u64,
@@ -310,6 +313,7 @@ pub fn run(
     let mut result = Ok(());
     let mut last_shown = Instant::now();
     let mut pending_alarm = None;
+    let mut last_status = Instant::now();
     for job in receiver {
         let record = match job {
             Job::Window {
@@ -415,6 +419,22 @@ pub fn run(
                 track: Some(alarm.granted_track),
                 ..engine.event(EventKind::TailgateAlarm { after_grant_ms })
             });
+        }
+        if last_status.elapsed() >= STATUS_EVERY {
+            let recent = &stats.latencies[stats.latencies.len().saturating_sub(100)..];
+            let mut sorted = recent.to_vec();
+            sorted.sort();
+            log::info!(
+                "{:.1} frames/s, {} windows embedded, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight",
+                view.frames_per_second,
+                stats.windows_embedded,
+                stats.decisions,
+                stats.tailgate_alarms,
+                sorted.len(),
+                sorted.get(sorted.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                in_flight.load(Ordering::SeqCst)
+            );
+            last_status = Instant::now();
         }
         if let Some(framebuffer) = outputs.framebuffer.as_mut() {
             if decided || last_shown.elapsed() >= SCREEN_REFRESH {

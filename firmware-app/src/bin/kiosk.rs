@@ -189,12 +189,13 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
         .dispatcher
         .publish(&engine.event(EventKind::Stopped));
     log::info!(
-        "{} frames at {:.1} frames/s, {} windows embedded, {} dropped, {} decisions, median decision latency {:.0} ms{}",
+        "{} frames at {:.1} frames/s, {} windows embedded, {} dropped, {} decisions, {} tailgate alarms, median decision latency {:.0} ms{}",
         stats.frames,
         stats.frames_per_second(),
         stats.windows_embedded,
         stats.windows_dropped,
         stats.decisions,
+        stats.tailgate_alarms,
         median(&stats.latencies).as_secs_f64() * 1e3,
         if stop.load(Ordering::SeqCst) { " (stopped by signal)" } else { "" }
     );
