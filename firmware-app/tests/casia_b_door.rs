@@ -17,12 +17,10 @@ mod common;
 use std::path::Path;
 
 use firmware_app::audit::verify;
-use firmware_app::decision::{DecisionConfig, DecisionPolicy, Verdict};
+use firmware_app::decision::{DecisionConfig, Verdict};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::frame::Frame;
 use firmware_app::gallery::{Gallery, NewTemplate};
-use firmware_app::kiosk::DoorEngine;
-use firmware_app::matcher::MatchIndex;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{FrameSource, SourceError, VideoFile};
 use hstl::{Embedder, Silhouettes};
@@ -124,17 +122,16 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
         })
         .collect();
 
-    let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), 2).unwrap();
-    let mut engine = DoorEngine::new(
-        "casia-b".into(),
+    let mut engine = common::door_engine(
+        "casia-b",
+        &gallery,
         model_id,
-        Box::new(embedder),
-        index,
-        DecisionPolicy::new(DecisionConfig {
+        embedder,
+        DecisionConfig {
             accept_distance,
             margin: 0.0,
             ..DecisionConfig::default()
-        }),
+        },
     );
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     let mut play = |recordings: Vec<VideoFile>| {

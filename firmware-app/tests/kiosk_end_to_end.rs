@@ -4,18 +4,16 @@
 mod common;
 
 use firmware_app::audit::{verify, AuditConfig};
-use firmware_app::decision::{DecisionConfig, DecisionPolicy, Verdict};
+use firmware_app::decision::{DecisionConfig, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig, Expected};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::events::DenialReason;
 use firmware_app::frame::Frame;
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
 use firmware_app::gallery::Gallery;
-use firmware_app::kiosk::{DecisionRecord, DoorEngine};
-use firmware_app::matcher::MatchIndex;
+use firmware_app::kiosk::DecisionRecord;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{FrameSource, SceneConfig, SourceError, SyntheticScene};
-use hstl::Embedder;
 
 #[test]
 fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
@@ -98,18 +96,17 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
         let templates = templates_from_windows(&embedder, &walk, name, |_, _| {}).unwrap();
         gallery.enrol(name, &model_id, &templates).unwrap();
     }
-    let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), 2).unwrap();
-    let mut engine = DoorEngine::new(
-        "test door".into(),
+    let mut engine = common::door_engine(
+        "test door",
+        &gallery,
         model_id,
-        Box::new(embedder),
-        index,
+        embedder,
         // Only a replay of the same silhouettes comes this close.
-        DecisionPolicy::new(DecisionConfig {
+        DecisionConfig {
             accept_distance: 1e-4,
             margin: 0.0,
             ..DecisionConfig::default()
-        }),
+        },
     );
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     outputs
@@ -209,13 +206,12 @@ fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
     let dir = tempfile::tempdir().unwrap();
     let (_, model_id, embedder) = common::seeded_model(dir.path());
     let gallery = Gallery::open(&dir.path().join("gallery.db"), None).unwrap();
-    let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), 2).unwrap();
-    let mut engine = DoorEngine::new(
-        "test door".into(),
+    let mut engine = common::door_engine(
+        "test door",
+        &gallery,
         model_id,
-        Box::new(embedder),
-        index,
-        DecisionPolicy::new(DecisionConfig::default()),
+        embedder,
+        DecisionConfig::default(),
     );
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     let frames = scene(21).total_frames();

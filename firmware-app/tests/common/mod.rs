@@ -91,3 +91,24 @@ pub fn play(
     .unwrap();
     (decisions, stats)
 }
+
+/// The kiosk's engine for `gallery` with `embedder` and the decision settings of the test.
+pub fn door_engine(
+    door: &str,
+    gallery: &firmware_app::gallery::Gallery,
+    model_id: String,
+    embedder: hstl::TractEmbedder,
+    decision: firmware_app::decision::DecisionConfig,
+) -> firmware_app::kiosk::DoorEngine {
+    use hstl::Embedder;
+    let index =
+        firmware_app::matcher::MatchIndex::from_gallery(gallery, embedder.embedding_shape(), 2)
+            .unwrap();
+    firmware_app::kiosk::DoorEngine::new(
+        door.into(),
+        model_id,
+        Box::new(embedder),
+        index,
+        firmware_app::decision::DecisionPolicy::new(decision),
+    )
+}
