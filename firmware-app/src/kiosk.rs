@@ -560,7 +560,7 @@ fn capture_loop(
         }
         stats.frames += 1;
         let report = pipeline.process(&frame);
-        let people_in_view = report.tracks.len();
+        let people_in_view = report.tracks.len() + report.occluded.len();
         if let Some((people, since)) = crowd.observe(frame.index, people_in_view) {
             let _ = jobs.send(Job::PeopleInView {
                 frame: since,

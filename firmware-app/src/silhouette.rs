@@ -42,6 +42,8 @@ pub struct FrameReport {
     pub tracks: Vec<TrackFrame>,
     /// Windows that became due with this frame.
     pub windows: Vec<Window>,
+    /// Tracks in view but hidden in a blob shared with others (people crossing).
+    pub occluded: Vec<TrackId>,
     /// Tracks that ended with this frame.
     pub ended: Vec<TrackId>,
 }
@@ -103,6 +105,7 @@ impl SilhouettePipeline {
             blobs: Vec::new(),
             tracks: Vec::new(),
             windows: Vec::new(),
+            occluded: update.occluded,
             ended: Vec::new(),
         };
         let size = image.dimensions();

@@ -80,12 +80,9 @@ fn walk(seed: u64, start_s: f32, from_left: bool, depth_m: f32) -> Walk {
     }
 }
 
-#[test]
-fn two_walkers_get_their_own_silhouette_sequences() {
-    let mut config = SceneConfig::single_walker(5, WIDTH, HEIGHT);
-    // One behind the other in the same direction. People crossing each other in the image (one
-    // blob for a while) can swap identities: a known gap of the nearest-centroid tracker.
-    config.walks = vec![walk(10, 2.0, true, 3.1), walk(11, 3.6, true, 3.6)];
+/// Plays the scene and checks that every long track follows one walker, and that each walker has one.
+fn assert_one_walker_per_track(config: SceneConfig) {
+    let walkers = config.walks.len() as u8;
     let mut scene = SyntheticScene::new(config);
     let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
     // For every track, how many of its valid frames came from each ground-truth walker.
@@ -127,7 +124,32 @@ fn two_walkers_get_their_own_silhouette_sequences() {
     }
     walkers_with_long_tracks.sort();
     walkers_with_long_tracks.dedup();
-    assert_eq!(walkers_with_long_tracks, vec![1, 2], "{sources:?}");
+    assert_eq!(
+        walkers_with_long_tracks,
+        (1..=walkers).collect::<Vec<_>>(),
+        "{sources:?}"
+    );
+}
+
+#[test]
+fn two_walkers_get_their_own_silhouette_sequences() {
+    let mut config = SceneConfig::single_walker(5, WIDTH, HEIGHT);
+    // One behind the other in the same direction.
+    config.walks = vec![walk(10, 2.0, true, 3.1), walk(11, 3.6, true, 3.6)];
+    assert_one_walker_per_track(config);
+}
+
+#[test]
+fn walkers_crossing_each_other_keep_their_own_sequences() {
+    for (seed, near_depth, far_depth) in [(6, 3.0, 3.8), (7, 3.2, 3.5)] {
+        let mut config = SceneConfig::single_walker(seed, WIDTH, HEIGHT);
+        // From opposite sides at the same moment: their blobs merge mid-scene.
+        config.walks = vec![
+            walk(seed + 20, 2.0, true, near_depth),
+            walk(seed + 30, 2.0, false, far_depth),
+        ];
+        assert_one_walker_per_track(config);
+    }
 }
 
 #[test]
