@@ -284,6 +284,23 @@ fn update_pixel(
 ) -> (bool, f32) {
     let n = *count as usize;
     let prune = alpha * c.complexity_prior;
+    // Most pixels of a still room have one mode that the sample matches: the general update below
+    // comes to exactly this, with the weight renormalised to one.
+    if n == 1 {
+        let mode = &mut modes[0];
+        let d = x - mode.mean;
+        let d2 = d * d;
+        if d2 < c.match_threshold_sigma2 * mode.variance {
+            let is_background =
+                c.background_ratio > 0.0 && d2 < c.background_threshold_sigma2 * mode.variance;
+            let step = alpha / (1.0 - prune).max(alpha);
+            mode.mean += step * d;
+            mode.variance =
+                (mode.variance + step * (d2 - mode.variance)).clamp(c.min_variance, c.max_variance);
+            mode.weight = 1.0;
+            return (is_background, mode.mean);
+        }
+    }
     let mut matched = None;
     let mut is_background = false;
     let mut cumulative = 0.0f32;
