@@ -70,26 +70,28 @@ impl Prefilter {
                 }
             })
             .collect();
-        let mut prefilter = Prefilter {
+        let encoder = Prefilter {
             parts,
             channels,
             centre,
             scales,
-            codes: vec![0; values.len()],
-            allowances: vec![0.0; count * parts],
+            codes: Vec::new(),
+            allowances: Vec::new(),
         };
-        let mut codes = std::mem::take(&mut prefilter.codes);
-        let mut allowances = std::mem::take(&mut prefilter.allowances);
+        let mut codes = vec![0; values.len()];
+        let mut allowances = vec![0.0; count * parts];
         for ((template, codes), allowances) in values
             .chunks_exact(stride)
             .zip(codes.chunks_exact_mut(stride))
             .zip(allowances.chunks_exact_mut(parts))
         {
-            prefilter.encode(template, codes, allowances);
+            encoder.encode(template, codes, allowances);
         }
-        prefilter.codes = codes;
-        prefilter.allowances = allowances;
-        prefilter
+        Prefilter {
+            codes,
+            allowances,
+            ..encoder
+        }
     }
 
     /// Codes of one embedding and, per part, how far its true values may lie from what the codes say.
