@@ -278,23 +278,9 @@ fn squared_code_distance_avx2(probe: &[i16], template: &[i8]) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::part_mean_distance;
     use super::*;
     use rand::{Rng, SeedableRng};
-
-    fn part_mean_distance(a: &[f32], b: &[f32], channels: usize) -> f32 {
-        let parts = a.len() / channels;
-        a.chunks_exact(channels)
-            .zip(b.chunks_exact(channels))
-            .map(|(x, y)| {
-                x.iter()
-                    .zip(y)
-                    .map(|(p, q)| (p - q) * (p - q))
-                    .sum::<f32>()
-                    .sqrt()
-            })
-            .sum::<f32>()
-            / parts as f32
-    }
 
     #[test]
     fn bounds_enclose_the_exact_distance_for_probes_inside_and_far_outside_the_gallery() {
