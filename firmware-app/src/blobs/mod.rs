@@ -3,7 +3,13 @@
 
 use image::GrayImage;
 
-use crate::background::{FOREGROUND, SHADOW};
+mod bits;
+
+use crate::background::{BACKGROUND, FOREGROUND, SHADOW};
+use bits::{connected_components, BitMask};
+
+// The clean-up reads the foreground as the labels' top bit.
+const _: () = assert!(FOREGROUND & 0x80 != 0 && SHADOW & 0x80 == 0 && BACKGROUND & 0x80 == 0);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlobConfig {
@@ -132,23 +138,18 @@ impl Blob {
 /// Person blobs of one labelled frame, largest first.
 pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
     let (w, h) = labels.dimensions();
-    let binary: Vec<u8> = labels
-        .as_raw()
-        .iter()
-        .map(|&v| u8::from(v == FOREGROUND))
-        .collect();
-    let opened = dilate(
-        &erode(&binary, w, h, config.open_radius_px),
-        w,
-        h,
-        config.open_radius_px,
-    );
+    let foreground = BitMask::from_top_bits(labels.as_raw(), w as usize, h as usize);
+    let open_radius = config.open_radius_px as usize;
     let close_radius = (config.close_radius_per_100_rows * h as f32 / 100.0)
         .round()
-        .max(1.0) as u32;
-    let closed = erode(&dilate(&opened, w, h, close_radius), w, h, close_radius);
-
-    let (component_of, components) = connected_components(&closed, w, h);
+        .max(1.0) as usize;
+    let cleaned = foreground
+        .erode(open_radius)
+        .dilate(open_radius)
+        .dilate(close_radius)
+        .erode(close_radius);
+    let runs = cleaned.runs();
+    let (component_of_run, components) = connected_components(&runs);
     let min_height = (config.min_height_fraction * h as f32) as u32;
     let min_area = (config.min_area_fraction * (w * h) as f32) as u64;
     let is_person = |b: &BoundingBox, area: u64| {
@@ -198,12 +199,12 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
                 y1: (core.y1 + core.height() / 2).min(h),
             };
             let mut mask = GrayImage::new(grown.width(), grown.height());
-            for y in core.y0..core.y1 {
-                for x in core.x0..core.x1 {
-                    let c = component_of[(y * w + x) as usize];
-                    if c != NO_COMPONENT && owner[c as usize] == Some(p) {
-                        mask.put_pixel(x - grown.x0, y - grown.y0, image::Luma([255]));
-                    }
+            let stride = grown.width() as usize;
+            for (run, &c) in runs.iter().zip(&component_of_run) {
+                if owner[c as usize] == Some(p) {
+                    let row = (run.y - grown.y0) as usize * stride;
+                    let (x0, x1) = ((run.x0 - grown.x0) as usize, (run.x1 - grown.x0) as usize);
+                    mask.as_mut()[row + x0..row + x1].fill(255);
                 }
             }
             reclaim_shadow_labels(
@@ -213,6 +214,7 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
                 grown.y0,
                 config.foot_zone_fraction,
             );
+            close_vertical_gaps(&mut mask, close_radius);
             let (mask, bbox) = trim(mask, grown);
             let mut mask = mask;
             fill_holes(&mut mask);
@@ -237,147 +239,21 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
         .collect()
 }
 
-/// Square-window minimum (outside the image counts as unset).
-fn erode(mask: &[u8], w: u32, h: u32, radius: u32) -> Vec<u8> {
-    morphology(mask, w as usize, h as usize, radius as usize, true)
-}
-
-/// Square-window maximum.
-fn dilate(mask: &[u8], w: u32, h: u32, radius: u32) -> Vec<u8> {
-    morphology(mask, w as usize, h as usize, radius as usize, false)
-}
-
-/// Separable square-window minimum or maximum of a 0/1 mask, as AND or OR of shifted rows and then
-/// of neighbouring rows: whole-slice operations the compiler vectorises.
-fn morphology(mask: &[u8], w: usize, h: usize, r: usize, erode: bool) -> Vec<u8> {
-    if r == 0 {
-        return mask.to_vec();
-    }
-    let combine = |acc: &mut [u8], other: &[u8]| {
-        if erode {
-            acc.iter_mut().zip(other).for_each(|(a, &b)| *a &= b);
-        } else {
-            acc.iter_mut().zip(other).for_each(|(a, &b)| *a |= b);
-        }
-    };
-    let mut rows = mask.to_vec();
-    for y in 0..h {
-        let line = &mask[y * w..(y + 1) * w];
-        let out = &mut rows[y * w..(y + 1) * w];
-        for d in 1..=r.min(w) {
-            combine(&mut out[..w - d], &line[d..]);
-            combine(&mut out[d..], &line[..w - d]);
-            if erode {
-                out[w - d..].fill(0);
-                out[..d].fill(0);
-            }
+/// Closes gaps of up to `2r` rows in each column of a person mask: where the background matches a
+/// band of someone's clothes (a belt against the skirting board), the band cuts the person in two.
+fn close_vertical_gaps(mask: &mut GrayImage, r: usize) {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    // The closing only adds pixels to the mask, so what it loses at the crop's edges does not matter.
+    let closed = BitMask::from_top_bits(mask.as_raw(), w, h).close_columns(r);
+    for (i, v) in mask.iter_mut().enumerate() {
+        if closed.get(i % w, i / w) {
+            *v = 255;
         }
     }
-    let mut out = rows.clone();
-    for y in 0..h {
-        for d in 1..=r {
-            let (above, below) = (y.checked_sub(d), (y + d < h).then_some(y + d));
-            for neighbour in [above, below] {
-                match neighbour {
-                    Some(n) => combine(&mut out[y * w..(y + 1) * w], &rows[n * w..(n + 1) * w]),
-                    None if erode => out[y * w..(y + 1) * w].fill(0),
-                    None => {}
-                }
-            }
-        }
-    }
-    out
 }
 
-const NO_COMPONENT: u32 = u32::MAX;
 /// Mask value of a reclaimed shadow pixel until the foot zone is known.
 const RECLAIMED: u8 = 128;
-
-/// 8-connected components: the component index of every pixel and each component's box and area.
-fn connected_components(mask: &[u8], w: u32, h: u32) -> (Vec<u32>, Vec<(BoundingBox, u64)>) {
-    let (w, h) = (w as usize, h as usize);
-    let mut parent: Vec<u32> = Vec::new();
-    let mut provisional = vec![NO_COMPONENT; w * h];
-    fn find(parent: &mut [u32], mut a: u32) -> u32 {
-        while parent[a as usize] != a {
-            parent[a as usize] = parent[parent[a as usize] as usize];
-            a = parent[a as usize];
-        }
-        a
-    }
-    // Foreground is sparse: visit only set pixels, found by skipping runs of zeros.
-    let mut set_pixels: Vec<usize> = Vec::new();
-    for y in 0..h {
-        let row = &mask[y * w..(y + 1) * w];
-        let mut x = 0;
-        while let Some(offset) = row[x..].iter().position(|&v| v != 0) {
-            x += offset;
-            set_pixels.push(y * w + x);
-            x += 1;
-        }
-    }
-    for &i in &set_pixels {
-        let (x, y) = (i % w, i / w);
-        {
-            let mut label = NO_COMPONENT;
-            let neighbours = [
-                (x > 0).then(|| y * w + x - 1),
-                (y > 0 && x > 0).then(|| (y - 1) * w + x - 1),
-                (y > 0).then(|| (y - 1) * w + x),
-                (y > 0 && x + 1 < w).then(|| (y - 1) * w + x + 1),
-            ];
-            for n in neighbours.into_iter().flatten() {
-                let other = provisional[n];
-                if other == NO_COMPONENT {
-                    continue;
-                }
-                if label == NO_COMPONENT {
-                    label = find(&mut parent, other);
-                } else {
-                    let (a, b) = (find(&mut parent, label), find(&mut parent, other));
-                    if a != b {
-                        parent[a.max(b) as usize] = a.min(b);
-                        label = a.min(b);
-                    }
-                }
-            }
-            if label == NO_COMPONENT {
-                label = parent.len() as u32;
-                parent.push(label);
-            }
-            provisional[y * w + x] = label;
-        }
-    }
-    let mut index_of_root = vec![NO_COMPONENT; parent.len()];
-    let mut components: Vec<(BoundingBox, u64)> = Vec::new();
-    for &i in &set_pixels {
-        let (x, y) = (i % w, i / w);
-        {
-            let root = find(&mut parent, provisional[i]) as usize;
-            if index_of_root[root] == NO_COMPONENT {
-                index_of_root[root] = components.len() as u32;
-                let (x, y) = (x as u32, y as u32);
-                components.push((
-                    BoundingBox {
-                        x0: x,
-                        y0: y,
-                        x1: x + 1,
-                        y1: y + 1,
-                    },
-                    0,
-                ));
-            }
-            let c = index_of_root[root];
-            provisional[i] = c;
-            let (bbox, area) = &mut components[c as usize];
-            bbox.x0 = bbox.x0.min(x as u32);
-            bbox.x1 = bbox.x1.max(x as u32 + 1);
-            bbox.y1 = bbox.y1.max(y as u32 + 1);
-            *area += 1;
-        }
-    }
-    (provisional, components)
-}
 
 /// Crops `mask` (placed at `at`) to its set pixels.
 fn trim(mask: GrayImage, at: BoundingBox) -> (GrayImage, BoundingBox) {
@@ -414,7 +290,9 @@ fn reclaim_shadow_labels(
     foot_zone_fraction: f32,
 ) {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
-    let label_at = |i: usize| labels.get_pixel(x0 + (i % w) as u32, y0 + (i / w) as u32).0[0];
+    let stride = labels.width() as usize;
+    let (labels, origin) = (labels.as_raw(), y0 as usize * stride + x0 as usize);
+    let is_shadow = |i: usize| labels[origin + (i / w) * stride + i % w] == SHADOW;
     let raw = mask.as_mut();
     let mut stack: Vec<usize> = (0..w * h).filter(|&i| raw[i] != 0).collect();
     while let Some(i) = stack.pop() {
@@ -426,7 +304,7 @@ fn reclaim_shadow_labels(
             (y + 1 < h).then(|| i + w),
         ];
         for j in neighbours.into_iter().flatten() {
-            if raw[j] == 0 && label_at(j) == SHADOW {
+            if raw[j] == 0 && is_shadow(j) {
                 raw[j] = RECLAIMED;
                 stack.push(j);
             }
@@ -556,21 +434,5 @@ mod tests {
             }
         }
         assert!(extract_blobs(&labels, &BlobConfig::default()).is_empty());
-    }
-
-    #[test]
-    fn connected_components_join_diagonals_and_u_shapes() {
-        let (w, h) = (6u32, 4u32);
-        #[rustfmt::skip]
-        let mask: Vec<u8> = [
-            1, 0, 0, 0, 0, 1,
-            0, 1, 0, 1, 0, 1,
-            0, 1, 0, 1, 0, 0,
-            0, 1, 1, 1, 0, 1,
-        ].to_vec();
-        let (_, components) = connected_components(&mask, w, h);
-        let mut areas: Vec<u64> = components.iter().map(|c| c.1).collect();
-        areas.sort();
-        assert_eq!(areas, vec![1, 2, 8]);
     }
 }
