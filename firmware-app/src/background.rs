@@ -161,39 +161,35 @@ impl BackgroundModel {
         let held = held.map(|h| h.as_raw().as_slice());
         // Pixels are independent: split the image into one contiguous band per worker.
         let band = frame.len().div_ceil(self.workers);
-        std::thread::scope(|scope| {
-            let bands = self
-                .modes
-                .chunks_mut(band)
-                .zip(self.counts.chunks_mut(band))
-                .zip(self.labels.chunks_mut(band))
-                .zip(self.ratios.chunks_mut(band))
-                .enumerate();
-            for (b, (((modes, counts), labels), ratios)) in bands {
-                let start = b * band;
-                scope.spawn(move || {
-                    for (j, mode) in modes.iter_mut().enumerate() {
-                        let i = start + j;
-                        let held_here = held.is_some_and(|h| h[i] != 0);
-                        let x = pixels[i] as f32 * inverse_gain;
-                        let rate = if held_here { held_alpha } else { alpha };
-                        let (is_background, background_mean) =
-                            update_pixel(config, mode, &mut counts[j], x, rate);
-                        labels[j] = if is_background {
-                            BACKGROUND
-                        } else {
-                            FOREGROUND
-                        };
-                        // Only foreground pixels can be shadows; background reads as "unchanged".
-                        ratios[j] = if is_background {
-                            1.0
-                        } else if background_mean > 1.0 {
-                            x / background_mean
-                        } else {
-                            0.0
-                        };
-                    }
-                });
+        let bands: Vec<_> = self
+            .modes
+            .chunks_mut(band)
+            .zip(self.counts.chunks_mut(band))
+            .zip(self.labels.chunks_mut(band))
+            .zip(self.ratios.chunks_mut(band))
+            .collect();
+        run_bands(bands, |b, (((modes, counts), labels), ratios)| {
+            let start = b * band;
+            for (j, mode) in modes.iter_mut().enumerate() {
+                let i = start + j;
+                let held_here = held.is_some_and(|h| h[i] != 0);
+                let x = pixels[i] as f32 * inverse_gain;
+                let rate = if held_here { held_alpha } else { alpha };
+                let (is_background, background_mean) =
+                    update_pixel(config, mode, &mut counts[j], x, rate);
+                labels[j] = if is_background {
+                    BACKGROUND
+                } else {
+                    FOREGROUND
+                };
+                // Only foreground pixels can be shadows; background reads as "unchanged".
+                ratios[j] = if is_background {
+                    1.0
+                } else if background_mean > 1.0 {
+                    x / background_mean
+                } else {
+                    0.0
+                };
             }
         });
         self.label_shadows();
@@ -240,35 +236,67 @@ impl BackgroundModel {
     /// and varies little across the in-band pixels around them (a cast shadow dims the background
     /// smoothly; a person replaces it with their own texture).
     fn label_shadows(&mut self) {
-        let ratios = &self.ratios;
         let (w, h) = (self.width as usize, self.height as usize);
-        let c = &self.config;
-        let r = SHADOW_NEIGHBOURHOOD_RADIUS;
-        let in_band = |v: f32| (c.shadow_ratio_min..=c.shadow_ratio_max).contains(&v);
-        let labels = self.labels.as_mut();
-        let candidates: Vec<usize> = (0..w * h)
-            .filter(|&i| labels[i] == FOREGROUND && in_band(ratios[i]))
-            .collect();
-        for i in candidates {
-            let (x, y) = (i % w, i / w);
-            let (mut sum, mut sum2, mut n) = (0.0f32, 0.0f32, 0usize);
-            for yy in y.saturating_sub(r)..=(y + r).min(h - 1) {
-                for &v in &ratios[yy * w + x.saturating_sub(r)..=yy * w + (x + r).min(w - 1)] {
-                    if in_band(v) {
-                        sum += v;
-                        sum2 += v * v;
-                        n += 1;
-                    }
+        let (config, ratios) = (&self.config, &self.ratios);
+        // Each worker relabels whole rows; the ratios, read across band edges, are final by now.
+        let rows_per_band = h.div_ceil(self.workers);
+        let bands: Vec<&mut [u8]> = self.labels.chunks_mut(rows_per_band * w).collect();
+        run_bands(bands, |b, labels| {
+            label_shadow_rows(config, ratios, w, h, b * rows_per_band, labels);
+        });
+    }
+}
+
+/// Runs `work` on each band, all but the first on threads of their own and the first on the
+/// calling thread.
+fn run_bands<T: Send>(bands: Vec<T>, work: impl Fn(usize, T) + Sync) {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut bands = bands.into_iter().enumerate();
+        let first = bands.next();
+        for (b, band) in bands {
+            scope.spawn(move || work(b, band));
+        }
+        if let Some((b, band)) = first {
+            work(b, band);
+        }
+    });
+}
+
+/// [`BackgroundModel::label_shadows`] for the rows from `first_row` that `labels` holds.
+fn label_shadow_rows(
+    c: &BackgroundConfig,
+    ratios: &[f32],
+    w: usize,
+    h: usize,
+    first_row: usize,
+    labels: &mut [u8],
+) {
+    let r = SHADOW_NEIGHBOURHOOD_RADIUS;
+    let in_band = |v: f32| (c.shadow_ratio_min..=c.shadow_ratio_max).contains(&v);
+    for (j, label) in labels.iter_mut().enumerate() {
+        let i = first_row * w + j;
+        if *label != FOREGROUND || !in_band(ratios[i]) {
+            continue;
+        }
+        let (x, y) = (i % w, i / w);
+        let (mut sum, mut sum2, mut n) = (0.0f32, 0.0f32, 0usize);
+        for yy in y.saturating_sub(r)..=(y + r).min(h - 1) {
+            for &v in &ratios[yy * w + x.saturating_sub(r)..=yy * w + (x + r).min(w - 1)] {
+                if in_band(v) {
+                    sum += v;
+                    sum2 += v * v;
+                    n += 1;
                 }
             }
-            if n < SHADOW_MIN_NEIGHBOURS {
-                continue;
-            }
-            let mean = sum / n as f32;
-            let deviation = (sum2 / n as f32 - mean * mean).max(0.0).sqrt();
-            if deviation <= c.shadow_ratio_max_deviation {
-                labels[i] = SHADOW;
-            }
+        }
+        if n < SHADOW_MIN_NEIGHBOURS {
+            continue;
+        }
+        let mean = sum / n as f32;
+        let deviation = (sum2 / n as f32 - mean * mean).max(0.0).sqrt();
+        if deviation <= c.shadow_ratio_max_deviation {
+            *label = SHADOW;
         }
     }
 }

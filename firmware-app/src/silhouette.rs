@@ -8,7 +8,7 @@ use image::GrayImage;
 use crate::background::{BackgroundConfig, BackgroundModel};
 use crate::blobs::{extract_blobs, Blob, BlobConfig};
 use crate::frame::Frame;
-use crate::normalise::pretreat;
+use crate::normalise::pretreat_placed;
 use crate::quality::{check_frame, FrameRejection, QualityConfig};
 use crate::tracking::{Track, TrackId, Tracker, TrackerConfig};
 use crate::windows::{Observation, TrackWindows, Window, WindowConfig};
@@ -125,7 +125,7 @@ impl SilhouettePipeline {
             }
             let silhouette = check_frame(&blob.bbox, size, state.last_height, &self.config.quality)
                 .and_then(|()| {
-                    pretreat(&blob.on_canvas(size.0, size.1)).map_err(FrameRejection::from)
+                    pretreat_placed(&blob.mask, blob.bbox.x0, size.0).map_err(FrameRejection::from)
                 });
             state.last_height = Some(blob.bbox.height());
             let observation = Observation {

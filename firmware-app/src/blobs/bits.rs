@@ -333,11 +333,20 @@ mod tests {
         }
         let mask = BitMask::from_top_bits(&bytes, w, h);
         let closed = mask.close_columns(1);
-        assert!(closed.get(0, 2) && closed.get(0, 3), "a two-row gap closes at radius 1");
-        assert!((6..9).all(|y| !closed.get(0, y)), "a three-row gap stays open");
+        assert!(
+            closed.get(0, 2) && closed.get(0, 3),
+            "a two-row gap closes at radius 1"
+        );
+        assert!(
+            (6..9).all(|y| !closed.get(0, y)),
+            "a three-row gap stays open"
+        );
         let closed = mask.close_columns(2);
         assert!((6..9).all(|y| closed.get(0, y)), "and closes at radius 2");
-        assert!((0..h).all(|y| !closed.get(1, y)), "an empty column stays empty");
+        assert!(
+            (0..h).all(|y| !closed.get(1, y)),
+            "an empty column stays empty"
+        );
     }
 
     /// Flood fill, pixel by pixel: each component's box and area, sorted.

@@ -116,15 +116,6 @@ pub struct Blob {
 }
 
 impl Blob {
-    /// The blob alone on a frame-sized canvas, as the OpenGait pretreatment expects it.
-    pub fn on_canvas(&self, width: u32, height: u32) -> GrayImage {
-        let mut canvas = GrayImage::new(width, height);
-        for (x, y, p) in self.mask.enumerate_pixels() {
-            canvas.put_pixel(self.bbox.x0 + x, self.bbox.y0 + y, *p);
-        }
-        canvas
-    }
-
     /// Writes the blob's pixels into a frame-sized mask.
     pub fn paint(&self, canvas: &mut GrayImage) {
         for (x, y, p) in self.mask.enumerate_pixels() {
@@ -245,15 +236,14 @@ fn close_vertical_gaps(mask: &mut GrayImage, r: usize) {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
     // The closing only adds pixels to the mask, so what it loses at the crop's edges does not matter.
     let closed = BitMask::from_top_bits(mask.as_raw(), w, h).close_columns(r);
-    for (i, v) in mask.iter_mut().enumerate() {
-        if closed.get(i % w, i / w) {
-            *v = 255;
+    for (y, row) in mask.as_mut().chunks_exact_mut(w).enumerate() {
+        for (x, v) in row.iter_mut().enumerate() {
+            if closed.get(x, y) {
+                *v = 255;
+            }
         }
     }
 }
-
-/// Mask value of a reclaimed shadow pixel until the foot zone is known.
-const RECLAIMED: u8 = 128;
 
 /// Crops `mask` (placed at `at`) to its set pixels.
 fn trim(mask: GrayImage, at: BoundingBox) -> (GrayImage, BoundingBox) {
@@ -290,75 +280,126 @@ fn reclaim_shadow_labels(
     foot_zone_fraction: f32,
 ) {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
-    let stride = labels.width() as usize;
-    let (labels, origin) = (labels.as_raw(), y0 as usize * stride + x0 as usize);
-    let is_shadow = |i: usize| labels[origin + (i / w) * stride + i % w] == SHADOW;
-    let raw = mask.as_mut();
-    let mut stack: Vec<usize> = (0..w * h).filter(|&i| raw[i] != 0).collect();
-    while let Some(i) = stack.pop() {
-        let (x, y) = (i % w, i / w);
-        let neighbours = [
-            (x > 0).then(|| i - 1),
-            (x + 1 < w).then(|| i + 1),
-            (y > 0).then(|| i - w),
-            (y + 1 < h).then(|| i + w),
-        ];
-        for j in neighbours.into_iter().flatten() {
-            if raw[j] == 0 && is_shadow(j) {
-                raw[j] = RECLAIMED;
-                stack.push(j);
+    let label_stride = labels.width() as usize;
+    let mut grid = FloodGrid::new(w, h, 1, WALL);
+    let mut seeds = Vec::new();
+    for (y, mask_row) in mask.as_raw().chunks_exact(w).enumerate() {
+        let start = (y0 as usize + y) * label_stride + x0 as usize;
+        let label_row = &labels.as_raw()[start..start + w];
+        let first = grid.index(0, y);
+        for (x, (&m, &label)) in mask_row.iter().zip(label_row).enumerate() {
+            grid.cells[first + x] = if m != 0 {
+                seeds.push(first + x);
+                PERSON
+            } else if label == SHADOW {
+                OPEN
+            } else {
+                WALL
+            };
+        }
+    }
+    grid.flood(seeds);
+    let occupied = |y: usize| grid.row(y, w).iter().any(|&c| c == PERSON || c == REACHED);
+    let (Some(top), Some(bottom)) = (
+        (0..h).find(|&y| occupied(y)),
+        (0..h).rfind(|&y| occupied(y)),
+    ) else {
+        return;
+    };
+    let foot_zone_top = bottom - (foot_zone_fraction * (bottom - top) as f32) as usize;
+    for (y, mask_row) in mask
+        .as_mut()
+        .chunks_exact_mut(w)
+        .enumerate()
+        .take(foot_zone_top)
+    {
+        for (v, &cell) in mask_row.iter_mut().zip(grid.row(y, w)) {
+            if cell == REACHED {
+                *v = 255;
             }
         }
     }
-    let rows: Vec<usize> = (0..h)
-        .filter(|&y| raw[y * w..(y + 1) * w].iter().any(|&v| v != 0))
-        .collect();
-    if let (Some(&top), Some(&bottom)) = (rows.first(), rows.last()) {
-        let foot_zone_top = bottom - (foot_zone_fraction * (bottom - top) as f32) as usize;
-        for v in raw[foot_zone_top * w..]
-            .iter_mut()
-            .filter(|v| **v == RECLAIMED)
-        {
-            *v = 0;
+}
+
+/// Cells of a [`FloodGrid`].
+const WALL: u8 = 0;
+const OPEN: u8 = 1;
+const PERSON: u8 = 2;
+const REACHED: u8 = 3;
+
+/// A crop with a frame of cells around it, the outermost ring walls, so that a 4-connected flood
+/// fill needs neither bounds checks nor a division per pixel.
+struct FloodGrid {
+    stride: usize,
+    padding: usize,
+    cells: Vec<u8>,
+}
+
+impl FloodGrid {
+    /// A `w`×`h` crop inside a frame `padding` cells wide, every cell `fill` but the outer walls.
+    fn new(w: usize, h: usize, padding: usize, fill: u8) -> Self {
+        let stride = w + 2 * padding;
+        let rows = h + 2 * padding;
+        let mut cells = vec![fill; stride * rows];
+        cells[..stride].fill(WALL);
+        cells[(rows - 1) * stride..].fill(WALL);
+        for row in cells.chunks_exact_mut(stride) {
+            row[0] = WALL;
+            row[stride - 1] = WALL;
+        }
+        Self {
+            stride,
+            padding,
+            cells,
         }
     }
-    raw.iter_mut()
-        .filter(|v| **v == RECLAIMED)
-        .for_each(|v| *v = 255);
+
+    /// Index of the crop's pixel `(x, y)`.
+    fn index(&self, x: usize, y: usize) -> usize {
+        (y + self.padding) * self.stride + x + self.padding
+    }
+
+    /// The crop's row `y`.
+    fn row(&self, y: usize, w: usize) -> &[u8] {
+        let first = self.index(0, y);
+        &self.cells[first..first + w]
+    }
+
+    /// Marks [`REACHED`] every [`OPEN`] cell 4-connected to `seeds` (none of them in the walls).
+    fn flood(&mut self, mut stack: Vec<usize>) {
+        while let Some(i) = stack.pop() {
+            for j in [i - 1, i + 1, i - self.stride, i + self.stride] {
+                if self.cells[j] == OPEN {
+                    self.cells[j] = REACHED;
+                    stack.push(j);
+                }
+            }
+        }
+    }
 }
 
 /// Sets every background pixel that the border cannot reach through background.
 fn fill_holes(mask: &mut GrayImage) {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
-    let raw = mask.as_mut();
-    let mut outside = vec![false; w * h];
-    let mut stack: Vec<usize> = (0..w)
-        .flat_map(|x| [x, (h - 1) * w + x])
-        .chain((0..h).flat_map(|y| [y * w, y * w + w - 1]))
-        .filter(|&i| raw[i] == 0)
-        .collect();
-    while let Some(i) = stack.pop() {
-        if outside[i] || raw[i] != 0 {
-            continue;
-        }
-        outside[i] = true;
-        let (x, y) = (i % w, i / w);
-        if x > 0 {
-            stack.push(i - 1);
-        }
-        if x + 1 < w {
-            stack.push(i + 1);
-        }
-        if y > 0 {
-            stack.push(i - w);
-        }
-        if y + 1 < h {
-            stack.push(i + w);
+    // Background everywhere but the person, including a ring around the crop that joins all of
+    // the outside into one region.
+    let mut grid = FloodGrid::new(w, h, 2, OPEN);
+    for (y, row) in mask.as_raw().chunks_exact(w).enumerate() {
+        let first = grid.index(0, y);
+        for (x, &v) in row.iter().enumerate() {
+            if v != 0 {
+                grid.cells[first + x] = PERSON;
+            }
         }
     }
-    for (v, &out) in raw.iter_mut().zip(&outside) {
-        if !out {
-            *v = 255;
+    let corner = grid.index(0, 0) - grid.stride - 1;
+    grid.cells[corner] = REACHED;
+    grid.flood(vec![corner]);
+    for (y, row) in mask.as_mut().chunks_exact_mut(w).enumerate() {
+        for (v, &cell) in row.iter_mut().zip(grid.row(y, w)) {
+            if cell == OPEN {
+                *v = 255;
+            }
         }
     }
 }

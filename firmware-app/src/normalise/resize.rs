@@ -48,27 +48,55 @@ fn clamp_index(i: isize, len: usize) -> usize {
 /// Resizes `source` to `width`×`height` as `cv2.resize(src, (width, height),
 /// interpolation=cv2.INTER_CUBIC)` does for a single-channel `uint8` image.
 pub fn resize_cubic(source: &GrayImage, width: u32, height: u32) -> GrayImage {
-    let (sw, sh) = (source.width() as usize, source.height() as usize);
+    resize_cubic_placed(source, 0, source.width(), width, height)
+}
+
+/// [`resize_cubic`] of an image `full_width` wide that is zero but for `source` at column
+/// `x_offset` (a person's crop in an otherwise empty mask), without building that image: output
+/// columns whose taps all fall on the zeros are zero.
+pub fn resize_cubic_placed(
+    source: &GrayImage,
+    x_offset: u32,
+    full_width: u32,
+    width: u32,
+    height: u32,
+) -> GrayImage {
+    let (cw, sh) = (source.width() as usize, source.height() as usize);
+    let (x0, sw) = (x_offset as usize, full_width as usize);
+    assert!(x0 + cw <= sw, "the crop lies inside the image");
     let (dw, dh) = (width as usize, height as usize);
+    let pixels = source.as_raw();
+    let value = |row: &[u8], x: usize| {
+        if (x0..x0 + cw).contains(&x) {
+            row[x - x0]
+        } else {
+            0
+        }
+    };
     if (sw, sh) == (dw, dh) || dw == 0 || dh == 0 {
-        return GrayImage::from_fn(width, height, |x, y| *source.get_pixel(x, y));
+        return GrayImage::from_fn(width, height, |x, y| {
+            image::Luma([value(&pixels[y as usize * cw..], x as usize)])
+        });
     }
     let columns = taps(sw, dw);
     let rows = taps(sh, dh);
-    let pixels = source.as_raw();
+    // Destination columns whose four (clamped) taps can reach the crop.
+    let reaches_crop = |d: usize| {
+        let lowest = clamp_index(columns.first[d], sw);
+        let highest = clamp_index(columns.first[d] + TAPS as isize - 1, sw);
+        highest >= x0 && lowest < x0 + cw
+    };
+    let live: Vec<usize> = (0..dw).filter(|&d| reaches_crop(d)).collect();
 
-    let horizontal: Vec<f32> = (0..sh)
-        .flat_map(|y| {
-            let row = &pixels[y * sw..(y + 1) * sw];
-            let columns = &columns;
-            (0..dw).map(move |d| {
-                let w = &columns.weights[d];
-                (0..TAPS).fold(0.0f32, |sum, k| {
-                    sum + row[clamp_index(columns.first[d] + k as isize, sw)] as f32 * w[k]
-                })
-            })
-        })
-        .collect();
+    let mut horizontal = vec![0.0f32; sh * dw];
+    for (row, out) in pixels.chunks_exact(cw).zip(horizontal.chunks_exact_mut(dw)) {
+        for &d in &live {
+            let w = &columns.weights[d];
+            out[d] = (0..TAPS).fold(0.0f32, |sum, k| {
+                sum + value(row, clamp_index(columns.first[d] + k as isize, sw)) as f32 * w[k]
+            });
+        }
+    }
 
     let mut out = GrayImage::new(width, height);
     for (d, out_row) in out.chunks_exact_mut(dw).enumerate() {
