@@ -96,10 +96,7 @@ pub struct BackgroundModel {
     config: BackgroundConfig,
     width: u32,
     height: u32,
-    /// Each pixel's most probable mode, apart from the others: most pixels of a still room need
-    /// only this one, and a frame's pass then reads a third of the model.
-    first_modes: Vec<Mode>,
-    other_modes: Vec<[Mode; MODES - 1]>,
+    modes: Vec<[Mode; MODES]>,
     counts: Vec<u8>,
     labels: GrayImage,
     last_gain: f32,
@@ -116,8 +113,7 @@ impl BackgroundModel {
             config,
             width,
             height,
-            first_modes: vec![Mode::default(); n],
-            other_modes: vec![[Mode::default(); MODES - 1]; n],
+            modes: vec![[Mode::default(); MODES]; n],
             counts: vec![0; n],
             labels: GrayImage::new(width, height),
             last_gain: 1.0,
@@ -166,55 +162,36 @@ impl BackgroundModel {
         // Pixels are independent: split the image into one contiguous band per worker.
         let band = frame.len().div_ceil(self.workers);
         let bands: Vec<_> = self
-            .first_modes
+            .modes
             .chunks_mut(band)
-            .zip(self.other_modes.chunks_mut(band))
             .zip(self.counts.chunks_mut(band))
             .zip(self.labels.chunks_mut(band))
             .zip(self.ratios.chunks_mut(band))
             .collect();
-        let steps = SingleModeSteps::new(config, alpha, held_alpha);
-        run_bands(
-            bands,
-            |b, ((((first_modes, other_modes), counts), labels), ratios)| {
-                let start = b * band;
-                for (j, first) in first_modes.iter_mut().enumerate() {
-                    let i = start + j;
-                    let held_here = held.is_some_and(|h| h[i] != 0);
-                    let x = pixels[i] as f32 * inverse_gain;
-                    let single = (counts[j] == 1)
-                        .then(|| update_single_mode(config, first, x, steps.get(held_here)))
-                        .flatten();
-                    let (is_background, background_mean) = single.unwrap_or_else(|| {
-                        let rate = if held_here { held_alpha } else { alpha };
-                        let mut modes: [Mode; MODES] = std::array::from_fn(|k| {
-                            if k == 0 {
-                                *first
-                            } else {
-                                other_modes[j][k - 1]
-                            }
-                        });
-                        let result = update_pixel(config, &mut modes, &mut counts[j], x, rate);
-                        *first = modes[0];
-                        other_modes[j].copy_from_slice(&modes[1..]);
-                        result
-                    });
-                    labels[j] = if is_background {
-                        BACKGROUND
-                    } else {
-                        FOREGROUND
-                    };
-                    // Only foreground pixels can be shadows; background reads as "unchanged".
-                    ratios[j] = if is_background {
-                        1.0
-                    } else if background_mean > 1.0 {
-                        x / background_mean
-                    } else {
-                        0.0
-                    };
-                }
-            },
-        );
+        run_bands(bands, |b, (((modes, counts), labels), ratios)| {
+            let start = b * band;
+            for (j, mode) in modes.iter_mut().enumerate() {
+                let i = start + j;
+                let held_here = held.is_some_and(|h| h[i] != 0);
+                let x = pixels[i] as f32 * inverse_gain;
+                let rate = if held_here { held_alpha } else { alpha };
+                let (is_background, background_mean) =
+                    update_pixel(config, mode, &mut counts[j], x, rate);
+                labels[j] = if is_background {
+                    BACKGROUND
+                } else {
+                    FOREGROUND
+                };
+                // Only foreground pixels can be shadows; background reads as "unchanged".
+                ratios[j] = if is_background {
+                    1.0
+                } else if background_mean > 1.0 {
+                    x / background_mean
+                } else {
+                    0.0
+                };
+            }
+        });
         self.label_shadows();
         &self.labels
     }
@@ -231,7 +208,7 @@ impl BackgroundModel {
                 if self.counts[i] == 0 || self.labels.as_raw()[i] != BACKGROUND {
                     continue;
                 }
-                let mean = self.first_modes[i].mean;
+                let mean = self.modes[i][0].mean;
                 if mean < GAIN_MIN_BACKGROUND_LEVEL {
                     continue;
                 }
@@ -324,52 +301,6 @@ fn label_shadow_rows(
     }
 }
 
-/// The mean and variance step of a pixel's only mode when the sample matches it, for the normal and
-/// the held learning rate: what the general update comes to, with the weight renormalised to one.
-struct SingleModeSteps {
-    normal: f32,
-    held: f32,
-}
-
-impl SingleModeSteps {
-    fn new(c: &BackgroundConfig, alpha: f32, held_alpha: f32) -> Self {
-        let step = |alpha: f32| alpha / (1.0 - alpha * c.complexity_prior).max(alpha);
-        Self {
-            normal: step(alpha),
-            held: step(held_alpha),
-        }
-    }
-
-    fn get(&self, held: bool) -> f32 {
-        if held {
-            self.held
-        } else {
-            self.normal
-        }
-    }
-}
-
-/// [`update_pixel`] for a pixel with one mode, when the sample matches it (`None` otherwise).
-fn update_single_mode(
-    c: &BackgroundConfig,
-    mode: &mut Mode,
-    x: f32,
-    step: f32,
-) -> Option<(bool, f32)> {
-    let d = x - mode.mean;
-    let d2 = d * d;
-    if d2 >= c.match_threshold_sigma2 * mode.variance {
-        return None;
-    }
-    let is_background =
-        c.background_ratio > 0.0 && d2 < c.background_threshold_sigma2 * mode.variance;
-    mode.mean += step * d;
-    mode.variance =
-        (mode.variance + step * (d2 - mode.variance)).clamp(c.min_variance, c.max_variance);
-    mode.weight = 1.0;
-    Some((is_background, mode.mean))
-}
-
 /// One step of Zivkovic's recursive mixture update for one pixel. Returns whether the sample is
 /// background and the mean of the pixel's dominant background mode.
 fn update_pixel(
@@ -381,6 +312,23 @@ fn update_pixel(
 ) -> (bool, f32) {
     let n = *count as usize;
     let prune = alpha * c.complexity_prior;
+    // Most pixels of a still room have one mode that the sample matches: the general update below
+    // comes to exactly this, with the weight renormalised to one.
+    if n == 1 {
+        let mode = &mut modes[0];
+        let d = x - mode.mean;
+        let d2 = d * d;
+        if d2 < c.match_threshold_sigma2 * mode.variance {
+            let is_background =
+                c.background_ratio > 0.0 && d2 < c.background_threshold_sigma2 * mode.variance;
+            let step = alpha / (1.0 - prune).max(alpha);
+            mode.mean += step * d;
+            mode.variance =
+                (mode.variance + step * (d2 - mode.variance)).clamp(c.min_variance, c.max_variance);
+            mode.weight = 1.0;
+            return (is_background, mode.mean);
+        }
+    }
     let mut matched = None;
     let mut is_background = false;
     let mut cumulative = 0.0f32;
