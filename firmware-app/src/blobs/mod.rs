@@ -153,10 +153,10 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
     let mut order: Vec<usize> = (0..components.len()).collect();
     order.sort_by_key(|&c| std::cmp::Reverse(components[c].1));
     let mut owner: Vec<Option<usize>> = vec![None; components.len()];
-    let mut people: Vec<(BoundingBox, u64, Vec<usize>)> = Vec::new();
+    let mut people: Vec<(BoundingBox, u64)> = Vec::new();
     for &c in &order {
         let (bbox, area) = components[c];
-        let joined = people.iter().position(|(person, person_area, _)| {
+        let joined = people.iter().position(|(person, person_area)| {
             let margin = (config.merge_margin_fraction * person.height() as f32) as u32;
             area as f32 >= config.min_fragment_fraction * *person_area as f32
                 && person.grown(margin).overlaps(&bbox)
@@ -165,12 +165,11 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
             Some(p) => {
                 people[p].0 = people[p].0.union(&bbox);
                 people[p].1 += area;
-                people[p].2.push(c);
                 owner[c] = Some(p);
             }
             None if is_person(&bbox, area) => {
                 owner[c] = Some(people.len());
-                people.push((bbox, area, vec![c]));
+                people.push((bbox, area));
             }
             None => {}
         }
@@ -179,8 +178,8 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
     people
         .into_iter()
         .enumerate()
-        .filter(|(_, (bbox, area, _))| is_person(bbox, *area))
-        .map(|(p, (core, _, _))| {
+        .filter(|(_, (bbox, area))| is_person(bbox, *area))
+        .map(|(p, (core, _))| {
             // Room around the foreground core for reclaimed shadow labels (a head, mid-grey legs).
             let margin = (config.merge_margin_fraction * 2.0 * core.height() as f32) as u32;
             let grown = BoundingBox {
