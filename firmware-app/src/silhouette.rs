@@ -96,8 +96,9 @@ impl SilhouettePipeline {
     pub fn process(&mut self, frame: &Frame) -> FrameReport {
         let image = &frame.image;
         let held = self.held.take();
-        let labels = self.model_for(image).apply(image, held.as_ref()).clone();
-        let blobs = extract_blobs(&labels, &self.config.blobs);
+        let blob_config = self.config.blobs.clone();
+        let labels = self.model_for(image).apply(image, held.as_ref());
+        let blobs = extract_blobs(labels, &blob_config);
         let update = self.tracker.update(frame.index, &blobs);
 
         let mut report = FrameReport {
@@ -109,7 +110,11 @@ impl SilhouettePipeline {
             ended: Vec::new(),
         };
         let size = image.dimensions();
-        let mut hold = GrayImage::new(size.0, size.1);
+        // Last frame's hold has been read: its buffer takes this frame's.
+        let mut hold = held
+            .filter(|h| h.dimensions() == size)
+            .unwrap_or_else(|| GrayImage::new(size.0, size.1));
+        hold.fill(0);
         for &(track, b) in &update.observed {
             let blob = &blobs[b];
             let state = self.states.entry(track).or_default();
@@ -117,10 +122,13 @@ impl SilhouettePipeline {
             let moved = (blob.centroid.0 - origin.0).hypot(blob.centroid.1 - origin.1);
             state.travelled |= moved > HOLD_AFTER_TRAVEL_HEIGHTS * blob.bbox.height() as f32;
             if state.travelled {
-                for y in blob.bbox.y0..blob.bbox.y1 {
-                    for x in blob.bbox.x0..blob.bbox.x1 {
-                        hold.put_pixel(x, y, image::Luma([255]));
-                    }
+                let (x0, x1) = (blob.bbox.x0 as usize, blob.bbox.x1 as usize);
+                for row in hold
+                    .chunks_exact_mut(size.0 as usize)
+                    .take(blob.bbox.y1 as usize)
+                    .skip(blob.bbox.y0 as usize)
+                {
+                    row[x0..x1].fill(255);
                 }
             }
             let silhouette = check_frame(&blob.bbox, size, state.last_height, &self.config.quality)
