@@ -153,7 +153,10 @@ impl BackgroundModel {
                 .config
                 .history_frames
                 .min(2.0 * self.frames_seen as f32);
-        let held_alpha = alpha * self.config.held_learning_factor;
+        let rates = [
+            Rate::new(&self.config, alpha),
+            Rate::new(&self.config, alpha * self.config.held_learning_factor),
+        ];
         let inverse_gain = 1.0 / gain;
         self.ratios.resize(frame.len(), 0.0);
         let config = &self.config;
@@ -174,9 +177,8 @@ impl BackgroundModel {
                 let i = start + j;
                 let held_here = held.is_some_and(|h| h[i] != 0);
                 let x = pixels[i] as f32 * inverse_gain;
-                let rate = if held_here { held_alpha } else { alpha };
                 let (is_background, background_mean) =
-                    update_pixel(config, mode, &mut counts[j], x, rate);
+                    update_pixel(config, mode, &mut counts[j], x, &rates[held_here as usize]);
                 labels[j] = if is_background {
                     BACKGROUND
                 } else {
@@ -301,6 +303,27 @@ fn label_shadow_rows(
     }
 }
 
+/// A learning rate and the constants that follow from it.
+struct Rate {
+    alpha: f32,
+    /// Weight every mode loses per frame to Zivkovic's complexity prior.
+    prune: f32,
+    /// Mean and variance step of a pixel's only mode when the sample matches it: its weight is one
+    /// before the update and again after renormalisation.
+    single_mode_step: f32,
+}
+
+impl Rate {
+    fn new(c: &BackgroundConfig, alpha: f32) -> Self {
+        let prune = alpha * c.complexity_prior;
+        Self {
+            alpha,
+            prune,
+            single_mode_step: alpha / (1.0 - prune).max(alpha),
+        }
+    }
+}
+
 /// One step of Zivkovic's recursive mixture update for one pixel. Returns whether the sample is
 /// background and the mean of the pixel's dominant background mode.
 fn update_pixel(
@@ -308,27 +331,72 @@ fn update_pixel(
     modes: &mut [Mode; MODES],
     count: &mut u8,
     x: f32,
-    alpha: f32,
+    rate: &Rate,
+) -> (bool, f32) {
+    update_matching_first_mode(c, modes, count, x, rate)
+        .unwrap_or_else(|| update_any_mode(c, modes, count, x, rate))
+}
+
+/// [`update_any_mode`] for the common case, a sample that matches the pixel's first (heaviest)
+/// mode, with fewer divisions and no reordering; `None` for any other sample. The other modes only
+/// fade, and being lighter they fade out from the last one.
+fn update_matching_first_mode(
+    c: &BackgroundConfig,
+    modes: &mut [Mode; MODES],
+    count: &mut u8,
+    x: f32,
+    rate: &Rate,
+) -> Option<(bool, f32)> {
+    let n = *count as usize;
+    let (alpha, prune) = (rate.alpha, rate.prune);
+    let first = modes.first_mut().filter(|_| n > 0)?;
+    let d = x - first.mean;
+    let d2 = d * d;
+    if d2 >= c.match_threshold_sigma2 * first.variance {
+        return None;
+    }
+    let is_background =
+        c.background_ratio > 0.0 && d2 < c.background_threshold_sigma2 * first.variance;
+    let step = if n == 1 {
+        rate.single_mode_step
+    } else {
+        first.weight += alpha * (1.0 - first.weight) - prune;
+        alpha / first.weight.max(alpha)
+    };
+    first.mean += step * d;
+    first.variance =
+        (first.variance + step * (d2 - first.variance)).clamp(c.min_variance, c.max_variance);
+    if n == 1 {
+        return Some((is_background, first.mean));
+    }
+    let mut total = first.weight;
+    let mut kept = 1;
+    for mode in modes[1..n].iter_mut() {
+        mode.weight = mode.weight * (1.0 - alpha) - prune;
+        if mode.weight <= 0.0 {
+            break;
+        }
+        total += mode.weight;
+        kept += 1;
+    }
+    for mode in modes[..kept].iter_mut() {
+        mode.weight /= total;
+    }
+    *count = kept as u8;
+    Some((is_background, modes[0].mean))
+}
+
+/// Zivkovic's update for any sample: the first mode it matches learns, the others fade, modes
+/// whose weight runs out are dropped, and a sample that matches none starts a mode of its own.
+fn update_any_mode(
+    c: &BackgroundConfig,
+    modes: &mut [Mode; MODES],
+    count: &mut u8,
+    x: f32,
+    rate: &Rate,
 ) -> (bool, f32) {
     let n = *count as usize;
-    let prune = alpha * c.complexity_prior;
-    // Most pixels of a still room have one mode that the sample matches: the general update below
-    // comes to exactly this, with the weight renormalised to one.
-    if n == 1 {
-        let mode = &mut modes[0];
-        let d = x - mode.mean;
-        let d2 = d * d;
-        if d2 < c.match_threshold_sigma2 * mode.variance {
-            let is_background =
-                c.background_ratio > 0.0 && d2 < c.background_threshold_sigma2 * mode.variance;
-            let step = alpha / (1.0 - prune).max(alpha);
-            mode.mean += step * d;
-            mode.variance =
-                (mode.variance + step * (d2 - mode.variance)).clamp(c.min_variance, c.max_variance);
-            mode.weight = 1.0;
-            return (is_background, mode.mean);
-        }
-    }
+    let (alpha, prune) = (rate.alpha, rate.prune);
     let mut matched = None;
     let mut is_background = false;
     let mut cumulative = 0.0f32;
@@ -409,6 +477,52 @@ mod tests {
 
     fn count(labels: &GrayImage, label: u8) -> usize {
         labels.iter().filter(|&&v| v == label).count()
+    }
+
+    #[test]
+    fn the_first_mode_shortcut_is_the_general_update() {
+        use rand::{Rng, SeedableRng};
+        let config = BackgroundConfig::default();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut shortcuts = 0;
+        for trial in 0..20_000 {
+            let alpha = [1.0 / 500.0, 1.0 / 500.0 * 0.02, 0.5][trial % 3];
+            let rate = Rate::new(&config, alpha);
+            let n = rng.random_range(1..=MODES);
+            let mut weights: Vec<f32> = (0..n).map(|_| rng.random_range(0.0001..1.0)).collect();
+            // Weights are normalised and sorted, as the model keeps them; a lone mode weighs one.
+            weights.sort_by(|a, b| b.total_cmp(a));
+            let total: f32 = weights.iter().sum();
+            let mut modes = [Mode::default(); MODES];
+            for (mode, weight) in modes.iter_mut().zip(&weights) {
+                *mode = Mode {
+                    weight: if n == 1 { 1.0 } else { weight / total },
+                    mean: rng.random_range(0.0..255.0),
+                    variance: rng.random_range(config.min_variance..config.max_variance),
+                };
+            }
+            let x = modes[0].mean + rng.random_range(-12.0..12.0);
+            let (mut shortcut, mut general) = (modes, modes);
+            let (mut shortcut_count, mut general_count) = (n as u8, n as u8);
+            let Some(fast) =
+                update_matching_first_mode(&config, &mut shortcut, &mut shortcut_count, x, &rate)
+            else {
+                continue;
+            };
+            shortcuts += 1;
+            let slow = update_any_mode(&config, &mut general, &mut general_count, x, &rate);
+            assert_eq!(fast, slow);
+            assert_eq!(shortcut_count, general_count);
+            for k in 0..general_count as usize {
+                assert_eq!(shortcut[k].weight.to_bits(), general[k].weight.to_bits());
+                assert_eq!(shortcut[k].mean.to_bits(), general[k].mean.to_bits());
+                assert_eq!(
+                    shortcut[k].variance.to_bits(),
+                    general[k].variance.to_bits()
+                );
+            }
+        }
+        assert!(shortcuts > 5_000, "{shortcuts}");
     }
 
     #[test]
