@@ -7,8 +7,8 @@
 //!   over pixels that were background last frame, so an auto-exposure step or slow light drift does
 //!   not turn the whole image into foreground;
 //! - shadow labelling: a pixel that matches no background mode but is a uniformly darker copy of it
-//!   (brightness ratio in a band, and the ratio locally smooth like a soft cast shadow) is labelled
-//!   [`SHADOW`], not foreground;
+//!   (brightness ratio in a band, the ratio locally smooth like a soft cast shadow, and the
+//!   background's texture still showing through) is labelled [`SHADOW`], not foreground;
 //! - held pixels: where the caller still sees a tracked person, the model learns
 //!   [`BackgroundConfig::held_learning_factor`] times slower, so someone who waits at the door is not
 //!   absorbed into the background within seconds.
@@ -36,6 +36,11 @@ const GAIN_MIN_BACKGROUND_LEVEL: f32 = 16.0;
 const SHADOW_NEIGHBOURHOOD_RADIUS: usize = 2;
 /// In-band neighbours (of the 25) a shadow pixel needs: shadows are areas, not specks.
 const SHADOW_MIN_NEIGHBOURS: usize = 9;
+/// Half-size of the window in which a shadow must carry the background's texture: a floor's fine
+/// texture varies over several pixels, so a 5×5 neighbourhood sees too little of it.
+const TEXTURE_WINDOW_RADIUS: usize = 8;
+/// Every second row and column of that window is enough to see the texture, at a quarter the cost.
+const TEXTURE_WINDOW_STEP: usize = 2;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackgroundConfig {
@@ -57,6 +62,12 @@ pub struct BackgroundConfig {
     pub shadow_ratio_max: f32,
     /// Largest standard deviation of the brightness ratio around a shadow pixel.
     pub shadow_ratio_max_deviation: f32,
+    /// Background variance (grey levels squared) around a shadow pixel from which its texture must
+    /// show through the shadow; on flatter backgrounds the test cannot tell.
+    pub shadow_texture_min_variance: f32,
+    /// Slope of frame on background, as a fraction of the brightness ratio, a shadow needs where
+    /// the background is textured (a true shadow: 1; flat clothes: 0).
+    pub shadow_texture_min_slope: f32,
     /// Learning-rate factor where the caller holds a tracked person.
     pub held_learning_factor: f32,
     pub compensate_exposure: bool,
@@ -78,6 +89,8 @@ impl Default for BackgroundConfig {
             shadow_ratio_min: 0.5,
             shadow_ratio_max: 0.95,
             shadow_ratio_max_deviation: 0.04,
+            shadow_texture_min_variance: 9.0,
+            shadow_texture_min_slope: 0.5,
             held_learning_factor: 0.02,
             compensate_exposure: true,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -234,17 +247,17 @@ impl BackgroundModel {
         1.0
     }
 
-    /// Relabels foreground pixels whose brightness ratio to the background lies in the shadow band
-    /// and varies little across the in-band pixels around them (a cast shadow dims the background
-    /// smoothly; a person replaces it with their own texture).
+    /// Relabels foreground pixels whose brightness ratio to the background lies in the shadow band,
+    /// varies little across the in-band pixels around them, and keeps the background's texture (a
+    /// cast shadow dims the background smoothly; a person replaces it with their own texture).
     fn label_shadows(&mut self) {
         let (w, h) = (self.width as usize, self.height as usize);
-        let (config, ratios) = (&self.config, &self.ratios);
+        let (config, ratios, modes) = (&self.config, &self.ratios, &self.modes);
         // Each worker relabels whole rows; the ratios, read across band edges, are final by now.
         let rows_per_band = h.div_ceil(self.workers);
         let bands: Vec<&mut [u8]> = self.labels.chunks_mut(rows_per_band * w).collect();
         run_bands(bands, |b, labels| {
-            label_shadow_rows(config, ratios, w, h, b * rows_per_band, labels);
+            label_shadow_rows(config, ratios, modes, w, h, b * rows_per_band, labels);
         });
     }
 }
@@ -269,6 +282,7 @@ fn run_bands<T: Send>(bands: Vec<T>, work: impl Fn(usize, T) + Sync) {
 fn label_shadow_rows(
     c: &BackgroundConfig,
     ratios: &[f32],
+    modes: &[[Mode; MODES]],
     w: usize,
     h: usize,
     first_row: usize,
@@ -297,10 +311,59 @@ fn label_shadow_rows(
         }
         let mean = sum / n as f32;
         let deviation = (sum2 / n as f32 - mean * mean).max(0.0).sqrt();
-        if deviation <= c.shadow_ratio_max_deviation {
+        if deviation <= c.shadow_ratio_max_deviation
+            && follows_background_texture(c, ratios, modes, (w, h), (x, y), in_band)
+        {
             *label = SHADOW;
         }
     }
+}
+
+/// Whether the background's own texture shows through the darkening around pixel `(x, y)`, as it
+/// does under a cast shadow: over the in-band pixels of a window a few texture cells wide, the
+/// frame regressed on the background has a slope near their brightness ratio. Grey clothes in
+/// front of a textured floor are flat, so their slope is near zero. Where the background itself
+/// is too flat to tell, the pixel stays a shadow.
+fn follows_background_texture(
+    c: &BackgroundConfig,
+    ratios: &[f32],
+    modes: &[[Mode; MODES]],
+    (w, h): (usize, usize),
+    (x, y): (usize, usize),
+    in_band: impl Fn(f32) -> bool,
+) -> bool {
+    let r = TEXTURE_WINDOW_RADIUS;
+    let (mut n, mut sum_b, mut sum_bb, mut sum_f, mut sum_fb, mut sum_ratio) =
+        (0usize, 0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
+    for yy in (y.saturating_sub(r)..=(y + r).min(h - 1)).step_by(TEXTURE_WINDOW_STEP) {
+        for xx in (x.saturating_sub(r)..=(x + r).min(w - 1)).step_by(TEXTURE_WINDOW_STEP) {
+            let i = yy * w + xx;
+            let ratio = ratios[i];
+            if !in_band(ratio) {
+                continue;
+            }
+            // In the band, the ratio was taken against the first mode's mean.
+            let background = modes[i][0].mean;
+            let frame = ratio * background;
+            n += 1;
+            sum_b += background;
+            sum_bb += background * background;
+            sum_f += frame;
+            sum_fb += frame * background;
+            sum_ratio += ratio;
+        }
+    }
+    if n < SHADOW_MIN_NEIGHBOURS {
+        return true;
+    }
+    let n = n as f32;
+    let mean_b = sum_b / n;
+    let variance_b = sum_bb / n - mean_b * mean_b;
+    if variance_b < c.shadow_texture_min_variance {
+        return true;
+    }
+    let slope = (sum_fb / n - mean_b * sum_f / n) / variance_b;
+    slope >= c.shadow_texture_min_slope * sum_ratio / n
 }
 
 /// A learning rate and the constants that follow from it.
@@ -592,6 +655,54 @@ mod tests {
         let labels = model.apply(&shadowed, None).clone();
         assert!(count(&labels, SHADOW) > 600, "{}", count(&labels, SHADOW));
         assert!(count(&labels, FOREGROUND) < 100);
+    }
+
+    #[test]
+    fn a_shadow_keeps_the_background_texture_and_flat_grey_clothes_do_not() {
+        // A floor whose texture varies over several pixels, as tiles and their grain do.
+        let floor = |x: u32, y: u32| {
+            let (u, v) = (
+                x as f32 * std::f32::consts::TAU,
+                y as f32 * std::f32::consts::TAU,
+            );
+            150.0 + 10.0 * (u / 12.0).sin() * (v / 14.0).cos()
+        };
+        let mut model = BackgroundModel::new(BackgroundConfig::default(), 64, 48);
+        let empty = GrayImage::from_fn(64, 48, |x, y| image::Luma([floor(x, y).round() as u8]));
+        for _ in 0..50 {
+            model.apply(&empty, None);
+        }
+        // Left: the floor at 60 % brightness. Right: trousers of that same mean grey, flat. Most of
+        // the floor stays as it was, so the exposure gain stays one.
+        let scene = GrayImage::from_fn(64, 48, |x, y| {
+            image::Luma([match x {
+                0..14 => (0.6 * floor(x, y)).round() as u8,
+                50.. => 90,
+                _ => floor(x, y).round() as u8,
+            }])
+        });
+        let labels = model.apply(&scene, None).clone();
+        let in_columns = |columns: std::ops::Range<u32>, label: u8| {
+            labels
+                .enumerate_pixels()
+                .filter(|(x, _, v)| columns.contains(x) && v.0[0] == label)
+                .count()
+        };
+        assert!(
+            in_columns(0..14, SHADOW) > 500,
+            "{}",
+            in_columns(0..14, SHADOW)
+        );
+        assert!(
+            in_columns(50..64, FOREGROUND) > 500,
+            "{}",
+            in_columns(50..64, FOREGROUND)
+        );
+        assert!(
+            in_columns(50..64, SHADOW) < 30,
+            "{}",
+            in_columns(50..64, SHADOW)
+        );
     }
 
     #[test]
