@@ -5,11 +5,10 @@ use image::GrayImage;
 
 mod bits;
 
-use crate::background::{BACKGROUND, FOREGROUND, SHADOW};
+use crate::background::SHADOW;
 use bits::{connected_components, BitMask};
 
-// The clean-up reads the foreground as the labels' top bit.
-const _: () = assert!(FOREGROUND & 0x80 != 0 && SHADOW & 0x80 == 0 && BACKGROUND & 0x80 == 0);
+// The clean-up reads the foreground as the labels' top bit (guaranteed in `background`).
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlobConfig {
@@ -406,6 +405,7 @@ fn fill_holes(mask: &mut GrayImage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::background::FOREGROUND;
 
     fn rect(labels: &mut GrayImage, x0: u32, y0: u32, x1: u32, y1: u32) {
         for y in y0..y1 {
