@@ -217,38 +217,34 @@ impl BackgroundModel {
 
     /// Median brightness ratio of frame to background over last frame's background pixels.
     fn estimate_gain(&self, frame: &GrayImage) -> f32 {
-        let mut histogram = [0u32; GAIN_HISTOGRAM_BINS];
-        let mut samples = 0usize;
         let (w, h) = (self.width as usize, self.height as usize);
-        let scale = GAIN_HISTOGRAM_BINS as f32 / (GAIN_HISTOGRAM_MAX - GAIN_HISTOGRAM_MIN);
-        for y in (0..h).step_by(GAIN_SAMPLE_STEP) {
-            for x in (0..w).step_by(GAIN_SAMPLE_STEP) {
-                let i = y * w + x;
-                if self.counts[i] == 0 || self.labels.as_raw()[i] != BACKGROUND {
-                    continue;
-                }
-                let mean = self.modes[i][0].mean;
-                if mean < GAIN_MIN_BACKGROUND_LEVEL {
-                    continue;
-                }
-                let ratio = frame.as_raw()[i] as f32 / mean;
-                if (GAIN_HISTOGRAM_MIN..GAIN_HISTOGRAM_MAX).contains(&ratio) {
-                    histogram[((ratio - GAIN_HISTOGRAM_MIN) * scale) as usize] += 1;
-                    samples += 1;
+        // Each worker counts the sampled rows of its band into a histogram of its own; bands are
+        // whole multiples of the sampling step, so the rows sampled are those of a single pass.
+        let rows_per_band = h
+            .div_ceil(self.workers)
+            .max(1)
+            .next_multiple_of(GAIN_SAMPLE_STEP);
+        let mut histograms = vec![GainHistogram::default(); h.div_ceil(rows_per_band)];
+        run_bands(histograms.iter_mut().collect(), |b, histogram| {
+            let rows = b * rows_per_band..((b + 1) * rows_per_band).min(h);
+            for y in rows.step_by(GAIN_SAMPLE_STEP) {
+                for x in (0..w).step_by(GAIN_SAMPLE_STEP) {
+                    let i = y * w + x;
+                    if self.counts[i] == 0 || self.labels.as_raw()[i] != BACKGROUND {
+                        continue;
+                    }
+                    let mean = self.modes[i][0].mean;
+                    if mean >= GAIN_MIN_BACKGROUND_LEVEL {
+                        histogram.add(frame.as_raw()[i] as f32 / mean);
+                    }
                 }
             }
+        });
+        let mut total = GainHistogram::default();
+        for histogram in &histograms {
+            total.merge(histogram);
         }
-        if samples < GAIN_MIN_SAMPLES {
-            return 1.0;
-        }
-        let mut seen = 0usize;
-        for (bin, &count) in histogram.iter().enumerate() {
-            seen += count as usize;
-            if seen * 2 >= samples {
-                return GAIN_HISTOGRAM_MIN + (bin as f32 + 0.5) / scale;
-            }
-        }
-        1.0
+        total.median().unwrap_or(1.0)
     }
 
     /// Relabels foreground pixels whose brightness ratio to the background lies in the shadow band,
@@ -263,6 +259,54 @@ impl BackgroundModel {
         run_bands(bands, |b, labels| {
             label_shadow_rows(config, ratios, modes, (w, h), b * rows_per_band, labels);
         });
+    }
+}
+
+/// Frame-to-background brightness ratios in [`GAIN_HISTOGRAM_MIN`, `GAIN_HISTOGRAM_MAX`).
+#[derive(Clone)]
+struct GainHistogram {
+    counts: [u32; GAIN_HISTOGRAM_BINS],
+    samples: usize,
+}
+
+impl Default for GainHistogram {
+    fn default() -> Self {
+        Self {
+            counts: [0; GAIN_HISTOGRAM_BINS],
+            samples: 0,
+        }
+    }
+}
+
+impl GainHistogram {
+    const BINS_PER_UNIT: f32 =
+        GAIN_HISTOGRAM_BINS as f32 / (GAIN_HISTOGRAM_MAX - GAIN_HISTOGRAM_MIN);
+
+    fn add(&mut self, ratio: f32) {
+        if (GAIN_HISTOGRAM_MIN..GAIN_HISTOGRAM_MAX).contains(&ratio) {
+            self.counts[((ratio - GAIN_HISTOGRAM_MIN) * Self::BINS_PER_UNIT) as usize] += 1;
+            self.samples += 1;
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (count, other) in self.counts.iter_mut().zip(&other.counts) {
+            *count += other;
+        }
+        self.samples += other.samples;
+    }
+
+    /// The median ratio, at its bin's centre; `None` from too few samples.
+    fn median(&self) -> Option<f32> {
+        if self.samples < GAIN_MIN_SAMPLES {
+            return None;
+        }
+        let mut seen = 0usize;
+        let bin = self.counts.iter().position(|&count| {
+            seen += count as usize;
+            seen * 2 >= self.samples
+        })?;
+        Some(GAIN_HISTOGRAM_MIN + (bin as f32 + 0.5) / Self::BINS_PER_UNIT)
     }
 }
 

@@ -44,14 +44,16 @@ impl BitMask {
             .chunks_mut(mask.words_per_row)
             .zip(bytes.chunks(width))
         {
-            for (word, pixels) in row.iter_mut().zip(line.chunks(WORD)) {
-                let mut bits = 0u64;
-                for (k, eight) in pixels.chunks(8).enumerate() {
-                    let mut lanes = [0u8; 8];
-                    lanes[..eight.len()].copy_from_slice(eight);
-                    bits |= top_bits(u64::from_le_bytes(lanes)) << (8 * k);
-                }
-                *word = bits;
+            let whole_words = line.chunks_exact(WORD);
+            let rest = whole_words.remainder();
+            for (word, pixels) in row.iter_mut().zip(whole_words) {
+                *word = pack_word(pixels);
+            }
+            // The row's last, partial word: its missing pixels read as clear.
+            if !rest.is_empty() {
+                let mut padded = [0u8; WORD];
+                padded[..rest.len()].copy_from_slice(rest);
+                *row.last_mut().unwrap() = pack_word(&padded);
             }
         }
         mask
@@ -178,6 +180,16 @@ impl BitMask {
         }
         runs
     }
+}
+
+/// The top bits of 64 pixels as one word.
+fn pack_word(pixels: &[u8]) -> u64 {
+    pixels
+        .chunks_exact(8)
+        .enumerate()
+        .fold(0, |bits, (k, eight)| {
+            bits | top_bits(u64::from_le_bytes(eight.try_into().unwrap())) << (8 * k)
+        })
 }
 
 /// Bit 7 of each of the eight bytes of `lanes`, gathered into the low eight bits.
