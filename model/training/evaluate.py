@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from casia_b import load_sequences, parse_subjects  # noqa: E402
-from hstl_net import HSTL, part_distance  # noqa: E402
+from hstl_net import HSTL, part_distance, variant_of  # noqa: E402
 
 GALLERY = ("nm-01", "nm-02", "nm-03", "nm-04")
 PROBE_SETS = {"NM": ("nm-05", "nm-06"), "BG": ("bg-01", "bg-02"), "CL": ("cl-01", "cl-02")}
@@ -29,7 +29,7 @@ PROBE_SETS = {"NM": ("nm-05", "nm-06"), "BG": ("bg-01", "bg-02"), "CL": ("cl-01"
 def load_model(path, device):
     state = torch.load(path, map_location="cpu", weights_only=True)
     weights = state["model"] if "model" in state else state
-    model = HSTL(classes=weights["Head1.fc_bin"].shape[2])
+    model = HSTL(classes=weights["Head1.fc_bin"].shape[2], variant=variant_of(weights))
     model.load_state_dict(weights, strict=True)
     return model.to(device).eval()
 

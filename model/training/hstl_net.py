@@ -5,16 +5,55 @@ Module names, parameter names and shapes are those of the published checkpoints
 published checkpoint loads here with `strict=True`.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CHANNELS = (32, 64, 128)
-CLASSES = 74
-LEVEL2_BANDS = (40, 24)
-LEVEL3_BANDS = (8, 32, 16, 8)
+# The silhouette every variant reads: OpenGait-normalised, 64 rows × 44 columns after the side cut.
 FRAME_HEIGHT = 64
-PARTS = 1 + 2 * len(LEVEL2_BANDS) + len(LEVEL3_BANDS) + FRAME_HEIGHT
+FRAME_WIDTH = 44
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One HSTL network shape. `downsample` is the side of the area average applied to the 64 × 44
+    silhouette before the first convolution (1: none); the final GeM has one strip per remaining row."""
+
+    name: str
+    channels: tuple
+    level2_bands: tuple
+    level3_bands: tuple
+    downsample: int
+
+    @property
+    def height(self):
+        return FRAME_HEIGHT // self.downsample
+
+    @property
+    def width(self):
+        return FRAME_WIDTH // self.downsample
+
+    @property
+    def parts(self):
+        return 1 + 2 * len(self.level2_bands) + len(self.level3_bands) + self.height
+
+    @property
+    def embedding_channels(self):
+        return self.channels[-1]
+
+
+# The published CASIA-B network (hstl-spec.md §3).
+CASIA_B = Variant("casia-b", (32, 64, 128), (40, 24), (8, 32, 16, 8), downsample=1)
+# The edge network (model/COMPACT.md): half the channels on a 2 × 2 area average of the same
+# silhouette, every band and strip halved with the height.
+COMPACT = Variant("compact", (16, 32, 64), (20, 12), (4, 16, 8, 4), downsample=2)
+VARIANTS = {v.name: v for v in (CASIA_B, COMPACT)}
+
+CLASSES = 74
+PARTS = CASIA_B.parts
+
 GEM_P_INIT = 6.5
 GEM_EPS = 1e-6
 LEAKY_SLOPE = 0.01
@@ -135,24 +174,27 @@ class SeparateFCs(nn.Module):
 
 
 class HSTL(nn.Module):
-    """Input [N, T, 64, 44] in [0, 1]. Output: the embedding [N, 73, 128] (the BatchNorm output),
-    the pre-BatchNorm head output [N, 73, 128] and the training logits [N, 73, 74]."""
+    """Input [N, T, 64, 44] in [0, 1], whatever the variant. Output: the embedding [N, parts, C]
+    (the BatchNorm output), the pre-BatchNorm head output [N, parts, C] and the training logits
+    [N, parts, classes]."""
 
-    def __init__(self, classes=CLASSES):
+    def __init__(self, classes=CLASSES, variant=CASIA_B):
         super().__init__()
-        c1, c2, c3 = CHANNELS
+        self.variant = variant
+        c1, c2, c3 = variant.channels
+        level2, level3 = list(variant.level2_bands), list(variant.level3_bands)
         self.arme1 = nn.Sequential(BasicConv3d(1, c1), nn.LeakyReLU(LEAKY_SLOPE))
-        self.astp1 = ASTP([FRAME_HEIGHT], c1, c3, project=True)
-        self.arme2 = nn.Sequential(BandedConv3d(c1, c1, LEVEL2_BANDS), BandedConv3d(c1, c2, LEVEL2_BANDS))
-        self.astp2 = ASTP(LEVEL2_BANDS, c2, c3, project=True)
-        self.fta = FTABlock(c2, LEVEL2_BANDS)
-        self.astp2_fta = ASTP(LEVEL2_BANDS, c2, c3, project=True)
-        self.arme3 = nn.Sequential(BandedConv3d(c2, c3, LEVEL3_BANDS), BandedConv3d(c3, c3, LEVEL3_BANDS))
-        self.astp3 = ASTP(LEVEL3_BANDS, c3, c3, project=False)
+        self.astp1 = ASTP([variant.height], c1, c3, project=True)
+        self.arme2 = nn.Sequential(BandedConv3d(c1, c1, level2), BandedConv3d(c1, c2, level2))
+        self.astp2 = ASTP(level2, c2, c3, project=True)
+        self.fta = FTABlock(c2, level2)
+        self.astp2_fta = ASTP(level2, c2, c3, project=True)
+        self.arme3 = nn.Sequential(BandedConv3d(c2, c3, level3), BandedConv3d(c3, c3, level3))
+        self.astp3 = ASTP(level3, c3, c3, project=False)
         self.HPP = StripGeM()
-        self.Head0 = SeparateFCs(PARTS, c3, c3)
+        self.Head0 = SeparateFCs(variant.parts, c3, c3)
         self.Bn = nn.BatchNorm1d(c3)
-        self.Head1 = SeparateFCs(PARTS, c3, classes)
+        self.Head1 = SeparateFCs(variant.parts, c3, classes)
         self._initialise()
 
     def _initialise(self):
@@ -167,7 +209,7 @@ class HSTL(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, sils):
-        x = tile_short_clip(sils).unsqueeze(1)
+        x = network_input(tile_short_clip(sils), self.variant).unsqueeze(1)
         level1 = self.arme1(x)
         level2 = self.arme2(level1)
         aggregated = self.fta(level2)
@@ -186,6 +228,24 @@ class HSTL(nn.Module):
         embedding = self.Bn(gait)
         logits = self.Head1(embedding)
         return embedding.permute(0, 2, 1), gait.permute(0, 2, 1), logits.permute(0, 2, 1)
+
+
+def network_input(sils, variant):
+    """The variant's view of the 64 × 44 silhouettes [N, T, 64, 44]: their area average over
+    `downsample` × `downsample` cells."""
+    if variant.downsample == 1:
+        return sils
+    return F.avg_pool2d(sils, variant.downsample)
+
+
+def variant_of(state_dict):
+    """The variant whose shapes a state dict has (the stem's channels and the head's part count)."""
+    channels = state_dict["arme1.0.conv3d.weight"].shape[0]
+    parts = state_dict["Head0.fc_bin"].shape[0]
+    for variant in VARIANTS.values():
+        if variant.channels[0] == channels and variant.parts == parts:
+            return variant
+    raise ValueError(f"no HSTL variant has {channels} stem channels and {parts} parts")
 
 
 def tile_short_clip(sils):

@@ -1,10 +1,14 @@
-"""Train HSTL on CASIA-B with the reference recipe (hstl-spec.md §8), resumable across short runs.
+"""Train HSTL on CASIA-B, resumable across short runs.
 
-    python3 model/training/train.py --data CASIA_B_DIR --output runs/casia-b --minutes 9
+    python3 model/training/train.py --data CASIA_B_DIR --output runs/compact --minutes 120
 
 Every run resumes from the newest checkpoint in `OUTPUT/checkpoints/`, trains until the iteration
 target or the time budget, and saves a checkpoint in OpenGait's format
 (`{'model', 'optimizer', 'scheduler', 'iteration'}`, file `hstl-NNNNN.pt`), which `hstl export` reads.
+The defaults are the CPU recipe of the compact variant (README.md); `--variant casia-b --optimizer adam
+--lr 1e-4 --batch-k 8 --iterations 90000 --milestones 70000 --warmup 0` is the published recipe
+(hstl-spec.md §8). Subjects named by `--validation-subjects` are left out of training and scored
+(rank-1, NM/BG/CL) every `--validate-every` iterations, so checkpoints are chosen without the test subjects.
 """
 
 import argparse
@@ -20,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
-from hstl_net import HSTL  # noqa: E402
+from evaluate import embed_walks, rank1_table  # noqa: E402
+from hstl_net import HSTL, VARIANTS  # noqa: E402
 from losses import cross_entropy_loss, triplet_loss  # noqa: E402
 
 CHECKPOINT_NAME = re.compile(r"^hstl-(\d{5,})\.pt$")
@@ -30,18 +35,25 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="CASIA-B silhouettes: casia-b_SSS.npz files or SSS/COND/VVV/*.pkl")
     parser.add_argument("--output", required=True, help="run directory (checkpoints/, log.jsonl)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="compact")
     parser.add_argument("--subjects", default="001-074")
+    parser.add_argument("--validation-subjects", default="065-074", help="left out of training, scored as it goes ('' for none)")
+    parser.add_argument("--validate-every", type=int, default=1000)
+    parser.add_argument("--validation-frames", type=int, default=None, help="frames per validation walk (default: all)")
     parser.add_argument("--views", default=None, help="comma-separated views to train on (default: all)")
-    parser.add_argument("--iterations", type=int, default=90_000)
-    parser.add_argument("--milestones", default="70000", help="iterations where the learning rate drops 10x")
+    parser.add_argument("--iterations", type=int, default=20_000)
+    parser.add_argument("--milestones", default="14000,18000", help="iterations where the learning rate drops 10x")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD only")
+    parser.add_argument("--warmup", type=int, default=500, help="iterations of linear learning-rate warm-up")
     parser.add_argument("--batch-p", type=int, default=8, help="subjects per batch")
-    parser.add_argument("--batch-k", type=int, default=8, help="walks per subject per batch")
+    parser.add_argument("--batch-k", type=int, default=4, help="walks per subject per batch")
     parser.add_argument("--frames", type=int, default=30, help="consecutive frames per clip")
-    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--margin", type=float, default=0.2)
-    parser.add_argument("--save-every", type=int, default=1000)
-    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--minutes", type=float, default=None, help="stop and save after this much wall time")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -74,19 +86,46 @@ def save_checkpoint(directory, model, optimizer, scheduler, iteration):
     return path
 
 
+def make_optimizer(args, model):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+
+
+def warm_up(optimizer, args, iteration):
+    """Linear warm-up to the base rate over the first `--warmup` iterations; the milestones come after."""
+    if iteration < args.warmup:
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * (iteration + 1) / args.warmup
+    elif iteration == args.warmup and args.warmup > 0:
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr
+
+
+def validate(model, sequences, device, frames):
+    """Rank-1 NM/BG/CL of the held-out training subjects, in percent."""
+    model.eval()
+    table = rank1_table(sequences, embed_walks(model, sequences, device, frames))
+    model.train()
+    means = {name: table[name]["mean"] for name in ("NM", "BG", "CL")}
+    return {name: None if mean is None else round(mean, 2) for name, mean in means.items()}
+
+
 def train(args):
     started = time.monotonic()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    subjects = parse_subjects(args.subjects)
+    held_out = parse_subjects(args.validation_subjects) if args.validation_subjects else []
+    subjects = [s for s in parse_subjects(args.subjects) if s not in held_out]
     views = args.views.split(",") if args.views else None
     sequences = load_sequences(args.data, subjects, views)
+    validation = load_sequences(args.data, held_out, views) if held_out else []
     output = Path(args.output)
     checkpoints = output / "checkpoints"
 
-    model = HSTL(classes=len(subjects))
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    model = HSTL(classes=len(subjects), variant=VARIANTS[args.variant])
+    optimizer = make_optimizer(args, model)
     milestones = [int(m) for m in args.milestones.split(",") if m]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     iteration = 0
@@ -111,7 +150,7 @@ def train(args):
     output.mkdir(parents=True, exist_ok=True)
     log = open(output / "log.jsonl", "a")
     print(
-        f"{len(sequences)} walks of {len(subjects)} subjects; batch {args.batch_p}x{args.batch_k}x{args.frames} frames "
+        f"{args.variant}: {len(sequences)} walks of {len(subjects)} subjects ({len(validation)} held out); batch {args.batch_p}x{args.batch_k}x{args.frames} frames "
         f"on {device}{' with fp16' if mixed_precision else ''}",
         flush=True,
     )
@@ -122,6 +161,7 @@ def train(args):
         if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
             print(f"time budget of {args.minutes} min reached", flush=True)
             break
+        warm_up(optimizer, args, iteration)
         clips, labels = batches.next()
         sils = torch.from_numpy(clips).to(device, non_blocking=True)
         labels = torch.from_numpy(labels).to(device)
@@ -152,6 +192,9 @@ def train(args):
                 "lr": scheduler.get_last_lr()[0],
                 "elapsed_s": round(time.monotonic() - started, 1),
             }
+            if validation and iteration % args.validate_every == 0:
+                record["validation"] = validate(model, validation, device, args.validation_frames)
+                record["elapsed_s"] = round(time.monotonic() - started, 1)
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()
