@@ -71,7 +71,20 @@ pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::Mod
     );
     let clip = g.tile_short_clips(&frames);
 
-    let mut x = clip;
+    let mut x = if arch.input_downsample > 1 {
+        let side = arch.input_downsample as i64;
+        g.node(
+            "AveragePool",
+            "input_area_average",
+            &[&clip],
+            vec![
+                ints("kernel_shape", &[1, side, side]),
+                ints("strides", &[1, side, side]),
+            ],
+        )
+    } else {
+        clip
+    };
     for (i, _) in arch.stem.layers.iter().enumerate() {
         x = g.conv3d(
             &x,

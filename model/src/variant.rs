@@ -23,9 +23,17 @@ pub enum Variant {
     OuMvlp,
     /// Gait3D: 46 parts × 256 channels.
     Gait3d,
+    /// Ours, for the edge: the CASIA-B hierarchy at half the channels on a 2 × 2 area average of the
+    /// same silhouette (32 × 22), 41 parts × 64 channels (`model/COMPACT.md`).
+    Compact,
 }
 
-pub const ALL_VARIANTS: [Variant; 3] = [Variant::CasiaB, Variant::OuMvlp, Variant::Gait3d];
+pub const ALL_VARIANTS: [Variant; 4] = [
+    Variant::CasiaB,
+    Variant::OuMvlp,
+    Variant::Gait3d,
+    Variant::Compact,
+];
 
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -33,6 +41,7 @@ impl fmt::Display for Variant {
             Variant::CasiaB => "casia-b",
             Variant::OuMvlp => "ou-mvlp",
             Variant::Gait3d => "gait3d",
+            Variant::Compact => "compact",
         })
     }
 }
@@ -44,6 +53,7 @@ impl FromStr for Variant {
             "casia-b" | "casiab" => Ok(Variant::CasiaB),
             "ou-mvlp" | "oumvlp" | "grew" => Ok(Variant::OuMvlp),
             "gait3d" => Ok(Variant::Gait3d),
+            "compact" => Ok(Variant::Compact),
             _ => Err(HstlError::UnknownVariantName(s.to_string())),
         }
     }
@@ -64,6 +74,8 @@ pub struct ConvStage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Architecture {
     pub variant: Variant,
+    /// Side of the area average taken of the 64 × 44 input before the stem (1: none).
+    pub input_downsample: usize,
     /// `arme1`: whole-frame convolutions; their layers sit at Sequential indices 0, 2, … .
     pub stem: ConvStage,
     /// 2×2 spatial max-pool after the stem (OU-MVLP and Gait3D).
@@ -91,6 +103,7 @@ impl Variant {
         match self {
             Variant::CasiaB => Architecture {
                 variant: self,
+                input_downsample: 1,
                 stem: stage("arme1", &[(1, 32)], &[64], false),
                 pool_after_stem: false,
                 stages: vec![
@@ -102,6 +115,20 @@ impl Variant {
                 embedding_channels: 128,
                 published_classes: 74,
             },
+            Variant::Compact => Architecture {
+                variant: self,
+                input_downsample: 2,
+                stem: stage("arme1", &[(1, 16)], &[32], false),
+                pool_after_stem: false,
+                stages: vec![
+                    stage("arme2", &[(16, 16), (16, 32)], &[20, 12], false),
+                    stage("arme3", &[(32, 64), (64, 64)], &[4, 16, 8, 4], true),
+                ],
+                astp3_projects: false,
+                strips: 32,
+                embedding_channels: 64,
+                published_classes: 74,
+            },
             Variant::OuMvlp | Variant::Gait3d => {
                 let (b2, b3, b4): (&[usize], &[usize], &[usize]) = if self == Variant::OuMvlp {
                     (&[4, 24, 4], &[4, 4, 12, 8, 4], &[4, 4, 12, 4, 4, 4])
@@ -110,6 +137,7 @@ impl Variant {
                 };
                 Architecture {
                     variant: self,
+                    input_downsample: 1,
                     stem: stage("arme1", &[(1, 32), (32, 32)], &[64], false),
                     pool_after_stem: true,
                     stages: vec![
@@ -156,21 +184,23 @@ impl Architecture {
             + self.strips
     }
 
+    /// Height and width the stem runs at: the input after its area average.
+    pub fn stem_size(&self) -> (usize, usize) {
+        (
+            INPUT_HEIGHT / self.input_downsample,
+            INPUT_WIDTH / self.input_downsample,
+        )
+    }
+
     /// Height of the feature maps after the stem.
     pub fn feature_height(&self) -> usize {
-        if self.pool_after_stem {
-            INPUT_HEIGHT / 2
-        } else {
-            INPUT_HEIGHT
-        }
+        let pool = if self.pool_after_stem { 2 } else { 1 };
+        self.stem_size().0 / pool
     }
 
     pub fn feature_width(&self) -> usize {
-        if self.pool_after_stem {
-            INPUT_WIDTH / 2
-        } else {
-            INPUT_WIDTH
-        }
+        let pool = if self.pool_after_stem { 2 } else { 1 };
+        self.stem_size().1 / pool
     }
 
     /// The ASTP pooling levels in part order (astp1, astp2, astp2_fta, astp3[, astp4]).
@@ -295,7 +325,7 @@ impl Architecture {
                 .map(|&(cin, cout)| (cin * cout * CONV_KERNEL_VOLUME) as u64 * frames * h * w)
                 .sum()
         };
-        let (h0, w0) = (INPUT_HEIGHT as u64, INPUT_WIDTH as u64);
+        let (h0, w0) = (self.stem_size().0 as u64, self.stem_size().1 as u64);
         let (h, w) = (self.feature_height() as u64, self.feature_width() as u64);
         let stem_channels = self.stem.layers.last().map_or(0, |l| l.1) as u64;
         let mut total = conv(&self.stem, t, h0, w0) + e * stem_channels * h0 * w0;
@@ -376,6 +406,7 @@ mod tests {
         assert_eq!(Variant::CasiaB.architecture().parts(), 73);
         assert_eq!(Variant::OuMvlp.architecture().parts(), 50);
         assert_eq!(Variant::Gait3d.architecture().parts(), 46);
+        assert_eq!(Variant::Compact.architecture().parts(), 41);
     }
 
     #[test]
@@ -391,6 +422,11 @@ mod tests {
         assert_eq!(
             Variant::Gait3d.architecture().parameter_counts(),
             (54_719_087, 19_391_087)
+        );
+        // model/training/hstl_net.py, HSTL(74, COMPACT)
+        assert_eq!(
+            Variant::Compact.architecture().parameter_counts(),
+            (1_077_050, 882_874)
         );
     }
 
@@ -411,6 +447,8 @@ mod tests {
         let casia = Variant::CasiaB.architecture();
         assert_eq!(casia.macs(30), 25_824_755_712);
         assert_eq!(casia.macs(45), 38_707_699_712);
+        // model/COMPACT.md: 16 times less than the published CASIA-B network.
+        assert_eq!(Variant::Compact.architecture().macs(30), 1_618_733_056);
         for v in [Variant::OuMvlp, Variant::Gait3d] {
             let g = v.architecture().macs(30) as f64 / 1e9;
             assert!((g - 29.34).abs() < 0.01, "{v}: {g} GMAC");
@@ -430,6 +468,10 @@ mod tests {
         assert_eq!(
             variant_from_head_shape(&[46, 256, 256]).unwrap(),
             Variant::Gait3d
+        );
+        assert_eq!(
+            variant_from_head_shape(&[41, 64, 64]).unwrap(),
+            Variant::Compact
         );
         assert!(matches!(
             variant_from_head_shape(&[17, 128, 128]),

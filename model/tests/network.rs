@@ -103,6 +103,38 @@ fn the_256_channel_variants_build_and_run() {
 }
 
 #[test]
+fn the_compact_variant_reads_the_same_silhouettes_at_half_resolution() {
+    let e = embedder(Variant::Compact, 1);
+    assert_eq!(e.embedding_shape(), (41, 64));
+    let walk = frames(12, 0);
+    let emb = e.embed(&clip(&walk)).unwrap();
+    assert_eq!((emb.parts(), emb.channels()), (41, 64));
+    // The network sees each 2 × 2 cell's mean: moving ink within a cell changes nothing.
+    let mut moved = walk.clone();
+    for frame in moved.chunks_mut(64 * 44) {
+        for row in (0..64).step_by(2) {
+            for column in (0..44).step_by(2) {
+                let (a, b) = (row * 44 + column, (row + 1) * 44 + column + 1);
+                frame.swap(a, b);
+            }
+        }
+    }
+    let same = e.embed(&clip(&moved)).unwrap();
+    assert!(emb.distance(&same).unwrap() < 1e-5);
+    // Moving it across cells does.
+    let shifted: Vec<u8> = walk
+        .chunks(64 * 44)
+        .flat_map(|frame| {
+            let mut out = vec![0u8; 64 * 44];
+            out[2 * 44..].copy_from_slice(&frame[..62 * 44]);
+            out
+        })
+        .collect();
+    let other = e.embed(&clip(&shifted)).unwrap();
+    assert!(emb.distance(&other).unwrap() > 1e-3);
+}
+
+#[test]
 fn checkpoint_files_round_trip() {
     let path = temp_path("roundtrip.pt");
     let weights = Weights::seeded(Variant::OuMvlp, 5);

@@ -24,7 +24,7 @@ CASIA_B = SHARED / "data" / "casia-b" / "silhouettes"
 sys.path.insert(0, str(TRAINING))
 
 from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
-from hstl_net import HSTL, PARTS, part_distance  # noqa: E402
+from hstl_net import CASIA_B, COMPACT, HSTL, PARTS, VARIANTS, network_input, part_distance, variant_of  # noqa: E402
 from losses import cross_entropy_loss, triplet_loss  # noqa: E402
 import evaluate  # noqa: E402
 import train  # noqa: E402
@@ -68,6 +68,29 @@ def test_parameter_count_and_part_count_match_the_spec():
     assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("Head1")) == 4_054_378
     assert len(model.state_dict()) == 41
     assert PARTS == 73
+
+
+def test_the_compact_variant_matches_its_documented_shape():
+    model = HSTL(classes=74, variant=COMPACT)
+    assert sum(p.numel() for p in model.parameters()) == 1_077_050
+    assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("Head1")) == 882_874
+    assert list(model.state_dict()) == list(HSTL().state_dict()), "the published key list, other shapes"
+    assert model.state_dict()["Head0.fc_bin"].shape == (41, 64, 64)
+    assert variant_of(model.state_dict()) is COMPACT and variant_of(HSTL().state_dict()) is CASIA_B
+    with torch.no_grad():
+        embedding, _, _ = model.eval()(torch.rand(1, 30, 64, 44))
+    assert embedding.shape == (1, 41, 64)
+
+
+def test_the_compact_input_is_the_2x2_area_average_of_the_silhouette():
+    sils = torch.zeros(1, 1, 64, 44)
+    sils[0, 0, 0, 0] = 1.0
+    sils[0, 0, 10:12, 20:22] = 1.0
+    reduced = network_input(sils, COMPACT)
+    assert reduced.shape == (1, 1, 32, 22)
+    assert reduced[0, 0, 0, 0] == 0.25 and reduced[0, 0, 5, 10] == 1.0
+    assert reduced.sum() == sils.sum() / 4
+    assert network_input(sils, CASIA_B) is sils
 
 
 def test_short_clips_are_tiled_like_the_reference():
@@ -129,14 +152,16 @@ def test_batches_hold_p_subjects_of_k_walks_of_consecutive_frames():
     assert len(set(labels.tolist())) == 2 and all(np.bincount(labels)[np.unique(labels)] == 3)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """Two short runs of the training command, the second resuming the first: (run dir, checkpoint)."""
-    output = tmp_path_factory.mktemp("run")
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def tiny_run(tmp_path_factory, request):
+    """Two short runs of the training command, the second resuming the first, for each variant:
+    (run dir, checkpoint)."""
+    output = tmp_path_factory.mktemp(f"run-{request.param}")
     common = [
         "--data", str(shared(CASIA_B)), "--subjects", "001-004", "--views", "090", "--output", str(output),
         "--batch-p", "2", "--batch-k", "2", "--frames", "9", "--log-every", "1", "--save-every", "2",
-        "--milestones", "3",
+        "--milestones", "3", "--lr", "1e-4", "--warmup", "0", "--validation-subjects", "",
+        "--variant", request.param,
     ]
     first = train.train(train.parse_args(common + ["--iterations", "2"]))
     assert first.name == "hstl-00002.pt"
@@ -158,7 +183,8 @@ def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tiny_run
     assert state["scheduler"]["last_epoch"] == 4 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)
     assert state["optimizer"]["state"], "Adam moments are saved"
 
-    model = HSTL(classes=4)
+    variant = variant_of(state["model"])
+    model = HSTL(classes=4, variant=variant)
     model.load_state_dict(state["model"], strict=True)
     model.eval()
     walk = next(s for s in load_sequences(data, ["005"], views=["090"]) if len(s) >= 12).clip(np.arange(12))
@@ -173,7 +199,7 @@ def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tiny_run
     out = tmp_path / "embedding.npy"
     subprocess.run([hstl, "embed", "--model", onnx, "--input", clip, "--output", out], check=True)
     ours = np.load(out)
-    assert ours.shape == (73, 128)
+    assert ours.shape == (variant.parts, variant.embedding_channels)
     np.testing.assert_allclose(ours, expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
 
 
