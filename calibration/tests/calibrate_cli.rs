@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hstl::onnx_graph::{write_model, ExportOptions};
-use hstl::{Variant, Weights};
+use hstl::{OperatingPoint, Variant, Weights};
 
 fn casia_b() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/casia-b/silhouettes");
@@ -30,11 +30,15 @@ fn seeded_model(dir: &Path) -> PathBuf {
     path
 }
 
-fn calibrate(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_calibrate"))
+fn run_calibrate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_calibrate"))
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn calibrate(args: &[&str]) -> String {
+    let output = run_calibrate(args);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -53,12 +57,10 @@ fn field<'a>(report: &'a str, after: &str) -> &'a str {
 }
 
 #[test]
-fn thresholds_from_casia_b_write_the_plot_and_the_configuration() {
+fn thresholds_from_casia_b_write_the_plot_and_the_operating_point() {
     let Some(data) = casia_b() else { return };
     let dir = tempfile::tempdir().unwrap();
     let model = seeded_model(dir.path());
-    let config = dir.path().join("kiosk.toml");
-    std::fs::write(&config, "door = \"front\"\n\n[decision]\n# calibrated on site\naccept_distance = 9.0\nmargin = 0.001\n").unwrap();
     let plot = dir.path().join("det.png");
     let args = [
         "thresholds",
@@ -76,8 +78,9 @@ fn thresholds_from_casia_b_write_the_plot_and_the_configuration() {
         "30",
         "--plot",
         plot.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
+        "--target-fpir",
+        "0.01",
+        "--save",
         "--threads",
         "2",
     ];
@@ -95,18 +98,18 @@ fn thresholds_from_casia_b_write_the_plot_and_the_configuration() {
     assert!(non_mated >= 30, "{report}");
     assert!(
         report.contains("warning:"),
-        "{non_mated} searches cannot resolve FPIR 0.003: {report}"
+        "{non_mated} searches cannot resolve FPIR 0.01: {report}"
     );
 
-    let threshold: f64 = field(&report, "FPIR <=").parse().unwrap();
-    let written = std::fs::read_to_string(&config).unwrap();
-    assert!(written.contains("# calibrated on site"), "{written}");
-    assert!(written.contains("margin = 0.001"), "{written}");
-    let value: toml_edit::DocumentMut = written.parse().unwrap();
-    assert_eq!(
-        value["decision"]["accept_distance"].as_float(),
-        Some(threshold)
-    );
+    let threshold: f32 = field(&report, "FPIR <=").parse().unwrap();
+    let point = OperatingPoint::load_for(&model, &hstl::model_id(&model).unwrap())
+        .unwrap()
+        .expect("the operating point is saved beside the model");
+    assert_eq!(point.accept_distance, threshold);
+    assert_eq!(point.target_fpir, 0.01);
+    assert_eq!(point.non_mated_searches, non_mated);
+    assert!(!point.resolves_target());
+    assert!(point.measured_on.contains("075-077"), "{point:?}");
 
     let picture = image::open(&plot).unwrap().to_rgb8();
     assert_eq!(picture.dimensions(), (640, 480));
@@ -159,4 +162,46 @@ fn thresholds_from_a_site_folder_of_walks() {
     // Two probe walks per person, each cut into at least one window.
     assert!(mated >= 4, "{report}");
     assert!(report.contains("equal error:"), "{report}");
+}
+
+#[test]
+fn a_target_no_distance_can_meet_is_refused_and_nothing_is_saved() {
+    let Some(data) = casia_b() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = seeded_model(dir.path());
+    let site = dir.path().join("site");
+    // Two "people" with the very same walks: every stranger is as close as the person themself.
+    let walks = hstl::casia_b::read_subject(&data, "075", Some(&["090".to_owned()])).unwrap();
+    for person in ["twin-a", "twin-b"] {
+        let folder = site.join(person);
+        std::fs::create_dir_all(&folder).unwrap();
+        for walk in walks
+            .iter()
+            .filter(|w| w.condition.starts_with("nm"))
+            .take(2)
+        {
+            let array =
+                ndarray::Array3::from_shape_vec((walk.frames(), 64, 64), walk.pixels().to_vec())
+                    .unwrap();
+            ndarray_npy::write_npy(folder.join(format!("{}.npy", walk.condition)), &array).unwrap();
+        }
+    }
+    let output = run_calibrate(&[
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--walks",
+        site.to_str().unwrap(),
+        "--window",
+        "6",
+        "--hop",
+        "40",
+        "--target-fpir",
+        "0.01",
+        "--save",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing was saved"), "{stderr}");
+    assert!(!OperatingPoint::path_for(&model).exists());
 }

@@ -90,7 +90,75 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// The network's own threads: more than a board has cores only slows it down.
+pub const MAX_MODEL_THREADS: usize = 64;
+/// Each window in flight holds 30 silhouettes; a few cover any stall worth riding out.
+pub const MAX_WINDOWS_IN_FLIGHT: usize = 16;
+/// An audit file smaller than this would rotate on nearly every event.
+pub const MIN_AUDIT_FILE_BYTES: u64 = 4_096;
+/// Rotated audit files: at least one, so that the line just written survives a rotation.
+pub const MAX_AUDIT_KEEP_FILES: usize = 10_000;
+pub const MAX_MQTT_QUEUED: usize = 10_000_000;
+
 impl KioskConfig {
+    /// Every value in a range the kiosk can run with, or the first that is not, named by section.
+    fn check(&self) -> Result<(), String> {
+        if self.door.trim().is_empty() {
+            return Err("door must name the door".into());
+        }
+        if self.source.camera.is_some() == self.source.path.is_some() {
+            return Err("[source] needs exactly one of `camera` and `path`".into());
+        }
+        if !["auto", "tract", "ort"].contains(&self.model.backend.as_str()) {
+            return Err(format!(
+                "[model] backend `{}` is not one of auto, tract, ort",
+                self.model.backend
+            ));
+        }
+        if !(1..=MAX_MODEL_THREADS).contains(&self.model.threads) {
+            return Err(format!(
+                "[model] threads = {}: must be from 1 to {MAX_MODEL_THREADS}",
+                self.model.threads
+            ));
+        }
+        self.decision
+            .check()
+            .map_err(|e| format!("[decision] {e}"))?;
+        if self.audit.max_file_bytes < MIN_AUDIT_FILE_BYTES {
+            return Err(format!(
+                "[audit] max_file_bytes = {}: must be at least {MIN_AUDIT_FILE_BYTES}",
+                self.audit.max_file_bytes
+            ));
+        }
+        if !(1..=MAX_AUDIT_KEEP_FILES).contains(&self.audit.keep_files) {
+            return Err(format!(
+                "[audit] keep_files = {}: must be from 1 to {MAX_AUDIT_KEEP_FILES}",
+                self.audit.keep_files
+            ));
+        }
+        if let Some(relay) = &self.relay {
+            relay.check().map_err(|e| format!("[relay] {e}"))?;
+        }
+        if let Some(mqtt) = &self.mqtt {
+            if mqtt.host.trim().is_empty() {
+                return Err("[mqtt] host is empty".into());
+            }
+            if !(1..=MAX_MQTT_QUEUED).contains(&mqtt.max_queued) {
+                return Err(format!(
+                    "[mqtt] max_queued = {}: must be from 1 to {MAX_MQTT_QUEUED}",
+                    mqtt.max_queued
+                ));
+            }
+        }
+        if !(1..=MAX_WINDOWS_IN_FLIGHT).contains(&self.max_windows_in_flight) {
+            return Err(format!(
+                "max_windows_in_flight = {}: must be from 1 to {MAX_WINDOWS_IN_FLIGHT}",
+                self.max_windows_in_flight
+            ));
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
@@ -101,28 +169,7 @@ impl KioskConfig {
             message,
         };
         let mut config: KioskConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        if config.source.camera.is_some() == config.source.path.is_some() {
-            return Err(invalid(
-                "[source] needs exactly one of `camera` and `path`".into(),
-            ));
-        }
-        if config.decision.accept_distance.is_nan()
-            || config.decision.accept_distance <= 0.0
-            || config.decision.margin < 0.0
-        {
-            return Err(invalid(
-                "[decision] accept_distance must be positive and margin not negative".into(),
-            ));
-        }
-        if let Some(relay) = &config.relay {
-            relay.check().map_err(|e| invalid(format!("[relay] {e}")))?;
-        }
-        if !["auto", "tract", "ort"].contains(&config.model.backend.as_str()) {
-            return Err(invalid(format!(
-                "[model] backend `{}` is not one of auto, tract, ort",
-                config.model.backend
-            )));
-        }
+        config.check().map_err(invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for relative in [
             Some(&mut config.model.path),
@@ -178,7 +225,7 @@ keep_files = 5
     #[test]
     fn a_complete_file_loads_with_paths_beside_it() {
         let config = load(GOOD).unwrap();
-        assert_eq!(config.decision.accept_distance, 0.8);
+        assert_eq!(config.decision.accept_distance, Some(0.8));
         assert!(config.model.path.is_absolute());
         assert_eq!(
             config.audit.path,
@@ -199,6 +246,42 @@ keep_files = 5
             .to_string()
             .contains("accept_distance"));
         assert!(load("door = ").is_err());
+        for (field, bad) in [
+            ("accept_distance", "accept_distance = nan"),
+            ("accept_distance", "accept_distance = inf"),
+            ("accept_distance", "accept_distance = 0.0"),
+            ("margin", "margin = nan"),
+            ("consensus_windows", "consensus_windows = 0"),
+            ("max_people_in_zone", "max_people_in_zone = 0"),
+            ("keep_files", "keep_files = 0"),
+            ("max_file_bytes", "max_file_bytes = 10"),
+        ] {
+            let key = bad.split(" =").next().unwrap();
+            let line = GOOD
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("{key} in GOOD"));
+            let error = load(&GOOD.replace(line, bad)).unwrap_err().to_string();
+            assert!(error.contains(field), "{bad}: {error}");
+        }
+        let threads = GOOD.replace(
+            "path = \"hstl.onnx\"",
+            "path = \"hstl.onnx\"\nthreads = 40000",
+        );
+        assert!(load(&threads)
+            .unwrap_err()
+            .to_string()
+            .contains("threads = 40000"));
+        let threads = GOOD.replace("path = \"hstl.onnx\"", "path = \"hstl.onnx\"\nthreads = 0");
+        assert!(load(&threads)
+            .unwrap_err()
+            .to_string()
+            .contains("threads = 0"));
+        let in_flight = format!("max_windows_in_flight = 0\n{GOOD}");
+        assert!(load(&in_flight)
+            .unwrap_err()
+            .to_string()
+            .contains("max_windows_in_flight"));
         let long_pulse =
             format!("{GOOD}[relay]\nchip = \"/dev/gpiochip0\"\nline = 17\npulse_ms = 60000\n");
         assert!(load(&long_pulse)
@@ -212,6 +295,10 @@ keep_files = 5
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cross/package/kiosk.toml");
         let config = KioskConfig::load(&example).unwrap();
         assert_eq!(config.source.camera, Some(0));
+        assert_eq!(
+            config.decision.accept_distance, None,
+            "the packaged file leaves the accept distance to the model's operating point"
+        );
         assert_eq!(config.relay.unwrap().pulse_ms, 3_000);
         assert_eq!(config.mqtt.unwrap().prefix(&config.door), "kiosk/front");
         assert_eq!(

@@ -13,6 +13,9 @@
 //! A track gets exactly one decision.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use hstl::OperatingPoint;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +26,8 @@ use crate::tracking::TrackId;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionConfig {
-    /// Accept only when the closest identity is nearer than this (reference distance units).
-    pub accept_distance: f32,
+    /// Tightens the model's calibrated accept distance (its operating point); it can never loosen it.
+    pub accept_distance: Option<f32>,
     /// ... and the second identity is at least this much farther.
     pub margin: f32,
     /// Consecutive agreeing windows needed to decide.
@@ -39,12 +42,93 @@ pub struct DecisionConfig {
 impl Default for DecisionConfig {
     fn default() -> Self {
         DecisionConfig {
-            accept_distance: 1.0,
+            accept_distance: None,
             margin: 0.05,
             consensus_windows: 2,
             max_people_in_zone: 1,
             tailgate_watch_ms: 3_000,
         }
+    }
+}
+
+impl DecisionConfig {
+    /// Every field within the range a door can use, or the first one that is not, named.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(distance) = self.accept_distance {
+            if !(distance.is_finite() && distance > 0.0) {
+                return Err(format!(
+                    "accept_distance = {distance}: must be a positive distance"
+                ));
+            }
+        }
+        if !(self.margin.is_finite() && (0.0..=MAX_MARGIN).contains(&self.margin)) {
+            return Err(format!(
+                "margin = {}: must be from 0 to {MAX_MARGIN}",
+                self.margin
+            ));
+        }
+        if !(1..=MAX_CONSENSUS_WINDOWS).contains(&self.consensus_windows) {
+            return Err(format!(
+                "consensus_windows = {}: must be from 1 to {MAX_CONSENSUS_WINDOWS}",
+                self.consensus_windows
+            ));
+        }
+        if !(1..=MAX_PEOPLE_IN_ZONE).contains(&self.max_people_in_zone) {
+            return Err(format!(
+                "max_people_in_zone = {}: must be from 1 to {MAX_PEOPLE_IN_ZONE}",
+                self.max_people_in_zone
+            ));
+        }
+        if self.tailgate_watch_ms > MAX_TAILGATE_WATCH_MS {
+            return Err(format!(
+                "tailgate_watch_ms = {}: must be at most {MAX_TAILGATE_WATCH_MS}",
+                self.tailgate_watch_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A margin is a difference of distances; a trained model's distances are of order one.
+pub const MAX_MARGIN: f32 = 10.0;
+/// Windows overlap by half, so ten agreeing windows already span several seconds of walking.
+pub const MAX_CONSENSUS_WINDOWS: usize = 10;
+pub const MAX_PEOPLE_IN_ZONE: usize = 20;
+pub const MAX_TAILGATE_WATCH_MS: u64 = 60_000;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AcceptDistanceError {
+    #[error("model {model} has no calibrated operating point ({point} is missing), and a door never runs on a threshold nobody measured for its model: run `calibrate thresholds --model {model} ... --save`")]
+    Uncalibrated { model: PathBuf, point: PathBuf },
+    #[error("[decision] accept_distance = {configured} is looser than the model's calibrated {calibrated} (FPIR {target_fpir}): the configuration may only tighten it")]
+    Looser {
+        configured: f32,
+        calibrated: f32,
+        target_fpir: f64,
+    },
+}
+
+/// The distance a door accepts: the model's calibrated operating point, or the configured distance
+/// where it is tighter. A model without an operating point is refused, whatever is configured.
+pub fn accept_distance(
+    configured: Option<f32>,
+    point: Option<&OperatingPoint>,
+    model: &Path,
+) -> Result<f32, AcceptDistanceError> {
+    let point = point.ok_or_else(|| AcceptDistanceError::Uncalibrated {
+        model: model.to_path_buf(),
+        point: OperatingPoint::path_for(model),
+    })?;
+    match configured {
+        Some(configured) if configured > point.accept_distance => {
+            Err(AcceptDistanceError::Looser {
+                configured,
+                calibrated: point.accept_distance,
+                target_fpir: point.target_fpir,
+            })
+        }
+        Some(configured) => Ok(configured),
+        None => Ok(point.accept_distance),
     }
 }
 
@@ -187,15 +271,18 @@ struct TrackState {
 
 pub struct DecisionPolicy {
     config: DecisionConfig,
+    accept_distance: f32,
     tracks: HashMap<TrackId, TrackState>,
     /// Identity → the track in view that was granted it.
     holders: HashMap<usize, TrackId>,
 }
 
 impl DecisionPolicy {
-    pub fn new(config: DecisionConfig) -> Self {
+    /// The policy of `config`, accepting searches up to `accept_distance` (see [`accept_distance`]).
+    pub fn new(config: DecisionConfig, accept_distance: f32) -> Self {
         DecisionPolicy {
             config,
+            accept_distance,
             tracks: HashMap::new(),
             holders: HashMap::new(),
         }
@@ -205,10 +292,23 @@ impl DecisionPolicy {
         &self.config
     }
 
+    pub fn accept_distance(&self) -> f32 {
+        self.accept_distance
+    }
+
+    /// Forgets every vote and every identity held by a track in view: identities are numbered by the
+    /// match index, and a changed gallery renumbers them. Tracks already decided stay decided.
+    pub fn forget_identities(&mut self) {
+        self.holders.clear();
+        for state in self.tracks.values_mut() {
+            state.votes.clear();
+        }
+    }
+
     fn vote(&self, ranking: &Ranking) -> Option<(Vote, f32, Option<f32>)> {
         let best = ranking.best.as_ref()?;
         let margin = ranking.second.as_ref().map(|s| s.distance - best.distance);
-        let vote = if best.distance >= self.config.accept_distance {
+        let vote = if !hstl::accepts(best.distance, self.accept_distance) {
             Vote::Unknown
         } else if margin.is_some_and(|m| m < self.config.margin) {
             Vote::Ambiguous
@@ -355,13 +455,15 @@ mod tests {
     }
 
     fn policy() -> DecisionPolicy {
-        DecisionPolicy::new(DecisionConfig {
-            accept_distance: 1.0,
-            margin: 0.2,
-            consensus_windows: 2,
-            max_people_in_zone: 1,
-            ..DecisionConfig::default()
-        })
+        DecisionPolicy::new(
+            DecisionConfig {
+                margin: 0.2,
+                consensus_windows: 2,
+                max_people_in_zone: 1,
+                ..DecisionConfig::default()
+            },
+            1.0,
+        )
     }
 
     #[test]
@@ -547,5 +649,114 @@ mod tests {
         assert_eq!(watch.most_in_view(41, 69), 1);
         assert_eq!(watch.most_in_view(0, 39), 0);
         assert_eq!(watch.most_in_view(130, 160), 1);
+    }
+
+    fn operating_point(accept_distance: f32) -> OperatingPoint {
+        OperatingPoint {
+            model_id: "sha256:00".into(),
+            accept_distance,
+            target_fpir: 0.003,
+            fpir: 0.0025,
+            fnir: 0.1,
+            mated_searches: 100,
+            non_mated_searches: 2000,
+            measured_on: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_door_runs_only_on_its_models_calibrated_distance_or_a_tighter_one() {
+        let model = Path::new("/models/hstl.onnx");
+        let point = operating_point(0.8);
+        assert_eq!(accept_distance(None, Some(&point), model), Ok(0.8));
+        assert_eq!(accept_distance(Some(0.6), Some(&point), model), Ok(0.6));
+        assert_eq!(accept_distance(Some(0.8), Some(&point), model), Ok(0.8));
+        let looser = accept_distance(Some(1.0), Some(&point), model).unwrap_err();
+        assert!(looser.to_string().contains("only tighten"), "{looser}");
+        for configured in [None, Some(0.5)] {
+            let error = accept_distance(configured, None, model).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("/models/hstl.onnx.operating-point.json"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_decision_field_has_a_range() {
+        assert_eq!(DecisionConfig::default().check(), Ok(()));
+        let cases = [
+            (
+                DecisionConfig {
+                    accept_distance: Some(f32::NAN),
+                    ..Default::default()
+                },
+                "accept_distance",
+            ),
+            (
+                DecisionConfig {
+                    accept_distance: Some(0.0),
+                    ..Default::default()
+                },
+                "accept_distance",
+            ),
+            (
+                DecisionConfig {
+                    margin: f32::NAN,
+                    ..Default::default()
+                },
+                "margin",
+            ),
+            (
+                DecisionConfig {
+                    margin: f32::INFINITY,
+                    ..Default::default()
+                },
+                "margin",
+            ),
+            (
+                DecisionConfig {
+                    consensus_windows: 0,
+                    ..Default::default()
+                },
+                "consensus_windows",
+            ),
+            (
+                DecisionConfig {
+                    max_people_in_zone: 0,
+                    ..Default::default()
+                },
+                "max_people_in_zone",
+            ),
+            (
+                DecisionConfig {
+                    tailgate_watch_ms: u64::MAX,
+                    ..Default::default()
+                },
+                "tailgate_watch_ms",
+            ),
+        ];
+        for (config, field) in cases {
+            let error = config.check().unwrap_err();
+            assert!(error.starts_with(field), "{error}");
+        }
+    }
+
+    #[test]
+    fn forgetting_identities_keeps_decided_tracks_decided() {
+        let mut policy = policy();
+        policy.observe(1, &ranked((4, 0.5), None), 1);
+        policy.observe(1, &ranked((4, 0.5), None), 1).unwrap();
+        policy.observe(2, &ranked((3, 0.5), None), 1);
+        policy.forget_identities();
+        assert_eq!(policy.observe(1, &ranked((4, 0.5), None), 1), None);
+        assert_eq!(
+            policy.observe(2, &ranked((3, 0.5), None), 1),
+            None,
+            "the vote before the change no longer counts"
+        );
+        assert!(policy.observe(2, &ranked((3, 0.5), None), 1).is_some());
     }
 }

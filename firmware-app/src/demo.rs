@@ -17,16 +17,17 @@ use hstl::{TractEmbedder, Variant, Weights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::audit::{AuditConfig, AuditLog};
+use crate::audit::{AuditConfig, AuditLog, ChainKey, CHAIN_KEY_PURPOSE};
 use crate::decision::{DecisionConfig, DecisionPolicy, Verdict};
 use crate::enrolment::{templates_from_windows, walk_windows};
 use crate::events::{DenialReason, EventDispatcher, EventKind};
 use crate::gallery::{Gallery, TemplateKey};
-use crate::kiosk::{model_id, run, DecisionRecord, DoorEngine, KioskStats, Outputs};
+use crate::kiosk::{run, DecisionRecord, DoorEngine, KioskStats, Outputs};
 use crate::matcher::MatchIndex;
 use crate::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use crate::source::synthetic::{Walk, WalkerIdentity};
 use crate::source::{SceneConfig, SyntheticScene};
+use hstl::model_id;
 
 const NAMES: [&str; 8] = [
     "Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Dennis",
@@ -77,6 +78,8 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Model(#[from] hstl::HstlError),
+    #[error(transparent)]
+    ModelFile(#[from] hstl::operating_point::OperatingPointError),
     #[error(transparent)]
     Gallery(#[from] crate::gallery::GalleryError),
     #[error(transparent)]
@@ -139,10 +142,14 @@ pub struct DemoReport {
     pub genuine: Vec<f32>,
     pub impostor: Vec<f32>,
     pub decision: DecisionConfig,
+    /// The equal-error distance of the enrolment walks.
+    pub accept_distance: f32,
     pub walk_ups: Vec<WalkUpResult>,
     pub enrolment_time: Duration,
     pub kiosk_time: Duration,
     pub gallery: PathBuf,
+    /// The demo's template key; the audit chain is sealed with a key derived from it.
+    pub key_file: PathBuf,
     pub audit_log: PathBuf,
     pub screens: PathBuf,
 }
@@ -206,7 +213,11 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
             std::fs::remove_file(&path).map_err(io(&path))?;
         }
     }
-    let key = TemplateKey::generate();
+    let key_file = out.join("template.key");
+    if key_file.exists() {
+        std::fs::remove_file(&key_file).map_err(io(&key_file))?;
+    }
+    let key = TemplateKey::create_file(&key_file)?;
     let mut gallery = Gallery::open(&gallery_path, Some(&key))?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -243,10 +254,9 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let enrolment_time = enrolment_started.elapsed();
 
     let (genuine, impostor) = score_pairs(&walk_templates)?;
-    let decision = calibrate(&genuine, &impostor);
+    let (decision, accept_distance) = calibrate(&genuine, &impostor);
     log::info!(
-        "calibrated on enrolment walks: accept under {:.4}, margin {:.4}",
-        decision.accept_distance,
+        "calibrated on enrolment walks: accept up to {accept_distance:.4}, margin {:.4}",
         decision.margin
     );
 
@@ -256,24 +266,32 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         model_id.clone(),
         Box::new(embedder),
         index,
-        DecisionPolicy::new(decision.clone()),
+        DecisionPolicy::new(decision.clone(), accept_distance),
     );
-    let audit_log = out.join("audit").join("events.jsonl");
-    if audit_log.exists() {
-        std::fs::remove_file(&audit_log).map_err(io(&audit_log))?;
+    // Each run seals its log with its own new key: the last run's files would not verify.
+    let audit_dir = out.join("audit");
+    if audit_dir.exists() {
+        std::fs::remove_dir_all(&audit_dir).map_err(io(&audit_dir))?;
     }
+    let audit_log = audit_dir.join("events.jsonl");
     let mut dispatcher = EventDispatcher::new(10_000);
-    dispatcher.add(Box::new(AuditLog::open(AuditConfig {
-        path: audit_log.clone(),
-        max_file_bytes: 10 << 20,
-        keep_files: 5,
-    })?));
+    let audit = AuditLog::open(
+        AuditConfig {
+            path: audit_log.clone(),
+            max_file_bytes: 10 << 20,
+            keep_files: 5,
+        },
+        Some(ChainKey::new(key.derive(CHAIN_KEY_PURPOSE))),
+    )?;
+    let audit_head = audit.head_handle();
+    dispatcher.add(Box::new(audit));
     dispatcher.add(Box::new(Gallery::open(&gallery_path, Some(&key))?));
     dispatcher.publish(&engine.event(EventKind::Started));
     let mut outputs = Outputs {
         dispatcher,
         screen_dir: Some(screens.clone()),
         framebuffer: None,
+        audit_head: Some(audit_head),
     };
 
     let mut walk_ups: Vec<(String, Expected, Vec<Walk>)> = Vec::new();
@@ -356,10 +374,12 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         genuine,
         impostor,
         decision,
+        accept_distance,
         walk_ups: results,
         enrolment_time,
         kiosk_time: kiosk_started.elapsed(),
         gallery: gallery_path,
+        key_file,
         audit_log,
         screens,
     })
@@ -391,30 +411,39 @@ fn score_pairs(
     Ok((genuine, impostor))
 }
 
-/// The accept threshold at the equal-error point of the enrolment pairs (as many genuine pairs over it
-/// as impostor pairs under it), and a margin of a tenth of the gap between the two medians.
-pub fn calibrate(genuine: &[f32], impostor: &[f32]) -> DecisionConfig {
+/// The accept distance at the equal-error point of the enrolment pairs (as many genuine pairs over it
+/// as impostor pairs at or under it), and a margin of a tenth of the gap between the two medians.
+pub fn calibrate(genuine: &[f32], impostor: &[f32]) -> (DecisionConfig, f32) {
     let mut config = DecisionConfig::default();
-    if genuine.is_empty() || impostor.is_empty() {
-        return config;
-    }
     let mut candidates: Vec<f32> = genuine.iter().chain(impostor).copied().collect();
     candidates.sort_by(f32::total_cmp);
     let gap = |threshold: f32| {
-        let false_reject =
-            genuine.iter().filter(|&&d| d >= threshold).count() as f32 / genuine.len() as f32;
-        let false_accept =
-            impostor.iter().filter(|&&d| d < threshold).count() as f32 / impostor.len() as f32;
+        let false_reject = genuine
+            .iter()
+            .filter(|&&d| !hstl::accepts(d, threshold))
+            .count() as f32
+            / genuine.len() as f32;
+        let false_accept = impostor
+            .iter()
+            .filter(|&&d| hstl::accepts(d, threshold))
+            .count() as f32
+            / impostor.len() as f32;
         (false_reject - false_accept).abs()
     };
-    if let Some(threshold) = candidates
-        .into_iter()
-        .min_by(|a, b| gap(*a).total_cmp(&gap(*b)))
-    {
-        config.accept_distance = threshold;
-    }
+    let accept_distance = if genuine.is_empty() || impostor.is_empty() {
+        // Nothing to compare: accept only a replay of an enrolment window.
+        f32::MIN_POSITIVE
+    } else {
+        candidates
+            .into_iter()
+            .min_by(|a, b| gap(*a).total_cmp(&gap(*b)))
+            .unwrap_or(f32::MIN_POSITIVE)
+    };
     config.margin = (median(impostor) - median(genuine)).max(0.0) / 10.0;
-    config
+    if !config.margin.is_finite() {
+        config.margin = 0.0;
+    }
+    (config, accept_distance)
 }
 
 fn median(values: &[f32]) -> f32 {

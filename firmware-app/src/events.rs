@@ -67,6 +67,12 @@ pub enum EventKind {
     },
     Started,
     Stopped,
+    /// The audit chain's newest line when this was published: stored by the other sinks, it anchors
+    /// the log outside its own file (`kiosk verify-log` checks the log against every anchor).
+    AuditHead {
+        seq: u64,
+        mac: String,
+    },
 }
 
 impl EventKind {
@@ -85,6 +91,7 @@ impl EventKind {
             EventKind::TailgateAlarm { .. } => "tailgate_alarm",
             EventKind::Started => "started",
             EventKind::Stopped => "stopped",
+            EventKind::AuditHead { .. } => "audit_head",
         }
     }
 }

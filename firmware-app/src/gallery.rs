@@ -68,6 +68,10 @@ const MIGRATIONS: &[&str] = &["
 pub enum GalleryError {
     #[error("{path} is not a gallery database or is damaged ({detail})")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("{path} cannot be written by this user: the kiosk and `enrol` must run as the user that owns the gallery (and its folder)")]
+    ReadOnly { path: PathBuf },
+    #[error("no gallery at {path}: enrol someone first (`enrol add --gallery {path} ...`) or correct the path")]
+    Missing { path: PathBuf },
     #[error("{path} has gallery schema {found}, newer than this build's {SCHEMA_VERSION}: update the kiosk software")]
     NewerSchema { path: PathBuf, found: i32 },
     #[error("the gallery is encrypted: configure its key")]
@@ -81,6 +85,8 @@ pub enum GalleryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the key file {path} can be read by others (mode {mode:o}): `chmod 600` it, owned by the kiosk's user")]
+    KeyExposed { path: PathBuf, mode: u32 },
     #[error("a key must be {KEY_BYTES} bytes written as {} hex digits", KEY_BYTES * 2)]
     BadKey,
     #[error("the gallery was enrolled with model {gallery}, the kiosk runs model {model}: re-enrol or use the matching model")]
@@ -93,6 +99,12 @@ pub enum GalleryError {
     NoTemplates,
     #[error("template {id} of {pseudonym} does not decrypt: it was altered or the key is wrong")]
     TemplateTampered { id: i64, pseudonym: String },
+    #[error("template {id} of {pseudonym} holds {value}: it was made by a broken model; erase and re-enrol this person")]
+    TemplateNotFinite {
+        id: i64,
+        pseudonym: String,
+        value: f32,
+    },
     #[error("template {id} is {found} bytes, expected {expected} for {parts}x{channels}")]
     TemplateSize {
         id: i64,
@@ -101,6 +113,8 @@ pub enum GalleryError {
         parts: usize,
         channels: usize,
     },
+    #[error("an event does not serialise: {0}")]
+    Event(String),
     #[error("the disk holding the gallery is full; nothing was changed")]
     DiskFull,
     #[error("gallery database: {0}")]
@@ -128,19 +142,66 @@ impl TemplateKey {
         Ok(TemplateKey(key))
     }
 
-    /// A key file: the 64 hex digits on a line of their own.
+    /// A key file: the 64 hex digits on a line of their own, readable by its owner only (a key
+    /// that others can read protects nothing, so it is refused rather than used).
     pub fn read_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| GalleryError::KeyFile {
+        use std::os::unix::fs::PermissionsExt;
+        let key_file = |source| GalleryError::KeyFile {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(key_file)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(GalleryError::KeyExposed {
+                path: path.to_path_buf(),
+                mode: mode & 0o777,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(key_file)?;
         Self::from_hex(&text)
+    }
+
+    /// A key for another purpose (`purpose` names it), derived so that one secret on the device
+    /// serves the templates and the audit chain without either key revealing the other.
+    pub fn derive(&self, purpose: &str) -> [u8; KEY_BYTES] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"gait kiosk key derivation\0");
+        hasher.update(purpose.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(self.0);
+        hasher.finalize().into()
     }
 
     pub fn generate() -> Self {
         let mut key = [0u8; KEY_BYTES];
         rand::rng().fill_bytes(&mut key);
         TemplateKey(key)
+    }
+
+    /// Writes a new random key to `path`, readable by its owner only; an existing file is never
+    /// overwritten (losing a key makes everything sealed with it unreadable).
+    pub fn create_file(path: &Path) -> Result<Self> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let key_file = |source| GalleryError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(key_file)?;
+        let key = Self::generate();
+        writeln!(file, "{}", key.to_hex())
+            .and_then(|()| file.sync_all())
+            .map_err(key_file)?;
+        Ok(key)
     }
 
     pub fn to_hex(&self) -> String {
@@ -193,6 +254,8 @@ pub struct Gallery {
     connection: Connection,
     path: PathBuf,
     cipher: Option<ChaCha20Poly1305>,
+    /// SQLite's count of commits by other connections, when last looked at.
+    data_version: i64,
 }
 
 impl Gallery {
@@ -204,11 +267,39 @@ impl Gallery {
             connection,
             path: path.to_path_buf(),
             cipher: key.map(|k| ChaCha20Poly1305::new(Key::from_slice(&k.0))),
+            data_version: 0,
         };
         gallery.configure()?;
         gallery.migrate()?;
         gallery.check_key()?;
+        gallery.data_version = gallery.current_data_version()?;
         Ok(gallery)
+    }
+
+    /// Opens a gallery that must already exist: the kiosk and the tools that only read or remove
+    /// never create one, so a mistyped path is an error rather than a new, empty gallery.
+    pub fn open_existing(path: &Path, key: Option<&TemplateKey>) -> Result<Self> {
+        if !path.is_file() {
+            return Err(GalleryError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::open(path, key)
+    }
+
+    fn current_data_version(&self) -> Result<i64> {
+        Ok(self
+            .connection
+            .pragma_query_value(None, "data_version", |row| row.get(0))?)
+    }
+
+    /// Whether another connection (another process: `enrol add`, `enrol remove`) committed a change
+    /// since the last call or since opening. It costs one pragma, so it can be asked per search.
+    pub fn changed_elsewhere(&mut self) -> Result<bool> {
+        let now = self.current_data_version()?;
+        let changed = now != self.data_version;
+        self.data_version = now;
+        Ok(changed)
     }
 
     pub fn path(&self) -> &Path {
@@ -230,6 +321,10 @@ impl Gallery {
                 path,
                 detail: checked,
             });
+        }
+        // SQLite quietly opens a file it may not write read-only; every write would then fail later.
+        if self.connection.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(GalleryError::ReadOnly { path });
         }
         self.connection
             .pragma_update(None, "journal_mode", "WAL")
@@ -470,14 +565,19 @@ impl Gallery {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            let embedding = Embedding::new(parts, channels, values).map_err(|_| {
-                GalleryError::TemplateSize {
+            let embedding = Embedding::new(parts, channels, values).map_err(|e| match e {
+                hstl::HstlError::NotFinite { value, .. } => GalleryError::TemplateNotFinite {
+                    id,
+                    pseudonym: pseudonym.clone(),
+                    value,
+                },
+                _ => GalleryError::TemplateSize {
                     id,
                     found: bytes.len(),
                     expected,
                     parts,
                     channels,
-                }
+                },
             })?;
             templates.push(Template {
                 id,
@@ -533,6 +633,58 @@ impl Gallery {
         Ok(())
     }
 
+    /// Stores `event` in the kiosk's history, unless it names someone no longer enrolled (erased
+    /// while the decision was under way): then it is stored without the pseudonym, in the same
+    /// statement that checks, so an erasure cannot slip in between. Returns whether the person was kept.
+    pub fn record_decision_event(&mut self, event: &Event) -> Result<bool> {
+        let body = serde_json::to_string(event).map_err(|e| GalleryError::Event(e.to_string()))?;
+        let stored = self
+            .connection
+            .execute(
+                "INSERT INTO events(at_ms, kind, pseudonym, body)
+                 SELECT ?1, ?2, ?3, ?4
+                 WHERE ?3 IS NULL OR EXISTS (SELECT 1 FROM people WHERE pseudonym = ?3)",
+                params![
+                    event.at_ms,
+                    event.kind.label(),
+                    event.person.as_deref(),
+                    body
+                ],
+            )
+            .map_err(full)?;
+        if stored == 1 {
+            return Ok(true);
+        }
+        let anonymous = Event {
+            person: None,
+            ..event.clone()
+        };
+        let body =
+            serde_json::to_string(&anonymous).map_err(|e| GalleryError::Event(e.to_string()))?;
+        self.record_event(event.at_ms, event.kind.label(), None, &body)?;
+        Ok(false)
+    }
+
+    /// The stored bodies of every event of one kind (its label), oldest first.
+    pub fn event_bodies(&self, kind: &str) -> Result<Vec<String>> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT body FROM events WHERE kind = ?1 ORDER BY id")?;
+        let bodies = statement
+            .query_map([kind], |row| row.get(0))?
+            .collect::<std::result::Result<Vec<String>, _>>()?;
+        Ok(bodies)
+    }
+
+    /// Stored events that name `pseudonym`.
+    pub fn events_naming(&self, pseudonym: &str) -> Result<usize> {
+        Ok(self.connection.query_row(
+            "SELECT COUNT(*) FROM events WHERE pseudonym = ?1",
+            [pseudonym],
+            |row| row.get::<_, i64>(0),
+        )? as usize)
+    }
+
     pub fn event_count(&self) -> Result<usize> {
         Ok(self
             .connection
@@ -559,14 +711,17 @@ impl EventSink for Gallery {
             sink: "gallery database".into(),
             detail,
         };
-        let body = serde_json::to_string(event).map_err(|e| failed(e.to_string()))?;
-        self.record_event(
-            event.at_ms,
-            event.kind.label(),
-            event.person.as_deref(),
-            &body,
-        )
-        .map_err(|e| failed(e.to_string()))
+        match self.record_decision_event(event) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                log::warn!(
+                    "{} event stored without its person: they were erased while it was decided",
+                    event.kind.label()
+                );
+                Ok(())
+            }
+            Err(e) => Err(failed(e.to_string())),
+        }
     }
 }
 
@@ -842,6 +997,45 @@ mod tests {
             Gallery::open(&path, None).unwrap().erase("ada-lovelace"),
             Err(GalleryError::UnknownPerson(_))
         ));
+    }
+
+    #[test]
+    fn an_event_for_someone_erased_meanwhile_is_stored_without_them() {
+        let (_dir, path) = temp_db("g.db");
+        let mut kiosk = Gallery::open(&path, None).unwrap();
+        let ada = kiosk.enrol("ada", "m", &[template(1.0)]).unwrap();
+        let granted = Event {
+            at_ms: 5,
+            door: "front".into(),
+            kind: crate::events::EventKind::Granted,
+            track: Some(3),
+            person: Some(ada.pseudonym.clone()),
+            figures: None,
+            model_id: "m".into(),
+        };
+        assert!(kiosk.record_decision_event(&granted).unwrap());
+        let mut tool = Gallery::open_existing(&path, None).unwrap();
+        tool.erase("ada").unwrap();
+        assert!(kiosk.changed_elsewhere().unwrap());
+        assert!(
+            !kiosk.changed_elsewhere().unwrap(),
+            "asked again, nothing new"
+        );
+        assert!(!kiosk.record_decision_event(&granted).unwrap());
+        assert_eq!(kiosk.event_count().unwrap(), 1);
+        assert_eq!(kiosk.events_naming(&ada.pseudonym).unwrap(), 0);
+        drop((kiosk, tool));
+        let raw = std::fs::read(&path).unwrap();
+        let pseudonym = ada.pseudonym.as_bytes();
+        assert!(!raw.windows(pseudonym.len()).any(|w| w == pseudonym));
+    }
+
+    #[test]
+    fn a_mistyped_path_is_not_a_new_gallery() {
+        let (_dir, path) = temp_db("gallery.db");
+        let error = Gallery::open_existing(&path, None).err().unwrap();
+        assert!(matches!(error, GalleryError::Missing { .. }), "{error}");
+        assert!(!path.exists());
     }
 
     #[test]

@@ -6,21 +6,20 @@
 //! sources (files, the synthetic scene) wait instead, so that a replay is deterministic. Track ends and
 //! camera state travel on the same channel, behind the windows they follow, and are never dropped.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hstl::{Embedder, Silhouettes};
 use image::GrayImage;
-use sha2::{Digest, Sha256};
 
+use crate::audit::ChainHead;
 use crate::decision::{Decision, DecisionPolicy, TailgateWatch, Verdict, WindowOutcome};
 use crate::display::{draw_status, DoorState, MemoryDisplay, StatusView};
 use crate::events::{Event, EventDispatcher, EventKind};
 use crate::framebuffer::Framebuffer;
-use crate::gallery::now_ms;
+use crate::gallery::{now_ms, Gallery};
 use crate::matcher::{MatchError, MatchIndex};
 use crate::normalise::PRETREATED_SIZE;
 use crate::silhouette::{SilhouetteConfig, SilhouettePipeline};
@@ -39,30 +38,10 @@ pub enum KioskError {
     Embed(#[from] hstl::HstlError),
     #[error(transparent)]
     Match(#[from] MatchError),
-    #[error("model file {path}: {source}")]
-    ModelFile {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Model(#[from] hstl::operating_point::OperatingPointError),
     #[error("the capture thread stopped unexpectedly")]
     CaptureThread,
-}
-
-/// The model's identity: the SHA-256 of its file. Templates are only compared with probes of the
-/// same model.
-pub fn model_id(path: &Path) -> Result<String, KioskError> {
-    let bytes = std::fs::read(path).map_err(|source| KioskError::ModelFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let digest = Sha256::digest(&bytes);
-    Ok(format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))
 }
 
 /// Network input for a window of normalised silhouettes.
@@ -87,6 +66,10 @@ pub struct DoorEngine {
     policy: DecisionPolicy,
     decided: std::collections::HashSet<TrackId>,
     window_frames: usize,
+    /// The gallery the index was built from, watched for changes made by other processes.
+    watched: Option<Gallery>,
+    /// The last reload failed: nobody is matched until one succeeds.
+    reload_pending: bool,
 }
 
 /// A decision with its event and how long it took.
@@ -116,6 +99,49 @@ impl DoorEngine {
             policy,
             decided: Default::default(),
             window_frames: crate::windows::WindowConfig::default().frames,
+            watched: None,
+            reload_pending: false,
+        }
+    }
+
+    /// Rebuilds the index whenever another process commits to `gallery` (an enrolment, an erasure):
+    /// checked before every search and every track's end, so an erased person is never matched again.
+    pub fn watch_gallery(&mut self, gallery: Gallery) {
+        self.watched = Some(gallery);
+    }
+
+    fn follow_gallery(&mut self) -> Result<(), KioskError> {
+        let Some(gallery) = self.watched.as_mut() else {
+            return Ok(());
+        };
+        if !gallery.changed_elsewhere().map_err(MatchError::from)? && !self.reload_pending {
+            return Ok(());
+        }
+        self.policy.forget_identities();
+        let shape = self.index.shape();
+        let threads = self.index.threads();
+        let reloaded = gallery
+            .check_model(&self.model_id)
+            .map_err(MatchError::from)
+            .and_then(|()| MatchIndex::from_gallery(gallery, shape, threads));
+        match reloaded {
+            Ok(index) => {
+                log::info!(
+                    "gallery {} changed: now {} people, {} templates",
+                    gallery.path().display(),
+                    index.identities().len(),
+                    index.template_count()
+                );
+                self.index = index;
+                self.reload_pending = false;
+                Ok(())
+            }
+            Err(e) => {
+                // Fail secure: the old index may hold someone just erased.
+                self.index = MatchIndex::new(shape.0, shape.1, threads);
+                self.reload_pending = true;
+                Err(e.into())
+            }
         }
     }
 
@@ -133,6 +159,7 @@ impl DoorEngine {
         people_in_view: usize,
         completed_at: Instant,
     ) -> Result<Option<DecisionRecord>, KioskError> {
+        self.follow_gallery()?;
         if self.decided.contains(&window.track) {
             return Ok(None);
         }
@@ -157,6 +184,9 @@ impl DoorEngine {
     }
 
     pub fn on_track_ended(&mut self, track: TrackId, ended_at: Instant) -> Option<DecisionRecord> {
+        if let Err(e) = self.follow_gallery() {
+            log::error!("{e}; nobody is recognised until the gallery reloads");
+        }
         let record = self
             .policy
             .track_ended(track)
@@ -237,6 +267,27 @@ pub struct Outputs {
     pub screen_dir: Option<std::path::PathBuf>,
     /// The live status screen, redrawn at most every [`SCREEN_REFRESH`].
     pub framebuffer: Option<Framebuffer>,
+    /// The audit log's chain head, published as an anchor every [`STATUS_EVERY`] and at the end.
+    pub audit_head: Option<Arc<Mutex<Option<ChainHead>>>>,
+}
+
+impl Outputs {
+    /// Publishes the audit chain's head, unless nothing but the last anchor was written since.
+    /// `anchored` is the sequence number the last anchor's own line took.
+    fn anchor_audit_log(&mut self, engine: &DoorEngine, anchored: &mut Option<u64>) {
+        let Some(handle) = &self.audit_head else {
+            return;
+        };
+        let head = handle.lock().expect("audit head lock").clone();
+        let Some(head) = head.filter(|h| Some(h.seq) != *anchored) else {
+            return;
+        };
+        *anchored = Some(head.seq + 1);
+        self.dispatcher.publish(&engine.event(EventKind::AuditHead {
+            seq: head.seq,
+            mac: head.mac,
+        }));
+    }
 }
 
 pub const SCREEN_REFRESH: Duration = Duration::from_millis(200);
@@ -314,6 +365,7 @@ pub fn run(
     let mut last_shown = Instant::now();
     let mut pending_alarm = None;
     let mut last_status = Instant::now();
+    let mut anchored = None;
     for job in receiver {
         let record = match job {
             Job::Window {
@@ -394,7 +446,7 @@ pub fn run(
                 .decision
                 .figures
                 .as_ref()
-                .map(|f| (f.distance, engine.policy().config().accept_distance));
+                .map(|f| (f.distance, engine.policy().accept_distance()));
             view.margin = record.decision.figures.as_ref().and_then(|f| f.margin);
             if let Some(dir) = &outputs.screen_dir {
                 let _ = draw_status(&view, &mut screen);
@@ -434,6 +486,7 @@ pub fn run(
                 sorted.get(sorted.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e3),
                 in_flight.load(Ordering::SeqCst)
             );
+            outputs.anchor_audit_log(engine, &mut anchored);
             last_status = Instant::now();
         }
         if let Some(framebuffer) = outputs.framebuffer.as_mut() {
@@ -458,6 +511,7 @@ pub fn run(
                 count: stats.windows_dropped,
             }));
     }
+    outputs.anchor_audit_log(engine, &mut anchored);
     outputs.dispatcher.retry();
     match result {
         Err(e) if stats.windows_embedded == 0 => Err(e),

@@ -128,10 +128,10 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
         model_id,
         embedder,
         DecisionConfig {
-            accept_distance,
             margin: 0.0,
             ..DecisionConfig::default()
         },
+        accept_distance,
     );
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     let mut play = |recordings: Vec<VideoFile>| {
@@ -149,7 +149,7 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
         empty_scene.is_empty(),
         "the empty scene decided: {empty_scene:?}"
     );
-    assert_eq!(verify(&audit).unwrap(), 0);
+    assert_eq!(verify(&audit, None, &[]).unwrap().events, 0);
 
     let door = play(vec![
         video(&background),
@@ -162,7 +162,7 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
         door[0].decision
     );
     assert_eq!(door[0].name.as_deref(), Some("001"));
-    assert_eq!(verify(&audit).unwrap(), 1);
+    assert_eq!(verify(&audit, None, &[]).unwrap().events, 1);
     let granted_at = door[0].decision.figures.as_ref().unwrap().distance;
     let nearest_other = others
         .iter()

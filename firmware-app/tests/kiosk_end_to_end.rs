@@ -3,14 +3,14 @@
 
 mod common;
 
-use firmware_app::audit::{verify, AuditConfig};
+use firmware_app::audit::{verify, AuditConfig, ChainHead, ChainKey, CHAIN_KEY_PURPOSE};
 use firmware_app::decision::{DecisionConfig, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig, Expected};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::events::DenialReason;
+use firmware_app::events::{DenialReason, Event, EventKind};
 use firmware_app::frame::Frame;
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
-use firmware_app::gallery::Gallery;
+use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::kiosk::DecisionRecord;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{FrameSource, SceneConfig, SourceError, SyntheticScene};
@@ -51,8 +51,33 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
         .iter()
         .map(|w| w.stats.tailgate_alarms)
         .sum();
-    // Decisions, tailgate alarms, and the started and stopped events.
-    assert_eq!(verify(&audit).unwrap(), decisions as u64 + alarms + 2);
+    // Decisions, tailgate alarms, the started and stopped events, and the chain heads published
+    // after each walk-up, each checked against the log.
+    let key = TemplateKey::read_file(&report.key_file).unwrap();
+    let stored = Gallery::open_existing(&report.gallery, Some(&key)).unwrap();
+    let heads: Vec<ChainHead> = stored
+        .event_bodies("audit_head")
+        .unwrap()
+        .iter()
+        .map(
+            |body| match serde_json::from_str::<Event>(body).unwrap().kind {
+                EventKind::AuditHead { seq, mac } => ChainHead { seq, mac },
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(heads.len(), report.walk_ups.len());
+    let verified = verify(
+        &audit,
+        Some(&ChainKey::new(key.derive(CHAIN_KEY_PURPOSE))),
+        &heads,
+    )
+    .unwrap();
+    assert_eq!(verified.anchors_checked, heads.len());
+    assert_eq!(
+        verified.events,
+        decisions as u64 + alarms + 2 + heads.len() as u64
+    );
     let slipping_in = report
         .walk_ups
         .iter()
@@ -103,10 +128,10 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
         embedder,
         // Only a replay of the same silhouettes comes this close.
         DecisionConfig {
-            accept_distance: 1e-4,
             margin: 0.0,
             ..DecisionConfig::default()
         },
+        1e-4,
     );
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     outputs
@@ -161,13 +186,76 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
         }
     );
     let log = std::fs::read_to_string(&audit.path).unwrap();
-    assert_eq!(verify(&audit).unwrap(), 2, "{log}");
+    assert_eq!(verify(&audit, None, &[]).unwrap().events, 2, "{log}");
     assert_eq!(
         Gallery::open(&gallery_path, None)
             .unwrap()
             .event_count()
             .unwrap(),
         2
+    );
+}
+
+#[test]
+fn a_person_erased_while_the_kiosk_runs_is_refused_at_the_next_walk_up_and_never_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, model_id, embedder) = common::seeded_model(dir.path());
+    let gallery_path = dir.path().join("gallery.db");
+    let mut gallery = Gallery::open(&gallery_path, None).unwrap();
+    for (name, seed) in [("ada", 11), ("bob", 12)] {
+        let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
+        let walk = walk_windows(&mut pipeline, None, &mut scene(seed)).unwrap();
+        let templates = templates_from_windows(&embedder, &walk, name, |_, _| {}).unwrap();
+        gallery.enrol(name, &model_id, &templates).unwrap();
+    }
+    let ada = gallery.person("ada").unwrap().pseudonym;
+    let mut engine = common::door_engine(
+        "test door",
+        &gallery,
+        model_id,
+        embedder,
+        DecisionConfig {
+            margin: 0.0,
+            ..DecisionConfig::default()
+        },
+        1e-4,
+    );
+    engine.watch_gallery(Gallery::open_existing(&gallery_path, None).unwrap());
+    let (mut outputs, audit) = common::audited_outputs(dir.path());
+    outputs.dispatcher.add(Box::new(
+        Gallery::open_existing(&gallery_path, None).unwrap(),
+    ));
+
+    let before = common::play(Box::new(scene(11)), false, &mut engine, &mut outputs).0;
+    assert!(
+        matches!(before[0].decision.verdict, Verdict::Granted { .. }),
+        "{:?}",
+        before[0].decision
+    );
+    // `enrol remove` in another process: its own connection to the same file.
+    Gallery::open_existing(&gallery_path, None)
+        .unwrap()
+        .erase("ada")
+        .unwrap();
+    let after = common::play(Box::new(scene(11)), false, &mut engine, &mut outputs).0;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        after[0].decision.verdict,
+        Verdict::Denied {
+            reason: DenialReason::Unknown,
+            identity: None
+        },
+        "the erased person's own walk is a stranger's now"
+    );
+    assert_eq!(after[0].event.person, None);
+    let stored = Gallery::open_existing(&gallery_path, None).unwrap();
+    assert_eq!(stored.event_count().unwrap(), 1, "the denial only");
+    assert_eq!(stored.events_naming(&ada).unwrap(), 0);
+    let log = std::fs::read_to_string(&audit.path).unwrap();
+    assert_eq!(
+        log.matches(ada.as_str()).count(),
+        1,
+        "only the grant before the erasure: {log}"
     );
 }
 
@@ -212,6 +300,7 @@ fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
         model_id,
         embedder,
         DecisionConfig::default(),
+        0.5,
     );
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     let frames = scene(21).total_frames();

@@ -18,6 +18,13 @@ impl Embedding {
                 values.len()
             )));
         }
+        if let Some(position) = values.iter().position(|v| !v.is_finite()) {
+            return Err(HstlError::NotFinite {
+                part: position / channels,
+                channel: position % channels,
+                value: values[position],
+            });
+        }
         Ok(Embedding {
             parts,
             channels,
@@ -86,5 +93,23 @@ mod tests {
         let b = Embedding::new(1, 73, vec![0.0; 73]).unwrap();
         assert!(a.distance(&b).is_err());
         assert!(Embedding::new(2, 2, vec![0.0; 3]).is_err());
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_where_the_embedding_is_made() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let error = Embedding::new(2, 2, vec![0.0, 0.0, 0.0, bad]).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    HstlError::NotFinite {
+                        part: 1,
+                        channel: 1,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+        }
     }
 }

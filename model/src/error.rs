@@ -67,6 +67,13 @@ pub enum HstlError {
     #[error("inference failed: {0}")]
     Inference(String),
 
+    #[error("the embedding holds {value} at part {part}, channel {channel}: the model's weights or input are broken (a negative BatchNorm variance, say)")]
+    NotFinite {
+        part: usize,
+        channel: usize,
+        value: f32,
+    },
+
     #[error("embeddings are not comparable: {0}")]
     Incomparable(String),
 

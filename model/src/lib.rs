@@ -5,6 +5,7 @@
 //! - [`onnx_graph`]: writes the network as a standard ONNX model that tract and ONNX Runtime run.
 //! - [`backend`]: the [`Embedder`] implementations (tract; ONNX Runtime behind feature `ort`).
 //! - [`Embedding`] and its reference distance; [`Silhouettes`], the network input.
+//! - [`OperatingPoint`]: a model's calibrated accept distance, and [`accepts`], the one accept rule.
 
 pub mod backend;
 pub mod casia_b;
@@ -15,6 +16,7 @@ pub mod evaluation;
 pub mod input;
 pub mod model_info;
 pub mod onnx_graph;
+pub mod operating_point;
 pub mod pickle;
 pub mod variant;
 pub mod weights;
@@ -24,5 +26,6 @@ pub use backend::Embedder;
 pub use embedding::Embedding;
 pub use error::{HstlError, Result};
 pub use input::Silhouettes;
+pub use operating_point::{accepts, model_id, OperatingPoint};
 pub use variant::{Architecture, Variant};
 pub use weights::Weights;

@@ -1,8 +1,9 @@
 //! `calibrate thresholds`: the kiosk's accept distance from labelled walks.
 //!
 //! Each walk is cut into the kiosk's windows and embedded; the searches of `open_set` give the DET
-//! curve, the equal error rate and the threshold for a target FPIR, which can be written into
-//! `kiosk.toml` (`[decision] accept_distance`) with the rest of the file left as it was.
+//! curve, the equal error rate and the accept distance for a target FPIR, which `--save` keeps
+//! beside the model as its operating point (`MODEL.onnx.operating-point.json`): the distance every
+//! door running that model starts from, and may only tighten.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use calibration::det_plot::write_det_png;
 use calibration::open_set::{LabelledWalk, OpenSetRates};
 use clap::{Parser, Subcommand};
-use hstl::{Embedder, Silhouettes, TractEmbedder};
+use hstl::{model_id, Embedder, OperatingPoint, Silhouettes, TractEmbedder};
 
 const CELLS: usize = 64 * 44;
 
@@ -54,9 +55,10 @@ enum Command {
         /// Write the DET curve here (PNG).
         #[arg(long)]
         plot: Option<PathBuf>,
-        /// Write the threshold into this kiosk configuration.
+        /// Keep the accept distance beside the model as its operating point, for every door that
+        /// runs it. Refused when no distance meets the target.
         #[arg(long)]
-        config: Option<PathBuf>,
+        save: bool,
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
@@ -75,7 +77,7 @@ fn main() -> Result<()> {
         hop,
         target_fpir,
         plot,
-        config,
+        save,
         threads,
     } = Cli::parse().command;
     if window == 0 || hop == 0 {
@@ -87,13 +89,23 @@ fn main() -> Result<()> {
         hop,
     };
     let started = Instant::now();
-    let labelled = match (walks, casia_b) {
-        (Some(dir), _) => site_walks(&dir, &embedder, &windows)?,
-        (None, Some(root)) => {
-            casia_b_walks(&root, &subjects, views.as_deref(), &embedder, &windows)?
-        }
+    let (labelled, data) = match (walks, casia_b) {
+        (Some(dir), _) => (
+            site_walks(&dir, &embedder, &windows)?,
+            format!("site walks in {}", dir.display()),
+        ),
+        (None, Some(root)) => (
+            casia_b_walks(&root, &subjects, views.as_deref(), &embedder, &windows)?,
+            format!(
+                "CASIA-B subjects {subjects}, views {}",
+                views.as_ref().map_or("all".into(), |v| v.join(","))
+            ),
+        ),
         (None, None) => unreachable!("clap requires --walks or --casia-b"),
     };
+    let measured_on = format!(
+        "{data}; {gallery_walks} enrolled walk(s) per person; windows of {window} frames every {hop}; per window"
+    );
     let embedded: usize = labelled.iter().map(|w| w.windows.len()).sum();
     log::info!(
         "{} walks, {embedded} windows embedded in {:.0} s",
@@ -134,13 +146,24 @@ fn main() -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("DET curve:       {}", path.display());
     }
-    if let Some(path) = config {
-        write_accept_distance(&path, operating.threshold)?;
-        println!(
-            "configuration:   {} [decision] accept_distance = {}",
-            path.display(),
-            operating.threshold
-        );
+    if save {
+        if operating.fnir >= 1.0 {
+            bail!(
+                "no accept distance keeps FPIR at or under {target_fpir} and accepts anyone enrolled (FNIR 100 %): the model cannot tell these people apart at that rate; nothing was saved"
+            );
+        }
+        let point = OperatingPoint {
+            model_id: model_id(&model)?,
+            accept_distance: operating.threshold,
+            target_fpir,
+            fpir: operating.fpir,
+            fnir: operating.fnir,
+            mated_searches: rates.mated_searches(),
+            non_mated_searches: rates.non_mated_searches(),
+            measured_on,
+        };
+        let path = point.save_for(&model)?;
+        println!("operating point: {}", path.display());
     }
     Ok(())
 }
@@ -250,31 +273,6 @@ fn casia_b_walks(
     Ok(labelled)
 }
 
-/// Sets `[decision] accept_distance`, keeping every other line and comment of the file.
-fn write_accept_distance(path: &Path, threshold: f32) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut document: toml_edit::DocumentMut = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let decision = document
-        .entry("decision")
-        .or_insert_with(toml_edit::table)
-        .as_table_mut()
-        .with_context(|| format!("{}: `decision` is not a table", path.display()))?;
-    // The shortest decimal that reads back as the same f32, not its widened binary value.
-    let shortest: f64 = threshold
-        .to_string()
-        .parse()
-        .expect("a float prints as a float");
-    decision["accept_distance"] = toml_edit::value(shortest);
-    let partial = path.with_extension("toml.partial");
-    std::fs::write(&partial, document.to_string())
-        .with_context(|| format!("writing {}", partial.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,25 +287,5 @@ mod tests {
         assert_eq!(w.starts(30), [0]);
         assert_eq!(w.starts(60), [0, 15, 30]);
         assert_eq!(w.starts(70), [0, 15, 30, 40]);
-    }
-
-    #[test]
-    fn the_threshold_replaces_one_key_and_keeps_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kiosk.toml");
-        std::fs::write(
-            &path,
-            "# front door\ndoor = \"front\"\n\n[decision]\n# set on site\naccept_distance = 0.5\nmargin = 0.1\n",
-        )
-        .unwrap();
-        write_accept_distance(&path, 0.25).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            text,
-            "# front door\ndoor = \"front\"\n\n[decision]\n# set on site\naccept_distance = 0.25\nmargin = 0.1\n"
-        );
-        std::fs::write(&path, "door = [").unwrap();
-        assert!(write_accept_distance(&path, 0.25).is_err());
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "door = [");
     }
 }

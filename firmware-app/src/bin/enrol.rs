@@ -9,16 +9,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use firmware_app::decision::DecisionConfig;
 use firmware_app::enrolment::{nearest_enrolled, templates_from_windows, walk_windows};
 use firmware_app::extract::{contact_sheet, extract_walks};
 use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::inference::{open_embedder, BackendChoice, InferenceConfig};
-use firmware_app::kiosk::model_id;
 use firmware_app::matcher::MatchIndex;
 use firmware_app::normalise::PRETREATED_SIZE;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{open_path, FrameSource};
+use hstl::{accepts, model_id, OperatingPoint};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use ndarray_npy::WriteNpyExt;
@@ -43,7 +42,9 @@ struct GalleryArgs {
 }
 
 impl GalleryArgs {
-    fn open(&self) -> anyhow::Result<Gallery> {
+    /// Opens the gallery, creating it only when `create` (an enrolment); reading and erasing never
+    /// create one, so a mistyped path is an error.
+    fn open(&self, create: bool) -> anyhow::Result<Gallery> {
         let key = self
             .key_file
             .as_ref()
@@ -51,8 +52,12 @@ impl GalleryArgs {
                 TemplateKey::read_file(path).with_context(|| format!("key file {}", path.display()))
             })
             .transpose()?;
-        Gallery::open(&self.gallery, key.as_ref())
-            .with_context(|| format!("opening the gallery {}", self.gallery.display()))
+        let opened = if create {
+            Gallery::open(&self.gallery, key.as_ref())
+        } else {
+            Gallery::open_existing(&self.gallery, key.as_ref())
+        };
+        opened.with_context(|| format!("opening the gallery {}", self.gallery.display()))
     }
 }
 
@@ -73,10 +78,10 @@ enum Command {
         /// A recording of the empty scene to learn the background from first.
         #[arg(long)]
         background: Option<PathBuf>,
-        /// Warn when the new person comes closer than this to someone enrolled (the kiosk's
-        /// accept distance).
-        #[arg(long, default_value_t = DecisionConfig::default().accept_distance)]
-        warn_distance: f32,
+        /// Warn when the new person comes within this distance of someone enrolled (default: the
+        /// model's calibrated accept distance).
+        #[arg(long)]
+        warn_distance: Option<f32>,
         /// Add the walks to someone already enrolled.
         #[arg(long)]
         append: bool,
@@ -117,24 +122,13 @@ enum Command {
     },
 }
 
-/// Refuses to overwrite: losing a key makes every template encrypted with it unreadable.
 fn write_key(out: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| {
-            format!(
-                "creating {} (an existing key is never overwritten)",
-                out.display()
-            )
-        })?;
-    writeln!(file, "{}", TemplateKey::generate().to_hex())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", out.display()))?;
+    TemplateKey::create_file(out).with_context(|| {
+        format!(
+            "creating {} (an existing key is never overwritten)",
+            out.display()
+        )
+    })?;
     println!(
         "template key written to {} (mode 600); keep a copy somewhere safe",
         out.display()
@@ -167,7 +161,7 @@ fn main() -> anyhow::Result<()> {
         Command::List { gallery } => list(&gallery),
         Command::Key { out } => write_key(&out),
         Command::Remove { gallery, name } => {
-            let erased = gallery.open()?.erase(&name)?;
+            let erased = gallery.open(false)?.erase(&name)?;
             println!(
                 "erased {name}: {} templates and {} stored events; the audit log refers to them as {}",
                 erased.templates, erased.events, erased.pseudonym
@@ -190,13 +184,23 @@ fn add(
     inputs: &[PathBuf],
     model: &Path,
     background: Option<PathBuf>,
-    warn_distance: f32,
+    warn_distance: Option<f32>,
     append: bool,
     threads: usize,
 ) -> anyhow::Result<()> {
-    let mut gallery = gallery_args.open()?;
+    let mut gallery = gallery_args.open(!append)?;
     let model_id = model_id(model)?;
     gallery.check_model(&model_id)?;
+    let warn_distance = match warn_distance {
+        Some(distance) => Some(distance),
+        None => OperatingPoint::load_for(model, &model_id)?.map(|p| p.accept_distance),
+    };
+    if warn_distance.is_none() {
+        log::warn!(
+            "{} has no calibrated operating point: nobody can tell yet whether {name} is too close to someone enrolled",
+            model.display()
+        );
+    }
     let embedder = open_embedder(&InferenceConfig {
         model: model.to_path_buf(),
         backend: BackendChoice::Auto,
@@ -239,9 +243,9 @@ fn add(
     let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), threads)?;
     if let Some((identity, distance)) = nearest_enrolled(&index, &templates)? {
         let other = &index.identity(identity).name;
-        if other != name && distance < warn_distance {
+        if let Some(warn) = warn_distance.filter(|&w| other != name && accepts(distance, w)) {
             log::warn!(
-                "{name} comes within {distance:.4} of {other} (accept distance {warn_distance:.4}): the kiosk may confuse them"
+                "{name} comes within {distance:.4} of {other} (accept distance {warn:.4}): the kiosk may confuse them"
             );
         }
     }
@@ -258,7 +262,7 @@ fn add(
 }
 
 fn list(gallery_args: &GalleryArgs) -> anyhow::Result<()> {
-    let gallery = gallery_args.open()?;
+    let gallery = gallery_args.open(false)?;
     let people = gallery.people()?;
     println!(
         "{}: {} people, model {}{}",

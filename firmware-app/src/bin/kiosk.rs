@@ -7,20 +7,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use firmware_app::audit::{verify, AuditLog};
+use firmware_app::audit::{verify, AuditLog, ChainHead, ChainKey, CHAIN_KEY_PURPOSE};
 use firmware_app::config::KioskConfig;
-use firmware_app::decision::{DecisionPolicy, Verdict};
+use firmware_app::decision::{accept_distance, DecisionPolicy, Verdict};
 use firmware_app::demo::{run_demo, DemoConfig};
 use firmware_app::door::{open_line, DoorRelay};
 use firmware_app::events::{EventDispatcher, EventKind};
 use firmware_app::framebuffer::Framebuffer;
 use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::inference::{open_embedder, BackendChoice, InferenceConfig};
-use firmware_app::kiosk::{model_id, run, DoorEngine, Outputs};
+use firmware_app::kiosk::{run, DoorEngine, Outputs};
 use firmware_app::matcher::MatchIndex;
 use firmware_app::mqtt::open_sink;
 use firmware_app::silhouette::SilhouetteConfig;
 use firmware_app::source::{open_camera, open_path};
+use hstl::{model_id, OperatingPoint};
 
 /// Events a sink may owe before the oldest are dropped (and counted).
 const MAX_QUEUED_EVENTS: usize = 100_000;
@@ -66,30 +67,74 @@ fn main() -> anyhow::Result<()> {
             }),
             _,
         ) => demo(out, people, threads),
-        (Some(Command::VerifyLog { config }), _) => {
-            let config = KioskConfig::load(&config)?;
-            let lines = verify(&config.audit)?;
-            println!(
-                "{}: {lines} lines, chain intact",
-                config.audit.path.display()
-            );
-            Ok(())
-        }
+        (Some(Command::VerifyLog { config }), _) => verify_log(config),
         (None, Some(config)) => kiosk(config),
         (None, None) => bail!("give --config kiosk.toml, or run `kiosk demo`"),
     }
 }
 
-fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
-    let config = KioskConfig::load(&config_path)?;
-    let key = config
+fn template_key(config: &KioskConfig) -> anyhow::Result<Option<TemplateKey>> {
+    config
         .gallery
         .key_file
         .as_ref()
         .map(|path| {
             TemplateKey::read_file(path).with_context(|| format!("key file {}", path.display()))
         })
-        .transpose()?;
+        .transpose()
+}
+
+fn chain_key(key: Option<&TemplateKey>) -> Option<ChainKey> {
+    key.map(|k| ChainKey::new(k.derive(CHAIN_KEY_PURPOSE)))
+}
+
+/// Checks the audit log against its key and against every chain head the kiosk stored in its gallery.
+fn verify_log(config: PathBuf) -> anyhow::Result<()> {
+    let config = KioskConfig::load(&config)?;
+    let key = template_key(&config)?;
+    let gallery = Gallery::open_existing(&config.gallery.path, key.as_ref())?;
+    let anchors = audit_heads(&gallery)?;
+    let report = verify(&config.audit, chain_key(key.as_ref()).as_ref(), &anchors)?;
+    println!(
+        "{}: {} lines ({} events) in {} file(s), chain intact{}; {} published head(s) found in it",
+        config.audit.path.display(),
+        report.lines,
+        report.events,
+        report.files,
+        if report.keyed {
+            ", every line sealed with the kiosk's key"
+        } else {
+            " (NOT keyed: anyone could rewrite it and every hash)"
+        },
+        report.anchors_checked
+    );
+    Ok(())
+}
+
+fn audit_heads(gallery: &Gallery) -> anyhow::Result<Vec<ChainHead>> {
+    gallery
+        .event_bodies(
+            EventKind::AuditHead {
+                seq: 0,
+                mac: String::new(),
+            }
+            .label(),
+        )?
+        .into_iter()
+        .map(|body| {
+            let event: firmware_app::events::Event = serde_json::from_str(&body)
+                .with_context(|| format!("a stored audit head is damaged: {body}"))?;
+            match event.kind {
+                EventKind::AuditHead { seq, mac } => Ok(ChainHead { seq, mac }),
+                other => bail!("stored as an audit head but is {}", other.label()),
+            }
+        })
+        .collect()
+}
+
+fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = KioskConfig::load(&config_path)?;
+    let key = template_key(&config)?;
     let backend = match config.model.backend.as_str() {
         "tract" => BackendChoice::Tract,
         "ort" => BackendChoice::OnnxRuntime,
@@ -102,7 +147,29 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
     })?;
     log::info!("{}", embedder.describe());
     let model_id = model_id(&config.model.path)?;
-    let gallery = Gallery::open(&config.gallery.path, key.as_ref())?;
+    let operating_point = OperatingPoint::load_for(&config.model.path, &model_id)?;
+    let accept_distance = accept_distance(
+        config.decision.accept_distance,
+        operating_point.as_ref(),
+        &config.model.path,
+    )?;
+    if let Some(point) = &operating_point {
+        log::info!(
+            "accept distance {accept_distance} (model calibrated at {} for FPIR {}: FNIR {:.2} %, measured on {})",
+            point.accept_distance,
+            point.target_fpir,
+            100.0 * point.fnir,
+            point.measured_on
+        );
+        if !point.resolves_target() {
+            log::warn!(
+                "the model's operating point rests on {} non-mated searches, too few to measure FPIR {}: recalibrate with more walks",
+                point.non_mated_searches,
+                point.target_fpir
+            );
+        }
+    }
+    let gallery = Gallery::open_existing(&config.gallery.path, key.as_ref())?;
     gallery.check_model(&model_id)?;
     let index =
         MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), config.model.threads)?;
@@ -112,8 +179,16 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
         index.identities().len(),
         index.template_count()
     );
+    let watched = Gallery::open_existing(&config.gallery.path, key.as_ref())?;
     let mut dispatcher = EventDispatcher::new(MAX_QUEUED_EVENTS);
-    dispatcher.add(Box::new(AuditLog::open(config.audit.clone())?));
+    if key.is_none() {
+        log::warn!(
+            "no [gallery] key_file: templates are stored in clear and the audit log is not sealed (anyone could rewrite it)"
+        );
+    }
+    let audit = AuditLog::open(config.audit.clone(), chain_key(key.as_ref()))?;
+    let audit_head = audit.head_handle();
+    dispatcher.add(Box::new(audit));
     dispatcher.add(Box::new(gallery));
     if let Some(relay) = &config.relay {
         let line = open_line(relay)?;
@@ -143,6 +218,7 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
             .as_deref()
             .map(Framebuffer::open)
             .transpose()?,
+        audit_head: Some(audit_head),
     };
     if let Some(dir) = &outputs.screen_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -152,8 +228,9 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
         model_id,
         embedder,
         index,
-        DecisionPolicy::new(config.decision.clone()),
+        DecisionPolicy::new(config.decision.clone(), accept_distance),
     );
+    engine.watch_gallery(watched);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
@@ -167,6 +244,16 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
     outputs
         .dispatcher
         .publish(&engine.event(EventKind::Started));
+    if let Some((sink, _)) = outputs
+        .dispatcher
+        .pending()
+        .into_iter()
+        .find(|(_, n)| *n > 0)
+    {
+        bail!(
+            "the {sink} cannot store events (see the error above): a door must not run unrecorded"
+        );
+    }
     let stats = run(
         source,
         live,
@@ -199,10 +286,15 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
         median(&stats.latencies).as_secs_f64() * 1e3,
         if stop.load(Ordering::SeqCst) { " (stopped by signal)" } else { "" }
     );
-    for (sink, pending) in outputs.dispatcher.pending() {
-        if pending > 0 {
-            log::error!("{sink}: {pending} event(s) could not be delivered");
-        }
+    let undelivered: Vec<String> = outputs
+        .dispatcher
+        .pending()
+        .into_iter()
+        .filter(|(_, pending)| *pending > 0)
+        .map(|(sink, pending)| format!("{sink}: {pending}"))
+        .collect();
+    if !undelivered.is_empty() {
+        bail!("events could not be delivered ({})", undelivered.join(", "));
     }
     Ok(())
 }
@@ -225,7 +317,7 @@ fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
     );
     println!(
         "  accept under {:.4}, margin {:.4}, {} agreeing windows",
-        report.decision.accept_distance, report.decision.margin, report.decision.consensus_windows
+        report.accept_distance, report.decision.margin, report.decision.consensus_windows
     );
     println!();
     println!(
@@ -306,14 +398,22 @@ fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
         report.kiosk_time.as_secs_f64(),
         frames as f64 / report.kiosk_time.as_secs_f64()
     );
-    let lines = verify(&firmware_app::audit::AuditConfig {
-        path: report.audit_log.clone(),
-        max_file_bytes: u64::MAX,
-        keep_files: 5,
-    })?;
+    let key = TemplateKey::read_file(&report.key_file)?;
+    let verified = verify(
+        &firmware_app::audit::AuditConfig {
+            path: report.audit_log.clone(),
+            max_file_bytes: u64::MAX,
+            keep_files: 5,
+        },
+        chain_key(Some(&key)).as_ref(),
+        &audit_heads(&Gallery::open_existing(&report.gallery, Some(&key))?)?,
+    )?;
     println!(
-        "audit log {} ({lines} events, chain intact)",
-        report.audit_log.display()
+        "audit log {} ({} events, chain intact, sealed with a key derived from {}; {} published heads match)",
+        report.audit_log.display(),
+        verified.events,
+        report.key_file.display(),
+        verified.anchors_checked
     );
     println!("gallery {} (templates encrypted)", report.gallery.display());
     println!("status screens {}", report.screens.display());

@@ -147,6 +147,10 @@ impl MatchIndex {
         self.owners.len()
     }
 
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
     pub fn shape(&self) -> (usize, usize) {
         (self.parts, self.channels)
     }

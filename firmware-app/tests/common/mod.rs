@@ -38,7 +38,7 @@ pub fn seeded_model(dir: &std::path::Path) -> (PathBuf, String, hstl::TractEmbed
         &model,
     )
     .unwrap();
-    let id = firmware_app::kiosk::model_id(&model).unwrap();
+    let id = hstl::model_id(&model).unwrap();
     let embedder = hstl::TractEmbedder::load(&model, 2).unwrap();
     (model, id, embedder)
 }
@@ -57,12 +57,13 @@ pub fn audited_outputs(
     };
     let mut dispatcher = firmware_app::events::EventDispatcher::new(100);
     dispatcher.add(Box::new(
-        firmware_app::audit::AuditLog::open(audit.clone()).unwrap(),
+        firmware_app::audit::AuditLog::open(audit.clone(), None).unwrap(),
     ));
     let outputs = firmware_app::kiosk::Outputs {
         dispatcher,
         screen_dir: None,
         framebuffer: None,
+        audit_head: None,
     };
     (outputs, audit)
 }
@@ -99,6 +100,7 @@ pub fn door_engine(
     model_id: String,
     embedder: hstl::TractEmbedder,
     decision: firmware_app::decision::DecisionConfig,
+    accept_distance: f32,
 ) -> firmware_app::kiosk::DoorEngine {
     use hstl::Embedder;
     let index =
@@ -109,6 +111,6 @@ pub fn door_engine(
         model_id,
         Box::new(embedder),
         index,
-        firmware_app::decision::DecisionPolicy::new(decision),
+        firmware_app::decision::DecisionPolicy::new(decision, accept_distance),
     )
 }

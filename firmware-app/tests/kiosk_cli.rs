@@ -1,0 +1,173 @@
+//! `kiosk --config` refuses to guard a door it cannot guard properly, and runs one it can: the model's
+//! calibration, the configuration's sense, the key's permissions, the gallery's path; and a run that
+//! leaves an audit log `verify-log` checks against the heads it published.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use firmware_app::gallery::{Gallery, TemplateKey};
+use hstl::OperatingPoint;
+
+struct Door {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    model_id: String,
+}
+
+impl Door {
+    /// A seeded model, an empty scene of a few frames, a key and an empty gallery.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, model_id, _) = common::seeded_model(dir.path());
+        let frames = dir.path().join("frames");
+        std::fs::create_dir(&frames).unwrap();
+        for i in 0..8 {
+            image::GrayImage::from_pixel(160, 120, image::Luma([90]))
+                .save(frames.join(format!("{i:03}.png")))
+                .unwrap();
+        }
+        let key = TemplateKey::create_file(&dir.path().join("template.key")).unwrap();
+        Gallery::open(&dir.path().join("gallery.db"), Some(&key)).unwrap();
+        Door {
+            dir,
+            model,
+            model_id,
+        }
+    }
+
+    fn calibrate(&self, accept_distance: f32) {
+        OperatingPoint {
+            model_id: self.model_id.clone(),
+            accept_distance,
+            target_fpir: 0.003,
+            fpir: 0.002,
+            fnir: 0.1,
+            mated_searches: 400,
+            non_mated_searches: 1000,
+            measured_on: "test".into(),
+        }
+        .save_for(&self.model)
+        .unwrap();
+    }
+
+    fn config(&self, extra_decision: &str, gallery: &str) -> PathBuf {
+        let path = self.dir.path().join("kiosk.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "door = \"test\"\n[model]\npath = \"model.onnx\"\n[source]\npath = \"frames\"\n\
+                 [gallery]\npath = \"{gallery}\"\nkey_file = \"template.key\"\n\
+                 [decision]\n{extra_decision}\n\
+                 [audit]\npath = \"audit/events.jsonl\"\nmax_file_bytes = 100000\nkeep_files = 2\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+}
+
+fn kiosk(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn refused(output: &Output, because: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "ran: {stderr}");
+    assert!(
+        stderr.contains(because),
+        "expected `{because}` in:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_door_never_runs_on_a_distance_nobody_calibrated_for_its_model() {
+    let door = Door::new();
+    refused(
+        &kiosk(&[], &door.config("", "gallery.db")),
+        "model.onnx.operating-point.json is missing",
+    );
+    refused(
+        &kiosk(&[], &door.config("accept_distance = 0.3", "gallery.db")),
+        "operating-point.json is missing",
+    );
+    door.calibrate(0.5);
+    refused(
+        &kiosk(&[], &door.config("accept_distance = 0.9", "gallery.db")),
+        "may only tighten it",
+    );
+    // The model file replaced (retrained, say) without calibrating the new one.
+    hstl::onnx_graph::write_model(
+        &hstl::Weights::seeded(hstl::Variant::CasiaB, 8),
+        &hstl::onnx_graph::ExportOptions::default(),
+        &door.model,
+    )
+    .unwrap();
+    refused(
+        &kiosk(&[], &door.config("", "gallery.db")),
+        "was calibrated for model",
+    );
+}
+
+#[test]
+fn a_mistyped_gallery_and_a_key_others_can_read_are_refused() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    refused(&kiosk(&[], &door.config("", "galery.db")), "no gallery at");
+    assert!(
+        !door.path("galery.db").exists(),
+        "no empty gallery was made"
+    );
+    let key = door.path("template.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(&kiosk(&[], &door.config("", "gallery.db")), "chmod 600");
+}
+
+#[test]
+fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    let config = door.config("accept_distance = 0.4", "gallery.db");
+    let run = kiosk(&[], &config);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("accept distance 0.4"), "{stderr}");
+
+    let verified = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(["verify-log", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("every line sealed"), "{stdout}");
+    assert!(stdout.contains("1 published head(s)"), "{stdout}");
+
+    // Cutting the last lines off (the head's anchor and what followed) is found.
+    let log = door.path("audit/events.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 4, "{text}");
+    std::fs::write(&log, lines[..1].join("\n") + "\n").unwrap();
+    let cut = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(["verify-log", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    refused(&cut, "cut from its end");
+}

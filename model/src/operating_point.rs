@@ -1,0 +1,274 @@
+//! A model's calibrated operating point: the distance under which two of its embeddings are taken to
+//! be the same person, with the error rates measured there.
+//!
+//! It is kept beside the model file (`MODEL.onnx.operating-point.json`) rather than inside it, so that
+//! calibrating a model never changes its identity ([`model_id`]) and never invalidates a gallery
+//! enrolled with it. The file names the model it was measured for; a door refuses a point measured
+//! for another model.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The one accept rule: a search is accepted when its distance is at most the accept distance.
+/// Calibration measures its rates with it and the door decides with it.
+pub fn accepts(distance: f32, accept_distance: f32) -> bool {
+    distance <= accept_distance
+}
+
+/// The identity of a model: the SHA-256 of its file. Templates, operating points and galleries name
+/// the model they belong to by it.
+pub fn model_id(path: &Path) -> Result<String, OperatingPointError> {
+    let bytes = std::fs::read(path).map_err(|source| OperatingPointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let digest = Sha256::digest(&bytes);
+    Ok(format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
+/// The most permissive false-positive identification rate an operating point may be calibrated for:
+/// one stranger in a hundred searches is already far beyond any access-control use.
+pub const MAX_TARGET_FPIR: f64 = 0.01;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatingPointError {
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an operating point: {message}")]
+    Malformed { path: PathBuf, message: String },
+    #[error("{path} was calibrated for model {found}, not for {expected}: calibrate this model (`calibrate thresholds --model ... --save`)")]
+    OtherModel {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: implausible operating point: {message}")]
+    Implausible { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatingPoint {
+    /// The model it was measured for ([`model_id`]).
+    pub model_id: String,
+    /// Searches at most this far from their nearest identity are accepted ([`accepts`]).
+    pub accept_distance: f32,
+    /// The false-positive identification rate the distance was chosen for.
+    pub target_fpir: f64,
+    /// Measured at the accept distance: strangers accepted, per search.
+    pub fpir: f64,
+    /// Measured at the accept distance: enrolled people not accepted as themselves, per search.
+    pub fnir: f64,
+    pub mated_searches: usize,
+    pub non_mated_searches: usize,
+    /// What the searches were cut from and how (data, subjects, windows).
+    pub measured_on: String,
+}
+
+impl OperatingPoint {
+    /// Where the operating point of `model` is kept.
+    pub fn path_for(model: &Path) -> PathBuf {
+        let mut name = model.as_os_str().to_owned();
+        name.push(".operating-point.json");
+        PathBuf::from(name)
+    }
+
+    /// The point kept beside `model`, checked to belong to it (`model_id`) and to be plausible;
+    /// `None` when the model was never calibrated.
+    pub fn load_for(model: &Path, model_id: &str) -> Result<Option<Self>, OperatingPointError> {
+        let path = Self::path_for(model);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(OperatingPointError::Io { path, source }),
+        };
+        let point: OperatingPoint =
+            serde_json::from_str(&text).map_err(|e| OperatingPointError::Malformed {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        if point.model_id != model_id {
+            return Err(OperatingPointError::OtherModel {
+                path,
+                expected: model_id.to_string(),
+                found: point.model_id,
+            });
+        }
+        point
+            .check()
+            .map_err(|message| OperatingPointError::Implausible { path, message })?;
+        Ok(Some(point))
+    }
+
+    /// Writes the point beside `model`, replacing any earlier one whole (written aside, then renamed).
+    pub fn save_for(&self, model: &Path) -> Result<PathBuf, OperatingPointError> {
+        let path = Self::path_for(model);
+        self.check()
+            .map_err(|message| OperatingPointError::Implausible {
+                path: path.clone(),
+                message,
+            })?;
+        let mut partial = path.clone().into_os_string();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let text = serde_json::to_string_pretty(self).expect("an operating point serialises");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OperatingPointError::Io { path, source }
+        };
+        std::fs::write(&partial, text + "\n").map_err(io(&partial))?;
+        std::fs::rename(&partial, &path).map_err(io(&path))?;
+        Ok(path)
+    }
+
+    /// Whether the measured rates can resolve the target: with fewer than 1/target non-mated
+    /// searches, a measured FPIR of zero says little.
+    pub fn resolves_target(&self) -> bool {
+        self.non_mated_searches as f64 * self.target_fpir >= 1.0
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(self.accept_distance.is_finite() && self.accept_distance > 0.0) {
+            return Err(format!(
+                "accept distance {} is not a positive finite distance",
+                self.accept_distance
+            ));
+        }
+        if !(self.target_fpir > 0.0 && self.target_fpir <= MAX_TARGET_FPIR) {
+            return Err(format!(
+                "target FPIR {} is outside (0, {MAX_TARGET_FPIR}]: not an access-control operating point",
+                self.target_fpir
+            ));
+        }
+        for (name, rate) in [("FPIR", self.fpir), ("FNIR", self.fnir)] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} {rate} is not a rate"));
+            }
+        }
+        if self.fnir >= 1.0 {
+            return Err("it accepts no enrolled person (FNIR 100 %)".into());
+        }
+        if self.mated_searches == 0 || self.non_mated_searches == 0 {
+            return Err("it was measured on no mated or no non-mated search".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(model_id: &str) -> OperatingPoint {
+        OperatingPoint {
+            model_id: model_id.into(),
+            accept_distance: 0.7,
+            target_fpir: 0.003,
+            fpir: 0.002,
+            fnir: 0.05,
+            mated_searches: 500,
+            non_mated_searches: 1000,
+            measured_on: "test".into(),
+        }
+    }
+
+    #[test]
+    fn the_accept_rule_includes_the_distance_itself() {
+        assert!(accepts(0.5, 0.5));
+        assert!(accepts(0.49, 0.5));
+        assert!(!accepts(0.5f32.next_up(), 0.5));
+        assert!(!accepts(f32::NAN, 0.5));
+    }
+
+    #[test]
+    fn a_saved_point_loads_for_its_own_model_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"model bytes").unwrap();
+        let id = model_id(&model).unwrap();
+        assert_eq!(OperatingPoint::load_for(&model, &id).unwrap(), None);
+        let saved = point(&id).save_for(&model).unwrap();
+        assert_eq!(saved, dir.path().join("m.onnx.operating-point.json"));
+        assert_eq!(
+            OperatingPoint::load_for(&model, &id).unwrap(),
+            Some(point(&id))
+        );
+        std::fs::write(&model, b"another model").unwrap();
+        let other = model_id(&model).unwrap();
+        let error = OperatingPoint::load_for(&model, &other).unwrap_err();
+        assert!(
+            matches!(error, OperatingPointError::OtherModel { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn implausible_points_are_refused_on_save_and_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        for (bad, what) in [
+            (
+                OperatingPoint {
+                    accept_distance: -0.1,
+                    ..point("x")
+                },
+                "accept distance",
+            ),
+            (
+                OperatingPoint {
+                    accept_distance: f32::NAN,
+                    ..point("x")
+                },
+                "accept distance",
+            ),
+            (
+                OperatingPoint {
+                    target_fpir: 0.5,
+                    ..point("x")
+                },
+                "target FPIR",
+            ),
+            (
+                OperatingPoint {
+                    fnir: 1.0,
+                    ..point("x")
+                },
+                "accepts no enrolled person",
+            ),
+        ] {
+            let error = bad.save_for(&model).unwrap_err().to_string();
+            assert!(error.contains(what), "{error}");
+            let path = OperatingPoint::path_for(&model);
+            std::fs::write(
+                &path,
+                serde_json::to_string(&bad).unwrap().replace("NaN", "null"),
+            )
+            .unwrap();
+            assert!(OperatingPoint::load_for(&model, "x").is_err());
+        }
+        std::fs::write(OperatingPoint::path_for(&model), "{\"model_id\": 3").unwrap();
+        let error = OperatingPoint::load_for(&model, "x").unwrap_err();
+        assert!(matches!(error, OperatingPointError::Malformed { .. }));
+    }
+
+    #[test]
+    fn too_few_strangers_cannot_resolve_the_target() {
+        assert!(point("x").resolves_target());
+        let few = OperatingPoint {
+            non_mated_searches: 100,
+            ..point("x")
+        };
+        assert!(!few.resolves_target());
+    }
+}
