@@ -24,7 +24,8 @@ CASIA_B = SHARED / "data" / "casia-b" / "silhouettes"
 sys.path.insert(0, str(TRAINING))
 
 from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
-from hstl_net import CASIA_B, COMPACT, HSTL, PARTS, VARIANTS, network_input, part_distance, variant_of  # noqa: E402
+from hstl_net import HSTL, PARTS, VARIANTS, network_input, part_distance, variant_of  # noqa: E402
+import hstl_net  # noqa: E402
 from losses import cross_entropy_loss, triplet_loss  # noqa: E402
 import evaluate  # noqa: E402
 import train  # noqa: E402
@@ -71,12 +72,12 @@ def test_parameter_count_and_part_count_match_the_spec():
 
 
 def test_the_compact_variant_matches_its_documented_shape():
-    model = HSTL(classes=74, variant=COMPACT)
+    model = HSTL(classes=74, variant=hstl_net.COMPACT)
     assert sum(p.numel() for p in model.parameters()) == 1_077_050
     assert sum(p.numel() for n, p in model.named_parameters() if not n.startswith("Head1")) == 882_874
     assert list(model.state_dict()) == list(HSTL().state_dict()), "the published key list, other shapes"
     assert model.state_dict()["Head0.fc_bin"].shape == (41, 64, 64)
-    assert variant_of(model.state_dict()) is COMPACT and variant_of(HSTL().state_dict()) is CASIA_B
+    assert variant_of(model.state_dict()) is hstl_net.COMPACT and variant_of(HSTL().state_dict()) is hstl_net.CASIA_B
     with torch.no_grad():
         embedding, _, _ = model.eval()(torch.rand(1, 30, 64, 44))
     assert embedding.shape == (1, 41, 64)
@@ -86,11 +87,11 @@ def test_the_compact_input_is_the_2x2_area_average_of_the_silhouette():
     sils = torch.zeros(1, 1, 64, 44)
     sils[0, 0, 0, 0] = 1.0
     sils[0, 0, 10:12, 20:22] = 1.0
-    reduced = network_input(sils, COMPACT)
+    reduced = network_input(sils, hstl_net.COMPACT)
     assert reduced.shape == (1, 1, 32, 22)
     assert reduced[0, 0, 0, 0] == 0.25 and reduced[0, 0, 5, 10] == 1.0
     assert reduced.sum() == sils.sum() / 4
-    assert network_input(sils, CASIA_B) is sils
+    assert network_input(sils, hstl_net.CASIA_B) is sils
 
 
 def test_short_clips_are_tiled_like_the_reference():
