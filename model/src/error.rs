@@ -80,6 +80,9 @@ pub enum HstlError {
     #[error("dataset {path}: {message}")]
     Dataset { path: PathBuf, message: String },
 
+    #[error("{path} is also an input: writing it would destroy what is being read; choose another output")]
+    OutputIsInput { path: PathBuf },
+
     #[error("ONNX Runtime: {0}")]
     OnnxRuntime(String),
 }

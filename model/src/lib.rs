@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod embedding;
 pub mod error;
 pub mod evaluation;
+pub mod files;
 pub mod input;
 pub mod model_info;
 pub mod onnx_graph;

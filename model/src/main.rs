@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use hstl::evaluation::{LabelledEmbedding, Rank1Table};
+use hstl::files::check_output;
 use hstl::model_info::ModelInfo;
 use hstl::onnx_graph::{self, ExportOptions};
 use hstl::{Embedder, Silhouettes, TractEmbedder, Variant, Weights};
@@ -135,6 +136,7 @@ fn main() -> Result<()> {
             variant,
             intermediates,
         } => {
+            check_output(&out, &[&checkpoint])?;
             let weights = Weights::from_checkpoint(&checkpoint, variant)
                 .with_context(|| format!("reading checkpoint {}", checkpoint.display()))?;
             onnx_graph::write_model(
@@ -174,6 +176,7 @@ fn main() -> Result<()> {
             threads,
             backend,
         } => {
+            check_output(&output, &[&model, &input])?;
             let embedder = open_embedder(&model, threads, backend)?;
             let clip = Silhouettes::read_npy(&input)
                 .with_context(|| format!("reading {}", input.display()))?;

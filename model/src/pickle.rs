@@ -122,6 +122,41 @@ impl Value {
     }
 }
 
+/// What copying `value` costs: one per node, one per 16 bytes of payload; stops counting past `limit`.
+fn copy_cost(value: &Value, limit: usize) -> usize {
+    let mut cost = 1;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        if cost > limit {
+            break;
+        }
+        match value {
+            Value::Str(s) => cost += s.len() / 16,
+            Value::Bytes(b) => cost += b.len() / 16,
+            Value::NumpyArray { data, shape, .. } => cost += data.len() / 16 + shape.len(),
+            Value::Tuple(items) | Value::List(items) => {
+                cost += items.len();
+                pending.extend(items);
+            }
+            Value::Dict(entries) => {
+                cost += 2 * entries.len();
+                for (k, v) in entries {
+                    pending.push(k);
+                    pending.push(v);
+                }
+            }
+            Value::Object { callable, args } => {
+                cost += 2;
+                pending.push(callable);
+                pending.push(args);
+            }
+            Value::Tensor(t) => cost += t.shape.len() + t.stride.len() + t.storage_key.len() / 16,
+            _ => {}
+        }
+    }
+    cost
+}
+
 fn is_numpy_reconstruct(value: &Value) -> bool {
     let Value::Object { callable, .. } = value else {
         return false;
@@ -131,16 +166,25 @@ fn is_numpy_reconstruct(value: &Value) -> bool {
             && name == "_reconstruct")
 }
 
+/// A value on the machine's stack, with how deeply containers nest inside it (0 for a scalar).
 enum StackItem {
     Mark,
-    Value(Value),
+    Value(Value, u32),
 }
+
+/// Containers nested deeper than this are refused: a state dict nests a few levels, and dropping or
+/// cloning a value walks its nesting recursively, so a crafted pickle could overflow the stack.
+pub const MAX_NESTING: u32 = 64;
+/// Values copied from the memo or duplicated, counted in nodes plus bytes/16: a real checkpoint
+/// copies a few thousand, a crafted pickle could double a value at every opcode.
+pub const MAX_COPIED_COST: usize = 1 << 24;
 
 struct Machine<'a> {
     bytes: &'a [u8],
     pos: usize,
     stack: Vec<StackItem>,
-    memo: HashMap<u32, Value>,
+    memo: HashMap<u32, (Value, u32)>,
+    copied_cost: usize,
 }
 
 /// Parses one pickle and returns the object it builds.
@@ -150,6 +194,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, HstlError> {
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
+        copied_cost: 0,
     };
     machine.run()
 }
@@ -217,21 +262,39 @@ impl<'a> Machine<'a> {
     }
 
     fn push(&mut self, value: Value) {
-        self.stack.push(StackItem::Value(value));
+        self.stack.push(StackItem::Value(value, 0));
+    }
+
+    /// Pushes a container whose items nest `inner` deep.
+    fn push_container(&mut self, value: Value, inner: u32) -> Result<(), HstlError> {
+        let depth = inner + 1;
+        if depth > MAX_NESTING {
+            return Err(self.error(format!("containers nested more than {MAX_NESTING} deep")));
+        }
+        self.stack.push(StackItem::Value(value, depth));
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<Value, HstlError> {
+        self.pop_with_depth().map(|(value, _)| value)
+    }
+
+    fn pop_with_depth(&mut self) -> Result<(Value, u32), HstlError> {
         match self.stack.pop() {
-            Some(StackItem::Value(v)) => Ok(v),
+            Some(StackItem::Value(v, depth)) => Ok((v, depth)),
             Some(StackItem::Mark) => Err(self.error("unexpected mark on the stack")),
             None => Err(self.error("pop from an empty stack")),
         }
     }
 
     fn top(&mut self) -> Result<&mut Value, HstlError> {
+        self.top_with_depth().map(|(value, _)| value)
+    }
+
+    fn top_with_depth(&mut self) -> Result<(&mut Value, &mut u32), HstlError> {
         let pos = self.pos;
         match self.stack.last_mut() {
-            Some(StackItem::Value(v)) => Ok(v),
+            Some(StackItem::Value(v, depth)) => Ok((v, depth)),
             _ => Err(HstlError::Pickle {
                 offset: pos,
                 message: "expected a value on the stack".into(),
@@ -239,36 +302,60 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn pop_to_mark(&mut self) -> Result<Vec<Value>, HstlError> {
+    /// The items above the last mark, and how deep the deepest of them nests.
+    fn pop_to_mark(&mut self) -> Result<(Vec<Value>, u32), HstlError> {
         let mut items = Vec::new();
+        let mut deepest = 0;
         loop {
             match self.stack.pop() {
                 Some(StackItem::Mark) => break,
-                Some(StackItem::Value(v)) => items.push(v),
+                Some(StackItem::Value(v, depth)) => {
+                    deepest = deepest.max(depth);
+                    items.push(v);
+                }
                 None => return Err(self.error("no mark on the stack")),
             }
         }
         items.reverse();
-        Ok(items)
+        Ok((items, deepest))
     }
 
-    fn memo_get(&self, index: u32) -> Result<Value, HstlError> {
-        self.memo
+    /// A copy of `value` (memo or DUP), charged to the copy budget.
+    fn copy(&mut self, value: &Value) -> Result<Value, HstlError> {
+        let budget = MAX_COPIED_COST.saturating_sub(self.copied_cost);
+        let cost = copy_cost(value, budget);
+        if cost > budget {
+            return Err(self.error(format!(
+                "the pickle copies more than {MAX_COPIED_COST} units of values (a crafted file?)"
+            )));
+        }
+        self.copied_cost += cost;
+        Ok(value.clone())
+    }
+
+    fn memo_get(&mut self, index: u32) -> Result<(Value, u32), HstlError> {
+        let (value, depth) = self
+            .memo
             .get(&index)
             .cloned()
-            .ok_or_else(|| self.error(format!("memo entry {index} is not defined")))
+            .ok_or_else(|| self.error(format!("memo entry {index} is not defined")))?;
+        self.copy(&value)?;
+        Ok((value, depth))
     }
 
     fn memo_put(&mut self, index: u32) -> Result<(), HstlError> {
-        let value = self.top()?.clone();
-        self.memo.insert(index, value);
+        let (value, depth) = self.top_with_depth()?;
+        let entry = (value.clone(), *depth);
+        self.copy(&entry.0)?;
+        self.memo.insert(index, entry);
         Ok(())
     }
 
-    fn set_items(&mut self, items: Vec<Value>) -> Result<(), HstlError> {
+    fn set_items(&mut self, items: Vec<Value>, inner: u32) -> Result<(), HstlError> {
         if items.len() % 2 != 0 {
             return Err(self.error("odd number of items for a dictionary"));
         }
+        self.deepen_top(inner)?;
         let pos = self.pos;
         let target = self.top()?;
         let entries = match target {
@@ -295,7 +382,8 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn append_items(&mut self, items: Vec<Value>) -> Result<(), HstlError> {
+    fn append_items(&mut self, items: Vec<Value>, inner: u32) -> Result<(), HstlError> {
+        self.deepen_top(inner)?;
         let pos = self.pos;
         match self.top()? {
             Value::List(list) => {
@@ -307,6 +395,20 @@ impl<'a> Machine<'a> {
                 message: "APPENDS on a non-list".into(),
             }),
         }
+    }
+
+    /// The top container receives items nesting `inner` deep.
+    fn deepen_top(&mut self, inner: u32) -> Result<(), HstlError> {
+        let pos = self.pos;
+        let (_, depth) = self.top_with_depth()?;
+        *depth = (*depth).max(inner + 1);
+        if *depth > MAX_NESTING {
+            return Err(HstlError::Pickle {
+                offset: pos,
+                message: format!("containers nested more than {MAX_NESTING} deep"),
+            });
+        }
+        Ok(())
     }
 
     fn reduce(&self, callable: Value, args: Value) -> Result<Value, HstlError> {
@@ -492,26 +594,29 @@ impl<'a> Machine<'a> {
                 }
                 b'.' => return self.pop(),
                 b'(' => self.stack.push(StackItem::Mark),
-                b'}' => self.push(Value::Dict(Vec::new())),
-                b']' => self.push(Value::List(Vec::new())),
-                b')' => self.push(Value::Tuple(Vec::new())),
-                0x8f => self.push(Value::List(Vec::new())),
+                b'}' => self.push_container(Value::Dict(Vec::new()), 0)?,
+                b']' => self.push_container(Value::List(Vec::new()), 0)?,
+                b')' => self.push_container(Value::Tuple(Vec::new()), 0)?,
+                0x8f => self.push_container(Value::List(Vec::new()), 0)?,
                 b't' => {
-                    let items = self.pop_to_mark()?;
-                    self.push(Value::Tuple(items));
+                    let (items, inner) = self.pop_to_mark()?;
+                    self.push_container(Value::Tuple(items), inner)?;
                 }
                 0x91 => {
-                    let items = self.pop_to_mark()?;
-                    self.push(Value::List(items));
+                    let (items, inner) = self.pop_to_mark()?;
+                    self.push_container(Value::List(items), inner)?;
                 }
                 0x85..=0x87 => {
                     let n = (opcode - 0x84) as usize;
                     let mut items = Vec::with_capacity(n);
+                    let mut inner = 0;
                     for _ in 0..n {
-                        items.push(self.pop()?);
+                        let (item, depth) = self.pop_with_depth()?;
+                        inner = inner.max(depth);
+                        items.push(item);
                     }
                     items.reverse();
-                    self.push(Value::Tuple(items));
+                    self.push_container(Value::Tuple(items), inner)?;
                 }
                 b'q' => {
                     let index = self.u8()? as u32;
@@ -527,13 +632,13 @@ impl<'a> Machine<'a> {
                 }
                 b'h' => {
                     let index = self.u8()? as u32;
-                    let v = self.memo_get(index)?;
-                    self.push(v);
+                    let (v, depth) = self.memo_get(index)?;
+                    self.stack.push(StackItem::Value(v, depth));
                 }
                 b'j' => {
                     let index = self.u32()?;
-                    let v = self.memo_get(index)?;
-                    self.push(v);
+                    let (v, depth) = self.memo_get(index)?;
+                    self.stack.push(StackItem::Value(v, depth));
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
@@ -628,18 +733,21 @@ impl<'a> Machine<'a> {
                     }
                 }
                 b'R' => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
+                    let (args, args_depth) = self.pop_with_depth()?;
+                    let (callable, callable_depth) = self.pop_with_depth()?;
                     let v = self.reduce(callable, args)?;
-                    self.push(v);
+                    self.push_container(v, args_depth.max(callable_depth))?;
                 }
                 0x81 => {
-                    let args = self.pop()?;
-                    let class = self.pop()?;
-                    self.push(Value::Object {
-                        callable: Box::new(class),
-                        args: Box::new(args),
-                    });
+                    let (args, args_depth) = self.pop_with_depth()?;
+                    let (class, class_depth) = self.pop_with_depth()?;
+                    self.push_container(
+                        Value::Object {
+                            callable: Box::new(class),
+                            args: Box::new(args),
+                        },
+                        args_depth.max(class_depth),
+                    )?;
                 }
                 b'b' => {
                     // Only numpy arrays need their state; other objects' state (e.g. a state_dict's
@@ -651,21 +759,21 @@ impl<'a> Machine<'a> {
                     }
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![k, v])?;
+                    let (v, v_depth) = self.pop_with_depth()?;
+                    let (k, k_depth) = self.pop_with_depth()?;
+                    self.set_items(vec![k, v], v_depth.max(k_depth))?;
                 }
                 b'u' => {
-                    let items = self.pop_to_mark()?;
-                    self.set_items(items)?;
+                    let (items, inner) = self.pop_to_mark()?;
+                    self.set_items(items, inner)?;
                 }
                 b'a' => {
-                    let v = self.pop()?;
-                    self.append_items(vec![v])?;
+                    let (v, depth) = self.pop_with_depth()?;
+                    self.append_items(vec![v], depth)?;
                 }
                 b'e' | 0x90 => {
-                    let items = self.pop_to_mark()?;
-                    self.append_items(items)?;
+                    let (items, inner) = self.pop_to_mark()?;
+                    self.append_items(items, inner)?;
                 }
                 b'Q' => {
                     let pid = self.pop()?;
@@ -679,8 +787,10 @@ impl<'a> Machine<'a> {
                     self.pop_to_mark()?;
                 }
                 b'2' => {
-                    let v = self.top()?.clone();
-                    self.push(v);
+                    let (v, depth) = self.top_with_depth()?;
+                    let (v, depth) = (v.clone(), *depth);
+                    self.copy(&v)?;
+                    self.stack.push(StackItem::Value(v, depth));
                 }
                 other => {
                     self.pos -= 1;
@@ -713,6 +823,36 @@ mod tests {
             v.get("b"),
             Some(&Value::Tuple(vec![Value::Str("x".into()), Value::Int(-3)]))
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        let mut bytes = b"\x80\x02N".to_vec();
+        bytes.extend(std::iter::repeat_n(0x85u8, 200_000));
+        bytes.push(b'.');
+        let error = parse(&bytes).unwrap_err().to_string();
+        assert!(error.contains("nested more than 64 deep"), "{error}");
+        let mut lists = b"\x80\x02".to_vec();
+        for _ in 0..100 {
+            lists.extend_from_slice(b"]");
+        }
+        for _ in 0..99 {
+            lists.push(b'a');
+        }
+        lists.push(b'.');
+        assert!(parse(&lists).is_err(), "APPEND nests too");
+    }
+
+    #[test]
+    fn copies_that_double_at_every_step_are_refused() {
+        // x = []; then 40 times: x = (x, x), each through the memo.
+        let mut bytes = b"\x80\x02]q\x00".to_vec();
+        for _ in 0..40 {
+            bytes.extend_from_slice(b"0h\x00h\x00\x86q\x00");
+        }
+        bytes.push(b'.');
+        let error = parse(&bytes).unwrap_err().to_string();
+        assert!(error.contains("copies more than"), "{error}");
     }
 
     #[test]

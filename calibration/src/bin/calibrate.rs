@@ -83,6 +83,11 @@ fn main() -> Result<()> {
     if window == 0 || hop == 0 {
         bail!("--window and --hop must be at least 1");
     }
+    if let Some(plot) = &plot {
+        let mut inputs = vec![model.as_path()];
+        inputs.extend(walks.as_deref());
+        hstl::files::check_output(plot, &inputs)?;
+    }
     let embedder = TractEmbedder::load(&model, threads)?;
     let windows = Windows {
         frames: window,

@@ -17,6 +17,7 @@ use firmware_app::matcher::MatchIndex;
 use firmware_app::normalise::PRETREATED_SIZE;
 use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
 use firmware_app::source::{open_path, FrameSource};
+use hstl::files::check_output;
 use hstl::{accepts, model_id, OperatingPoint};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
@@ -290,6 +291,12 @@ fn extract(
     sheet: Option<PathBuf>,
     background: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let mut inputs = vec![input.as_path()];
+    inputs.extend(background.as_deref());
+    check_output(&output, &inputs)?;
+    if let Some(sheet) = &sheet {
+        check_output(sheet, &inputs)?;
+    }
     let mut source = open_path(&input).with_context(|| format!("opening {}", input.display()))?;
     let mut empty = background
         .as_ref()
