@@ -234,7 +234,7 @@ mod tests {
 
     fn npy(dir: &Path, name: &str, header: &str, data: &[u8]) -> std::path::PathBuf {
         let mut dict = header.to_string();
-        while (10 + dict.len() + 1) % 64 != 0 {
+        while !(10 + dict.len() + 1).is_multiple_of(64) {
             dict.push(' ');
         }
         dict.push('\n');

@@ -352,7 +352,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>, inner: u32) -> Result<(), HstlError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("odd number of items for a dictionary"));
         }
         self.deepen_top(inner)?;
@@ -833,12 +833,8 @@ mod tests {
         let error = parse(&bytes).unwrap_err().to_string();
         assert!(error.contains("nested more than 64 deep"), "{error}");
         let mut lists = b"\x80\x02".to_vec();
-        for _ in 0..100 {
-            lists.extend_from_slice(b"]");
-        }
-        for _ in 0..99 {
-            lists.push(b'a');
-        }
+        lists.extend(std::iter::repeat_n(b']', 100));
+        lists.extend(std::iter::repeat_n(b'a', 99));
         lists.push(b'.');
         assert!(parse(&lists).is_err(), "APPEND nests too");
     }

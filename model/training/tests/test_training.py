@@ -28,6 +28,7 @@ from hstl_net import HSTL, PARTS, VARIANTS, network_input, part_distance, varian
 import hstl_net  # noqa: E402
 from losses import cross_entropy_loss, triplet_loss  # noqa: E402
 import evaluate  # noqa: E402
+import plot_log  # noqa: E402
 import train  # noqa: E402
 
 
@@ -249,3 +250,14 @@ def test_opengait_pickle_tree_reads_like_the_packed_archive(tiny_run, tmp_path):
         )
         tables.append(json.loads(result.stdout))
     assert tables[0] == tables[1]
+
+
+def test_a_resumed_runs_repeated_records_are_drawn_once(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        '{"iteration": 50, "loss": 4.0}\n{"iteration": 100, "loss": 3.9}\n'
+        '{"iteration": 100, "loss": 3.8}\n\n{"iteration": 150, "loss": 3.7, "validation": {"NM": 60}}\n'
+    )
+    records = plot_log.read_log(log)
+    assert [r["iteration"] for r in records] == [50, 100, 150]
+    assert records[1]["loss"] == 3.8
