@@ -171,3 +171,76 @@ fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() 
         .unwrap();
     refused(&cut, "cut from its end");
 }
+
+/// Runs `command` as the unprivileged user `nobody`: only root can, so elsewhere the test says it
+/// skipped (and fails under `CI`, where it must run).
+fn as_service_user(program: &Path, args: &[&str], config: &Path) -> Option<Output> {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run as root to test the service user"
+        );
+        eprintln!("SKIPPED: only root can run the kiosk as another user");
+        return None;
+    }
+    Some(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(program)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap(),
+    )
+}
+
+fn chown(owner: &str, path: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", owner])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn the_kiosk_runs_as_its_service_user_and_refuses_files_that_user_cannot_use() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    let config = door.config("", "gallery.db");
+    // The binary beside the door's files, so the service user can reach it wherever the build is.
+    let kiosk = door.path("kiosk");
+    std::fs::copy(env!("CARGO_BIN_EXE_kiosk"), &kiosk).unwrap();
+    chown("nobody:nogroup", door.dir.path());
+
+    let Some(run) = as_service_user(&kiosk, &[], &config) else {
+        return;
+    };
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // A gallery made by root (enrolled as root, say): the kiosk cannot record into it.
+    chown("root:root", &door.path("gallery.db"));
+    std::fs::set_permissions(
+        door.path("gallery.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    refused(
+        &as_service_user(&kiosk, &[], &config).unwrap(),
+        "cannot be written by this user",
+    );
+    chown("nobody:nogroup", &door.path("gallery.db"));
+
+    // A key made by root and kept private to root.
+    chown("root:root", &door.path("template.key"));
+    refused(
+        &as_service_user(&kiosk, &[], &config).unwrap(),
+        "template.key",
+    );
+}
