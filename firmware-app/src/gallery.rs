@@ -68,7 +68,7 @@ const MIGRATIONS: &[&str] = &["
 pub enum GalleryError {
     #[error("{path} is not a gallery database or is damaged ({detail})")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("{path} cannot be written by this user: the kiosk and `enrol` must run as the user that owns the gallery (and its folder)")]
+    #[error("{path} cannot be written: its file system is read-only, or it belongs to another user (the kiosk and `enrol` must run as the user that owns the gallery and its folder)")]
     ReadOnly { path: PathBuf },
     #[error("no gallery at {path}: enrol someone first (`enrol add --gallery {path} ...`) or correct the path")]
     Missing { path: PathBuf },
@@ -826,6 +826,11 @@ fn corrupt(path: &Path, error: rusqlite::Error) -> GalleryError {
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => GalleryError::Corrupt {
             path: path.to_path_buf(),
             detail: error.to_string(),
+        },
+        // Opening (and WAL's side files) fails this way on a read-only file system or a folder of
+        // another user's.
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::ReadOnly) => GalleryError::ReadOnly {
+            path: path.to_path_buf(),
         },
         _ => full(error),
     }

@@ -233,7 +233,7 @@ fn the_kiosk_runs_as_its_service_user_and_refuses_files_that_user_cannot_use() {
     .unwrap();
     refused(
         &as_service_user(&kiosk, &[], &config).unwrap(),
-        "cannot be written by this user",
+        "belongs to another user",
     );
     chown("nobody:nogroup", &door.path("gallery.db"));
 

@@ -1,0 +1,164 @@
+//! Faults of the machine, made real: a small file system of its own that fills up or turns
+//! read-only under the audit log and the gallery. Mounting needs root; elsewhere these tests say they
+//! skipped, and under `CI` (which runs as root) they must run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use firmware_app::audit::{verify, AuditConfig, AuditLog, ChainKey};
+use firmware_app::events::{DenialReason, Event, EventKind};
+use firmware_app::gallery::{Gallery, GalleryError};
+
+/// A tmpfs of `size` mounted for the test's lifetime.
+struct SmallDisk {
+    _dir: tempfile::TempDir,
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("disk");
+        std::fs::create_dir(&mount).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .output()
+            .unwrap();
+        if !status.status.success() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must be able to mount a tmpfs: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+            eprintln!("SKIPPED: cannot mount a small file system here (needs root)");
+            return None;
+        }
+        Some(SmallDisk { _dir: dir, mount })
+    }
+
+    fn remount(&self, options: &str) {
+        let remount = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.mount)
+            .output()
+            .unwrap();
+        assert!(
+            remount.status.success(),
+            "remount {options}: {}",
+            String::from_utf8_lossy(&remount.stderr)
+        );
+    }
+
+    /// Fills what is left of the disk; the filler is deleted to free it again.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.mount.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        while file
+            .write_all(&block[..64])
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+fn event(at_ms: i64) -> Event {
+    Event {
+        at_ms,
+        door: "front".into(),
+        kind: EventKind::Denied {
+            reason: DenialReason::Unknown,
+        },
+        track: Some(at_ms as u64),
+        person: None,
+        figures: None,
+        model_id: "sha256:test".into(),
+    }
+}
+
+fn audit_config(disk: &Path) -> AuditConfig {
+    AuditConfig {
+        path: disk.join("audit").join("events.jsonl"),
+        max_file_bytes: 1 << 20,
+        keep_files: 2,
+    }
+}
+
+fn key() -> Option<ChainKey> {
+    Some(ChainKey::new([3; 32]))
+}
+
+#[test]
+fn a_full_disk_loses_the_events_it_refuses_and_nothing_else() {
+    let Some(disk) = SmallDisk::mount("256k") else {
+        return;
+    };
+    let config = audit_config(&disk.mount);
+    let mut log = AuditLog::open(config.clone(), key()).unwrap();
+    for i in 0..5 {
+        log.append(&event(i)).unwrap();
+    }
+    let filler = disk.fill();
+    let mut refused = 0;
+    for i in 5..40 {
+        match log.append(&event(i)) {
+            Ok(()) => {}
+            Err(e) => {
+                assert!(e.to_string().contains("No space left"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the disk was full");
+    // No fragment of a refused line is left for the next one to be glued to.
+    let stored = verify(&config, key().as_ref(), &[]).unwrap();
+    assert_eq!(stored.events, 40 - refused);
+
+    std::fs::remove_file(filler).unwrap();
+    log.append(&event(100)).unwrap();
+    drop(log);
+    // The kiosk restarts on the same log and carries on.
+    let mut log = AuditLog::open(config.clone(), key()).unwrap();
+    log.append(&event(101)).unwrap();
+    assert_eq!(
+        verify(&config, key().as_ref(), &[]).unwrap().events,
+        40 - refused + 2
+    );
+}
+
+#[test]
+fn a_read_only_file_system_is_named_and_what_was_stored_stays() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        return;
+    };
+    let config = audit_config(&disk.mount);
+    let gallery_path = disk.mount.join("gallery.db");
+    {
+        let mut log = AuditLog::open(config.clone(), key()).unwrap();
+        log.append(&event(1)).unwrap();
+        Gallery::open(&gallery_path, None).unwrap();
+    }
+    disk.remount("ro");
+    let error = Gallery::open_existing(&gallery_path, None).err().unwrap();
+    assert!(matches!(error, GalleryError::ReadOnly { .. }), "{error}");
+    assert!(error.to_string().contains("read-only"), "{error}");
+    assert!(error.to_string().contains("gallery.db"), "{error}");
+    let error = AuditLog::open(config.clone(), key()).err().unwrap();
+    assert!(error.to_string().contains("events.jsonl"), "{error}");
+    assert_eq!(verify(&config, key().as_ref(), &[]).unwrap().events, 1);
+    disk.remount("rw");
+}
