@@ -645,6 +645,7 @@ mod tests {
             person: None,
             figures: None,
             model_id: "m".into(),
+            decided: None,
         }
     }
 

@@ -13,7 +13,7 @@
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -78,7 +78,10 @@ pub trait RelayLine: Send {
 }
 
 enum Command {
-    Pulse { granted_at_ms: i64 },
+    Pulse {
+        granted_at_ms: i64,
+        decided: Option<Instant>,
+    },
     Stop,
 }
 
@@ -131,6 +134,7 @@ impl EventSink for DoorRelay {
         self.commands
             .send(Command::Pulse {
                 granted_at_ms: event.at_ms,
+                decided: event.decided,
             })
             .map_err(|_| SinkError {
                 sink: self.name().into(),
@@ -176,12 +180,15 @@ fn pulse_loop(
         }
     };
     while let Ok(command) = commands.recv() {
-        let Command::Pulse { granted_at_ms } = command else {
+        let Command::Pulse {
+            granted_at_ms,
+            decided,
+        } = command
+        else {
             return;
         };
-        let age = now_ms().saturating_sub(granted_at_ms);
-        if age > max_age.as_millis() as i64 {
-            log::warn!("door relay: grant is {age} ms old; the door stays locked");
+        if let Some(age) = grant_too_old(granted_at_ms, decided, max_age) {
+            log::warn!("door relay: {age}; the door stays locked");
             continue;
         }
         let opened = line.0.set_active(true);
@@ -194,6 +201,33 @@ fn pulse_loop(
         record(opened.and(locked));
         if stop {
             return;
+        }
+    }
+}
+
+/// Why a grant is too old to act on, if it is: by the monotonic clock when the kiosk stamped it, else
+/// by the wall clock, where a grant that seems to come from the future (the clock was stepped back) is
+/// not trusted either.
+fn grant_too_old(
+    granted_at_ms: i64,
+    decided: Option<Instant>,
+    max_age: Duration,
+) -> Option<String> {
+    match decided {
+        Some(decided) => {
+            let age = decided.elapsed();
+            (age > max_age).then(|| format!("grant is {} ms old", age.as_millis()))
+        }
+        None => {
+            let age = now_ms() - granted_at_ms;
+            if age < 0 {
+                Some(format!(
+                    "grant is stamped {} ms in the future (the wall clock moved)",
+                    -age
+                ))
+            } else {
+                (age > max_age.as_millis() as i64).then(|| format!("grant is {age} ms old"))
+            }
         }
     }
 }
@@ -330,6 +364,7 @@ mod tests {
             person: None,
             figures: None,
             model_id: "m".into(),
+            decided: None,
         }
     }
 
@@ -356,6 +391,26 @@ mod tests {
         );
         drop(relay);
         assert_eq!(line.levels().last(), Some(&false));
+    }
+
+    #[test]
+    fn a_grants_age_follows_the_monotonic_clock_whatever_the_wall_clock_does() {
+        let max_age = Duration::from_millis(2_000);
+        let hour_ms = 3_600_000;
+        // The wall clock was stepped an hour forward, or back, since the grant was stamped.
+        for step in [hour_ms, -hour_ms] {
+            let stamped = now_ms() - step;
+            assert_eq!(grant_too_old(stamped, Some(Instant::now()), max_age), None);
+        }
+        let Some(five_seconds_ago) = Instant::now().checked_sub(Duration::from_secs(5)) else {
+            return;
+        };
+        assert!(grant_too_old(now_ms(), Some(five_seconds_ago), max_age).is_some());
+        // Grants read back without the kiosk's monotonic stamp: the wall clock, and never the future.
+        assert_eq!(grant_too_old(now_ms(), None, max_age), None);
+        assert!(grant_too_old(now_ms() - 5_000, None, max_age).is_some());
+        let future = grant_too_old(now_ms() + hour_ms, None, max_age).unwrap();
+        assert!(future.contains("future"), "{future}");
     }
 
     #[test]

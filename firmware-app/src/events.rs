@@ -124,6 +124,10 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub figures: Option<MatchFigures>,
     pub model_id: String,
+    /// When the kiosk made the event, on the monotonic clock: how old a grant is, whatever the wall
+    /// clock did since (NTP steps it both ways). Not serialised; absent in events read back.
+    #[serde(skip)]
+    pub decided: Option<std::time::Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +228,7 @@ mod tests {
                 frames_used: 58,
             }),
             model_id: "sha256:00".into(),
+            decided: None,
         }
     }
 

@@ -1017,6 +1017,7 @@ mod tests {
             person: Some(ada.pseudonym.clone()),
             figures: None,
             model_id: "m".into(),
+            decided: None,
         };
         assert!(kiosk.record_decision_event(&granted).unwrap());
         let mut tool = Gallery::open_existing(&path, None).unwrap();

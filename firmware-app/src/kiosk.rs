@@ -213,6 +213,7 @@ impl DoorEngine {
             person: identity.as_ref().map(|i| i.pseudonym.clone()),
             figures: decision.figures.clone(),
             model_id: self.model_id.clone(),
+            decided: Some(Instant::now()),
         };
         DecisionRecord {
             decision,
@@ -232,6 +233,7 @@ impl DoorEngine {
             person: None,
             figures: None,
             model_id: self.model_id.clone(),
+            decided: Some(Instant::now()),
         }
     }
 }

@@ -418,6 +418,7 @@ mod tests {
             person: Some("p".into()),
             figures: None,
             model_id: "m".into(),
+            decided: None,
         }
     }
 

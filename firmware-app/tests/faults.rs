@@ -87,6 +87,7 @@ fn event(at_ms: i64) -> Event {
         person: None,
         figures: None,
         model_id: "sha256:test".into(),
+        decided: None,
     }
 }
 

@@ -111,6 +111,7 @@ fn event(at_ms: i64, kind: EventKind) -> Event {
         person: Some("0a1b2c3d".into()),
         figures: None,
         model_id: "model".into(),
+        decided: None,
     }
 }
 
