@@ -30,6 +30,23 @@ fn seeded_model(dir: &Path) -> PathBuf {
     path
 }
 
+/// The first `walks` normal walks of a CASIA-B subject at 90°, as a site folder holds them:
+/// `folder/CONDITION.npy`, uint8 [T, 64, 64].
+fn write_walks(data: &Path, subject: &str, walks: usize, folder: &Path) {
+    std::fs::create_dir_all(folder).unwrap();
+    let all = hstl::casia_b::read_subject(data, subject, Some(&["090".to_owned()])).unwrap();
+    for walk in all
+        .iter()
+        .filter(|w| w.condition.starts_with("nm"))
+        .take(walks)
+    {
+        let array =
+            ndarray::Array3::from_shape_vec((walk.frames(), 64, 64), walk.pixels().to_vec())
+                .unwrap();
+        ndarray_npy::write_npy(folder.join(format!("{}.npy", walk.condition)), &array).unwrap();
+    }
+}
+
 fn run_calibrate(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_calibrate"))
         .args(args)
@@ -127,19 +144,7 @@ fn thresholds_from_a_site_folder_of_walks() {
     let model = seeded_model(dir.path());
     let site = dir.path().join("site");
     for subject in ["075", "076"] {
-        let person = site.join(format!("person-{subject}"));
-        std::fs::create_dir_all(&person).unwrap();
-        let walks = hstl::casia_b::read_subject(&data, subject, Some(&["090".to_owned()])).unwrap();
-        for walk in walks
-            .iter()
-            .filter(|w| w.condition.starts_with("nm"))
-            .take(3)
-        {
-            let array =
-                ndarray::Array3::from_shape_vec((walk.frames(), 64, 64), walk.pixels().to_vec())
-                    .unwrap();
-            ndarray_npy::write_npy(person.join(format!("{}.npy", walk.condition)), &array).unwrap();
-        }
+        write_walks(&data, subject, 3, &site.join(format!("person-{subject}")));
     }
     std::fs::write(site.join("person-075").join("notes.txt"), "not a walk").unwrap();
     let report = calibrate(&[
@@ -171,20 +176,8 @@ fn a_target_no_distance_can_meet_is_refused_and_nothing_is_saved() {
     let model = seeded_model(dir.path());
     let site = dir.path().join("site");
     // Two "people" with the very same walks: every stranger is as close as the person themself.
-    let walks = hstl::casia_b::read_subject(&data, "075", Some(&["090".to_owned()])).unwrap();
     for person in ["twin-a", "twin-b"] {
-        let folder = site.join(person);
-        std::fs::create_dir_all(&folder).unwrap();
-        for walk in walks
-            .iter()
-            .filter(|w| w.condition.starts_with("nm"))
-            .take(2)
-        {
-            let array =
-                ndarray::Array3::from_shape_vec((walk.frames(), 64, 64), walk.pixels().to_vec())
-                    .unwrap();
-            ndarray_npy::write_npy(folder.join(format!("{}.npy", walk.condition)), &array).unwrap();
-        }
+        write_walks(&data, "075", 2, &site.join(person));
     }
     let output = run_calibrate(&[
         "thresholds",

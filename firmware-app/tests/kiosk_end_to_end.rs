@@ -107,32 +107,40 @@ fn scene(seed: u64) -> SyntheticScene {
     SyntheticScene::new(SceneConfig::single_walker(seed, 320, 240))
 }
 
-#[test]
-fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, model_id, embedder) = common::seeded_model(dir.path());
-    let silhouettes = SilhouetteConfig::default();
-
-    let gallery_path = dir.path().join("gallery.db");
-    let mut gallery = Gallery::open(&gallery_path, None).unwrap();
+/// A gallery at `path` with ada and bob enrolled from their synthetic walks (seeds 11 and 12), and the
+/// kiosk's engine on it, accepting only a replay of an enrolled walk.
+fn replay_door(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+) -> (Gallery, firmware_app::kiosk::DoorEngine) {
+    let (_, model_id, embedder) = common::seeded_model(dir);
+    let mut gallery = Gallery::open(path, None).unwrap();
     for (name, seed) in [("ada", 11), ("bob", 12)] {
-        let mut pipeline = SilhouettePipeline::new(silhouettes.clone());
+        let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
         let walk = walk_windows(&mut pipeline, None, &mut scene(seed)).unwrap();
         let templates = templates_from_windows(&embedder, &walk, name, |_, _| {}).unwrap();
         gallery.enrol(name, &model_id, &templates).unwrap();
     }
-    let mut engine = common::door_engine(
+    let engine = common::door_engine(
         "test door",
         &gallery,
         model_id,
         embedder,
-        // Only a replay of the same silhouettes comes this close.
         DecisionConfig {
             margin: 0.0,
             ..DecisionConfig::default()
         },
+        // Only a replay of the same silhouettes comes this close.
         1e-4,
     );
+    (gallery, engine)
+}
+
+#[test]
+fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let gallery_path = dir.path().join("gallery.db");
+    let (_gallery, mut engine) = replay_door(dir.path(), &gallery_path);
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     outputs
         .dispatcher
@@ -199,27 +207,9 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
 #[test]
 fn a_person_erased_while_the_kiosk_runs_is_refused_at_the_next_walk_up_and_never_stored_again() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, model_id, embedder) = common::seeded_model(dir.path());
     let gallery_path = dir.path().join("gallery.db");
-    let mut gallery = Gallery::open(&gallery_path, None).unwrap();
-    for (name, seed) in [("ada", 11), ("bob", 12)] {
-        let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
-        let walk = walk_windows(&mut pipeline, None, &mut scene(seed)).unwrap();
-        let templates = templates_from_windows(&embedder, &walk, name, |_, _| {}).unwrap();
-        gallery.enrol(name, &model_id, &templates).unwrap();
-    }
+    let (gallery, mut engine) = replay_door(dir.path(), &gallery_path);
     let ada = gallery.person("ada").unwrap().pseudonym;
-    let mut engine = common::door_engine(
-        "test door",
-        &gallery,
-        model_id,
-        embedder,
-        DecisionConfig {
-            margin: 0.0,
-            ..DecisionConfig::default()
-        },
-        1e-4,
-    );
     engine.watch_gallery(Gallery::open_existing(&gallery_path, None).unwrap());
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     outputs.dispatcher.add(Box::new(
