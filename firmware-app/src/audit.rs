@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::events::{Event, EventSink, SinkError};
+use crate::line_file::append_whole_line;
 
 /// The `prev` of the very first line.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -266,22 +267,12 @@ impl AuditLog {
             event: event.cloned(),
         };
         let text = sealed_text(&body, self.key.as_ref());
-        let path = self.config.path.clone();
-        let written = self
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data());
-        if let Err(source) = written {
-            // A fragment left behind would be glued to the next line and break the chain for good.
-            if let Err(e) = self.file.set_len(self.written) {
-                log::error!(
-                    "audit log {}: cutting a failed write back: {e}",
-                    path.display()
-                );
-            }
-            return Err(AuditError::Io { path, source });
-        }
-        self.written += text.len() as u64;
+        append_whole_line(&mut self.file, &mut self.written, text.as_bytes()).map_err(
+            |source| AuditError::Io {
+                path: self.config.path.clone(),
+                source,
+            },
+        )?;
         let mac = text[text.len() - SEAL_HEX - 3..text.len() - 3].to_string();
         *self.head.lock().expect("audit head lock") = Some(ChainHead { seq: body.seq, mac });
         Ok(())

@@ -20,6 +20,7 @@ pub mod framebuffer;
 pub mod gallery;
 pub mod inference;
 pub mod kiosk;
+pub mod line_file;
 pub mod matcher;
 pub mod mqtt;
 pub mod normalise;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::events::Event;
+use crate::line_file::append_whole_line;
 
 /// Acknowledged events are removed from the queue file in batches of this many.
 pub const COMPACT_EVERY: usize = 256;
@@ -76,6 +77,8 @@ impl MqttConfig {
 pub struct DiskQueue {
     path: PathBuf,
     file: File,
+    /// The file's length: whole lines only.
+    length: u64,
     entries: VecDeque<String>,
     acknowledged_since_compaction: usize,
     max_entries: usize,
@@ -120,6 +123,7 @@ impl DiskQueue {
         let mut queue = DiskQueue {
             path: path.to_owned(),
             file,
+            length: 0,
             entries,
             acknowledged_since_compaction: 0,
             max_entries: max_entries.max(1),
@@ -153,10 +157,12 @@ impl DiskQueue {
             path: self.path.clone(),
             source,
         };
-        self.file
-            .write_all(format!("{line}\n").as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(error)?;
+        append_whole_line(
+            &mut self.file,
+            &mut self.length,
+            format!("{line}\n").as_bytes(),
+        )
+        .map_err(error)?;
         self.entries.push_back(line);
         if self.entries.len() > self.max_entries {
             self.entries.pop_front();
@@ -203,6 +209,7 @@ impl DiskQueue {
             .append(true)
             .open(&self.path)
             .map_err(error)?;
+        self.length = text.len() as u64;
         self.acknowledged_since_compaction = 0;
         Ok(())
     }

@@ -8,6 +8,7 @@ use std::process::Command;
 use firmware_app::audit::{verify, AuditConfig, AuditLog, ChainKey};
 use firmware_app::events::{DenialReason, Event, EventKind};
 use firmware_app::gallery::{Gallery, GalleryError};
+use firmware_app::mqtt::DiskQueue;
 
 /// A tmpfs of `size` mounted for the test's lifetime.
 struct SmallDisk {
@@ -162,4 +163,29 @@ fn a_read_only_file_system_is_named_and_what_was_stored_stays() {
     assert!(error.to_string().contains("events.jsonl"), "{error}");
     assert_eq!(verify(&config, key().as_ref(), &[]).unwrap().events, 1);
     disk.remount("rw");
+}
+
+#[test]
+fn the_mqtt_queue_on_a_full_disk_keeps_every_event_it_accepted() {
+    let Some(disk) = SmallDisk::mount("128k") else {
+        return;
+    };
+    let path = disk.mount.join("mqtt-queue.jsonl");
+    let mut queue = DiskQueue::open(&path, 10_000).unwrap();
+    let filler = disk.fill();
+    let mut accepted = 0;
+    for i in 0..50 {
+        if queue.push(&event(i)).is_ok() {
+            accepted += 1;
+        }
+    }
+    assert!(accepted < 50, "the disk was full");
+    std::fs::remove_file(filler).unwrap();
+    queue.push(&event(99)).unwrap();
+    drop(queue);
+    // The kiosk restarts: every accepted event is still waiting, and no line was damaged.
+    let reopened = DiskQueue::open(&path, 10_000).unwrap();
+    assert_eq!(reopened.len(), accepted + 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().all(|l| serde_json::from_str::<Event>(l).is_ok()));
 }
