@@ -25,6 +25,8 @@ pub const SCHEMA_VERSION: i32 = 1;
 const KEY_BYTES: usize = 32;
 const NONCE_BYTES: usize = 12;
 const PSEUDONYM_BYTES: usize = 8;
+/// Parts and channels of a stored template are each at most this (every variant is under 300).
+const MAX_TEMPLATE_SIDE: usize = 4_096;
 /// Sealed under the key when an encrypted gallery is created, so that a wrong key is told apart from a
 /// damaged template.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"gait gallery key check";
@@ -105,6 +107,8 @@ pub enum GalleryError {
         pseudonym: String,
         value: f32,
     },
+    #[error("template {id} claims a {parts}x{channels} shape, which no model has: the gallery is damaged")]
+    TemplateShape { id: i64, parts: i64, channels: i64 },
     #[error("template {id} is {found} bytes, expected {expected} for {parts}x{channels}")]
     TemplateSize {
         id: i64,
@@ -533,8 +537,8 @@ impl Gallery {
             let person_id: i64 = row.get(1)?;
             let pseudonym: String = row.get(2)?;
             let model_id: String = row.get(3)?;
-            let parts = row.get::<_, i64>(4)? as usize;
-            let channels = row.get::<_, i64>(5)? as usize;
+            let parts = row.get::<_, i64>(4)?;
+            let channels = row.get::<_, i64>(5)?;
             let nonce: Option<Vec<u8>> = row.get(6)?;
             let data: Vec<u8> = row.get(7)?;
             let bytes = match (&self.cipher, nonce) {
@@ -550,6 +554,22 @@ impl Gallery {
                 }
                 (None, None) => data,
                 _ => return Err(GalleryError::TemplateTampered { id, pseudonym }),
+            };
+            // Shapes come from the file: a damaged or crafted one must not overflow the arithmetic.
+            let (parts, channels) = match (usize::try_from(parts), usize::try_from(channels)) {
+                (Ok(p), Ok(c))
+                    if (1..=MAX_TEMPLATE_SIDE).contains(&p)
+                        && (1..=MAX_TEMPLATE_SIDE).contains(&c) =>
+                {
+                    (p, c)
+                }
+                _ => {
+                    return Err(GalleryError::TemplateShape {
+                        id,
+                        parts,
+                        channels,
+                    })
+                }
             };
             let expected = parts * channels * 4;
             if bytes.len() != expected {
@@ -1034,6 +1054,27 @@ mod tests {
         let raw = std::fs::read(&path).unwrap();
         let pseudonym = ada.pseudonym.as_bytes();
         assert!(!raw.windows(pseudonym.len()).any(|w| w == pseudonym));
+    }
+
+    #[test]
+    fn a_template_with_an_impossible_shape_is_an_error_not_an_overflow() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        gallery.enrol("ada", "m", &[template(1.0)]).unwrap();
+        for (parts, channels) in [(-1i64, 4i64), (i64::MAX, 3), (1 << 40, 1 << 40), (0, 4)] {
+            gallery
+                .connection
+                .execute(
+                    "UPDATE templates SET parts = ?1, channels = ?2",
+                    params![parts, channels],
+                )
+                .unwrap();
+            let error = gallery.templates().unwrap_err();
+            assert!(
+                matches!(error, GalleryError::TemplateShape { .. }),
+                "{error}"
+            );
+        }
     }
 
     #[test]

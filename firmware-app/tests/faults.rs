@@ -187,5 +187,7 @@ fn the_mqtt_queue_on_a_full_disk_keeps_every_event_it_accepted() {
     let reopened = DiskQueue::open(&path, 10_000).unwrap();
     assert_eq!(reopened.len(), accepted + 1);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.lines().all(|l| serde_json::from_str::<Event>(l).is_ok()));
+    assert!(text
+        .lines()
+        .all(|l| serde_json::from_str::<Event>(l).is_ok()));
 }
