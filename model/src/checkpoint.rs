@@ -131,14 +131,33 @@ fn read_archive<R: Read + Seek>(reader: R) -> Result<StateDict> {
     Ok(StateDict { entries, iteration })
 }
 
+/// The largest record a checkpoint needs: the biggest published tensor (OU-MVLP's classifier,
+/// 50 × 256 × 5,153 floats) is 264 MB.
+pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+/// The most elements one tensor view may hold (1 GiB of f32), whatever its shape and strides claim.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 28;
+
 fn read_entry<R: Read + Seek>(archive: &mut zip::ZipArchive<R>, name: &str) -> Result<Vec<u8>> {
-    let mut entry = archive
+    let entry = archive
         .by_name(name)
         .map_err(|e| HstlError::Archive(format!("record {name}: {e}")))?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    let claimed = entry.size();
+    if claimed > MAX_RECORD_BYTES {
+        return Err(HstlError::Archive(format!(
+            "record {name} claims {claimed} bytes, more than any checkpoint holds"
+        )));
+    }
+    // The size in the header is only a claim: read no more than the limit whatever it says.
+    let mut bytes = Vec::with_capacity(claimed as usize);
     entry
+        .take(MAX_RECORD_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| HstlError::Archive(format!("record {name}: {e}")))?;
+    if bytes.len() as u64 > MAX_RECORD_BYTES {
+        return Err(HstlError::Archive(format!(
+            "record {name} inflates past {MAX_RECORD_BYTES} bytes"
+        )));
+    }
     Ok(bytes)
 }
 
@@ -149,21 +168,49 @@ fn materialise(key: &str, t: &TensorRef, storage: &[u8]) -> Result<TensorData> {
         message,
     };
     let elem = t.dtype.size_bytes();
-    let numel: usize = t.shape.iter().product();
-    let max_index = t
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            bad(format!(
+                "shape {:?} holds more than {MAX_TENSOR_ELEMENTS} elements",
+                t.shape
+            ))
+        })?;
+    if t.stride.len() != t.shape.len() {
+        return Err(bad(format!(
+            "stride {:?} does not match shape {:?}",
+            t.stride, t.shape
+        )));
+    }
+    let last_byte = t
         .shape
         .iter()
         .zip(&t.stride)
-        .map(|(&d, &s)| d.saturating_sub(1) * s)
-        .sum::<usize>()
-        + t.storage_offset;
-    if numel > 0 && (max_index + 1) * elem > storage.len() {
-        return Err(bad(format!(
-            "view needs {} bytes of storage {}, which holds {} (truncated?)",
-            (max_index + 1) * elem,
-            t.storage_key,
-            storage.len()
-        )));
+        .try_fold(t.storage_offset, |end, (&d, &s)| {
+            d.saturating_sub(1)
+                .checked_mul(s)
+                .and_then(|x| end.checked_add(x))
+        })
+        .and_then(|max_index| max_index.checked_add(1))
+        .and_then(|count| count.checked_mul(elem));
+    match last_byte {
+        Some(needed) if numel == 0 || needed <= storage.len() => {}
+        Some(needed) => {
+            return Err(bad(format!(
+                "view needs {needed} bytes of storage {}, which holds {} (truncated?)",
+                t.storage_key,
+                storage.len()
+            )))
+        }
+        None => {
+            return Err(bad(format!(
+                "view of shape {:?}, stride {:?}, offset {} overflows",
+                t.shape, t.stride, t.storage_offset
+            )))
+        }
     }
     let mut offsets = Vec::with_capacity(numel);
     let mut index = vec![0usize; t.shape.len()];
@@ -379,5 +426,27 @@ mod tests {
         };
         let err = materialise("w", &view, &[0u8; 16]).unwrap_err();
         assert!(err.to_string().contains("`w`"), "{err}");
+    }
+
+    #[test]
+    fn views_that_claim_more_than_any_checkpoint_holds_are_refused_before_allocating() {
+        let view = |shape: Vec<usize>, stride: Vec<usize>, storage_offset: usize| TensorRef {
+            storage_key: "0".into(),
+            dtype: StorageDtype::F32,
+            storage_offset,
+            shape,
+            stride,
+        };
+        let storage = [0u8; 16];
+        for (bad, what) in [
+            (view(vec![1 << 40], vec![0], 0), "elements"),
+            (view(vec![usize::MAX, 2], vec![1, 1], 0), "elements"),
+            (view(vec![2], vec![usize::MAX], 0), "overflows"),
+            (view(vec![2], vec![1], usize::MAX), "overflows"),
+            (view(vec![2, 2], vec![1], 0), "does not match"),
+        ] {
+            let error = materialise("w", &bad, &storage).unwrap_err().to_string();
+            assert!(error.contains(what), "{error}");
+        }
     }
 }
