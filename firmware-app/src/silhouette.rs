@@ -95,7 +95,27 @@ impl SilhouettePipeline {
 
     pub fn process(&mut self, frame: &Frame) -> FrameReport {
         let image = &frame.image;
-        let held = self.held.take();
+        if image.width() == 0 || image.height() == 0 {
+            // A camera that delivers an empty frame has shown nothing: the frame is dropped.
+            log::warn!(
+                "frame {}: empty ({:?}); dropped",
+                frame.index,
+                image.dimensions()
+            );
+            return FrameReport {
+                frame_index: frame.index,
+                blobs: Vec::new(),
+                tracks: Vec::new(),
+                windows: Vec::new(),
+                occluded: Vec::new(),
+                ended: Vec::new(),
+            };
+        }
+        // Last frame's hold only applies to a frame of its size (a camera can change resolution).
+        let held = self
+            .held
+            .take()
+            .filter(|h| h.dimensions() == image.dimensions());
         let blob_config = self.config.blobs.clone();
         let labels = self.model_for(image).apply(image, held.as_ref());
         let blobs = extract_blobs(labels, &blob_config);

@@ -1,14 +1,20 @@
 //! Faults of the machine, made real: a small file system of its own that fills up or turns
-//! read-only under the audit log and the gallery. Mounting needs root; elsewhere these tests say they
-//! skipped, and under `CI` (which runs as root) they must run.
+//! read-only under the audit log, the gallery and the MQTT queue (mounting needs root; elsewhere these
+//! tests say they skipped, and under `CI`, which runs as root, they must run); and a camera that
+//! returns garbage, empty or differently sized frames.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use firmware_app::audit::{verify, AuditConfig, AuditLog, ChainKey};
 use firmware_app::events::{DenialReason, Event, EventKind};
+use firmware_app::frame::Frame;
 use firmware_app::gallery::{Gallery, GalleryError};
 use firmware_app::mqtt::DiskQueue;
+use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
+use firmware_app::source::{FrameSource, SceneConfig, SyntheticScene};
+use firmware_app::windows::WindowQuality;
+use rand::{Rng, SeedableRng};
 
 /// A tmpfs of `size` mounted for the test's lifetime.
 struct SmallDisk {
@@ -190,4 +196,48 @@ fn the_mqtt_queue_on_a_full_disk_keeps_every_event_it_accepted() {
     assert!(text
         .lines()
         .all(|l| serde_json::from_str::<Event>(l).is_ok()));
+}
+
+#[test]
+fn a_camera_that_changes_size_goes_blank_or_sends_noise_never_stops_the_silhouette_stage() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
+    let sizes = [
+        (320, 240),
+        (0, 0),
+        (1, 1),
+        (640, 480),
+        (3, 1000),
+        (1000, 3),
+        (320, 240),
+    ];
+    let mut index = 0;
+    let mut tracks_seen = 0;
+    for (width, height) in sizes {
+        for _ in 0..12 {
+            let image =
+                image::GrayImage::from_fn(width, height, |_, _| image::Luma([rng.random()]));
+            let report = pipeline.process(&Frame {
+                index,
+                timestamp: std::time::Duration::from_millis(index * 40),
+                image,
+            });
+            tracks_seen += report.tracks.len();
+            index += 1;
+        }
+    }
+    // Then the camera settles and someone walks past: the stage took no harm.
+    let mut scene = SyntheticScene::new(SceneConfig::single_walker(11, 320, 240));
+    let mut windows = Vec::new();
+    while let Some(mut frame) = scene.next_frame().unwrap() {
+        frame.index += index;
+        windows.extend(pipeline.process(&frame).windows);
+    }
+    windows.extend(pipeline.finish());
+    assert!(
+        windows
+            .iter()
+            .any(|w| w.quality == WindowQuality::Good && w.first_frame >= index),
+        "the walker after the faults got no window ({tracks_seen} tracks seen in the noise)"
+    );
 }
