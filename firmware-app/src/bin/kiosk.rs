@@ -316,7 +316,7 @@ fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
         max(&report.impostor)
     );
     println!(
-        "  accept under {:.4}, margin {:.4}, {} agreeing windows",
+        "  accept up to {:.4}, margin {:.4}, {} agreeing windows",
         report.accept_distance, report.decision.margin, report.decision.consensus_windows
     );
     println!();
