@@ -18,12 +18,11 @@ command -v cargo-zigbuild >/dev/null || python3 -m pip install --quiet cargo-zig
 rustup target add aarch64-unknown-linux-gnu
 mkdir -p target/dist
 # The kiosk as a door installs it: every output, and ONNX Runtime for the Jetson's GPU.
-KIOSK_FEATURES=ort,camera,gpio,mqtt,fb
+KIOSK_FEATURES=hstl-cli/ort,kiosk-cli/ort,kiosk-cli/camera,kiosk-cli/gpio,kiosk-cli/mqtt,kiosk-cli/fb
 for glibc in "$@"; do
     target="aarch64-unknown-linux-gnu.${glibc}"
-    cargo zigbuild --release -p hstl --features ort --target "$target"
-    cargo zigbuild --release -p firmware-app --features "$KIOSK_FEATURES" --target "$target"
-    cargo zigbuild --release -p calibration --target "$target"
+    cargo zigbuild --release -p hstl-cli -p kiosk-cli -p calibrate --features "$KIOSK_FEATURES" \
+        --target "$target"
     stage=target/dist/kiosk-aarch64-glibc${glibc}
     rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/etc" "$stage/systemd"
     for binary in hstl kiosk enrol calibrate; do

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the hstl and firmware-app tests for aarch64 and runs them under qemu-user (runner set in
+# Builds the network's and the kiosk's tests for aarch64 and runs them under qemu-user (runner set in
 # .cargo/config.toml).
 #
 # Emulation runs tract's NEON kernels about 500x slower than native, so this runs the unit tests,
@@ -13,4 +13,5 @@ cargo test -p hstl --target aarch64-unknown-linux-gnu --lib --test parity -- \
     --skip 33_frames --skip reference_distance
 # The kiosk's own code on ARM: gallery (bundled SQLite, encryption), decisions, silhouettes, events,
 # the relay, the MQTT queue and the framebuffer conversion.
-cargo test -p firmware-app --features gpio,mqtt,fb --target aarch64-unknown-linux-gnu --lib
+cargo test -p silhouette -p access -p firmware-app --features firmware-app/gpio,firmware-app/mqtt,firmware-app/fb \
+    --target aarch64-unknown-linux-gnu --lib

@@ -1,4 +1,4 @@
-//! Open-set identification rates (product-notes §4.1), the kiosk's case: each search of a window
+//! Open-set identification rates (FPIR and FNIR, as ISO/IEC 19795-1 defines them), the kiosk's case: each search of a window
 //! against the whole gallery either returns its nearest identity (distance at most the threshold) or
 //! "unknown".
 //!
@@ -101,9 +101,9 @@ impl OpenSetRates {
         mut non_mated: Vec<f32>,
     ) -> Result<Self, ThresholdError> {
         if mated.is_empty() || non_mated.is_empty() {
-            return Err(ThresholdError::TooFewPairs {
-                genuine: mated.len(),
-                impostor: non_mated.len(),
+            return Err(ThresholdError::TooFewSearches {
+                mated: mated.len(),
+                non_mated: non_mated.len(),
             });
         }
         if let Some(bad) = mated
@@ -140,8 +140,10 @@ impl OpenSetRates {
     pub fn at(&self, threshold: f32) -> OpenSetPoint {
         let hits = self
             .mated
-            .partition_point(|m| m.is_some_and(|d| d <= threshold));
-        let false_positives = self.non_mated.partition_point(|&d| d <= threshold);
+            .partition_point(|m| m.is_some_and(|d| hstl::accepts(d, threshold)));
+        let false_positives = self
+            .non_mated
+            .partition_point(|&d| hstl::accepts(d, threshold));
         OpenSetPoint {
             threshold,
             fpir: false_positives as f64 / self.non_mated.len() as f64,
@@ -270,7 +272,7 @@ mod tests {
         let lonely = vec![walk("A", &[0.0]), walk("A", &[1.0])];
         assert!(matches!(
             OpenSetRates::leave_one_out(&lonely, 1),
-            Err(ThresholdError::TooFewPairs { .. })
+            Err(ThresholdError::TooFewSearches { .. })
         ));
     }
 }

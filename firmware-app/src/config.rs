@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use hstl::Backend;
 use serde::Deserialize;
 
-use crate::audit::AuditConfig;
-use crate::decision::DecisionConfig;
 use crate::door::RelayConfig;
 use crate::mqtt::MqttConfig;
+use access::audit::AuditConfig;
+use access::decision::DecisionConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,15 +40,11 @@ fn default_windows_in_flight() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub path: PathBuf,
-    /// `auto`, `tract` or `ort`.
-    #[serde(default = "default_backend")]
-    pub backend: String,
+    /// `auto` (the default), `tract` or `ort`.
+    #[serde(default)]
+    pub backend: Backend,
     #[serde(default = "default_threads")]
     pub threads: usize,
-}
-
-fn default_backend() -> String {
-    "auto".into()
 }
 
 fn default_threads() -> usize {
@@ -108,12 +105,6 @@ impl KioskConfig {
         }
         if self.source.camera.is_some() == self.source.path.is_some() {
             return Err("[source] needs exactly one of `camera` and `path`".into());
-        }
-        if !["auto", "tract", "ort"].contains(&self.model.backend.as_str()) {
-            return Err(format!(
-                "[model] backend `{}` is not one of auto, tract, ort",
-                self.model.backend
-            ));
         }
         if !(1..=MAX_MODEL_THREADS).contains(&self.model.threads) {
             return Err(format!(
@@ -231,7 +222,7 @@ keep_files = 5
             config.audit.path,
             PathBuf::from("/var/log/kiosk/events.jsonl")
         );
-        assert_eq!(config.model.backend, "auto");
+        assert_eq!(config.model.backend, Backend::Auto);
     }
 
     #[test]

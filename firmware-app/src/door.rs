@@ -13,11 +13,11 @@
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::events::{Event, EventKind, EventSink, SinkError};
+use access::events::{now_ms, Event, EventKind, EventSink, SinkError};
 
 pub const MIN_PULSE_MS: u64 = 100;
 pub const MAX_PULSE_MS: u64 = 15_000;
@@ -232,12 +232,6 @@ fn grant_too_old(
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A line of a GPIO chip through the kernel's character device (uAPI v2).
 #[cfg(feature = "gpio")]
 pub struct GpioLine {
@@ -306,7 +300,7 @@ pub fn open_line(config: &RelayConfig) -> Result<Box<dyn RelayLine>, RelayError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::DenialReason;
+    use access::events::DenialReason;
     use std::time::Instant;
 
     /// Records every level the relay drives, with when; can be told to fail.

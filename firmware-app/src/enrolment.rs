@@ -6,14 +6,14 @@ use hstl::Embedder;
 
 use std::collections::BTreeMap;
 
-use crate::extract::learn_empty_scene;
-use crate::gallery::NewTemplate;
 use crate::kiosk::window_input;
-use crate::matcher::{MatchError, MatchIndex};
-use crate::silhouette::SilhouettePipeline;
-use crate::source::{FrameSource, SourceError};
-use crate::tracking::TrackId;
-use crate::windows::{Window, WindowQuality};
+use access::gallery::NewTemplate;
+use access::matcher::{MatchError, MatchIndex};
+use silhouette::extract::learn_empty_scene;
+use silhouette::source::{FrameSource, SourceError};
+use silhouette::tracking::TrackId;
+use silhouette::windows::{Window, WindowQuality};
+use silhouette::SilhouettePipeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrolmentError {

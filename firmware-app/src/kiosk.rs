@@ -1,4 +1,4 @@
-//! The kiosk loop (ARCHITECTURE.md, data flow): capture and silhouettes on one thread, embedding,
+//! The kiosk loop (`ARCHITECTURE.md`, "Threads and queues"): capture and silhouettes on one thread, embedding,
 //! matching, decisions and sinks on another.
 //!
 //! The two are joined by a channel on which at most `max_windows_in_flight` windows wait. A live camera
@@ -14,18 +14,18 @@ use std::time::{Duration, Instant};
 use hstl::{Embedder, Silhouettes};
 use image::GrayImage;
 
-use crate::audit::ChainHead;
-use crate::decision::{Decision, DecisionPolicy, TailgateWatch, Verdict, WindowOutcome};
 use crate::display::{draw_status, DoorState, MemoryDisplay, StatusView};
-use crate::events::{Event, EventDispatcher, EventKind};
 use crate::framebuffer::Framebuffer;
-use crate::gallery::{now_ms, Gallery};
-use crate::matcher::{MatchError, MatchIndex};
-use crate::normalise::PRETREATED_SIZE;
-use crate::silhouette::{SilhouetteConfig, SilhouettePipeline};
-use crate::source::FrameSource;
-use crate::tracking::TrackId;
-use crate::windows::{Window, WindowQuality};
+use access::audit::ChainHead;
+use access::decision::{Decision, DecisionPolicy, TailgateWatch, Verdict, WindowOutcome};
+use access::events::{now_ms, Event, EventDispatcher, EventKind};
+use access::gallery::Gallery;
+use access::matcher::{MatchError, MatchIndex};
+use silhouette::normalise::PRETREATED_SIZE;
+use silhouette::source::FrameSource;
+use silhouette::tracking::TrackId;
+use silhouette::windows::{Window, WindowQuality};
+use silhouette::{SilhouetteConfig, SilhouettePipeline};
 
 /// How long a recorded source sleeps while inference catches up.
 const BACKPRESSURE_POLL: Duration = Duration::from_millis(2);
@@ -46,7 +46,7 @@ pub enum KioskError {
 
 /// Network input for a window of normalised silhouettes.
 pub fn window_input(silhouettes: &[GrayImage]) -> Result<Silhouettes, hstl::HstlError> {
-    let stacked = crate::windows::stack(silhouettes);
+    let stacked = silhouette::windows::stack(silhouettes);
     Silhouettes::from_u8(
         &[
             silhouettes.len(),
@@ -98,7 +98,7 @@ impl DoorEngine {
             index,
             policy,
             decided: Default::default(),
-            window_frames: crate::windows::WindowConfig::default().frames,
+            window_frames: silhouette::windows::WindowConfig::default().frames,
             watched: None,
             reload_pending: false,
         }
@@ -313,6 +313,18 @@ impl KioskStats {
     pub fn frames_per_second(&self) -> f64 {
         self.frames as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// The median of the decision latencies (zero before the first decision).
+    pub fn median_latency(&self) -> Duration {
+        median_latency(&self.latencies)
+    }
+}
+
+/// The median of decision latencies, the figure the kiosk and the demo report (zero for none).
+pub fn median_latency(latencies: &[Duration]) -> Duration {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
 /// Runs the loop until the source ends or `stop` is set. `on_decision` sees every decision after the

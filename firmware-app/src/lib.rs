@@ -1,31 +1,12 @@
-//! The door-kiosk application: frame sources (synthetic scene, image directories, video files,
-//! cameras), the silhouette stage (background model, blobs, tracks, quality gates, OpenGait
-//! normalisation, windows), inference, the gallery, matching and decisions, events and their sinks
-//! (audit log, database, door relay), the status screen, the kiosk loop, enrolment and the demo.
+//! The door-kiosk application: the kiosk loop that joins a camera's silhouette stage
+//! ([`silhouette`]) to the network ([`hstl`]) and to access decisions ([`access`]), its
+//! configuration, the inference wiring, the door's outputs (relay, MQTT, status screen on a
+//! framebuffer) and enrolment. The binaries `kiosk` and `enrol` live in the `kiosk-cli` package.
 
-pub mod audit;
-pub mod background;
-pub mod blobs;
 pub mod config;
-pub mod decision;
-pub mod demo;
 pub mod display;
 pub mod door;
 pub mod enrolment;
-pub mod evaluation;
-pub mod events;
-pub mod extract;
-pub mod frame;
 pub mod framebuffer;
-pub mod gallery;
-pub mod inference;
 pub mod kiosk;
-pub mod line_file;
-pub mod matcher;
 pub mod mqtt;
-pub mod normalise;
-pub mod quality;
-pub mod silhouette;
-pub mod source;
-pub mod tracking;
-pub mod windows;

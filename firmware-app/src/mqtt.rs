@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::events::Event;
-use crate::line_file::append_whole_line;
+use access::events::Event;
+use access::line_file::append_whole_line;
 
 /// Acknowledged events are removed from the queue file in batches of this many.
 pub const COMPACT_EVERY: usize = 256;
@@ -228,7 +228,7 @@ mod client {
     use rumqttc::{Client, Connection, Event as Notification, LastWill, MqttOptions, Packet, QoS};
 
     use super::{DiskQueue, MqttConfig, MqttError};
-    use crate::events::{Event, EventSink, SinkError};
+    use access::events::{Event, EventSink, SinkError};
 
     const POLL: Duration = Duration::from_millis(100);
     const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
@@ -399,7 +399,7 @@ mod client {
 pub fn open_sink(
     config: &MqttConfig,
     door: &str,
-) -> Result<Box<dyn crate::events::EventSink>, MqttError> {
+) -> Result<Box<dyn access::events::EventSink>, MqttError> {
     #[cfg(feature = "mqtt")]
     {
         Ok(Box::new(MqttSink::start(config, door)?))
@@ -414,7 +414,7 @@ pub fn open_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventKind;
+    use access::events::EventKind;
 
     fn event(at_ms: i64) -> Event {
         Event {

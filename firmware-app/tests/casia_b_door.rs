@@ -16,14 +16,14 @@ mod common;
 
 use std::path::Path;
 
-use firmware_app::audit::verify;
-use firmware_app::decision::{DecisionConfig, Verdict};
+use access::audit::verify;
+use access::decision::{DecisionConfig, Verdict};
+use access::gallery::{Gallery, NewTemplate};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::frame::Frame;
-use firmware_app::gallery::{Gallery, NewTemplate};
-use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
-use firmware_app::source::{FrameSource, SourceError, VideoFile};
 use hstl::{Embedder, Silhouettes};
+use silhouette::frame::Frame;
+use silhouette::source::{FrameSource, SourceError, VideoFile};
+use silhouette::{SilhouetteConfig, SilhouettePipeline};
 
 const WINDOW: usize = 30;
 const CELLS: usize = 64 * 44;
@@ -74,8 +74,8 @@ fn dataset_template(embedder: &dyn Embedder, root: &Path, subject: &str) -> NewT
 #[test]
 fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
     let (Some(raw), Some(packed)) = (
-        common::shared_file("data/casia-b/raw-video"),
-        common::shared_file("data/casia-b/silhouettes"),
+        test_support::shared_path("data/casia-b/raw-video"),
+        test_support::shared_path("data/casia-b/silhouettes"),
     ) else {
         return;
     };

@@ -6,15 +6,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use firmware_app::audit::{verify, AuditConfig, AuditLog, ChainKey};
-use firmware_app::events::{DenialReason, Event, EventKind};
-use firmware_app::frame::Frame;
-use firmware_app::gallery::{Gallery, GalleryError};
+use access::audit::{verify, AuditConfig, AuditLog, ChainKey};
+use access::events::{DenialReason, Event, EventKind};
+use access::gallery::{Gallery, GalleryError};
 use firmware_app::mqtt::DiskQueue;
-use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
-use firmware_app::source::{FrameSource, SceneConfig, SyntheticScene};
-use firmware_app::windows::WindowQuality;
 use rand::{Rng, SeedableRng};
+use silhouette::frame::Frame;
+use silhouette::source::FrameSource;
+use silhouette::windows::WindowQuality;
+use silhouette::{SilhouetteConfig, SilhouettePipeline};
+use synthetic_scene::{SceneConfig, SyntheticScene};
 
 /// A tmpfs of `size` mounted for the test's lifetime.
 struct SmallDisk {

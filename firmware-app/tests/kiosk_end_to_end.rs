@@ -3,17 +3,18 @@
 
 mod common;
 
-use firmware_app::audit::{verify, AuditConfig, ChainHead, ChainKey, CHAIN_KEY_PURPOSE};
-use firmware_app::decision::{DecisionConfig, Verdict};
-use firmware_app::demo::{run_demo, DemoConfig, Expected};
+use access::audit::{verify, AuditConfig, ChainHead, ChainKey};
+use access::decision::{DecisionConfig, Verdict};
+use access::events::{DenialReason, Event, EventKind};
+use access::gallery::{Gallery, TemplateKey};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::events::{DenialReason, Event, EventKind};
-use firmware_app::frame::Frame;
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
-use firmware_app::gallery::{Gallery, TemplateKey};
 use firmware_app::kiosk::DecisionRecord;
-use firmware_app::silhouette::{SilhouetteConfig, SilhouettePipeline};
-use firmware_app::source::{FrameSource, SceneConfig, SourceError, SyntheticScene};
+use kiosk_demo::{run_demo, DemoConfig, Expected};
+use silhouette::frame::Frame;
+use silhouette::source::{FrameSource, SourceError};
+use silhouette::{SilhouetteConfig, SilhouettePipeline};
+use synthetic_scene::{SceneConfig, SyntheticScene};
 
 #[test]
 fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
@@ -67,12 +68,7 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
         )
         .collect();
     assert_eq!(heads.len(), report.walk_ups.len());
-    let verified = verify(
-        &audit,
-        Some(&ChainKey::new(key.derive(CHAIN_KEY_PURPOSE))),
-        &heads,
-    )
-    .unwrap();
+    let verified = verify(&audit, Some(&ChainKey::from_template_key(&key)), &heads).unwrap();
     assert_eq!(verified.anchors_checked, heads.len());
     assert_eq!(
         verified.events,

@@ -8,7 +8,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use firmware_app::events::{DenialReason, Event, EventKind, EventSink};
+use access::events::{DenialReason, Event, EventKind, EventSink};
 use firmware_app::mqtt::{MqttConfig, MqttSink};
 use rumqttc::{Client, Event as Notification, MqttOptions, Packet, QoS};
 

@@ -1,4 +1,4 @@
-//! The gait embedding and the reference distance between two of them (hstl-spec §7).
+//! The gait embedding and the reference distance between two of them (the reference implementation's; `model/PARITY.md` pins it).
 
 use crate::error::{HstlError, Result};
 

@@ -3,6 +3,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong between a file on disk and an embedding.
 #[derive(Debug, thiserror::Error)]
 pub enum HstlError {
+    #[error("backend `{0}` is not one of auto, tract, ort")]
+    UnknownBackend(String),
+    #[error("the ONNX Runtime backend was asked for but this build has no `ort` feature: rebuild with `--features ort`")]
+    OnnxRuntimeNotBuilt,
     #[error("cannot read or write {path}: {source}")]
     Io {
         path: PathBuf,

@@ -1,4 +1,4 @@
-//! The CASIA-B test protocol (hstl-spec §7): gallery nm-01..04; probe sets NM (nm-05/06), BG
+//! The CASIA-B test protocol of the HSTL paper and OpenGait: gallery nm-01..04; probe sets NM (nm-05/06), BG
 //! (bg-01/02) and CL (cl-01/02); rank-1 for every (probe view, gallery view) pair with the identical
 //! view left out, averaged over gallery views, then over probe views.
 

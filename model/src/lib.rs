@@ -23,7 +23,7 @@ pub mod variant;
 pub mod weights;
 
 pub use backend::tract::TractEmbedder;
-pub use backend::Embedder;
+pub use backend::{open_embedder, Backend, Embedder};
 pub use embedding::Embedding;
 pub use error::{HstlError, Result};
 pub use input::Silhouettes;

@@ -1,5 +1,5 @@
 //! The three published HSTL networks as data: channel widths, band splits and the state-dict
-//! layout that follows from them (hstl-spec §3–§6).
+//! layout that follows from them (the published checkpoints' shapes; `model/README.md`).
 
 use std::fmt;
 use std::str::FromStr;

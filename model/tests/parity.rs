@@ -2,15 +2,14 @@
 //! reader, our ONNX graph and the tract backend (and ONNX Runtime with feature `ort`).
 //! Each stage this checks is listed in `model/PARITY.md`.
 
-mod common;
-
 use std::sync::OnceLock;
 
-use common::{assert_close, parity_dir, Vectors};
 use hstl::backend::tract::NamedOutputs;
 use hstl::onnx_graph::{build_model, ExportOptions};
 use hstl::{Embedding, Silhouettes, TractEmbedder, Variant, Weights};
 use prost::Message;
+use test_support::parity_dir;
+use test_support::{assert_close, Vectors};
 
 /// Comfortable for float32 against the float32 reference (spec: they differ by ~2e-6 from float64).
 const EMBEDDING_ATOL: f32 = 1e-4;

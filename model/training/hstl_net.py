@@ -1,7 +1,7 @@
 """The HSTL CASIA-B network in PyTorch, for training.
 
 Module names, parameter names and shapes are those of the published checkpoints
-(hstl-spec.md §6), so that `state_dict()` saves exactly the layout `hstl export` reads and a
+so that `state_dict()` saves exactly the layout `hstl export` reads and a
 published checkpoint loads here with `strict=True`.
 """
 
@@ -44,7 +44,7 @@ class Variant:
         return self.channels[-1]
 
 
-# The published CASIA-B network (hstl-spec.md §3).
+# The published CASIA-B network (Wang et al., ICCV 2023).
 CASIA_B = Variant("casia-b", (32, 64, 128), (40, 24), (8, 32, 16, 8), downsample=1)
 # The edge network (model/COMPACT.md): half the channels on a 2 × 2 area average of the same
 # silhouette, every band and strip halved with the height.

@@ -1,4 +1,4 @@
-"""The two training losses of the reference (hstl-spec.md §8), computed per part."""
+"""The two training losses of the reference (Wang et al., ICCV 2023, and OpenGait's configuration), computed per part."""
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ target or the time budget, and saves a checkpoint in OpenGait's format
 (`{'model', 'optimizer', 'scheduler', 'iteration'}`, file `hstl-NNNNN.pt`), which `hstl export` reads.
 The defaults are the CPU recipe of the compact variant (README.md); `--variant casia-b --optimizer adam
 --lr 1e-4 --batch-k 8 --iterations 90000 --milestones 70000 --warmup 0` is the published recipe
-(hstl-spec.md §8). Subjects named by `--validation-subjects` are left out of training and scored
+(Wang et al., ICCV 2023, and OpenGait's configuration). Subjects named by `--validation-subjects` are left out of training and scored
 (rank-1, NM/BG/CL) every `--validate-every` iterations, so checkpoints are chosen without the test subjects.
 """
 

@@ -1,6 +1,11 @@
 //! Inference backends behind one [`Embedder`] trait: tract (pure Rust, CPU, always built) and
 //! ONNX Runtime (feature `ort`: TensorRT, CUDA or CPU execution providers, loaded at run time).
 
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
@@ -19,6 +24,66 @@ pub trait Embedder: Send + Sync {
 
     /// Which runtime and device run the model, for logs and benchmark reports.
     fn describe(&self) -> String;
+}
+
+/// Which runtime runs the model: the one choice the command line, the kiosk's configuration and
+/// enrolment all name (`auto`, `tract`, `ort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// ONNX Runtime when it is built in and loads, tract on the CPU otherwise (with a warning when
+    /// ONNX Runtime was built in but failed): a door always comes up.
+    #[default]
+    Auto,
+    /// tract, pure Rust on the CPU.
+    Tract,
+    /// ONNX Runtime (TensorRT, CUDA, then CPU); an error when it is not built in or does not load.
+    Ort,
+}
+
+impl Backend {
+    /// The names a configuration or command line may use.
+    pub const NAMES: [&'static str; 3] = ["auto", "tract", "ort"];
+}
+
+impl FromStr for Backend {
+    type Err = HstlError;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "auto" => Ok(Backend::Auto),
+            "tract" => Ok(Backend::Tract),
+            "ort" => Ok(Backend::Ort),
+            other => Err(HstlError::UnknownBackend(other.to_owned())),
+        }
+    }
+}
+
+/// Opens `model` on `backend` with `threads` CPU threads (tract, or ONNX Runtime's CPU provider).
+pub fn open_embedder(model: &Path, backend: Backend, threads: usize) -> Result<Box<dyn Embedder>> {
+    match backend {
+        Backend::Tract => Ok(Box::new(tract::TractEmbedder::load(model, threads)?)),
+        Backend::Ort => open_onnxruntime(model, threads),
+        Backend::Auto => match open_onnxruntime(model, threads) {
+            Ok(embedder) => Ok(embedder),
+            Err(e) => {
+                if !matches!(e, HstlError::OnnxRuntimeNotBuilt) {
+                    log::warn!("ONNX Runtime unavailable ({e}); using tract on the CPU");
+                }
+                Ok(Box::new(tract::TractEmbedder::load(model, threads)?))
+            }
+        },
+    }
+}
+
+#[cfg(feature = "ort")]
+fn open_onnxruntime(model: &Path, threads: usize) -> Result<Box<dyn Embedder>> {
+    Ok(Box::new(onnxruntime::OrtEmbedder::load(model, threads)?))
+}
+
+#[cfg(not(feature = "ort"))]
+fn open_onnxruntime(_: &Path, _: usize) -> Result<Box<dyn Embedder>> {
+    Err(HstlError::OnnxRuntimeNotBuilt)
 }
 
 /// The embedding in a model's first output, which must be `[1, parts, channels]`.

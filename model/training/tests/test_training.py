@@ -42,7 +42,7 @@ def shared(path):
 
 def hstl_binary():
     """Our Rust `hstl` command, built as the workspace's tests build it."""
-    subprocess.run(["cargo", "build", "--quiet", "-p", "hstl", "--bin", "hstl"], cwd=REPO, check=True)
+    subprocess.run(["cargo", "build", "--quiet", "-p", "hstl-cli", "--bin", "hstl"], cwd=REPO, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     return target / "debug" / "hstl"
 
@@ -154,25 +154,32 @@ def test_batches_hold_p_subjects_of_k_walks_of_consecutive_frames():
     assert len(set(labels.tolist())) == 2 and all(np.bincount(labels)[np.unique(labels)] == 3)
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def tiny_run(tmp_path_factory, request):
-    """Two short runs of the training command, the second resuming the first, for each variant:
-    (run dir, checkpoint)."""
-    output = tmp_path_factory.mktemp(f"run-{request.param}")
-    common = [
-        "--data", str(shared(CASIA_B)), "--subjects", "001-004", "--views", "090", "--output", str(output),
-        "--batch-p", "2", "--batch-k", "2", "--frames", "9", "--log-every", "1", "--save-every", "2",
-        "--milestones", "3", "--lr", "1e-4", "--warmup", "0", "--validation-subjects", "",
-        "--variant", request.param,
-    ]
-    first = train.train(train.parse_args(common + ["--iterations", "2"]))
-    assert first.name == "hstl-00002.pt"
-    second = train.train(train.parse_args(common + ["--iterations", "4"]))
-    return output, second
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two short runs of the training command, the second resuming the first, made once per variant
+    on first use: variant name -> (run dir, checkpoint)."""
+    runs = {}
+
+    def run(variant):
+        if variant not in runs:
+            output = tmp_path_factory.mktemp(f"run-{variant}")
+            common = [
+                "--data", str(shared(CASIA_B)), "--subjects", "001-004", "--views", "090", "--output", str(output),
+                "--batch-p", "2", "--batch-k", "2", "--frames", "9", "--log-every", "1", "--save-every", "2",
+                "--milestones", "3", "--lr", "1e-4", "--warmup", "0", "--validation-subjects", "",
+                "--variant", variant,
+            ]
+            first = train.train(train.parse_args(common + ["--iterations", "2"]))
+            assert first.name == "hstl-00002.pt"
+            runs[variant] = (output, train.train(train.parse_args(common + ["--iterations", "4"])))
+        return runs[variant]
+
+    return run
 
 
-def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tiny_run, tmp_path):
-    run, second = tiny_run
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tiny_runs, variant, tmp_path):
+    run, second = tiny_runs(variant)
     data = CASIA_B
     assert second.name == "hstl-00004.pt"
     log = (run / "log.jsonl").read_text().splitlines()
@@ -206,8 +213,9 @@ def test_a_tiny_run_resumes_and_its_checkpoint_runs_in_our_rust_runtime(tiny_run
 
 
 
-def test_rust_and_pytorch_score_the_casia_b_protocol_alike(tiny_run, tmp_path):
-    _, checkpoint = tiny_run
+def test_rust_and_pytorch_score_the_casia_b_protocol_alike(tiny_runs, tmp_path):
+    """The protocol's code is the same for every variant: scored on the compact one, the cheapest."""
+    _, checkpoint = tiny_runs("compact")
     subset = ["--subjects", "075-078", "--views", "090,108", "--max-frames", "12"]
     expected = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(CASIA_B), "--json"] + subset)
 
@@ -225,9 +233,9 @@ def test_rust_and_pytorch_score_the_casia_b_protocol_alike(tiny_run, tmp_path):
         assert ours[name]["mean"] == pytest.approx(expected[name]["mean"], abs=1e-3), name
 
 
-def test_opengait_pickle_tree_reads_like_the_packed_archive(tiny_run, tmp_path):
+def test_opengait_pickle_tree_reads_like_the_packed_archive(tiny_runs, tmp_path):
     """OpenGait's own layout (SSS/COND/VVV/VVV.pkl), pickled with protocols 2, 4 and 5."""
-    _, checkpoint = tiny_run
+    _, checkpoint = tiny_runs("compact")
     tree = tmp_path / "opengait"
     for index, sequence in enumerate(load_sequences(shared(CASIA_B), ["075", "076"], views=["000", "018"])):
         folder = tree / sequence.subject / sequence.condition / sequence.view

@@ -1,0 +1,180 @@
+//! `calibrate thresholds` end to end on real CASIA-B walks (read in place from ../shared), from the
+//! dataset directly and from a site folder of `.npy` walks, with a seeded network.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hstl::OperatingPoint;
+
+fn casia_b() -> Option<PathBuf> {
+    test_support::shared_path("data/casia-b/silhouettes")
+}
+
+/// The first `walks` normal walks of a CASIA-B subject at 90°, as a site folder holds them:
+/// `folder/CONDITION.npy`, uint8 [T, 64, 64].
+fn write_walks(data: &Path, subject: &str, walks: usize, folder: &Path) {
+    std::fs::create_dir_all(folder).unwrap();
+    let all = hstl::casia_b::read_subject(data, subject, Some(&["090".to_owned()])).unwrap();
+    for walk in all
+        .iter()
+        .filter(|w| w.condition.starts_with("nm"))
+        .take(walks)
+    {
+        let array =
+            ndarray::Array3::from_shape_vec((walk.frames(), 64, 64), walk.pixels().to_vec())
+                .unwrap();
+        ndarray_npy::write_npy(folder.join(format!("{}.npy", walk.condition)), &array).unwrap();
+    }
+}
+
+fn run_calibrate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_calibrate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn calibrate(args: &[&str]) -> String {
+    let output = run_calibrate(args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "calibrate failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn field<'a>(report: &'a str, after: &str) -> &'a str {
+    let line = report
+        .lines()
+        .find(|l| l.contains(after))
+        .unwrap_or_else(|| panic!("no `{after}` in\n{report}"));
+    line.rsplit(' ').next().unwrap()
+}
+
+#[test]
+fn thresholds_from_casia_b_write_the_plot_and_the_operating_point() {
+    let Some(data) = casia_b() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_support::seeded_model(dir.path());
+    let plot = dir.path().join("det.png");
+    let args = [
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--casia-b",
+        data.to_str().unwrap(),
+        "--subjects",
+        "075-077",
+        "--views",
+        "090",
+        "--window",
+        "6",
+        "--hop",
+        "30",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--target-fpir",
+        "0.01",
+        "--save",
+        "--threads",
+        "2",
+    ];
+    let report = calibrate(&args);
+
+    assert!(report.contains("non-mated"), "{report}");
+    // 3 subjects × 10 walks; the first walk of each is enrolled, every walk is also a non-mated search.
+    let non_mated: usize = report
+        .lines()
+        .find(|l| l.starts_with("searches:"))
+        .and_then(|l| l.split(", ").last())
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(non_mated >= 30, "{report}");
+    assert!(
+        report.contains("warning:"),
+        "{non_mated} searches cannot resolve FPIR 0.01: {report}"
+    );
+
+    let threshold: f32 = field(&report, "FPIR <=").parse().unwrap();
+    let point = OperatingPoint::load_for(&model, &hstl::model_id(&model).unwrap())
+        .unwrap()
+        .expect("the operating point is saved beside the model");
+    assert_eq!(point.accept_distance, threshold);
+    assert_eq!(point.target_fpir, 0.01);
+    assert_eq!(point.non_mated_searches, non_mated);
+    assert!(!point.resolves_target());
+    assert!(point.measured_on.contains("075-077"), "{point:?}");
+
+    let picture = image::open(&plot).unwrap().to_rgb8();
+    assert_eq!(picture.dimensions(), (640, 480));
+    let curve_pixels = picture.pixels().filter(|p| p.0 == [20, 90, 200]).count();
+    assert!(
+        curve_pixels > 100,
+        "the DET curve is drawn ({curve_pixels} pixels)"
+    );
+}
+
+#[test]
+fn thresholds_from_a_site_folder_of_walks() {
+    let Some(data) = casia_b() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_support::seeded_model(dir.path());
+    let site = dir.path().join("site");
+    for subject in ["075", "076"] {
+        write_walks(&data, subject, 3, &site.join(format!("person-{subject}")));
+    }
+    std::fs::write(site.join("person-075").join("notes.txt"), "not a walk").unwrap();
+    let report = calibrate(&[
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--walks",
+        site.to_str().unwrap(),
+        "--window",
+        "6",
+        "--hop",
+        "40",
+    ]);
+    let mated: usize = report
+        .lines()
+        .find(|l| l.starts_with("searches:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // Two probe walks per person, each cut into at least one window.
+    assert!(mated >= 4, "{report}");
+    assert!(report.contains("equal error:"), "{report}");
+}
+
+#[test]
+fn a_target_no_distance_can_meet_is_refused_and_nothing_is_saved() {
+    let Some(data) = casia_b() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_support::seeded_model(dir.path());
+    let site = dir.path().join("site");
+    // Two "people" with the very same walks: every stranger is as close as the person themself.
+    for person in ["twin-a", "twin-b"] {
+        write_walks(&data, "075", 2, &site.join(person));
+    }
+    let output = run_calibrate(&[
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--walks",
+        site.to_str().unwrap(),
+        "--window",
+        "6",
+        "--hop",
+        "40",
+        "--target-fpir",
+        "0.01",
+        "--save",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing was saved"), "{stderr}");
+    assert!(!OperatingPoint::path_for(&model).exists());
+}

@@ -1,0 +1,762 @@
+//! The open-set decision policy (`ARCHITECTURE.md`, "Where each rule lives"), per track:
+//!
+//! - a window *votes* for an identity only when its distance is under the accept threshold **and** the
+//!   second identity is at least `margin` farther; otherwise it votes unknown or ambiguous — there is no
+//!   dead zone between "match" and "unknown";
+//! - the track is granted when its last `consensus_windows` votes name the same identity, and denied
+//!   when they are all unknown; an undecided track is denied when it ends, with the reason its votes
+//!   point to (or poor quality when no window was usable);
+//! - one identity per track at a time: an identity granted to a track still in view is not granted to
+//!   another;
+//! - more than one person in the decision zone when a grant is due is tailgating, and denied.
+//!
+//! A track gets exactly one decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use hstl::OperatingPoint;
+
+use serde::{Deserialize, Serialize};
+
+use crate::events::{DenialReason, MatchFigures};
+use crate::matcher::Ranking;
+use silhouette::tracking::TrackId;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Tightens the model's calibrated accept distance (its operating point); it can never loosen it.
+    pub accept_distance: Option<f32>,
+    /// ... and the second identity is at least this much farther.
+    pub margin: f32,
+    /// Consecutive agreeing windows needed to decide.
+    pub consensus_windows: usize,
+    /// People allowed in the decision zone at a grant.
+    pub max_people_in_zone: usize,
+    /// After a grant, more people than allowed appearing within this time (the door is released)
+    /// raises a tailgate alarm.
+    pub tailgate_watch_ms: u64,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        DecisionConfig {
+            accept_distance: None,
+            margin: 0.05,
+            consensus_windows: 2,
+            max_people_in_zone: 1,
+            tailgate_watch_ms: 3_000,
+        }
+    }
+}
+
+impl DecisionConfig {
+    /// Every field within the range a door can use, or the first one that is not, named.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(distance) = self.accept_distance {
+            if !(distance.is_finite() && distance > 0.0) {
+                return Err(format!(
+                    "accept_distance = {distance}: must be a positive distance"
+                ));
+            }
+        }
+        if !(self.margin.is_finite() && (0.0..=MAX_MARGIN).contains(&self.margin)) {
+            return Err(format!(
+                "margin = {}: must be from 0 to {MAX_MARGIN}",
+                self.margin
+            ));
+        }
+        if !(1..=MAX_CONSENSUS_WINDOWS).contains(&self.consensus_windows) {
+            return Err(format!(
+                "consensus_windows = {}: must be from 1 to {MAX_CONSENSUS_WINDOWS}",
+                self.consensus_windows
+            ));
+        }
+        if !(1..=MAX_PEOPLE_IN_ZONE).contains(&self.max_people_in_zone) {
+            return Err(format!(
+                "max_people_in_zone = {}: must be from 1 to {MAX_PEOPLE_IN_ZONE}",
+                self.max_people_in_zone
+            ));
+        }
+        if self.tailgate_watch_ms > MAX_TAILGATE_WATCH_MS {
+            return Err(format!(
+                "tailgate_watch_ms = {}: must be at most {MAX_TAILGATE_WATCH_MS}",
+                self.tailgate_watch_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A margin is a difference of distances; a trained model's distances are of order one.
+pub const MAX_MARGIN: f32 = 10.0;
+/// Windows overlap by half, so ten agreeing windows already span several seconds of walking.
+pub const MAX_CONSENSUS_WINDOWS: usize = 10;
+pub const MAX_PEOPLE_IN_ZONE: usize = 20;
+pub const MAX_TAILGATE_WATCH_MS: u64 = 60_000;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AcceptDistanceError {
+    #[error("model {model} has no calibrated operating point ({point} is missing), and a door never runs on a threshold nobody measured for its model: run `calibrate thresholds --model {model} ... --save`")]
+    Uncalibrated { model: PathBuf, point: PathBuf },
+    #[error("[decision] accept_distance = {configured} is looser than the model's calibrated {calibrated} (FPIR {target_fpir}): the configuration may only tighten it")]
+    Looser {
+        configured: f32,
+        calibrated: f32,
+        target_fpir: f64,
+    },
+}
+
+/// The distance a door accepts: the model's calibrated operating point, or the configured distance
+/// where it is tighter. A model without an operating point is refused, whatever is configured.
+pub fn accept_distance(
+    configured: Option<f32>,
+    point: Option<&OperatingPoint>,
+    model: &Path,
+) -> Result<f32, AcceptDistanceError> {
+    let point = point.ok_or_else(|| AcceptDistanceError::Uncalibrated {
+        model: model.to_path_buf(),
+        point: OperatingPoint::path_for(model),
+    })?;
+    match configured {
+        Some(configured) if configured > point.accept_distance => {
+            Err(AcceptDistanceError::Looser {
+                configured,
+                calibrated: point.accept_distance,
+                target_fpir: point.target_fpir,
+            })
+        }
+        Some(configured) => Ok(configured),
+        None => Ok(point.accept_distance),
+    }
+}
+
+/// Someone followed a granted person in while the door was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailgateAlarm {
+    /// The track that was granted.
+    pub granted_track: TrackId,
+    /// Frames from the grant's last frame to the first frame with too many people.
+    pub frames_after_grant: u64,
+}
+
+/// Watches the number of people in view, in source frames, for the time after each grant.
+///
+/// Grants are decided some frames after they are seen (the network runs behind the camera), so the
+/// counts of the frames in between are kept and checked when the grant arrives.
+#[derive(Debug, Clone)]
+pub struct TailgateWatch {
+    max_people: usize,
+    watch_frames: u64,
+    /// (frame, people) at every change of the count, oldest first.
+    changes: std::collections::VecDeque<(u64, usize)>,
+    open: Option<(u64, TrackId)>,
+}
+
+impl TailgateWatch {
+    pub fn new(config: &DecisionConfig, frames_per_second: f64) -> Self {
+        TailgateWatch {
+            max_people: config.max_people_in_zone,
+            watch_frames: (config.tailgate_watch_ms as f64 / 1000.0 * frames_per_second).ceil()
+                as u64,
+            changes: Default::default(),
+            open: None,
+        }
+    }
+
+    /// The count of people in view changed at `frame`.
+    pub fn people_in_view(&mut self, frame: u64, people: usize) -> Option<TailgateAlarm> {
+        self.changes.push_back((frame, people));
+        while self
+            .changes
+            .front()
+            .is_some_and(|&(f, _)| f + 4 * self.watch_frames.max(1) < frame)
+            && self.changes.len() > 1
+        {
+            self.changes.pop_front();
+        }
+        let (granted_at, track) = self.open?;
+        if frame > granted_at + self.watch_frames {
+            self.open = None;
+            return None;
+        }
+        (people > self.max_people).then(|| {
+            self.open = None;
+            TailgateAlarm {
+                granted_track: track,
+                frames_after_grant: frame.saturating_sub(granted_at),
+            }
+        })
+    }
+
+    /// The most people in view at any frame from `first` to `last`: the decision zone over the whole
+    /// window a decision rests on, not only at its last frame (two walkers can merge into one blob
+    /// just then).
+    pub fn most_in_view(&self, first: u64, last: u64) -> usize {
+        let at_start = self
+            .changes
+            .iter()
+            .take_while(|&&(f, _)| f <= first)
+            .last()
+            .map_or(0, |&(_, people)| people);
+        self.changes
+            .iter()
+            .filter(|&&(f, _)| f > first && f <= last)
+            .map(|&(_, people)| people)
+            .fold(at_start, usize::max)
+    }
+
+    /// `track` was granted on a window ending at `frame`.
+    pub fn granted(&mut self, frame: u64, track: TrackId) -> Option<TailgateAlarm> {
+        let end = frame + self.watch_frames;
+        let seen = self
+            .changes
+            .iter()
+            .find(|&&(f, people)| f > frame && f <= end && people > self.max_people);
+        if let Some(&(f, _)) = seen {
+            return Some(TailgateAlarm {
+                granted_track: track,
+                frames_after_grant: f - frame,
+            });
+        }
+        self.open = Some((frame, track));
+        None
+    }
+}
+
+/// What one window of a track said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WindowOutcome {
+    Matched {
+        ranking: Ranking,
+        frames: usize,
+    },
+    /// Too few valid silhouettes for the network.
+    PoorQuality,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vote {
+    Identity(usize),
+    Unknown,
+    Ambiguous,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Granted {
+        identity: usize,
+    },
+    Denied {
+        reason: DenialReason,
+        identity: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub track: TrackId,
+    pub verdict: Verdict,
+    /// Absent when no window was usable.
+    pub figures: Option<MatchFigures>,
+}
+
+#[derive(Debug, Default)]
+struct TrackState {
+    votes: Vec<(Vote, f32, Option<f32>, usize)>,
+    poor_windows: usize,
+    decided: bool,
+}
+
+pub struct DecisionPolicy {
+    config: DecisionConfig,
+    accept_distance: f32,
+    tracks: HashMap<TrackId, TrackState>,
+    /// Identity → the track in view that was granted it.
+    holders: HashMap<usize, TrackId>,
+}
+
+impl DecisionPolicy {
+    /// The policy of `config`, accepting searches up to `accept_distance` (see [`accept_distance`]).
+    pub fn new(config: DecisionConfig, accept_distance: f32) -> Self {
+        DecisionPolicy {
+            config,
+            accept_distance,
+            tracks: HashMap::new(),
+            holders: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &DecisionConfig {
+        &self.config
+    }
+
+    pub fn accept_distance(&self) -> f32 {
+        self.accept_distance
+    }
+
+    /// Forgets every vote and every identity held by a track in view: identities are numbered by the
+    /// match index, and a changed gallery renumbers them. Tracks already decided stay decided.
+    pub fn forget_identities(&mut self) {
+        self.holders.clear();
+        for state in self.tracks.values_mut() {
+            state.votes.clear();
+        }
+    }
+
+    fn vote(&self, ranking: &Ranking) -> Option<(Vote, f32, Option<f32>)> {
+        let best = ranking.best.as_ref()?;
+        let margin = ranking.second.as_ref().map(|s| s.distance - best.distance);
+        let vote = if !hstl::accepts(best.distance, self.accept_distance) {
+            Vote::Unknown
+        } else if margin.is_some_and(|m| m < self.config.margin) {
+            Vote::Ambiguous
+        } else {
+            Vote::Identity(best.identity)
+        };
+        Some((vote, best.distance, margin))
+    }
+
+    /// Takes one window of `track`; `people_in_zone` counts the tracks in the decision zone now.
+    pub fn observe(
+        &mut self,
+        track: TrackId,
+        outcome: &WindowOutcome,
+        people_in_zone: usize,
+    ) -> Option<Decision> {
+        let vote = match outcome {
+            WindowOutcome::Matched { ranking, frames } => {
+                self.vote(ranking).map(|(v, d, m)| (v, d, m, *frames))
+            }
+            WindowOutcome::PoorQuality => None,
+        };
+        let state = self.tracks.entry(track).or_default();
+        if state.decided {
+            return None;
+        }
+        let Some(vote) = vote else {
+            state.poor_windows += 1;
+            return None;
+        };
+        state.votes.push(vote);
+        let needed = self.config.consensus_windows.max(1);
+        if state.votes.len() < needed {
+            return None;
+        }
+        let recent = &state.votes[state.votes.len() - needed..];
+        let first = recent[0].0;
+        if !recent.iter().all(|v| v.0 == first) {
+            return None;
+        }
+        let figures = figures_of(recent);
+        let verdict = match first {
+            Vote::Identity(identity) => {
+                if people_in_zone > self.config.max_people_in_zone {
+                    Verdict::Denied {
+                        reason: DenialReason::Tailgating,
+                        identity: Some(identity),
+                    }
+                } else if self.holders.get(&identity).is_some_and(|&t| t != track) {
+                    Verdict::Denied {
+                        reason: DenialReason::IdentityInUse,
+                        identity: Some(identity),
+                    }
+                } else {
+                    self.holders.insert(identity, track);
+                    Verdict::Granted { identity }
+                }
+            }
+            Vote::Unknown => Verdict::Denied {
+                reason: DenialReason::Unknown,
+                identity: None,
+            },
+            Vote::Ambiguous => return None,
+        };
+        state.decided = true;
+        Some(Decision {
+            track,
+            verdict,
+            figures: Some(figures),
+        })
+    }
+
+    /// The track left: its identity is free again, and an undecided track is denied.
+    pub fn track_ended(&mut self, track: TrackId) -> Option<Decision> {
+        self.holders.retain(|_, holder| *holder != track);
+        let state = self.tracks.remove(&track)?;
+        if state.decided {
+            return None;
+        }
+        if state.votes.is_empty() {
+            return Some(Decision {
+                track,
+                verdict: Verdict::Denied {
+                    reason: DenialReason::PoorQuality,
+                    identity: None,
+                },
+                figures: None,
+            });
+        }
+        let mut counts: BTreeMap<DenialReason, usize> = BTreeMap::new();
+        for (vote, ..) in &state.votes {
+            let reason = match vote {
+                Vote::Unknown => DenialReason::Unknown,
+                Vote::Ambiguous => DenialReason::Ambiguous,
+                Vote::Identity(_) => DenialReason::NoConsensus,
+            };
+            *counts.entry(reason).or_default() += 1;
+        }
+        let reason = counts
+            .iter()
+            .max_by_key(|(reason, count)| (**count, std::cmp::Reverse(**reason)))
+            .map(|(reason, _)| *reason)
+            .unwrap_or(DenialReason::NoConsensus);
+        Some(Decision {
+            track,
+            verdict: Verdict::Denied {
+                reason,
+                identity: None,
+            },
+            figures: Some(figures_of(&state.votes)),
+        })
+    }
+}
+
+fn figures_of(votes: &[(Vote, f32, Option<f32>, usize)]) -> MatchFigures {
+    let best = votes
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("figures of at least one vote");
+    MatchFigures {
+        distance: best.1,
+        margin: best.2,
+        windows: votes.len(),
+        frames_used: votes.iter().map(|v| v.3).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::Candidate;
+
+    fn ranked(best: (usize, f32), second: Option<(usize, f32)>) -> WindowOutcome {
+        WindowOutcome::Matched {
+            ranking: Ranking {
+                best: Some(Candidate {
+                    identity: best.0,
+                    distance: best.1,
+                }),
+                second: second.map(|(identity, distance)| Candidate { identity, distance }),
+            },
+            frames: 30,
+        }
+    }
+
+    fn policy() -> DecisionPolicy {
+        DecisionPolicy::new(
+            DecisionConfig {
+                margin: 0.2,
+                consensus_windows: 2,
+                max_people_in_zone: 1,
+                ..DecisionConfig::default()
+            },
+            1.0,
+        )
+    }
+
+    #[test]
+    fn two_agreeing_windows_grant_once() {
+        let mut policy = policy();
+        assert_eq!(
+            policy.observe(1, &ranked((4, 0.5), Some((2, 0.9))), 1),
+            None
+        );
+        let decision = policy
+            .observe(1, &ranked((4, 0.6), Some((2, 1.2))), 1)
+            .unwrap();
+        assert_eq!(decision.verdict, Verdict::Granted { identity: 4 });
+        let figures = decision.figures.unwrap();
+        assert_eq!(
+            (figures.distance, figures.windows, figures.frames_used),
+            (0.5, 2, 60)
+        );
+        assert_eq!(policy.observe(1, &ranked((4, 0.5), None), 1), None);
+        assert_eq!(policy.track_ended(1), None);
+    }
+
+    #[test]
+    fn a_close_second_identity_is_never_a_grant() {
+        let mut policy = policy();
+        for _ in 0..4 {
+            assert_eq!(
+                policy.observe(1, &ranked((4, 0.5), Some((2, 0.6))), 1),
+                None
+            );
+        }
+        let decision = policy.track_ended(1).unwrap();
+        assert_eq!(
+            decision.verdict,
+            Verdict::Denied {
+                reason: DenialReason::Ambiguous,
+                identity: None
+            }
+        );
+    }
+
+    #[test]
+    fn far_matches_are_denied_as_unknown_without_waiting_for_the_walk_to_end() {
+        let mut policy = policy();
+        assert_eq!(
+            policy.observe(1, &ranked((4, 1.5), Some((2, 2.0))), 1),
+            None
+        );
+        let decision = policy.observe(1, &ranked((4, 1.1), None), 1).unwrap();
+        assert_eq!(
+            decision.verdict,
+            Verdict::Denied {
+                reason: DenialReason::Unknown,
+                identity: None
+            }
+        );
+    }
+
+    #[test]
+    fn disagreeing_windows_end_in_no_consensus() {
+        let mut policy = policy();
+        policy.observe(1, &ranked((4, 0.5), None), 1);
+        policy.observe(1, &ranked((5, 0.5), None), 1);
+        policy.observe(1, &ranked((4, 0.5), None), 1);
+        let decision = policy.track_ended(1).unwrap();
+        assert_eq!(
+            decision.verdict,
+            Verdict::Denied {
+                reason: DenialReason::NoConsensus,
+                identity: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_second_person_in_the_zone_turns_a_grant_into_tailgating() {
+        let mut policy = policy();
+        policy.observe(1, &ranked((4, 0.5), None), 2);
+        let decision = policy.observe(1, &ranked((4, 0.5), None), 2).unwrap();
+        assert_eq!(
+            decision.verdict,
+            Verdict::Denied {
+                reason: DenialReason::Tailgating,
+                identity: Some(4)
+            }
+        );
+    }
+
+    #[test]
+    fn one_identity_is_held_by_one_track_until_it_leaves() {
+        let mut policy = policy();
+        policy.observe(1, &ranked((4, 0.5), None), 1);
+        assert!(matches!(
+            policy
+                .observe(1, &ranked((4, 0.5), None), 1)
+                .unwrap()
+                .verdict,
+            Verdict::Granted { .. }
+        ));
+        policy.observe(2, &ranked((4, 0.5), None), 1);
+        let second = policy.observe(2, &ranked((4, 0.5), None), 1).unwrap();
+        assert_eq!(
+            second.verdict,
+            Verdict::Denied {
+                reason: DenialReason::IdentityInUse,
+                identity: Some(4)
+            }
+        );
+        policy.track_ended(1);
+        policy.observe(3, &ranked((4, 0.5), None), 1);
+        assert!(matches!(
+            policy
+                .observe(3, &ranked((4, 0.5), None), 1)
+                .unwrap()
+                .verdict,
+            Verdict::Granted { .. }
+        ));
+    }
+
+    #[test]
+    fn a_track_with_no_usable_window_is_denied_for_quality() {
+        let mut policy = policy();
+        policy.observe(1, &WindowOutcome::PoorQuality, 1);
+        policy.observe(1, &WindowOutcome::PoorQuality, 1);
+        let decision = policy.track_ended(1).unwrap();
+        assert_eq!(
+            decision.verdict,
+            Verdict::Denied {
+                reason: DenialReason::PoorQuality,
+                identity: None
+            }
+        );
+        assert_eq!(decision.figures, None);
+    }
+
+    #[test]
+    fn a_follower_within_the_watch_raises_one_alarm() {
+        let config = DecisionConfig::default();
+        let mut watch = TailgateWatch::new(&config, 25.0);
+        assert_eq!(watch.people_in_view(10, 1), None);
+        assert_eq!(watch.granted(100, 7), None);
+        assert_eq!(
+            watch.people_in_view(120, 2),
+            Some(TailgateAlarm {
+                granted_track: 7,
+                frames_after_grant: 20
+            })
+        );
+        assert_eq!(watch.people_in_view(121, 3), None, "one alarm per grant");
+    }
+
+    #[test]
+    fn a_follower_seen_before_the_grant_was_decided_still_counts() {
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(10, 1);
+        // The camera is ahead of the network: frame 130 was seen before the grant of frame 100.
+        watch.people_in_view(130, 2);
+        assert_eq!(
+            watch.granted(100, 7),
+            Some(TailgateAlarm {
+                granted_track: 7,
+                frames_after_grant: 30
+            })
+        );
+    }
+
+    #[test]
+    fn someone_arriving_after_the_door_closed_is_no_tailgater() {
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(10, 1);
+        watch.granted(100, 7);
+        assert_eq!(watch.people_in_view(100 + 75 + 1, 2), None);
+        assert_eq!(watch.people_in_view(200, 1), None);
+    }
+
+    #[test]
+    fn the_crowd_of_a_window_is_its_busiest_frame() {
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(40, 1);
+        watch.people_in_view(70, 2);
+        watch.people_in_view(129, 1);
+        assert_eq!(watch.most_in_view(99, 128), 2);
+        assert_eq!(watch.most_in_view(41, 69), 1);
+        assert_eq!(watch.most_in_view(0, 39), 0);
+        assert_eq!(watch.most_in_view(130, 160), 1);
+    }
+
+    fn operating_point(accept_distance: f32) -> OperatingPoint {
+        OperatingPoint {
+            model_id: "sha256:00".into(),
+            accept_distance,
+            target_fpir: 0.003,
+            fpir: 0.0025,
+            fnir: 0.1,
+            mated_searches: 100,
+            non_mated_searches: 2000,
+            measured_on: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_door_runs_only_on_its_models_calibrated_distance_or_a_tighter_one() {
+        let model = Path::new("/models/hstl.onnx");
+        let point = operating_point(0.8);
+        assert_eq!(accept_distance(None, Some(&point), model), Ok(0.8));
+        assert_eq!(accept_distance(Some(0.6), Some(&point), model), Ok(0.6));
+        assert_eq!(accept_distance(Some(0.8), Some(&point), model), Ok(0.8));
+        let looser = accept_distance(Some(1.0), Some(&point), model).unwrap_err();
+        assert!(looser.to_string().contains("only tighten"), "{looser}");
+        for configured in [None, Some(0.5)] {
+            let error = accept_distance(configured, None, model).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("/models/hstl.onnx.operating-point.json"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_decision_field_has_a_range() {
+        assert_eq!(DecisionConfig::default().check(), Ok(()));
+        let cases = [
+            (
+                DecisionConfig {
+                    accept_distance: Some(f32::NAN),
+                    ..Default::default()
+                },
+                "accept_distance",
+            ),
+            (
+                DecisionConfig {
+                    accept_distance: Some(0.0),
+                    ..Default::default()
+                },
+                "accept_distance",
+            ),
+            (
+                DecisionConfig {
+                    margin: f32::NAN,
+                    ..Default::default()
+                },
+                "margin",
+            ),
+            (
+                DecisionConfig {
+                    margin: f32::INFINITY,
+                    ..Default::default()
+                },
+                "margin",
+            ),
+            (
+                DecisionConfig {
+                    consensus_windows: 0,
+                    ..Default::default()
+                },
+                "consensus_windows",
+            ),
+            (
+                DecisionConfig {
+                    max_people_in_zone: 0,
+                    ..Default::default()
+                },
+                "max_people_in_zone",
+            ),
+            (
+                DecisionConfig {
+                    tailgate_watch_ms: u64::MAX,
+                    ..Default::default()
+                },
+                "tailgate_watch_ms",
+            ),
+        ];
+        for (config, field) in cases {
+            let error = config.check().unwrap_err();
+            assert!(error.starts_with(field), "{error}");
+        }
+    }
+
+    #[test]
+    fn forgetting_identities_keeps_decided_tracks_decided() {
+        let mut policy = policy();
+        policy.observe(1, &ranked((4, 0.5), None), 1);
+        policy.observe(1, &ranked((4, 0.5), None), 1).unwrap();
+        policy.observe(2, &ranked((3, 0.5), None), 1);
+        policy.forget_identities();
+        assert_eq!(policy.observe(1, &ranked((4, 0.5), None), 1), None);
+        assert_eq!(
+            policy.observe(2, &ranked((3, 0.5), None), 1),
+            None,
+            "the vote before the change no longer counts"
+        );
+        assert!(policy.observe(2, &ranked((3, 0.5), None), 1).is_some());
+    }
+}

@@ -1,0 +1,313 @@
+//! What the kiosk reports, and where it goes.
+//!
+//! Events name people by their gallery pseudonym only, so that the audit trail still reads after a
+//! person is erased and never holds a name. Each sink fails on its own: an event a sink could not take
+//! waits in that sink's queue and is offered again with the next event, in order.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use silhouette::tracking::TrackId;
+
+/// Why a walk-up was not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenialReason {
+    /// The closest identity is farther than the accept threshold.
+    Unknown,
+    /// The closest identity is under the threshold but too close to the second.
+    Ambiguous,
+    /// Windows pointed at different identities.
+    NoConsensus,
+    /// Too few usable silhouettes to decide.
+    PoorQuality,
+    /// More than one person in the decision zone.
+    Tailgating,
+    /// The identity is already held by another person in view.
+    IdentityInUse,
+}
+
+impl DenialReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            DenialReason::Unknown => "unknown person",
+            DenialReason::Ambiguous => "ambiguous match",
+            DenialReason::NoConsensus => "no consensus over windows",
+            DenialReason::PoorQuality => "poor silhouette quality",
+            DenialReason::Tailgating => "more than one person at the door",
+            DenialReason::IdentityInUse => "identity already in view",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    Granted,
+    Denied {
+        reason: DenialReason,
+    },
+    Enrolled {
+        templates: usize,
+    },
+    Erased {
+        templates: usize,
+    },
+    CameraLost {
+        detail: String,
+    },
+    CameraRestored,
+    WindowsDropped {
+        count: u64,
+    },
+    /// More people came through than were granted, while the door was released.
+    TailgateAlarm {
+        after_grant_ms: u64,
+    },
+    Started,
+    Stopped,
+    /// The audit chain's newest line when this was published: stored by the other sinks, it anchors
+    /// the log outside its own file (`kiosk verify-log` checks the log against every anchor).
+    AuditHead {
+        seq: u64,
+        mac: String,
+    },
+}
+
+impl EventKind {
+    /// The label of [`EventKind::AuditHead`], under which the published chain heads are stored.
+    pub const AUDIT_HEAD_LABEL: &'static str = "audit_head";
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            EventKind::Granted => "granted",
+            EventKind::Denied {
+                reason: DenialReason::Tailgating,
+            } => "tailgating",
+            EventKind::Denied { .. } => "denied",
+            EventKind::Enrolled { .. } => "enrolled",
+            EventKind::Erased { .. } => "erased",
+            EventKind::CameraLost { .. } => "camera_lost",
+            EventKind::CameraRestored => "camera_restored",
+            EventKind::WindowsDropped { .. } => "windows_dropped",
+            EventKind::TailgateAlarm { .. } => "tailgate_alarm",
+            EventKind::Started => "started",
+            EventKind::Stopped => "stopped",
+            EventKind::AuditHead { .. } => Self::AUDIT_HEAD_LABEL,
+        }
+    }
+}
+
+/// The match behind a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchFigures {
+    /// Distance to the closest identity.
+    pub distance: f32,
+    /// Second-closest minus closest; absent with a single enrolled identity.
+    pub margin: Option<f32>,
+    /// Windows that agreed on the decision.
+    pub windows: usize,
+    /// Silhouettes in those windows.
+    pub frames_used: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch, UTC.
+    pub at_ms: i64,
+    pub door: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub track: Option<TrackId>,
+    /// The gallery pseudonym of the person concerned.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub person: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub figures: Option<MatchFigures>,
+    pub model_id: String,
+    /// When the kiosk made the event, on the monotonic clock: how old a grant is, whatever the wall
+    /// clock did since (NTP steps it both ways). Not serialised; absent in events read back.
+    #[serde(skip)]
+    pub decided: Option<std::time::Instant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{sink}: {detail}")]
+pub struct SinkError {
+    pub sink: String,
+    pub detail: String,
+}
+
+pub trait EventSink: Send {
+    fn name(&self) -> &str;
+    fn deliver(&mut self, event: &Event) -> Result<(), SinkError>;
+}
+
+/// Per-sink queues so that one failing sink neither blocks the others nor loses events.
+pub struct EventDispatcher {
+    sinks: Vec<(Box<dyn EventSink>, VecDeque<Event>)>,
+    max_queued_per_sink: usize,
+    dropped: u64,
+}
+
+impl EventDispatcher {
+    pub fn new(max_queued_per_sink: usize) -> Self {
+        EventDispatcher {
+            sinks: Vec::new(),
+            max_queued_per_sink,
+            dropped: 0,
+        }
+    }
+
+    pub fn add(&mut self, sink: Box<dyn EventSink>) {
+        self.sinks.push((sink, VecDeque::new()));
+    }
+
+    /// Offers `event`, after anything a sink still owes, to every sink.
+    pub fn publish(&mut self, event: &Event) {
+        for (sink, queue) in &mut self.sinks {
+            if queue.len() >= self.max_queued_per_sink {
+                queue.pop_front();
+                self.dropped += 1;
+                log::error!("{}: queue full, oldest pending event dropped", sink.name());
+            }
+            queue.push_back(event.clone());
+            flush_queue(sink.as_mut(), queue);
+        }
+    }
+
+    /// Offers pending events again (call periodically while idle).
+    pub fn retry(&mut self) {
+        for (sink, queue) in &mut self.sinks {
+            flush_queue(sink.as_mut(), queue);
+        }
+    }
+
+    /// Events waiting, per sink name.
+    pub fn pending(&self) -> Vec<(String, usize)> {
+        self.sinks
+            .iter()
+            .map(|(s, q)| (s.name().to_string(), q.len()))
+            .collect()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+fn flush_queue(sink: &mut dyn EventSink, queue: &mut VecDeque<Event>) {
+    while let Some(event) = queue.front() {
+        match sink.deliver(event) {
+            Ok(()) => {
+                queue.pop_front();
+            }
+            Err(e) => {
+                log::warn!("{e} ({} event(s) waiting)", queue.len());
+                return;
+            }
+        }
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch, as events carry it (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            at_ms: 1_700_000_000_000,
+            door: "front".into(),
+            kind,
+            track: Some(3),
+            person: Some("0a1b2c3d4e5f6071".into()),
+            figures: Some(MatchFigures {
+                distance: 1.5,
+                margin: Some(0.4),
+                windows: 2,
+                frames_used: 58,
+            }),
+            model_id: "sha256:00".into(),
+            decided: None,
+        }
+    }
+
+    struct Flaky {
+        up: Arc<Mutex<bool>>,
+        got: Arc<Mutex<Vec<i64>>>,
+    }
+
+    impl EventSink for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
+            if !*self.up.lock().unwrap() {
+                return Err(SinkError {
+                    sink: "flaky".into(),
+                    detail: "down".into(),
+                });
+            }
+            self.got.lock().unwrap().push(event.at_ms);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_gets_every_event_in_order_once_it_recovers() {
+        let up = Arc::new(Mutex::new(true));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let steady = Arc::new(Mutex::new(Vec::new()));
+        let mut dispatcher = EventDispatcher::new(100);
+        dispatcher.add(Box::new(Flaky {
+            up: up.clone(),
+            got: got.clone(),
+        }));
+        dispatcher.add(Box::new(Flaky {
+            up: Arc::new(Mutex::new(true)),
+            got: steady.clone(),
+        }));
+        for at in 0..3 {
+            dispatcher.publish(&Event {
+                at_ms: at,
+                ..event(EventKind::Granted)
+            });
+        }
+        *up.lock().unwrap() = false;
+        for at in 3..6 {
+            dispatcher.publish(&Event {
+                at_ms: at,
+                ..event(EventKind::Granted)
+            });
+        }
+        assert_eq!(dispatcher.pending()[0].1, 3);
+        assert_eq!(*steady.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+        *up.lock().unwrap() = true;
+        dispatcher.retry();
+        assert_eq!(*got.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(dispatcher.pending()[0].1, 0);
+        assert_eq!(dispatcher.dropped(), 0);
+    }
+
+    #[test]
+    fn events_serialise_with_their_kind_and_reason() {
+        let json = serde_json::to_string(&event(EventKind::Denied {
+            reason: DenialReason::Tailgating,
+        }))
+        .unwrap();
+        assert!(json.contains(r#""kind":"denied""#), "{json}");
+        assert!(json.contains(r#""reason":"tailgating""#), "{json}");
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.kind.label(), "tailgating");
+    }
+}

@@ -1,0 +1,245 @@
+//! `kiosk --config` refuses to guard a door it cannot guard properly, and runs one it can: the model's
+//! calibration, the configuration's sense, the key's permissions, the gallery's path; and a run that
+//! leaves an audit log `verify-log` checks against the heads it published.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use access::gallery::{Gallery, TemplateKey};
+use hstl::OperatingPoint;
+
+struct Door {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    model_id: String,
+}
+
+impl Door {
+    /// A seeded model, an empty scene of a few frames, a key and an empty gallery.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = test_support::seeded_model(dir.path());
+        let model_id = hstl::model_id(&model).unwrap();
+        let frames = dir.path().join("frames");
+        std::fs::create_dir(&frames).unwrap();
+        for i in 0..8 {
+            image::GrayImage::from_pixel(160, 120, image::Luma([90]))
+                .save(frames.join(format!("{i:03}.png")))
+                .unwrap();
+        }
+        let key = TemplateKey::create_file(&dir.path().join("template.key")).unwrap();
+        Gallery::open(&dir.path().join("gallery.db"), Some(&key)).unwrap();
+        Door {
+            dir,
+            model,
+            model_id,
+        }
+    }
+
+    fn calibrate(&self, accept_distance: f32) {
+        OperatingPoint {
+            model_id: self.model_id.clone(),
+            accept_distance,
+            target_fpir: 0.003,
+            fpir: 0.002,
+            fnir: 0.1,
+            mated_searches: 400,
+            non_mated_searches: 1000,
+            measured_on: "test".into(),
+        }
+        .save_for(&self.model)
+        .unwrap();
+    }
+
+    fn config(&self, extra_decision: &str, gallery: &str) -> PathBuf {
+        let path = self.dir.path().join("kiosk.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "door = \"test\"\n[model]\npath = \"model.onnx\"\n[source]\npath = \"frames\"\n\
+                 [gallery]\npath = \"{gallery}\"\nkey_file = \"template.key\"\n\
+                 [decision]\n{extra_decision}\n\
+                 [audit]\npath = \"audit/events.jsonl\"\nmax_file_bytes = 100000\nkeep_files = 2\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+}
+
+fn kiosk(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn refused(output: &Output, because: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "ran: {stderr}");
+    assert!(
+        stderr.contains(because),
+        "expected `{because}` in:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_door_never_runs_on_a_distance_nobody_calibrated_for_its_model() {
+    let door = Door::new();
+    refused(
+        &kiosk(&[], &door.config("", "gallery.db")),
+        "model.onnx.operating-point.json is missing",
+    );
+    refused(
+        &kiosk(&[], &door.config("accept_distance = 0.3", "gallery.db")),
+        "operating-point.json is missing",
+    );
+    door.calibrate(0.5);
+    refused(
+        &kiosk(&[], &door.config("accept_distance = 0.9", "gallery.db")),
+        "may only tighten it",
+    );
+    // The model file replaced (retrained, say) without calibrating the new one.
+    hstl::onnx_graph::write_model(
+        &hstl::Weights::seeded(hstl::Variant::CasiaB, 8),
+        &hstl::onnx_graph::ExportOptions::default(),
+        &door.model,
+    )
+    .unwrap();
+    refused(
+        &kiosk(&[], &door.config("", "gallery.db")),
+        "was calibrated for model",
+    );
+}
+
+#[test]
+fn a_mistyped_gallery_and_a_key_others_can_read_are_refused() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    refused(&kiosk(&[], &door.config("", "galery.db")), "no gallery at");
+    assert!(
+        !door.path("galery.db").exists(),
+        "no empty gallery was made"
+    );
+    let key = door.path("template.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(&kiosk(&[], &door.config("", "gallery.db")), "chmod 600");
+}
+
+#[test]
+fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    let config = door.config("accept_distance = 0.4", "gallery.db");
+    let run = kiosk(&[], &config);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("accept distance 0.4"), "{stderr}");
+
+    let verified = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(["verify-log", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("every line sealed"), "{stdout}");
+    assert!(stdout.contains("1 published head(s)"), "{stdout}");
+
+    // Cutting the last lines off (the head's anchor and what followed) is found.
+    let log = door.path("audit/events.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 4, "{text}");
+    std::fs::write(&log, lines[..1].join("\n") + "\n").unwrap();
+    let cut = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(["verify-log", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    refused(&cut, "cut from its end");
+}
+
+/// Runs `command` as the unprivileged user `nobody`: only root can, so elsewhere the test says it
+/// skipped (and fails under `CI`, where it must run).
+fn as_service_user(program: &Path, args: &[&str], config: &Path) -> Option<Output> {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run as root to test the service user"
+        );
+        eprintln!("SKIPPED: only root can run the kiosk as another user");
+        return None;
+    }
+    Some(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(program)
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap(),
+    )
+}
+
+fn chown(owner: &str, path: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", owner])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn the_kiosk_runs_as_its_service_user_and_refuses_files_that_user_cannot_use() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    let config = door.config("", "gallery.db");
+    // The binary beside the door's files, so the service user can reach it wherever the build is.
+    let kiosk = door.path("kiosk");
+    std::fs::copy(env!("CARGO_BIN_EXE_kiosk"), &kiosk).unwrap();
+    chown("nobody:nogroup", door.dir.path());
+
+    let Some(run) = as_service_user(&kiosk, &[], &config) else {
+        return;
+    };
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // A gallery made by root (enrolled as root, say): the kiosk cannot record into it.
+    chown("root:root", &door.path("gallery.db"));
+    std::fs::set_permissions(
+        door.path("gallery.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    refused(
+        &as_service_user(&kiosk, &[], &config).unwrap(),
+        "belongs to another user",
+    );
+    chown("nobody:nogroup", &door.path("gallery.db"));
+
+    // A key made by root and kept private to root.
+    chown("root:root", &door.path("template.key"));
+    refused(
+        &as_service_user(&kiosk, &[], &config).unwrap(),
+        "template.key",
+    );
+}

@@ -1,0 +1,447 @@
+//! The synthetic site: the whole kiosk on a fresh machine, with no camera, no files and no trained
+//! model. Synthetic people are enrolled from their own walks through the enrolment path, then walk-ups
+//! of enrolled people, strangers, a tailgating pair and a walker too close to the camera go through the
+//! kiosk loop, and each decision is checked against what should have happened.
+//!
+//! The network is HSTL with OpenGait's initialisation (seed 7), not trained weights: random
+//! convolutional features still separate the body shapes and gaits of the synthetic people, and the
+//! accept threshold is calibrated on the enrolment walks the way an installer would on site.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hstl::onnx_graph::{write_model, ExportOptions};
+use hstl::{TractEmbedder, Variant, Weights};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use access::audit::{AuditConfig, AuditLog, ChainKey};
+use access::decision::{DecisionConfig, DecisionPolicy, Verdict};
+use access::events::{DenialReason, EventDispatcher, EventKind};
+use access::gallery::{Gallery, TemplateKey};
+use access::matcher::MatchIndex;
+use calibration::open_set::{LabelledWalk, OpenSetRates};
+use firmware_app::enrolment::{templates_from_windows, walk_windows};
+use firmware_app::kiosk::{run, DecisionRecord, DoorEngine, KioskStats, Outputs};
+use hstl::model_id;
+use silhouette::{SilhouetteConfig, SilhouettePipeline};
+use synthetic_scene::{SceneConfig, SyntheticScene};
+use synthetic_scene::{Walk, WalkerIdentity};
+
+const NAMES: [&str; 8] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Dennis",
+];
+const WIDTH: u32 = 320;
+const HEIGHT: u32 = 240;
+const FRAME_RATE: f64 = 25.0;
+const LEAD_IN_S: f32 = 1.5;
+/// The follower of a tailgating pair enters this long after the leader.
+const TAILGATE_GAP_S: f32 = 0.9;
+/// A walker this close to the camera is cut by the top and bottom of the image.
+/// A follower this far behind enters after the leader's grant but while the door is released.
+const FOLLOW_AFTER_GRANT_GAP_S: f32 = 2.6;
+const TOO_CLOSE_DEPTH_M: f32 = 1.3;
+const SEED_MODEL: u64 = 7;
+/// Everyone approaches the door from the same side, within this angle of the image plane.
+const APPROACH_ANGLE_MAX_DEG: f32 = 10.0;
+
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub out_dir: PathBuf,
+    pub people: usize,
+    pub enrolment_walks: usize,
+    pub strangers: usize,
+    pub seed: u64,
+    pub threads: usize,
+}
+
+impl DemoConfig {
+    pub fn new(out_dir: PathBuf) -> Self {
+        DemoConfig {
+            out_dir,
+            people: 4,
+            enrolment_walks: 3,
+            strangers: 2,
+            seed: 2026,
+            threads: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo output {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Model(#[from] hstl::HstlError),
+    #[error(transparent)]
+    ModelFile(#[from] hstl::operating_point::OperatingPointError),
+    #[error(transparent)]
+    Gallery(#[from] access::gallery::GalleryError),
+    #[error(transparent)]
+    Enrolment(#[from] firmware_app::enrolment::EnrolmentError),
+    #[error(transparent)]
+    Match(#[from] access::matcher::MatchError),
+    #[error(transparent)]
+    Kiosk(#[from] firmware_app::kiosk::KioskError),
+    #[error(transparent)]
+    Audit(#[from] access::audit::AuditError),
+    #[error("synthetic walk of {0} gave no walker")]
+    NoWalk(String),
+}
+
+/// What a walk-up should end in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expected {
+    Granted(String),
+    Denied(DenialReason),
+    /// Granted, then someone follows in while the door is released.
+    GrantedThenTailgateAlarm(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct WalkUpResult {
+    pub label: String,
+    pub expected: Expected,
+    /// Every decision of the walk-up, first track first.
+    pub decisions: Vec<DecisionRecord>,
+    pub stats: KioskStats,
+}
+
+impl WalkUpResult {
+    /// The decision on the first track to be decided is the one the walk-up is judged by.
+    pub fn verdict(&self) -> Option<&DecisionRecord> {
+        self.decisions.iter().min_by_key(|r| r.decision.track)
+    }
+
+    /// Right when the first decision is the expected one (and, for a follower, the alarm was raised).
+    pub fn correct(&self) -> bool {
+        let granted = |r: &DecisionRecord, name: &str| {
+            matches!(r.decision.verdict, Verdict::Granted { .. }) && r.name.as_deref() == Some(name)
+        };
+        match (self.verdict(), &self.expected) {
+            (Some(r), Expected::Granted(name)) => granted(r, name),
+            (Some(r), Expected::GrantedThenTailgateAlarm(name)) => {
+                granted(r, name) && self.stats.tailgate_alarms > 0
+            }
+            (Some(r), Expected::Denied(reason)) => {
+                matches!(&r.decision.verdict, Verdict::Denied { reason: got, .. } if got == reason)
+            }
+            (None, _) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    pub enrolled: Vec<(String, usize)>,
+    pub genuine: Vec<f32>,
+    pub impostor: Vec<f32>,
+    pub decision: DecisionConfig,
+    /// The equal-error distance of the enrolment walks.
+    pub accept_distance: f32,
+    pub walk_ups: Vec<WalkUpResult>,
+    pub enrolment_time: Duration,
+    pub kiosk_time: Duration,
+    pub gallery: PathBuf,
+    /// The demo's template key; the audit chain is sealed with a key derived from it.
+    pub key_file: PathBuf,
+    pub audit_log: PathBuf,
+    pub screens: PathBuf,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn scene(seed: u64, walks: Vec<Walk>) -> SyntheticScene {
+    SyntheticScene::new(SceneConfig {
+        width: WIDTH,
+        height: HEIGHT,
+        frame_rate: FRAME_RATE,
+        seed,
+        frames: None,
+        walks,
+        noise_sigma: 2.5,
+        shadows: false,
+        light_drift: false,
+        exposure_steps: false,
+        empty_lead_in_s: LEAD_IN_S,
+    })
+}
+
+fn walk(identity: &WalkerIdentity, rng: &mut impl Rng, start_s: f32) -> Walk {
+    Walk {
+        identity: identity.clone(),
+        start_s,
+        angle_deg: rng.random_range(0.0..APPROACH_ANGLE_MAX_DEG),
+        from_left: true,
+        depth_m: rng.random_range(3.0..3.6),
+        pause: None,
+    }
+}
+
+pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
+    let out = &config.out_dir;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let screens = out.join("screens");
+    if screens.exists() {
+        std::fs::remove_dir_all(&screens).map_err(io(&screens))?;
+    }
+    std::fs::create_dir_all(&screens).map_err(io(&screens))?;
+    let model = out.join("hstl_casiab_seed7.onnx");
+    write_model(
+        &Weights::seeded(Variant::CasiaB, SEED_MODEL),
+        &ExportOptions::default(),
+        &model,
+    )?;
+    let model_id = model_id(&model)?;
+    let embedder = TractEmbedder::load(&model, config.threads)?;
+    log::info!("model {model_id}");
+
+    let gallery_path = out.join("gallery.db");
+    for stale in ["gallery.db", "gallery.db-wal", "gallery.db-shm"] {
+        let path = out.join(stale);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    let key_file = out.join("template.key");
+    if key_file.exists() {
+        std::fs::remove_file(&key_file).map_err(io(&key_file))?;
+    }
+    let key = TemplateKey::create_file(&key_file)?;
+    let mut gallery = Gallery::open(&gallery_path, Some(&key))?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let people: Vec<(String, WalkerIdentity)> = (0..config.people)
+        .map(|i| {
+            let name = NAMES[i % NAMES.len()].to_string();
+            (name, WalkerIdentity::random(&mut rng))
+        })
+        .collect();
+    let silhouettes = SilhouetteConfig::default();
+    let enrolment_started = Instant::now();
+    let mut enrolled = Vec::new();
+    let mut walk_templates: Vec<(usize, usize, hstl::Embedding)> = Vec::new();
+    let mut labelled_walks = Vec::new();
+    for (person, (name, identity)) in people.iter().enumerate() {
+        let mut templates = Vec::new();
+        for pass in 0..config.enrolment_walks {
+            let mut source = scene(rng.random(), vec![walk(identity, &mut rng, LEAD_IN_S)]);
+            let mut pipeline = SilhouettePipeline::new(silhouettes.clone());
+            let windows = walk_windows(&mut pipeline, None, &mut source)
+                .map_err(|_| DemoError::NoWalk(name.clone()))?;
+            let made = templates_from_windows(
+                &embedder,
+                &windows,
+                &format!("{name} pass {}", pass + 1),
+                |_, _| {},
+            )?;
+            walk_templates.extend(made.iter().map(|t| (person, pass, t.embedding.clone())));
+            labelled_walks.push(LabelledWalk {
+                person: name.clone(),
+                windows: made.iter().map(|t| t.embedding.clone()).collect(),
+            });
+            templates.extend(made);
+        }
+        gallery.enrol(name, &model_id, &templates)?;
+        log::info!("enrolled {name} with {} templates", templates.len());
+        enrolled.push((name.clone(), templates.len()));
+    }
+    let enrolment_time = enrolment_started.elapsed();
+
+    let (genuine, impostor) = score_pairs(&walk_templates)?;
+    let (decision, accept_distance) =
+        calibrate(&labelled_walks, config.enrolment_walks, &genuine, &impostor);
+    log::info!(
+        "calibrated on enrolment walks: accept up to {accept_distance:.4}, margin {:.4}",
+        decision.margin
+    );
+
+    let index = MatchIndex::from_gallery(&gallery, embedder_shape(&embedder), config.threads)?;
+    let mut engine = DoorEngine::new(
+        "demo door".into(),
+        model_id.clone(),
+        Box::new(embedder),
+        index,
+        DecisionPolicy::new(decision.clone(), accept_distance),
+    );
+    // Each run seals its log with its own new key: the last run's files would not verify.
+    let audit_dir = out.join("audit");
+    if audit_dir.exists() {
+        std::fs::remove_dir_all(&audit_dir).map_err(io(&audit_dir))?;
+    }
+    let audit_log = audit_dir.join("events.jsonl");
+    let mut dispatcher = EventDispatcher::new(10_000);
+    let audit = AuditLog::open(
+        AuditConfig {
+            path: audit_log.clone(),
+            max_file_bytes: 10 << 20,
+            keep_files: 5,
+        },
+        Some(ChainKey::from_template_key(&key)),
+    )?;
+    let audit_head = audit.head_handle();
+    dispatcher.add(Box::new(audit));
+    dispatcher.add(Box::new(Gallery::open(&gallery_path, Some(&key))?));
+    dispatcher.publish(&engine.event(EventKind::Started));
+    let mut outputs = Outputs {
+        dispatcher,
+        screen_dir: Some(screens.clone()),
+        framebuffer: None,
+        audit_head: Some(audit_head),
+    };
+
+    let mut walk_ups: Vec<(String, Expected, Vec<Walk>)> = Vec::new();
+    for (name, identity) in &people {
+        walk_ups.push((
+            format!("{name} walks up"),
+            Expected::Granted(name.clone()),
+            vec![walk(identity, &mut rng, LEAD_IN_S)],
+        ));
+    }
+    for i in 0..config.strangers {
+        let stranger = WalkerIdentity::random(&mut rng);
+        walk_ups.push((
+            format!("stranger {} walks up", i + 1),
+            Expected::Denied(DenialReason::Unknown),
+            vec![walk(&stranger, &mut rng, LEAD_IN_S)],
+        ));
+    }
+    if let Some((name, identity)) = people.first() {
+        let leader = walk(identity, &mut rng, LEAD_IN_S);
+        let follower = Walk {
+            identity: WalkerIdentity::random(&mut rng),
+            start_s: LEAD_IN_S + TAILGATE_GAP_S,
+            depth_m: leader.depth_m + 0.8,
+            ..leader.clone()
+        };
+        walk_ups.push((
+            format!("{name} with a stranger close behind"),
+            Expected::Denied(DenialReason::Tailgating),
+            vec![leader.clone(), follower],
+        ));
+        let close = Walk {
+            depth_m: TOO_CLOSE_DEPTH_M,
+            ..walk(identity, &mut rng, LEAD_IN_S)
+        };
+        walk_ups.push((
+            format!("{name} too close to the camera"),
+            Expected::Denied(DenialReason::PoorQuality),
+            vec![close],
+        ));
+        let slipping_in = Walk {
+            identity: WalkerIdentity::random(&mut rng),
+            start_s: LEAD_IN_S + FOLLOW_AFTER_GRANT_GAP_S,
+            ..leader.clone()
+        };
+        walk_ups.push((
+            format!("{name}, then a stranger slipping in"),
+            Expected::GrantedThenTailgateAlarm(name.clone()),
+            vec![leader, slipping_in],
+        ));
+    }
+
+    let kiosk_started = Instant::now();
+    let mut results = Vec::new();
+    for (label, expected, walks) in walk_ups {
+        let source = Box::new(scene(rng.random(), walks));
+        let mut decisions = Vec::new();
+        let stats = run(
+            source,
+            false,
+            silhouettes.clone(),
+            2,
+            &mut engine,
+            &mut outputs,
+            Arc::new(AtomicBool::new(false)),
+            &mut |record| decisions.push(record.clone()),
+        )?;
+        results.push(WalkUpResult {
+            label,
+            expected,
+            decisions,
+            stats,
+        });
+    }
+    outputs
+        .dispatcher
+        .publish(&engine.event(EventKind::Stopped));
+    Ok(DemoReport {
+        enrolled,
+        genuine,
+        impostor,
+        decision,
+        accept_distance,
+        walk_ups: results,
+        enrolment_time,
+        kiosk_time: kiosk_started.elapsed(),
+        gallery: gallery_path,
+        key_file,
+        audit_log,
+        screens,
+    })
+}
+
+fn embedder_shape(embedder: &TractEmbedder) -> (usize, usize) {
+    use hstl::Embedder;
+    embedder.embedding_shape()
+}
+
+/// Genuine pairs: templates of one person from different passes. Impostor pairs: templates of
+/// different people.
+fn score_pairs(
+    templates: &[(usize, usize, hstl::Embedding)],
+) -> Result<(Vec<f32>, Vec<f32>), hstl::HstlError> {
+    let mut genuine = Vec::new();
+    let mut impostor = Vec::new();
+    for (i, (person_a, pass_a, a)) in templates.iter().enumerate() {
+        for (person_b, pass_b, b) in &templates[i + 1..] {
+            if person_a == person_b {
+                if pass_a != pass_b {
+                    genuine.push(a.distance(b)?);
+                }
+            } else {
+                impostor.push(a.distance(b)?);
+            }
+        }
+    }
+    Ok((genuine, impostor))
+}
+
+/// The accept distance at the equal error rate of open-set searches among the enrolment walks, as
+/// `calibrate thresholds` measures it (each person's last walk searched against everyone's others,
+/// every walk against everyone else's), and a margin of a tenth of the gap between the medians of
+/// the genuine and impostor pair distances.
+pub fn calibrate(
+    walks: &[LabelledWalk],
+    walks_per_person: usize,
+    genuine: &[f32],
+    impostor: &[f32],
+) -> (DecisionConfig, f32) {
+    let mut config = DecisionConfig::default();
+    let accept_distance = OpenSetRates::leave_one_out(walks, walks_per_person.saturating_sub(1))
+        .map(|rates| rates.equal_error_rate().threshold)
+        // Too few walks to search: accept only a replay of an enrolment window.
+        .unwrap_or(f32::MIN_POSITIVE);
+    config.margin = (median(impostor) - median(genuine)).max(0.0) / 10.0;
+    if !config.margin.is_finite() {
+        config.margin = 0.0;
+    }
+    (config, accept_distance)
+}
+
+fn median(values: &[f32]) -> f32 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f32::NAN)
+}

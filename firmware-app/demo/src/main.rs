@@ -1,0 +1,162 @@
+//! `kiosk-demo`: the synthetic site. Enrols synthetic people from their own walks, calibrates on
+//! them, plays walk-ups through the whole kiosk (silhouettes, network, gallery, decision, audit log,
+//! status screens) and checks every decision against what should have happened.
+
+use std::path::PathBuf;
+
+use access::audit::{verify, AuditConfig, ChainKey};
+use access::decision::Verdict;
+use access::gallery::{Gallery, TemplateKey};
+use clap::Parser;
+use firmware_app::kiosk::median_latency;
+use kiosk_demo::{run_demo, DemoConfig, Expected};
+
+#[derive(Parser)]
+#[command(about = "The door kiosk on a synthetic site: enrol, walk-ups, decisions, audit log")]
+struct Cli {
+    /// Where the gallery, audit log and screens go.
+    #[arg(long, default_value = "kiosk-demo")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    people: usize,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    demo(cli.out, cli.people, cli.threads)
+}
+
+fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
+    let mut config = DemoConfig::new(out);
+    config.people = people;
+    config.threads = threads;
+    let report = run_demo(&config)?;
+    println!("enrolled (synthetic people, each from their own walks):");
+    for (name, templates) in &report.enrolled {
+        println!("  {name:<10} {templates} templates");
+    }
+    println!(
+        "calibrated on the enrolment walks: genuine distances {:.4}..{:.4}, impostor {:.4}..{:.4}",
+        min(&report.genuine),
+        max(&report.genuine),
+        min(&report.impostor),
+        max(&report.impostor)
+    );
+    println!(
+        "  accept up to {:.4}, margin {:.4}, {} agreeing windows",
+        report.accept_distance, report.decision.margin, report.decision.consensus_windows
+    );
+    println!();
+    println!(
+        "{:<42} {:<24} {:<36} {:>9}",
+        "walk-up", "expected", "decision", "latency"
+    );
+    let mut right = 0;
+    let mut latencies = Vec::new();
+    for walk_up in &report.walk_ups {
+        let expected = match &walk_up.expected {
+            Expected::Granted(name) => format!("granted {name}"),
+            Expected::GrantedThenTailgateAlarm(name) => {
+                format!("granted {name}, alarm")
+            }
+            Expected::Denied(reason) => {
+                format!("denied: {}", reason.describe())
+            }
+        };
+        let (decision, latency) = match walk_up.verdict() {
+            Some(record) => {
+                latencies.push(record.latency);
+                let figures = record
+                    .decision
+                    .figures
+                    .as_ref()
+                    .map(|f| format!(" d={:.4}", f.distance))
+                    .unwrap_or_default();
+                let text = match &record.decision.verdict {
+                    Verdict::Granted { .. } => {
+                        format!("granted {}{figures}", record.name.as_deref().unwrap_or("?"))
+                    }
+                    Verdict::Denied { reason, .. } => {
+                        format!("denied: {}{figures}", reason.describe())
+                    }
+                };
+                (
+                    text,
+                    format!("{:.0} ms", record.latency.as_secs_f64() * 1e3),
+                )
+            }
+            None => ("no decision".to_string(), "-".to_string()),
+        };
+        let mark = if walk_up.correct() {
+            right += 1;
+            "ok"
+        } else {
+            "WRONG"
+        };
+        println!(
+            "{:<42} {expected:<24} {decision:<36} {latency:>9}  {mark}  [{} frames, {} windows]",
+            walk_up.label, walk_up.stats.frames, walk_up.stats.windows_embedded
+        );
+        if walk_up.stats.tailgate_alarms > 0 {
+            println!("{:<42} {:<24} tailgate alarm", "", "");
+        }
+        for other in &walk_up.decisions {
+            if Some(other.decision.track) != walk_up.verdict().map(|v| v.decision.track) {
+                println!(
+                    "{:<42} {:<24} track {}: {}",
+                    "",
+                    "",
+                    other.decision.track,
+                    other.event.kind.label()
+                );
+            }
+        }
+    }
+    let frames: u64 = report.walk_ups.iter().map(|w| w.stats.frames).sum();
+    println!();
+    println!(
+        "{right}/{} decisions right; median decision latency {:.0} ms (last frame of the deciding window to the event)",
+        report.walk_ups.len(),
+        median_latency(&latencies).as_secs_f64() * 1e3
+    );
+    println!(
+        "enrolment {:.1} s; kiosk {:.1} s for {frames} frames ({:.1} frames/s end to end, network included)",
+        report.enrolment_time.as_secs_f64(),
+        report.kiosk_time.as_secs_f64(),
+        frames as f64 / report.kiosk_time.as_secs_f64()
+    );
+    let key = TemplateKey::read_file(&report.key_file)?;
+    let verified = verify(
+        &AuditConfig {
+            path: report.audit_log.clone(),
+            max_file_bytes: u64::MAX,
+            keep_files: 5,
+        },
+        Some(&ChainKey::from_template_key(&key)),
+        &Gallery::open_existing(&report.gallery, Some(&key))?.audit_heads()?,
+    )?;
+    println!(
+        "audit log {} ({} events, chain intact, sealed with a key derived from {}; {} published heads match)",
+        report.audit_log.display(),
+        verified.events,
+        report.key_file.display(),
+        verified.anchors_checked
+    );
+    println!("gallery {} (templates encrypted)", report.gallery.display());
+    println!("status screens {}", report.screens.display());
+    println!(
+        "(the network has OpenGait's initial weights, not trained ones: wrong decisions here measure an untrained model)"
+    );
+    Ok(())
+}
+
+fn min(values: &[f32]) -> f32 {
+    values.iter().copied().fold(f32::INFINITY, f32::min)
+}
+
+fn max(values: &[f32]) -> f32 {
+    values.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}

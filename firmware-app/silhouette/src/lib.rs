@@ -1,0 +1,28 @@
+//! The silhouette stage of the door kiosk, from a camera frame to the windows the network reads:
+//! frame sources (image directories, video files, cameras), our background model, person blobs,
+//! tracks, quality gates, the OpenGait normalisation and per-track windows. [`SilhouettePipeline`]
+//! is the whole stage for one camera; [`extract_walks`] runs it over a recording offline.
+//!
+//! It knows nothing of the network, the gallery or the door: its output is normalised 64 × 64
+//! silhouettes grouped by track.
+
+pub mod background;
+pub mod blobs;
+mod error;
+pub mod evaluation;
+pub mod extract;
+pub mod frame;
+pub mod normalise;
+pub mod quality;
+pub mod source;
+pub mod stage;
+pub mod tracking;
+pub mod windows;
+
+pub use error::SourceError;
+pub use extract::{extract_walks, Extraction};
+pub use frame::Frame;
+pub use source::FrameSource;
+pub use stage::{SilhouetteConfig, SilhouettePipeline};
+pub use tracking::TrackId;
+pub use windows::{Window, WindowQuality};

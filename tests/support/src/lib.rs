@@ -1,0 +1,125 @@
+//! What the workspace's tests share: the third-party data in `../shared`, read in place, and a
+//! network with seeded weights for tests that need a model but not a trained one.
+//!
+//! A test that needs `../shared` asks [`shared_path`]. Without the data it skips with a message,
+//! except under `REQUIRE_SHARED=1` (as CI runs), where it fails: a parity test never passes by not
+//! running.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use ndarray::ArrayD;
+use ndarray_npy::NpzReader;
+
+/// `../shared` beside the repository, or `HSTL_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("HSTL_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+/// `relative` under `../shared`, or `None` (with a message) when it is absent and not required.
+///
+/// # Panics
+/// When it is absent and `REQUIRE_SHARED=1`.
+pub fn shared_path(relative: &str) -> Option<PathBuf> {
+    let path = shared_dir().join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("REQUIRE_SHARED").as_deref() != Ok("1"),
+        "REQUIRE_SHARED=1 but {} is missing",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: {} not found (set HSTL_SHARED_DIR, or REQUIRE_SHARED=1 to fail instead)",
+        path.display()
+    );
+    None
+}
+
+/// The reference vectors' directory (`../shared/parity`, holding the published model's checkpoint),
+/// or `None` as [`shared_path`] decides.
+pub fn parity_dir() -> Option<PathBuf> {
+    shared_path("parity/hstl_casiab_dev.pt")
+        .and_then(|checkpoint| checkpoint.parent().map(Path::to_path_buf))
+}
+
+/// HSTL (the CASIA-B variant) with OpenGait's initialisation, seed 7, written as ONNX to
+/// `dir/model.onnx`.
+pub fn seeded_model(dir: &Path) -> PathBuf {
+    let model = dir.join("model.onnx");
+    hstl::onnx_graph::write_model(
+        &hstl::Weights::seeded(hstl::Variant::CasiaB, 7),
+        &hstl::onnx_graph::ExportOptions::default(),
+        &model,
+    )
+    .expect("the seeded model is written");
+    model
+}
+
+/// The reference vectors of the published model (`hstl_casiab_dev_parity.npz` in [`parity_dir`]).
+pub struct Vectors(NpzReader<File>);
+
+impl Vectors {
+    pub fn open(dir: &Path) -> Self {
+        Vectors(
+            NpzReader::new(File::open(dir.join("hstl_casiab_dev_parity.npz")).unwrap()).unwrap(),
+        )
+    }
+
+    /// The named array in row-major order (some are stored in Fortran order).
+    pub fn f32(&mut self, name: &str) -> ArrayD<f32> {
+        let a: ArrayD<f32> = self
+            .0
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        a.as_standard_layout().into_owned()
+    }
+
+    pub fn f64(&mut self, name: &str) -> ArrayD<f64> {
+        self.0
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+}
+
+/// Fails with the worst element when `|got - want| > atol + rtol * |want|` anywhere.
+pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: {} values, reference has {}",
+        got.len(),
+        want.len()
+    );
+    // NaN counts as infinitely wrong.
+    let excess = |(g, w): (&f32, &f32)| {
+        let e = (g - w).abs() - (atol + rtol * w.abs());
+        if e.is_nan() {
+            f32::INFINITY
+        } else {
+            e
+        }
+    };
+    let worst = got.iter().zip(want).map(excess).enumerate().fold(
+        (0, f32::NEG_INFINITY),
+        |best, (i, e)| if e > best.1 { (i, e) } else { best },
+    );
+    eprintln!("{name}: max |diff| {:.3e}", max_abs_diff(got, want));
+    let (i, excess) = worst;
+    assert!(
+        excess <= 0.0,
+        "{name}: element {i} is {} but the reference is {} (tolerance {atol} + {rtol}*|ref|)",
+        got[i],
+        want[i]
+    );
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
