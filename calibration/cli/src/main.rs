@@ -12,9 +12,12 @@ use anyhow::{bail, Context, Result};
 use calibration::det_plot::write_det_png;
 use calibration::open_set::{LabelledWalk, OpenSetRates};
 use clap::{Parser, Subcommand};
-use hstl::{model_id, Embedder, OperatingPoint, Silhouettes, TractEmbedder};
-
-const CELLS: usize = 64 * 44;
+use firmware_app::kiosk::window_input;
+use hstl::{model_id, Embedder, OperatingPoint, TractEmbedder};
+use image::GrayImage;
+use ndarray::Array3;
+use silhouette::normalise::PRETREATED_SIZE;
+use silhouette::windows::{cut_walk, WindowConfig, WindowQuality};
 
 #[derive(Parser)]
 #[command(name = "calibrate", version, about = "Calibrate the kiosk's decisions")]
@@ -44,11 +47,12 @@ enum Command {
         /// Walks per person enrolled; the others are searched.
         #[arg(long, default_value_t = 1)]
         gallery_walks: usize,
-        /// The kiosk's window: frames per window and frames between window starts.
-        #[arg(long, default_value_t = 30)]
-        window: usize,
-        #[arg(long, default_value_t = 15)]
-        hop: usize,
+        /// Frames per window, when the kiosk's is not the default (`silhouette::windows`).
+        #[arg(long)]
+        window: Option<usize>,
+        /// Frames between window starts, when the kiosk's is not the default.
+        #[arg(long)]
+        hop: Option<usize>,
         /// The false-positive identification rate to stay under (NIST's access-control point).
         #[arg(long, default_value_t = 0.003)]
         target_fpir: f64,
@@ -80,7 +84,13 @@ fn main() -> Result<()> {
         save,
         threads,
     } = Cli::parse().command;
-    if window == 0 || hop == 0 {
+    let defaults = WindowConfig::default();
+    let windows = WindowConfig {
+        frames: window.unwrap_or(defaults.frames),
+        hop: hop.unwrap_or(defaults.hop),
+        ..defaults
+    };
+    if windows.frames == 0 || windows.hop == 0 {
         bail!("--window and --hop must be at least 1");
     }
     if let Some(plot) = &plot {
@@ -89,10 +99,6 @@ fn main() -> Result<()> {
         hstl::files::check_output(plot, &inputs)?;
     }
     let embedder = TractEmbedder::load(&model, threads)?;
-    let windows = Windows {
-        frames: window,
-        hop,
-    };
     let started = Instant::now();
     let (labelled, data) = match (walks, casia_b) {
         (Some(dir), _) => (
@@ -109,7 +115,8 @@ fn main() -> Result<()> {
         (None, None) => unreachable!("clap requires --walks or --casia-b"),
     };
     let measured_on = format!(
-        "{data}; {gallery_walks} enrolled walk(s) per person; windows of {window} frames every {hop}; per window"
+        "{data}; {gallery_walks} enrolled walk(s) per person; the kiosk's windows of {} frames every {}; rates per window search",
+        windows.frames, windows.hop
     );
     let embedded: usize = labelled.iter().map(|w| w.windows.len()).sum();
     log::info!(
@@ -121,6 +128,7 @@ fn main() -> Result<()> {
     let rates = OpenSetRates::leave_one_out(&labelled, gallery_walks)?;
     let equal_error = rates.equal_error_rate();
     let operating = rates.threshold_for_fpir(target_fpir)?;
+    println!("measured on:     {measured_on}");
     println!(
         "searches:        {} mated ({} nearest someone else), {} non-mated",
         rates.mated_searches(),
@@ -173,42 +181,34 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-struct Windows {
+/// The embeddings of the windows the kiosk would decide on for one walk of `[T, 64, 64]` uint8
+/// silhouettes: cut by the kiosk's own windowing, fed to the network as the kiosk feeds it; windows
+/// the kiosk would call poor quality are left out, as it leaves them out of its votes.
+fn embed_walk(
+    embedder: &TractEmbedder,
+    windows: &WindowConfig,
     frames: usize,
-    hop: usize,
-}
-
-impl Windows {
-    /// Window starts as the kiosk cuts a walk: every `hop` frames, and a last window ending with the
-    /// walk. A walk shorter than one window gives none, as a short track gets no decision.
-    fn starts(&self, walk_frames: usize) -> Vec<usize> {
-        if walk_frames < self.frames {
-            return Vec::new();
-        }
-        let last = walk_frames - self.frames;
-        let mut starts: Vec<usize> = (0..=last).step_by(self.hop).collect();
-        if starts.last() != Some(&last) {
-            starts.push(last);
-        }
-        starts
-    }
-
-    fn embed(&self, embedder: &TractEmbedder, walk: &Silhouettes) -> Result<Vec<hstl::Embedding>> {
-        self.starts(walk.frames())
-            .into_iter()
-            .map(|start| {
-                let frames = &walk.as_slice()[start * CELLS..(start + self.frames) * CELLS];
-                let clip = Silhouettes::from_f32(&[self.frames, 64, 44], frames)?;
-                Ok(embedder.embed(&clip)?)
-            })
-            .collect()
-    }
+    pixels: &[u8],
+) -> Result<Vec<hstl::Embedding>> {
+    let side = PRETREATED_SIZE as usize;
+    let silhouettes: Vec<GrayImage> = pixels
+        .chunks_exact(side * side)
+        .take(frames)
+        .map(|frame| {
+            GrayImage::from_raw(side as u32, side as u32, frame.to_vec()).expect("a whole frame")
+        })
+        .collect();
+    cut_walk(&silhouettes, windows)
+        .into_iter()
+        .filter(|w| w.quality == WindowQuality::Good)
+        .map(|w| Ok(embedder.embed(&window_input(&w.silhouettes)?)?))
+        .collect()
 }
 
 fn site_walks(
     dir: &Path,
     embedder: &TractEmbedder,
-    windows: &Windows,
+    windows: &WindowConfig,
 ) -> Result<Vec<LabelledWalk>> {
     let mut people: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -229,14 +229,33 @@ fn site_walks(
             .collect();
         files.sort();
         for file in files {
-            let walk = Silhouettes::read_npy(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let embedded = windows.embed(embedder, &walk)?;
+            let walk: Array3<u8> = ndarray_npy::read_npy(&file).with_context(|| {
+                format!(
+                    "reading {} (uint8 [T, 64, 64] silhouettes, as `enrol extract` writes)",
+                    file.display()
+                )
+            })?;
+            if walk.shape()[1..] != [PRETREATED_SIZE as usize; 2] {
+                bail!(
+                    "{}: {:?} frames, expected [T, 64, 64] silhouettes as `enrol extract` writes",
+                    file.display(),
+                    walk.shape()
+                );
+            }
+            let frames = walk.shape()[0];
+            let embedded = embed_walk(
+                embedder,
+                windows,
+                frames,
+                &walk
+                    .as_standard_layout()
+                    .as_slice()
+                    .expect("standard layout"),
+            )?;
             if embedded.is_empty() {
                 log::warn!(
-                    "{}: {} frames, shorter than one window; skipped",
-                    file.display(),
-                    walk.frames()
+                    "{}: {frames} frames give the kiosk no window good enough to decide on; skipped",
+                    file.display()
                 );
                 continue;
             }
@@ -260,12 +279,12 @@ fn casia_b_walks(
     subjects: &str,
     views: Option<&[String]>,
     embedder: &TractEmbedder,
-    windows: &Windows,
+    windows: &WindowConfig,
 ) -> Result<Vec<LabelledWalk>> {
     let mut labelled = Vec::new();
     for subject in hstl::casia_b::parse_subjects(subjects)? {
         for walk in hstl::casia_b::read_subject(root, &subject, views)? {
-            let embedded = windows.embed(embedder, &walk.silhouettes()?)?;
+            let embedded = embed_walk(embedder, windows, walk.frames(), walk.pixels())?;
             if !embedded.is_empty() {
                 labelled.push(LabelledWalk {
                     person: subject.clone(),
@@ -276,21 +295,4 @@ fn casia_b_walks(
         log::info!("subject {subject}: {} walks so far", labelled.len());
     }
     Ok(labelled)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_cover_the_walk_like_the_kiosk() {
-        let w = Windows {
-            frames: 30,
-            hop: 15,
-        };
-        assert_eq!(w.starts(29), Vec::<usize>::new());
-        assert_eq!(w.starts(30), [0]);
-        assert_eq!(w.starts(60), [0, 15, 30]);
-        assert_eq!(w.starts(70), [0, 15, 30, 40]);
-    }
 }

@@ -146,6 +146,10 @@ fn thresholds_from_a_site_folder_of_walks() {
         .unwrap();
     // Two probe walks per person, each cut into at least one window.
     assert!(mated >= 4, "{report}");
+    assert!(
+        report.contains("the kiosk's windows of 6 frames every 40; rates per window search"),
+        "{report}"
+    );
     assert!(report.contains("equal error:"), "{report}");
 }
 

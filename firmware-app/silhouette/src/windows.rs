@@ -141,6 +141,27 @@ impl TrackWindows {
     }
 }
 
+/// The windows the kiosk cuts from one whole walk of valid silhouettes: each frame through a track's
+/// [`TrackWindows`], then the track's end, exactly as at the door. Offline tools (calibration) cut
+/// walks with it so that they measure the windows the kiosk decides on.
+pub fn cut_walk(silhouettes: &[GrayImage], config: &WindowConfig) -> Vec<Window> {
+    const WALK: TrackId = 0;
+    let mut track = TrackWindows::default();
+    let mut windows: Vec<Window> = silhouettes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, silhouette)| {
+            let observation = Observation {
+                frame_index: index as u64,
+                silhouette: Ok(silhouette.clone()),
+            };
+            track.push(WALK, observation, config)
+        })
+        .collect();
+    windows.extend(track.close(WALK, config));
+    windows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +228,46 @@ mod tests {
             }
         );
         assert!(track.close(1, &config).is_none(), "nothing new to close");
+    }
+
+    #[test]
+    fn a_whole_walk_is_cut_as_the_kiosk_cuts_a_track() {
+        let config = WindowConfig::default();
+        let frames = |n: u64| {
+            (0..n)
+                .map(|i| valid(i).silhouette.unwrap())
+                .collect::<Vec<_>>()
+        };
+        let spans = |n: u64| -> Vec<(u64, u64, bool)> {
+            cut_walk(&frames(n), &config)
+                .iter()
+                .map(|w| {
+                    (
+                        w.first_frame,
+                        w.last_frame,
+                        w.quality == WindowQuality::Good,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(spans(30), [(0, 29, true)]);
+        assert_eq!(spans(60), [(0, 29, true), (15, 44, true), (30, 59, true)]);
+        assert_eq!(
+            spans(70),
+            [
+                (0, 29, true),
+                (15, 44, true),
+                (30, 59, true),
+                (40, 69, true)
+            ]
+        );
+        assert_eq!(
+            spans(20),
+            [(0, 19, true)],
+            "a short walk still gives the kiosk one window"
+        );
+        assert_eq!(spans(12), [(0, 11, false)], "too short to decide on");
+        assert!(cut_walk(&[], &config).is_empty());
     }
 
     #[test]
