@@ -300,7 +300,7 @@ pub fn open_line(config: &RelayConfig) -> Result<Box<dyn RelayLine>, RelayError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use access::events::DenialReason;
+    use access::decision::DenialReason;
     use std::time::Instant;
 
     /// Records every level the relay drives, with when; can be told to fail.

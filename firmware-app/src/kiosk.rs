@@ -6,6 +6,7 @@
 //! sources (files, the synthetic scene) wait instead, so that a replay is deterministic. Track ends and
 //! camera state travel on the same channel, behind the windows they follow, and are never dropped.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,9 @@ use image::GrayImage;
 use crate::display::{draw_status, DoorState, MemoryDisplay, StatusView};
 use crate::framebuffer::Framebuffer;
 use access::audit::ChainHead;
-use access::decision::{Decision, DecisionPolicy, TailgateWatch, Verdict, WindowOutcome};
+use access::decision::{
+    Decision, DecisionPolicy, SteadyCount, TailgateAlarm, TailgateWatch, Verdict, WindowOutcome,
+};
 use access::events::{now_ms, Event, EventDispatcher, EventKind};
 use access::gallery::Gallery;
 use access::matcher::{MatchError, MatchIndex};
@@ -64,7 +67,6 @@ pub struct DoorEngine {
     embedder: Box<dyn Embedder>,
     index: MatchIndex,
     policy: DecisionPolicy,
-    decided: std::collections::HashSet<TrackId>,
     window_frames: usize,
     /// The gallery the index was built from, watched for changes made by other processes.
     watched: Option<Gallery>,
@@ -97,7 +99,6 @@ impl DoorEngine {
             embedder,
             index,
             policy,
-            decided: Default::default(),
             window_frames: silhouette::windows::WindowConfig::default().frames,
             watched: None,
             reload_pending: false,
@@ -160,13 +161,7 @@ impl DoorEngine {
         completed_at: Instant,
     ) -> Result<Option<DecisionRecord>, KioskError> {
         self.follow_gallery()?;
-        if self.decided.contains(&window.track) {
-            return Ok(None);
-        }
-        let observed = window.silhouettes.len() + window.rejections.values().sum::<usize>();
-        if window.quality != WindowQuality::Good && observed < self.window_frames {
-            // A track shorter than one window (a fragment, someone glimpsed at the edge) is not a
-            // walk-up: no decision, rather than a "poor quality" denial nobody caused.
+        if !self.policy.wants(window, self.window_frames) {
             return Ok(None);
         }
         let outcome = match window.quality {
@@ -187,17 +182,12 @@ impl DoorEngine {
         if let Err(e) = self.follow_gallery() {
             log::error!("{e}; nobody is recognised until the gallery reloads");
         }
-        let record = self
-            .policy
+        self.policy
             .track_ended(track)
-            .map(|d| self.record(d, ended_at));
-        // Track ids are reused when the silhouette stage restarts (a new recording).
-        self.decided.remove(&track);
-        record
+            .map(|d| self.record(d, ended_at))
     }
 
     fn record(&mut self, decision: Decision, since: Instant) -> DecisionRecord {
-        self.decided.insert(decision.track);
         let (kind, identity) = match &decision.verdict {
             Verdict::Granted { identity } => (EventKind::Granted, Some(*identity)),
             Verdict::Denied { reason, identity } => {
@@ -327,371 +317,403 @@ pub fn median_latency(latencies: &[Duration]) -> Duration {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
-/// Runs the loop until the source ends or `stop` is set. `on_decision` sees every decision after the
-/// sinks have.
-#[allow(clippy::too_many_arguments)]
+/// How the loop treats its source.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// A live camera drops whole windows when inference is behind; a recording waits.
+    pub live: bool,
+    pub silhouettes: SilhouetteConfig,
+    /// Windows waiting for the network at most.
+    pub max_windows_in_flight: usize,
+}
+
+/// Runs the loop until the source ends or `stop` is set: the capture thread cuts windows, this
+/// thread decides. `on_decision` sees every decision after the sinks have.
 pub fn run(
     mut source: Box<dyn FrameSource>,
-    live: bool,
-    silhouette_config: SilhouetteConfig,
-    max_windows_in_flight: usize,
+    config: &LoopConfig,
     engine: &mut DoorEngine,
     outputs: &mut Outputs,
     stop: Arc<AtomicBool>,
     on_decision: &mut dyn FnMut(&DecisionRecord),
 ) -> Result<KioskStats, KioskError> {
     let started = Instant::now();
-    engine.window_frames = silhouette_config.windows.frames;
-    let mut tailgate = TailgateWatch::new(engine.policy().config(), source.frame_rate());
-    let frame_ms = 1000.0 / source.frame_rate().max(1e-3);
-    let (sender, receiver) = mpsc::channel::<Job>();
+    engine.window_frames = config.silhouettes.windows.frames;
+    let frame_rate = source.frame_rate();
+    let (jobs, receiver) = mpsc::channel::<Job>();
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let capture_in_flight = in_flight.clone();
-    let capture_stop = stop.clone();
+    let capture = Capture {
+        live: config.live,
+        max_windows_in_flight: config.max_windows_in_flight.max(1),
+        in_flight: in_flight.clone(),
+        jobs,
+        pipeline: SilhouettePipeline::new(config.silhouettes.clone()),
+        stats: CaptureStats::default(),
+    };
     let capture = std::thread::Builder::new()
         .name("capture".into())
-        .spawn(move || {
-            capture_loop(
-                source.as_mut(),
-                live,
-                silhouette_config,
-                max_windows_in_flight.max(1),
-                &capture_in_flight,
-                &capture_stop,
-                &sender,
-            )
-        })
+        .spawn(move || capture.run(source.as_mut(), &stop))
         .map_err(|_| KioskError::CaptureThread)?;
 
-    let mut stats = KioskStats::default();
-    let mut view = StatusView {
-        door: engine.door.clone(),
-        state: DoorState::Watching,
-        distance: None,
-        margin: None,
-        silhouette: None,
-        frames_per_second: 0.0,
-        people_in_view: 0,
-    };
-    let mut screen =
-        MemoryDisplay::new(crate::display::SCREEN_WIDTH, crate::display::SCREEN_HEIGHT);
-    let mut result = Ok(());
-    let mut last_shown = Instant::now();
-    let mut pending_alarm = None;
-    let mut last_status = Instant::now();
-    let mut anchored = None;
+    let mut decisions = DecisionLoop::new(engine, outputs, frame_rate, in_flight);
     for job in receiver {
+        decisions.take(job, on_decision);
+    }
+    let captured = capture.join().map_err(|_| KioskError::CaptureThread)?;
+    decisions.finish(captured, started.elapsed())
+}
+
+/// The decision side of the loop: jobs from the capture thread in, decisions, alarms, anchors and
+/// screens out.
+struct DecisionLoop<'a> {
+    engine: &'a mut DoorEngine,
+    outputs: &'a mut Outputs,
+    tailgate: TailgateWatch,
+    frame_ms: f64,
+    in_flight: Arc<AtomicUsize>,
+    stats: KioskStats,
+    view: StatusView,
+    screen: MemoryDisplay,
+    last_shown: Instant,
+    last_status: Instant,
+    /// The sequence number of the last published audit anchor's own line.
+    anchored: Option<u64>,
+    /// The last window the network could not take, reported if no window was embedded at all.
+    error: Option<KioskError>,
+}
+
+impl<'a> DecisionLoop<'a> {
+    fn new(
+        engine: &'a mut DoorEngine,
+        outputs: &'a mut Outputs,
+        frame_rate: f64,
+        in_flight: Arc<AtomicUsize>,
+    ) -> Self {
+        let view = StatusView {
+            door: engine.door.clone(),
+            state: DoorState::Watching,
+            distance: None,
+            margin: None,
+            silhouette: None,
+            frames_per_second: 0.0,
+            people_in_view: 0,
+        };
+        DecisionLoop {
+            tailgate: TailgateWatch::new(engine.policy().config(), frame_rate),
+            frame_ms: 1000.0 / frame_rate.max(1e-3),
+            engine,
+            outputs,
+            in_flight,
+            stats: KioskStats::default(),
+            view,
+            screen: MemoryDisplay::new(crate::display::SCREEN_WIDTH, crate::display::SCREEN_HEIGHT),
+            last_shown: Instant::now(),
+            last_status: Instant::now(),
+            anchored: None,
+            error: None,
+        }
+    }
+
+    fn take(&mut self, job: Job, on_decision: &mut dyn FnMut(&DecisionRecord)) {
+        let mut alarm = None;
         let record = match job {
             Job::Window {
                 window,
                 people_in_view,
                 completed_at,
-            } => {
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                stats.windows_embedded += 1;
-                let crowd = tailgate
-                    .most_in_view(window.first_frame, window.last_frame)
-                    .max(people_in_view);
-                match engine.on_window(&window, crowd, completed_at) {
-                    Ok(Some(record)) => {
-                        if matches!(record.decision.verdict, Verdict::Granted { .. }) {
-                            log::debug!(
-                                "track {} granted on frames {}..={}",
-                                record.decision.track,
-                                window.first_frame,
-                                window.last_frame
-                            );
-                            pending_alarm =
-                                tailgate.granted(window.last_frame, record.decision.track);
-                        }
-                        Some(record)
-                    }
-                    Ok(None) => None,
-                    Err(e) => {
-                        // A window the network cannot take is lost; the kiosk goes on.
-                        log::error!("track {}: {e}", window.track);
-                        result = Err(e);
-                        None
-                    }
-                }
-            }
-            Job::TrackEnded { track, at } => engine.on_track_ended(track, at),
+            } => self.decide(&window, people_in_view, completed_at, &mut alarm),
+            Job::TrackEnded { track, at } => self.engine.on_track_ended(track, at),
             Job::Preview {
                 silhouette,
                 people_in_view,
                 frames_per_second,
             } => {
-                view.silhouette = Some(silhouette);
-                view.people_in_view = people_in_view;
-                view.frames_per_second = frames_per_second;
+                self.view.silhouette = Some(silhouette);
+                self.view.people_in_view = people_in_view;
+                self.view.frames_per_second = frames_per_second;
                 None
             }
             Job::SourceLost(detail) => {
-                stats.source_errors += 1;
-                outputs
-                    .dispatcher
-                    .publish(&engine.event(EventKind::CameraLost { detail }));
+                self.stats.source_errors += 1;
+                self.publish(EventKind::CameraLost { detail });
                 None
             }
             Job::SourceRestored => {
-                outputs
-                    .dispatcher
-                    .publish(&engine.event(EventKind::CameraRestored));
+                self.publish(EventKind::CameraRestored);
                 None
             }
             Job::PeopleInView { frame, people } => {
                 log::debug!("frame {frame}: {people} in view");
-                pending_alarm = tailgate.people_in_view(frame, people);
+                alarm = self.tailgate.people_in_view(frame, people);
                 None
             }
         };
         let decided = record.is_some();
         if let Some(record) = record {
-            stats.decisions += 1;
-            stats.latencies.push(record.latency);
-            outputs.dispatcher.publish(&record.event);
-            view.state = match &record.decision.verdict {
-                Verdict::Granted { .. } => DoorState::Granted {
-                    name: record.name.clone().unwrap_or_default(),
-                },
-                Verdict::Denied { reason, .. } => DoorState::Denied { reason: *reason },
-            };
-            view.distance = record
-                .decision
-                .figures
-                .as_ref()
-                .map(|f| (f.distance, engine.policy().accept_distance()));
-            view.margin = record.decision.figures.as_ref().and_then(|f| f.margin);
-            if let Some(dir) = &outputs.screen_dir {
-                let _ = draw_status(&view, &mut screen);
-                let path = dir.join(format!(
-                    "decision-{}-track-{}.png",
-                    record.event.at_ms, record.decision.track
-                ));
-                if let Err(e) = screen.save_png(&path) {
-                    log::warn!("screen {}: {e}", path.display());
-                }
-            }
+            self.announce(&record);
             on_decision(&record);
         }
-        if let Some(alarm) = pending_alarm.take() {
-            stats.tailgate_alarms += 1;
-            let after_grant_ms = (alarm.frames_after_grant as f64 * frame_ms).round() as u64;
-            log::warn!(
-                "track {}: someone followed {after_grant_ms} ms after the grant",
-                alarm.granted_track
-            );
-            outputs.dispatcher.publish(&Event {
-                track: Some(alarm.granted_track),
-                ..engine.event(EventKind::TailgateAlarm { after_grant_ms })
+        if let Some(alarm) = alarm {
+            self.raise(alarm);
+        }
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.log_status();
+            self.outputs
+                .anchor_audit_log(self.engine, &mut self.anchored);
+            self.last_status = Instant::now();
+        }
+        self.refresh_screen(decided);
+    }
+
+    /// One window through the engine; a grant starts the tailgate watch.
+    fn decide(
+        &mut self,
+        window: &Window,
+        people_in_view: usize,
+        completed_at: Instant,
+        alarm: &mut Option<TailgateAlarm>,
+    ) -> Option<DecisionRecord> {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.stats.windows_embedded += 1;
+        let crowd = self
+            .tailgate
+            .most_in_view(window.first_frame, window.last_frame)
+            .max(people_in_view);
+        match self.engine.on_window(window, crowd, completed_at) {
+            Ok(Some(record)) => {
+                if matches!(record.decision.verdict, Verdict::Granted { .. }) {
+                    log::debug!(
+                        "track {} granted on frames {}..={}",
+                        record.decision.track,
+                        window.first_frame,
+                        window.last_frame
+                    );
+                    *alarm = self
+                        .tailgate
+                        .granted(window.last_frame, record.decision.track);
+                }
+                Some(record)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                // A window the network cannot take is lost; the kiosk goes on.
+                log::error!("track {}: {e}", window.track);
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+
+    fn publish(&mut self, kind: EventKind) {
+        self.outputs.dispatcher.publish(&self.engine.event(kind));
+    }
+
+    /// A decision to the sinks, the status view and, when asked, a PNG of the screen.
+    fn announce(&mut self, record: &DecisionRecord) {
+        self.stats.decisions += 1;
+        self.stats.latencies.push(record.latency);
+        self.outputs.dispatcher.publish(&record.event);
+        self.view.state = match &record.decision.verdict {
+            Verdict::Granted { .. } => DoorState::Granted {
+                name: record.name.clone().unwrap_or_default(),
+            },
+            Verdict::Denied { reason, .. } => DoorState::Denied { reason: *reason },
+        };
+        let figures = record.decision.figures.as_ref();
+        self.view.distance = figures.map(|f| (f.distance, self.engine.policy().accept_distance()));
+        self.view.margin = figures.and_then(|f| f.margin);
+        if let Some(dir) = &self.outputs.screen_dir {
+            let _ = draw_status(&self.view, &mut self.screen);
+            let path = dir.join(format!(
+                "decision-{}-track-{}.png",
+                record.event.at_ms, record.decision.track
+            ));
+            if let Err(e) = self.screen.save_png(&path) {
+                log::warn!("screen {}: {e}", path.display());
+            }
+        }
+    }
+
+    fn raise(&mut self, alarm: TailgateAlarm) {
+        self.stats.tailgate_alarms += 1;
+        let after_grant_ms = (alarm.frames_after_grant as f64 * self.frame_ms).round() as u64;
+        log::warn!(
+            "track {}: someone followed {after_grant_ms} ms after the grant",
+            alarm.granted_track
+        );
+        self.outputs.dispatcher.publish(&Event {
+            track: Some(alarm.granted_track),
+            ..self
+                .engine
+                .event(EventKind::TailgateAlarm { after_grant_ms })
+        });
+    }
+
+    fn log_status(&self) {
+        let recent = &self.stats.latencies[self.stats.latencies.len().saturating_sub(100)..];
+        log::info!(
+            "{:.1} frames/s, {} windows embedded, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight",
+            self.view.frames_per_second,
+            self.stats.windows_embedded,
+            self.stats.decisions,
+            self.stats.tailgate_alarms,
+            recent.len(),
+            median_latency(recent).as_secs_f64() * 1e3,
+            self.in_flight.load(Ordering::SeqCst)
+        );
+    }
+
+    /// Redraws the live screen at each decision and at least every [`SCREEN_REFRESH`]; a screen that
+    /// fails is dropped and the kiosk goes on.
+    fn refresh_screen(&mut self, decided: bool) {
+        let Some(framebuffer) = self.outputs.framebuffer.as_mut() else {
+            return;
+        };
+        if decided || self.last_shown.elapsed() >= SCREEN_REFRESH {
+            let _ = draw_status(&self.view, &mut self.screen);
+            if let Err(e) = framebuffer.show(&self.screen) {
+                log::error!("{e}; the kiosk goes on without its screen");
+                self.outputs.framebuffer = None;
+            }
+            self.last_shown = Instant::now();
+        }
+    }
+
+    /// After the source: dropped windows reported, the audit log anchored, queued events offered once
+    /// more.
+    fn finish(
+        mut self,
+        captured: CaptureStats,
+        elapsed: Duration,
+    ) -> Result<KioskStats, KioskError> {
+        self.stats.frames = captured.frames;
+        self.stats.windows_dropped = captured.windows_dropped;
+        self.stats.elapsed = elapsed;
+        if self.stats.windows_dropped > 0 {
+            self.publish(EventKind::WindowsDropped {
+                count: self.stats.windows_dropped,
             });
         }
-        if last_status.elapsed() >= STATUS_EVERY {
-            let recent = &stats.latencies[stats.latencies.len().saturating_sub(100)..];
-            let mut sorted = recent.to_vec();
-            sorted.sort();
-            log::info!(
-                "{:.1} frames/s, {} windows embedded, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight",
-                view.frames_per_second,
-                stats.windows_embedded,
-                stats.decisions,
-                stats.tailgate_alarms,
-                sorted.len(),
-                sorted.get(sorted.len() / 2).map_or(0.0, |d| d.as_secs_f64() * 1e3),
-                in_flight.load(Ordering::SeqCst)
-            );
-            outputs.anchor_audit_log(engine, &mut anchored);
-            last_status = Instant::now();
+        self.outputs
+            .anchor_audit_log(self.engine, &mut self.anchored);
+        self.outputs.dispatcher.retry();
+        match self.error {
+            Some(e) if self.stats.windows_embedded == 0 => Err(e),
+            _ => Ok(self.stats),
         }
-        if let Some(framebuffer) = outputs.framebuffer.as_mut() {
-            if decided || last_shown.elapsed() >= SCREEN_REFRESH {
-                let _ = draw_status(&view, &mut screen);
-                if let Err(e) = framebuffer.show(&screen) {
-                    log::error!("{e}; the kiosk goes on without its screen");
-                    outputs.framebuffer = None;
-                }
-                last_shown = Instant::now();
-            }
-        }
-    }
-    let frames = capture.join().map_err(|_| KioskError::CaptureThread)?;
-    stats.frames = frames.frames;
-    stats.windows_dropped = frames.windows_dropped;
-    stats.elapsed = started.elapsed();
-    if stats.windows_dropped > 0 {
-        outputs
-            .dispatcher
-            .publish(&engine.event(EventKind::WindowsDropped {
-                count: stats.windows_dropped,
-            }));
-    }
-    outputs.anchor_audit_log(engine, &mut anchored);
-    outputs.dispatcher.retry();
-    match result {
-        Err(e) if stats.windows_embedded == 0 => Err(e),
-        _ => Ok(stats),
     }
 }
 
-/// A count of people must hold this many frames before it is reported: a blob that splits for a
-/// frame or two is not a second person.
-const STEADY_FRAMES: u64 = 6;
-
-/// The number of people in view, reported when it changes and holds.
 #[derive(Default)]
-struct SteadyCount {
-    reported: usize,
-    candidate: Option<(usize, u64)>,
-}
-
-impl SteadyCount {
-    /// Returns (count, first frame with it) once a new count has held for [`STEADY_FRAMES`].
-    fn observe(&mut self, frame: u64, people: usize) -> Option<(usize, u64)> {
-        if people == self.reported {
-            self.candidate = None;
-            return None;
-        }
-        let (count, since) = match self.candidate {
-            Some((count, since)) if count == people => (count, since),
-            _ => {
-                self.candidate = Some((people, frame));
-                (people, frame)
-            }
-        };
-        if frame + 1 - since >= STEADY_FRAMES {
-            self.reported = count;
-            self.candidate = None;
-            return Some((count, since));
-        }
-        None
-    }
-}
-
 struct CaptureStats {
     frames: u64,
     windows_dropped: u64,
 }
 
-fn capture_loop(
-    source: &mut dyn FrameSource,
+/// The capture side of the loop: frames through the silhouette stage, windows and track ends to the
+/// decision thread.
+struct Capture {
     live: bool,
-    config: SilhouetteConfig,
     max_windows_in_flight: usize,
-    in_flight: &AtomicUsize,
-    stop: &AtomicBool,
-    jobs: &mpsc::Sender<Job>,
-) -> CaptureStats {
-    let mut pipeline = SilhouettePipeline::new(config);
-    let mut stats = CaptureStats {
-        frames: 0,
-        windows_dropped: 0,
-    };
-    let mut lost = false;
-    let mut crowd = SteadyCount::default();
-    let mut active: std::collections::BTreeSet<TrackId> = Default::default();
-    let started = Instant::now();
-    let send_window = |window: Window, people_in_view: usize, stats: &mut CaptureStats| {
-        while in_flight.load(Ordering::SeqCst) >= max_windows_in_flight {
-            if live {
-                stats.windows_dropped += 1;
+    in_flight: Arc<AtomicUsize>,
+    jobs: mpsc::Sender<Job>,
+    pipeline: SilhouettePipeline,
+    stats: CaptureStats,
+}
+
+impl Capture {
+    fn run(mut self, source: &mut dyn FrameSource, stop: &AtomicBool) -> CaptureStats {
+        let mut lost = false;
+        let mut crowd = SteadyCount::default();
+        let mut active: BTreeSet<TrackId> = BTreeSet::new();
+        let started = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let frame = match source.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    if !lost {
+                        log::error!("{}: {e}", source.describe());
+                        self.send(Job::SourceLost(e.to_string()));
+                        lost = true;
+                    }
+                    if self.live {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            if lost {
+                lost = false;
+                self.send(Job::SourceRestored);
+            }
+            self.stats.frames += 1;
+            let report = self.pipeline.process(&frame);
+            let people_in_view = report.tracks.len() + report.occluded.len();
+            if let Some((people, since)) = crowd.observe(frame.index, people_in_view) {
+                self.send(Job::PeopleInView {
+                    frame: since,
+                    people,
+                });
+            }
+            active.extend(report.tracks.iter().map(|t| t.track));
+            for window in report.windows {
+                self.send_window(window, people_in_view);
+            }
+            for track in report.ended {
+                active.remove(&track);
+                self.send(Job::TrackEnded {
+                    track,
+                    at: Instant::now(),
+                });
+            }
+            if frame.index % PREVIEW_EVERY_FRAMES == 0 {
+                let preview = report
+                    .tracks
+                    .iter()
+                    .find_map(|t| t.silhouette.as_ref().ok());
+                if let Some(silhouette) = preview {
+                    self.send(Job::Preview {
+                        silhouette: silhouette.clone(),
+                        people_in_view,
+                        frames_per_second: self.stats.frames as f32
+                            / started.elapsed().as_secs_f32().max(1e-3),
+                    });
+                }
+            }
+        }
+        for window in self.pipeline.finish() {
+            self.send_window(window, 0);
+        }
+        for track in active {
+            self.send(Job::TrackEnded {
+                track,
+                at: Instant::now(),
+            });
+        }
+        self.stats
+    }
+
+    fn send(&self, job: Job) {
+        // The decision thread only stops when this one has: a send cannot fail while it matters.
+        let _ = self.jobs.send(job);
+    }
+
+    /// A window to the network, waiting while too many are in flight; a live camera drops it instead.
+    fn send_window(&mut self, window: Window, people_in_view: usize) {
+        while self.in_flight.load(Ordering::SeqCst) >= self.max_windows_in_flight {
+            if self.live {
+                self.stats.windows_dropped += 1;
                 log::warn!("inference behind: window of track {} dropped", window.track);
                 return;
             }
             std::thread::sleep(BACKPRESSURE_POLL);
         }
-        in_flight.fetch_add(1, Ordering::SeqCst);
-        let _ = jobs.send(Job::Window {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.send(Job::Window {
             window,
             people_in_view,
             completed_at: Instant::now(),
         });
-    };
-    while !stop.load(Ordering::SeqCst) {
-        let frame = match source.next_frame() {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(e) => {
-                if !lost {
-                    log::error!("{}: {e}", source.describe());
-                    let _ = jobs.send(Job::SourceLost(e.to_string()));
-                    lost = true;
-                }
-                if live {
-                    continue;
-                }
-                break;
-            }
-        };
-        if lost {
-            lost = false;
-            let _ = jobs.send(Job::SourceRestored);
-        }
-        stats.frames += 1;
-        let report = pipeline.process(&frame);
-        let people_in_view = report.tracks.len() + report.occluded.len();
-        if let Some((people, since)) = crowd.observe(frame.index, people_in_view) {
-            let _ = jobs.send(Job::PeopleInView {
-                frame: since,
-                people,
-            });
-        }
-        for track in &report.tracks {
-            active.insert(track.track);
-        }
-        for window in report.windows {
-            send_window(window, people_in_view, &mut stats);
-        }
-        for track in report.ended {
-            active.remove(&track);
-            let _ = jobs.send(Job::TrackEnded {
-                track,
-                at: Instant::now(),
-            });
-        }
-        if frame.index % PREVIEW_EVERY_FRAMES == 0 {
-            if let Some(silhouette) = report
-                .tracks
-                .iter()
-                .find_map(|t| t.silhouette.as_ref().ok())
-            {
-                let _ = jobs.send(Job::Preview {
-                    silhouette: silhouette.clone(),
-                    people_in_view,
-                    frames_per_second: stats.frames as f32
-                        / started.elapsed().as_secs_f32().max(1e-3),
-                });
-            }
-        }
-    }
-    for window in pipeline.finish() {
-        send_window(window, 0, &mut stats);
-    }
-    for track in active {
-        let _ = jobs.send(Job::TrackEnded {
-            track,
-            at: Instant::now(),
-        });
-    }
-    stats
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SteadyCount;
-
-    #[test]
-    fn a_count_is_reported_once_it_holds() {
-        let mut count = SteadyCount::default();
-        assert_eq!(count.observe(10, 1), None);
-        assert_eq!(count.observe(11, 2), None, "a blob split for one frame");
-        for frame in 12..17 {
-            assert_eq!(count.observe(frame, 1), None);
-        }
-        assert_eq!(count.observe(17, 1), Some((1, 12)));
-        for frame in 18..23 {
-            assert_eq!(count.observe(frame, 2), None);
-        }
-        assert_eq!(count.observe(23, 2), Some((2, 18)));
-        assert_eq!(count.observe(24, 2), None, "reported once");
     }
 }

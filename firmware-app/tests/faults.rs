@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use access::audit::{verify, AuditConfig, AuditLog, ChainKey};
-use access::events::{DenialReason, Event, EventKind};
+use access::decision::DenialReason;
+use access::events::{Event, EventKind};
 use access::gallery::{Gallery, GalleryError};
 use firmware_app::mqtt::DiskQueue;
 use rand::{Rng, SeedableRng};

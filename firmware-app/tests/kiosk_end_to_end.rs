@@ -4,8 +4,9 @@
 mod common;
 
 use access::audit::{verify, AuditConfig, ChainHead, ChainKey};
+use access::decision::DenialReason;
 use access::decision::{DecisionConfig, Verdict};
-use access::events::{DenialReason, Event, EventKind};
+use access::events::{Event, EventKind};
 use access::gallery::{Gallery, TemplateKey};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};

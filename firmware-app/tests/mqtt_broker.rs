@@ -8,7 +8,8 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use access::events::{DenialReason, Event, EventKind, EventSink};
+use access::decision::DenialReason;
+use access::events::{Event, EventKind, EventSink};
 use firmware_app::mqtt::{MqttConfig, MqttSink};
 use rumqttc::{Client, Event as Notification, MqttOptions, Packet, QoS};
 

@@ -629,7 +629,8 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{DenialReason, EventKind};
+    use crate::decision::DenialReason;
+    use crate::events::EventKind;
 
     fn event(at_ms: i64) -> Event {
         Event {

@@ -19,9 +19,9 @@ use hstl::OperatingPoint;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{DenialReason, MatchFigures};
 use crate::matcher::Ranking;
 use silhouette::tracking::TrackId;
+use silhouette::windows::{Window, WindowQuality};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -225,6 +225,84 @@ impl TailgateWatch {
     }
 }
 
+/// Why a walk-up was not granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenialReason {
+    /// The closest identity is farther than the accept threshold.
+    Unknown,
+    /// The closest identity is under the threshold but too close to the second.
+    Ambiguous,
+    /// Windows pointed at different identities.
+    NoConsensus,
+    /// Too few usable silhouettes to decide.
+    PoorQuality,
+    /// More than one person in the decision zone.
+    Tailgating,
+    /// The identity is already held by another person in view.
+    IdentityInUse,
+}
+
+impl DenialReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            DenialReason::Unknown => "unknown person",
+            DenialReason::Ambiguous => "ambiguous match",
+            DenialReason::NoConsensus => "no consensus over windows",
+            DenialReason::PoorQuality => "poor silhouette quality",
+            DenialReason::Tailgating => "more than one person at the door",
+            DenialReason::IdentityInUse => "identity already in view",
+        }
+    }
+}
+
+/// The match behind a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchFigures {
+    /// Distance to the closest identity.
+    pub distance: f32,
+    /// Second-closest minus closest; absent with a single enrolled identity.
+    pub margin: Option<f32>,
+    /// Windows that agreed on the decision.
+    pub windows: usize,
+    /// Silhouettes in those windows.
+    pub frames_used: usize,
+}
+
+/// A count of people must hold this many frames before it is reported: a blob that splits for a
+/// frame or two is not a second person.
+const STEADY_FRAMES: u64 = 6;
+
+/// The number of people in view, reported when it changes and holds.
+#[derive(Default)]
+pub struct SteadyCount {
+    reported: usize,
+    candidate: Option<(usize, u64)>,
+}
+
+impl SteadyCount {
+    /// Returns (count, first frame with it) once a new count has held for [`STEADY_FRAMES`].
+    pub fn observe(&mut self, frame: u64, people: usize) -> Option<(usize, u64)> {
+        if people == self.reported {
+            self.candidate = None;
+            return None;
+        }
+        let (count, since) = match self.candidate {
+            Some((count, since)) if count == people => (count, since),
+            _ => {
+                self.candidate = Some((people, frame));
+                (people, frame)
+            }
+        };
+        if frame + 1 - since >= STEADY_FRAMES {
+            self.reported = count;
+            self.candidate = None;
+            return Some((count, since));
+        }
+        None
+    }
+}
+
 /// What one window of a track said.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WindowOutcome {
@@ -316,6 +394,18 @@ impl DecisionPolicy {
             Vote::Identity(best.identity)
         };
         Some((vote, best.distance, margin))
+    }
+
+    /// Whether `window` is worth embedding and observing: not once its track is decided, and not when
+    /// it is poor only because its track lasted less than one window of `window_frames` frames. A
+    /// fragment (someone glimpsed at the edge) is no walk-up: it gets no decision, rather than a "poor
+    /// quality" denial nobody caused.
+    pub fn wants(&self, window: &Window, window_frames: usize) -> bool {
+        if self.tracks.get(&window.track).is_some_and(|s| s.decided) {
+            return false;
+        }
+        let observed = window.silhouettes.len() + window.rejections.values().sum::<usize>();
+        window.quality == WindowQuality::Good || observed >= window_frames
     }
 
     /// Takes one window of `track`; `people_in_zone` counts the tracks in the decision zone now.
@@ -758,5 +848,21 @@ mod tests {
             "the vote before the change no longer counts"
         );
         assert!(policy.observe(2, &ranked((3, 0.5), None), 1).is_some());
+    }
+
+    #[test]
+    fn a_count_is_reported_once_it_holds() {
+        let mut count = SteadyCount::default();
+        assert_eq!(count.observe(10, 1), None);
+        assert_eq!(count.observe(11, 2), None, "a blob split for one frame");
+        for frame in 12..17 {
+            assert_eq!(count.observe(frame, 1), None);
+        }
+        assert_eq!(count.observe(17, 1), Some((1, 12)));
+        for frame in 18..23 {
+            assert_eq!(count.observe(frame, 2), None);
+        }
+        assert_eq!(count.observe(23, 2), Some((2, 18)));
+        assert_eq!(count.observe(24, 2), None, "reported once");
     }
 }

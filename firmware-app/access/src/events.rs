@@ -10,36 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use silhouette::tracking::TrackId;
 
-/// Why a walk-up was not granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DenialReason {
-    /// The closest identity is farther than the accept threshold.
-    Unknown,
-    /// The closest identity is under the threshold but too close to the second.
-    Ambiguous,
-    /// Windows pointed at different identities.
-    NoConsensus,
-    /// Too few usable silhouettes to decide.
-    PoorQuality,
-    /// More than one person in the decision zone.
-    Tailgating,
-    /// The identity is already held by another person in view.
-    IdentityInUse,
-}
-
-impl DenialReason {
-    pub fn describe(self) -> &'static str {
-        match self {
-            DenialReason::Unknown => "unknown person",
-            DenialReason::Ambiguous => "ambiguous match",
-            DenialReason::NoConsensus => "no consensus over windows",
-            DenialReason::PoorQuality => "poor silhouette quality",
-            DenialReason::Tailgating => "more than one person at the door",
-            DenialReason::IdentityInUse => "identity already in view",
-        }
-    }
-}
+use crate::decision::{DenialReason, MatchFigures};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -97,19 +68,6 @@ impl EventKind {
             EventKind::AuditHead { .. } => Self::AUDIT_HEAD_LABEL,
         }
     }
-}
-
-/// The match behind a decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MatchFigures {
-    /// Distance to the closest identity.
-    pub distance: f32,
-    /// Second-closest minus closest; absent with a single enrolled identity.
-    pub margin: Option<f32>,
-    /// Windows that agreed on the decision.
-    pub windows: usize,
-    /// Silhouettes in those windows.
-    pub frames_used: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

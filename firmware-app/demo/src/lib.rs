@@ -18,13 +18,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use access::audit::{AuditConfig, AuditLog, ChainKey};
+use access::decision::DenialReason;
 use access::decision::{DecisionConfig, DecisionPolicy, Verdict};
-use access::events::{DenialReason, EventDispatcher, EventKind};
+use access::events::{EventDispatcher, EventKind};
 use access::gallery::{Gallery, TemplateKey};
 use access::matcher::MatchIndex;
 use calibration::open_set::{LabelledWalk, OpenSetRates};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::kiosk::{run, DecisionRecord, DoorEngine, KioskStats, Outputs};
+use firmware_app::kiosk::{run, DecisionRecord, DoorEngine, KioskStats, LoopConfig, Outputs};
 use hstl::model_id;
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
 use synthetic_scene::{SceneConfig, SyntheticScene};
@@ -353,14 +354,17 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
 
     let kiosk_started = Instant::now();
     let mut results = Vec::new();
+    let loop_config = LoopConfig {
+        live: false,
+        silhouettes: silhouettes.clone(),
+        max_windows_in_flight: 2,
+    };
     for (label, expected, walks) in walk_ups {
         let source = Box::new(scene(rng.random(), walks));
         let mut decisions = Vec::new();
         let stats = run(
             source,
-            false,
-            silhouettes.clone(),
-            2,
+            &loop_config,
             &mut engine,
             &mut outputs,
             Arc::new(AtomicBool::new(false)),

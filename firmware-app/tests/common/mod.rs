@@ -47,11 +47,14 @@ pub fn play(
     firmware_app::kiosk::KioskStats,
 ) {
     let mut decisions = Vec::new();
+    let config = firmware_app::kiosk::LoopConfig {
+        live,
+        silhouettes: silhouette::SilhouetteConfig::default(),
+        max_windows_in_flight: 2,
+    };
     let stats = firmware_app::kiosk::run(
         source,
-        live,
-        silhouette::SilhouetteConfig::default(),
-        2,
+        &config,
         engine,
         outputs,
         std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use firmware_app::config::KioskConfig;
 use firmware_app::door::{open_line, DoorRelay};
 use firmware_app::framebuffer::Framebuffer;
-use firmware_app::kiosk::{run, DoorEngine, Outputs};
+use firmware_app::kiosk::{run, DoorEngine, LoopConfig, Outputs};
 use firmware_app::mqtt::open_sink;
 use hstl::{model_id, open_embedder, OperatingPoint};
 use silhouette::source::{open_camera, open_path};
@@ -210,11 +210,14 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
             "the {sink} cannot store events (see the error above): a door must not run unrecorded"
         );
     }
+    let loop_config = LoopConfig {
+        live,
+        silhouettes: SilhouetteConfig::default(),
+        max_windows_in_flight: config.max_windows_in_flight,
+    };
     let stats = run(
         source,
-        live,
-        SilhouetteConfig::default(),
-        config.max_windows_in_flight,
+        &loop_config,
         &mut engine,
         &mut outputs,
         stop.clone(),

@@ -1,0 +1,414 @@
+//! The gallery: enrolled people and their templates in an SQLite database.
+//!
+//! - Every change is one transaction in a write-ahead log with `synchronous = FULL`, so a crash or a
+//!   power cut at any moment leaves either the state before the change or the state after it.
+//! - A gallery belongs to one model: templates made by another model are refused, because distances
+//!   between embeddings of two models mean nothing.
+//! - With a key, templates are sealed with ChaCha20-Poly1305; the person's pseudonym and the model id are
+//!   the associated data, so a template moved to another person or model no longer opens.
+//! - People carry a random pseudonym. Events and the audit trail name people only by it, so erasing a
+//!   person (one call, one transaction) leaves nothing in the gallery that links them to a name.
+
+mod error;
+mod people;
+mod schema;
+mod sealing;
+mod stored_events;
+
+use std::path::{Path, PathBuf};
+
+use crate::audit::ChainHead;
+use crate::events::{now_ms, Event, EventKind, EventSink, SinkError};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hstl::Embedding;
+use rand::RngCore;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+
+pub use error::GalleryError;
+use error::{corrupt, full};
+pub use people::{Erasure, NewTemplate, Person, Template};
+pub use schema::SCHEMA_VERSION;
+pub use sealing::TemplateKey;
+use sealing::{associated_data, open_sealed, seal, KEY_BYTES, NONCE_BYTES};
+
+pub type Result<T> = std::result::Result<T, GalleryError>;
+
+pub struct Gallery {
+    connection: Connection,
+    path: PathBuf,
+    cipher: Option<ChaCha20Poly1305>,
+    /// SQLite's count of commits by other connections, when last looked at.
+    data_version: i64,
+}
+
+impl Gallery {
+    /// Opens (creating and migrating as needed) the gallery at `path`. A new gallery is encrypted when a
+    /// key is given; an existing one must be opened with the key it was created with.
+    pub fn open(path: &Path, key: Option<&TemplateKey>) -> Result<Self> {
+        let connection = Connection::open(path).map_err(|e| corrupt(path, e))?;
+        let mut gallery = Gallery {
+            connection,
+            path: path.to_path_buf(),
+            cipher: key.map(|k| ChaCha20Poly1305::new(Key::from_slice(&k.0))),
+            data_version: 0,
+        };
+        gallery.configure()?;
+        gallery.migrate()?;
+        gallery.check_key()?;
+        gallery.data_version = gallery.current_data_version()?;
+        Ok(gallery)
+    }
+
+    /// Opens a gallery that must already exist: the kiosk and the tools that only read or remove
+    /// never create one, so a mistyped path is an error rather than a new, empty gallery.
+    pub fn open_existing(path: &Path, key: Option<&TemplateKey>) -> Result<Self> {
+        if !path.is_file() {
+            return Err(GalleryError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::open(path, key)
+    }
+
+    fn current_data_version(&self) -> Result<i64> {
+        Ok(self
+            .connection
+            .pragma_query_value(None, "data_version", |row| row.get(0))?)
+    }
+
+    /// Whether another connection (another process: `enrol add`, `enrol remove`) committed a change
+    /// since the last call or since opening. It costs one pragma, so it can be asked per search.
+    pub fn changed_elsewhere(&mut self) -> Result<bool> {
+        let now = self.current_data_version()?;
+        let changed = now != self.data_version;
+        self.data_version = now;
+        Ok(changed)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// The model the gallery's templates were made with, once anyone is enrolled.
+    pub fn model_id(&self) -> Result<Option<String>> {
+        Ok(self
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = 'model_id'", [], |row| {
+                row.get::<_, Vec<u8>>(0)
+            })
+            .optional()?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Refuses a model other than the one the gallery was enrolled with.
+    pub fn check_model(&self, model_id: &str) -> Result<()> {
+        match self.model_id()? {
+            Some(gallery) if gallery != model_id => Err(GalleryError::ModelMismatch {
+                gallery,
+                model: model_id.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Limits the database file to `pages` pages, the way a nearly full disk would.
+    pub fn limit_pages(&self, pages: u64) -> Result<()> {
+        self.connection
+            .pragma_update(None, "max_page_count", pages as i64)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn embedding(seed: f32) -> Embedding {
+        Embedding::new(3, 4, (0..12).map(|i| seed + i as f32).collect()).unwrap()
+    }
+
+    fn template(seed: f32) -> NewTemplate {
+        NewTemplate {
+            embedding: embedding(seed),
+            frames: 30,
+            source: format!("walk {seed}"),
+        }
+    }
+
+    fn temp_db(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
+    }
+
+    #[test]
+    fn enrolled_templates_come_back_exactly_after_reopening() {
+        let (_dir, path) = temp_db("g.db");
+        let key = TemplateKey::generate();
+        {
+            let mut gallery = Gallery::open(&path, Some(&key)).unwrap();
+            gallery
+                .enrol("ada", "model-a", &[template(1.0), template(2.0)])
+                .unwrap();
+            gallery.enrol("bob", "model-a", &[template(5.0)]).unwrap();
+        }
+        let gallery = Gallery::open(&path, Some(&key)).unwrap();
+        let people = gallery.people().unwrap();
+        assert_eq!(
+            people
+                .iter()
+                .map(|p| (p.name.as_str(), p.templates))
+                .collect::<Vec<_>>(),
+            [("ada", 2), ("bob", 1)]
+        );
+        let templates = gallery.templates().unwrap();
+        assert_eq!(templates.len(), 3);
+        assert_eq!(templates[1].embedding, embedding(2.0));
+        assert_eq!(gallery.model_id().unwrap().as_deref(), Some("model-a"));
+    }
+
+    #[test]
+    fn encrypted_templates_are_not_stored_in_clear() {
+        let (_dir, path) = temp_db("g.db");
+        let key = TemplateKey::generate();
+        let marker = Embedding::new(1, 4, vec![1234.5678; 4]).unwrap();
+        let mut gallery = Gallery::open(&path, Some(&key)).unwrap();
+        gallery
+            .enrol(
+                "ada",
+                "m",
+                &[NewTemplate {
+                    embedding: marker,
+                    frames: 1,
+                    source: "s".into(),
+                }],
+            )
+            .unwrap();
+        drop(gallery);
+        let raw = std::fs::read(&path).unwrap();
+        let needle = 1234.5678f32.to_le_bytes();
+        assert!(!raw.windows(4).any(|w| w == needle));
+    }
+
+    #[test]
+    fn wrong_missing_and_unexpected_keys_are_refused() {
+        let (_dir, path) = temp_db("g.db");
+        let key = TemplateKey::generate();
+        Gallery::open(&path, Some(&key))
+            .unwrap()
+            .enrol("ada", "m", &[template(1.0)])
+            .unwrap();
+        assert!(matches!(
+            Gallery::open(&path, Some(&TemplateKey::generate())),
+            Err(GalleryError::WrongKey)
+        ));
+        assert!(matches!(
+            Gallery::open(&path, None),
+            Err(GalleryError::KeyRequired)
+        ));
+
+        let (_dir2, plain) = temp_db("plain.db");
+        Gallery::open(&plain, None)
+            .unwrap()
+            .enrol("ada", "m", &[template(1.0)])
+            .unwrap();
+        assert!(matches!(
+            Gallery::open(&plain, Some(&key)),
+            Err(GalleryError::NotEncrypted)
+        ));
+        assert!(matches!(
+            TemplateKey::from_hex("abc"),
+            Err(GalleryError::BadKey)
+        ));
+        assert_eq!(TemplateKey::from_hex(&key.to_hex()).unwrap().0, key.0);
+    }
+
+    #[test]
+    fn a_template_moved_to_another_person_no_longer_opens() {
+        let (_dir, path) = temp_db("g.db");
+        let key = TemplateKey::generate();
+        let mut gallery = Gallery::open(&path, Some(&key)).unwrap();
+        gallery.enrol("ada", "m", &[template(1.0)]).unwrap();
+        let bob = gallery.enrol("bob", "m", &[template(2.0)]).unwrap();
+        gallery
+            .connection
+            .execute("UPDATE templates SET person_id = ?1", [bob.id])
+            .unwrap();
+        assert!(matches!(
+            gallery.templates(),
+            Err(GalleryError::TemplateTampered { .. })
+        ));
+    }
+
+    #[test]
+    fn another_model_is_refused() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        gallery.enrol("ada", "model-a", &[template(1.0)]).unwrap();
+        let error = gallery
+            .enrol("bob", "model-b", &[template(1.0)])
+            .unwrap_err();
+        assert!(matches!(error, GalleryError::ModelMismatch { .. }));
+        assert!(error.to_string().contains("model-a") && error.to_string().contains("model-b"));
+        assert!(gallery.check_model("model-b").is_err());
+        assert!(gallery.check_model("model-a").is_ok());
+    }
+
+    #[test]
+    fn erasure_removes_the_person_their_templates_and_their_events() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        let ada = gallery
+            .enrol("ada-lovelace", "m", &[template(1.0), template(2.0)])
+            .unwrap();
+        gallery.enrol("bob", "m", &[template(3.0)]).unwrap();
+        gallery
+            .record_event(1, "granted", Some(&ada.pseudonym), "{}")
+            .unwrap();
+        gallery.record_event(2, "denied", None, "{}").unwrap();
+        let erased = gallery.erase("ada-lovelace").unwrap();
+        assert_eq!((erased.templates, erased.events), (2, 1));
+        assert_eq!(gallery.people().unwrap().len(), 1);
+        assert_eq!(gallery.templates().unwrap().len(), 1);
+        assert_eq!(gallery.event_count().unwrap(), 1);
+        drop(gallery);
+        let raw = std::fs::read(&path).unwrap();
+        assert!(!raw.windows(12).any(|w| w == b"ada-lovelace"));
+        assert!(matches!(
+            Gallery::open(&path, None).unwrap().erase("ada-lovelace"),
+            Err(GalleryError::UnknownPerson(_))
+        ));
+    }
+
+    #[test]
+    fn an_event_for_someone_erased_meanwhile_is_stored_without_them() {
+        let (_dir, path) = temp_db("g.db");
+        let mut kiosk = Gallery::open(&path, None).unwrap();
+        let ada = kiosk.enrol("ada", "m", &[template(1.0)]).unwrap();
+        let granted = Event {
+            at_ms: 5,
+            door: "front".into(),
+            kind: crate::events::EventKind::Granted,
+            track: Some(3),
+            person: Some(ada.pseudonym.clone()),
+            figures: None,
+            model_id: "m".into(),
+            decided: None,
+        };
+        assert!(kiosk.record_decision_event(&granted).unwrap());
+        let mut tool = Gallery::open_existing(&path, None).unwrap();
+        tool.erase("ada").unwrap();
+        assert!(kiosk.changed_elsewhere().unwrap());
+        assert!(
+            !kiosk.changed_elsewhere().unwrap(),
+            "asked again, nothing new"
+        );
+        assert!(!kiosk.record_decision_event(&granted).unwrap());
+        assert_eq!(kiosk.event_count().unwrap(), 1);
+        assert_eq!(kiosk.events_naming(&ada.pseudonym).unwrap(), 0);
+        drop((kiosk, tool));
+        let raw = std::fs::read(&path).unwrap();
+        let pseudonym = ada.pseudonym.as_bytes();
+        assert!(!raw.windows(pseudonym.len()).any(|w| w == pseudonym));
+    }
+
+    #[test]
+    fn a_template_with_an_impossible_shape_is_an_error_not_an_overflow() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        gallery.enrol("ada", "m", &[template(1.0)]).unwrap();
+        for (parts, channels) in [(-1i64, 4i64), (i64::MAX, 3), (1 << 40, 1 << 40), (0, 4)] {
+            gallery
+                .connection
+                .execute(
+                    "UPDATE templates SET parts = ?1, channels = ?2",
+                    params![parts, channels],
+                )
+                .unwrap();
+            let error = gallery.templates().unwrap_err();
+            assert!(
+                matches!(error, GalleryError::TemplateShape { .. }),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mistyped_path_is_not_a_new_gallery() {
+        let (_dir, path) = temp_db("gallery.db");
+        let error = Gallery::open_existing(&path, None).err().unwrap();
+        assert!(matches!(error, GalleryError::Missing { .. }), "{error}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_reported_as_such() {
+        let (_dir, path) = temp_db("g.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let error = Gallery::open(&path, None).err().unwrap();
+        assert!(matches!(error, GalleryError::Corrupt { .. }), "{error}");
+        assert!(error.to_string().contains("g.db"));
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_enrolment_and_keeps_what_was_stored() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        gallery.enrol("ada", "m", &[template(1.0)]).unwrap();
+        let pages: i64 = gallery
+            .connection
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        gallery.limit_pages(pages as u64).unwrap();
+        let big: Vec<NewTemplate> = (0..50)
+            .map(|i| NewTemplate {
+                embedding: Embedding::new(73, 128, vec![i as f32; 73 * 128]).unwrap(),
+                frames: 30,
+                source: "big".into(),
+            })
+            .collect();
+        assert!(matches!(
+            gallery.enrol("bob", "m", &big),
+            Err(GalleryError::DiskFull)
+        ));
+        assert_eq!(gallery.people().unwrap().len(), 1);
+        assert_eq!(gallery.templates().unwrap()[0].embedding, embedding(1.0));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let (_dir, path) = temp_db("g.db");
+        drop(Gallery::open(&path, None).unwrap());
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(connection);
+        assert!(matches!(
+            Gallery::open(&path, None),
+            Err(GalleryError::NewerSchema { .. })
+        ));
+    }
+
+    #[test]
+    fn enrolling_twice_and_empty_enrolments_are_refused() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        gallery.enrol("ada", "m", &[template(1.0)]).unwrap();
+        assert!(matches!(
+            gallery.enrol("ada", "m", &[template(1.0)]),
+            Err(GalleryError::AlreadyEnrolled(_))
+        ));
+        assert!(matches!(
+            gallery.enrol("bob", "m", &[]),
+            Err(GalleryError::NoTemplates)
+        ));
+        let ada = gallery.add_templates("ada", "m", &[template(4.0)]).unwrap();
+        assert_eq!(ada.templates, 2);
+    }
+}

@@ -1,0 +1,313 @@
+//! People and their templates: enrolment, listing, erasure.
+
+use super::*;
+
+pub(super) const PSEUDONYM_BYTES: usize = 8;
+/// Parts and channels of a stored template are each at most this (every variant is under 300).
+pub(super) const MAX_TEMPLATE_SIDE: usize = 4_096;
+
+/// One embedding to store, with where it came from.
+#[derive(Debug, Clone)]
+pub struct NewTemplate {
+    pub embedding: Embedding,
+    /// Silhouettes the network saw.
+    pub frames: usize,
+    /// The recording or walk it was made from, for the operator.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub id: i64,
+    pub pseudonym: String,
+    pub name: String,
+    pub enrolled_at_ms: i64,
+    pub templates: usize,
+}
+
+/// A stored template, decrypted.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub id: i64,
+    pub person_id: i64,
+    pub embedding: Embedding,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    pub pseudonym: String,
+    pub templates: usize,
+    pub events: usize,
+}
+
+impl Gallery {
+    /// Enrols a new person with all of their templates in one transaction.
+    pub fn enrol(
+        &mut self,
+        name: &str,
+        model_id: &str,
+        templates: &[NewTemplate],
+    ) -> Result<Person> {
+        if templates.is_empty() {
+            return Err(GalleryError::NoTemplates);
+        }
+        self.check_model(model_id)?;
+        let now = now_ms();
+        let pseudonym = new_pseudonym();
+        let tx = self.connection.transaction().map_err(full)?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT id FROM people WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(GalleryError::AlreadyEnrolled(name.to_string()));
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('model_id', ?1)",
+            params![model_id.as_bytes()],
+        )
+        .map_err(full)?;
+        tx.execute(
+            "INSERT INTO people(pseudonym, name, enrolled_at_ms) VALUES (?1, ?2, ?3)",
+            params![pseudonym, name, now],
+        )
+        .map_err(full)?;
+        let person_id = tx.last_insert_rowid();
+        insert_templates(
+            &tx,
+            self.cipher.as_ref(),
+            person_id,
+            &pseudonym,
+            model_id,
+            templates,
+            now,
+        )?;
+        tx.commit().map_err(full)?;
+        Ok(Person {
+            id: person_id,
+            pseudonym,
+            name: name.to_string(),
+            enrolled_at_ms: now,
+            templates: templates.len(),
+        })
+    }
+
+    /// Adds walks to someone already enrolled, in one transaction.
+    pub fn add_templates(
+        &mut self,
+        name: &str,
+        model_id: &str,
+        templates: &[NewTemplate],
+    ) -> Result<Person> {
+        self.check_model(model_id)?;
+        let person = self.person(name)?;
+        let tx = self.connection.transaction().map_err(full)?;
+        insert_templates(
+            &tx,
+            self.cipher.as_ref(),
+            person.id,
+            &person.pseudonym,
+            model_id,
+            templates,
+            now_ms(),
+        )?;
+        tx.commit().map_err(full)?;
+        self.person(name)
+    }
+
+    pub fn person(&self, name: &str) -> Result<Person> {
+        self.people()?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| GalleryError::UnknownPerson(name.to_string()))
+    }
+
+    pub fn people(&self) -> Result<Vec<Person>> {
+        let mut statement = self.connection.prepare(
+            "SELECT p.id, p.pseudonym, p.name, p.enrolled_at_ms, COUNT(t.id)
+             FROM people p LEFT JOIN templates t ON t.person_id = p.id
+             GROUP BY p.id ORDER BY p.name",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(Person {
+                id: row.get(0)?,
+                pseudonym: row.get(1)?,
+                name: row.get(2)?,
+                enrolled_at_ms: row.get(3)?,
+                templates: row.get::<_, i64>(4)? as usize,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub(super) fn count_people(&self) -> Result<i64> {
+        Ok(self
+            .connection
+            .query_row("SELECT COUNT(*) FROM people", [], |row| row.get(0))?)
+    }
+
+    /// Every template, decrypted and checked against its recorded shape.
+    pub fn templates(&self) -> Result<Vec<Template>> {
+        let mut statement = self.connection.prepare(
+            "SELECT t.id, t.person_id, p.pseudonym, t.model_id, t.parts, t.channels, t.nonce, t.data
+             FROM templates t JOIN people p ON p.id = t.person_id ORDER BY t.id",
+        )?;
+        let mut rows = statement.query([])?;
+        let mut templates = Vec::new();
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let person_id: i64 = row.get(1)?;
+            let pseudonym: String = row.get(2)?;
+            let model_id: String = row.get(3)?;
+            let parts = row.get::<_, i64>(4)?;
+            let channels = row.get::<_, i64>(5)?;
+            let nonce: Option<Vec<u8>> = row.get(6)?;
+            let data: Vec<u8> = row.get(7)?;
+            let bytes = match (&self.cipher, nonce) {
+                (Some(cipher), Some(nonce)) if nonce.len() == NONCE_BYTES => {
+                    let mut sealed = nonce;
+                    sealed.extend_from_slice(&data);
+                    open_sealed(cipher, &sealed, &associated_data(&pseudonym, &model_id)).ok_or(
+                        GalleryError::TemplateTampered {
+                            id,
+                            pseudonym: pseudonym.clone(),
+                        },
+                    )?
+                }
+                (None, None) => data,
+                _ => return Err(GalleryError::TemplateTampered { id, pseudonym }),
+            };
+            // Shapes come from the file: a damaged or crafted one must not overflow the arithmetic.
+            let (parts, channels) = match (usize::try_from(parts), usize::try_from(channels)) {
+                (Ok(p), Ok(c))
+                    if (1..=MAX_TEMPLATE_SIDE).contains(&p)
+                        && (1..=MAX_TEMPLATE_SIDE).contains(&c) =>
+                {
+                    (p, c)
+                }
+                _ => {
+                    return Err(GalleryError::TemplateShape {
+                        id,
+                        parts,
+                        channels,
+                    })
+                }
+            };
+            let expected = parts * channels * 4;
+            if bytes.len() != expected {
+                return Err(GalleryError::TemplateSize {
+                    id,
+                    found: bytes.len(),
+                    expected,
+                    parts,
+                    channels,
+                });
+            }
+            let values = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let embedding = Embedding::new(parts, channels, values).map_err(|e| match e {
+                hstl::HstlError::NotFinite { value, .. } => GalleryError::TemplateNotFinite {
+                    id,
+                    pseudonym: pseudonym.clone(),
+                    value,
+                },
+                _ => GalleryError::TemplateSize {
+                    id,
+                    found: bytes.len(),
+                    expected,
+                    parts,
+                    channels,
+                },
+            })?;
+            templates.push(Template {
+                id,
+                person_id,
+                embedding,
+            });
+        }
+        Ok(templates)
+    }
+
+    /// Right to erasure: the person, every template and every stored event that names their
+    /// pseudonym, in one transaction.
+    pub fn erase(&mut self, name: &str) -> Result<Erasure> {
+        let person = self.person(name)?;
+        let tx = self.connection.transaction().map_err(full)?;
+        let events = tx
+            .execute(
+                "DELETE FROM events WHERE pseudonym = ?1",
+                [&person.pseudonym],
+            )
+            .map_err(full)?;
+        let templates = tx
+            .execute("DELETE FROM templates WHERE person_id = ?1", [person.id])
+            .map_err(full)?;
+        tx.execute("DELETE FROM people WHERE id = ?1", [person.id])
+            .map_err(full)?;
+        tx.commit().map_err(full)?;
+        // Freed pages would still hold the name and templates until overwritten.
+        self.connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+            .map_err(full)?;
+        Ok(Erasure {
+            pseudonym: person.pseudonym,
+            templates,
+            events,
+        })
+    }
+}
+
+pub(super) fn insert_templates(
+    tx: &Transaction<'_>,
+    cipher: Option<&ChaCha20Poly1305>,
+    person_id: i64,
+    pseudonym: &str,
+    model_id: &str,
+    templates: &[NewTemplate],
+    now: i64,
+) -> Result<()> {
+    let mut statement = tx.prepare(
+        "INSERT INTO templates(person_id, model_id, parts, channels, frames, source, nonce, data, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for template in templates {
+        let bytes: Vec<u8> = template
+            .embedding
+            .as_slice()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let (nonce, data) = match cipher {
+            Some(cipher) => {
+                let mut sealed = seal(cipher, &bytes, &associated_data(pseudonym, model_id))?;
+                let data = sealed.split_off(NONCE_BYTES);
+                (Some(sealed), data)
+            }
+            None => (None, bytes),
+        };
+        statement
+            .execute(params![
+                person_id,
+                model_id,
+                template.embedding.parts() as i64,
+                template.embedding.channels() as i64,
+                template.frames as i64,
+                template.source,
+                nonce,
+                data,
+                now
+            ])
+            .map_err(full)?;
+    }
+    Ok(())
+}
+
+pub(super) fn new_pseudonym() -> String {
+    let mut bytes = [0u8; PSEUDONYM_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

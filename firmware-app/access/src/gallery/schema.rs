@@ -1,0 +1,94 @@
+//! The schema and its forward migrations, and the connection's durability settings.
+
+use super::*;
+
+/// The schema this build writes. Older galleries are migrated forward on open; newer ones are refused.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Each entry moves a gallery from schema version `index` to `index + 1`.
+pub(super) const MIGRATIONS: &[&str] = &["
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );
+    CREATE TABLE people (
+        id INTEGER PRIMARY KEY,
+        pseudonym TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL UNIQUE,
+        enrolled_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE templates (
+        id INTEGER PRIMARY KEY,
+        person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+        model_id TEXT NOT NULL,
+        parts INTEGER NOT NULL,
+        channels INTEGER NOT NULL,
+        frames INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        nonce BLOB,
+        data BLOB NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX templates_by_person ON templates(person_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        pseudonym TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX events_by_pseudonym ON events(pseudonym);
+"];
+
+impl Gallery {
+    pub(super) fn configure(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let checked: String = self
+            .connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(|e| corrupt(&path, e))?;
+        if checked != "ok" {
+            return Err(GalleryError::Corrupt {
+                path,
+                detail: checked,
+            });
+        }
+        // SQLite quietly opens a file it may not write read-only; every write would then fail later.
+        if self.connection.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(GalleryError::ReadOnly { path });
+        }
+        self.connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| corrupt(&path, e))?;
+        self.connection.pragma_update(None, "synchronous", "FULL")?;
+        self.connection.pragma_update(None, "foreign_keys", "ON")?;
+        self.connection
+            .busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(())
+    }
+
+    pub(super) fn migrate(&mut self) -> Result<()> {
+        let version: i32 = self
+            .connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(GalleryError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        for (from, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.connection.transaction().map_err(full)?;
+            tx.execute_batch(migration).map_err(full)?;
+            tx.pragma_update(None, "user_version", from as i32 + 1)
+                .map_err(full)?;
+            tx.commit().map_err(full)?;
+            log::info!(
+                "gallery {} migrated to schema {}",
+                self.path.display(),
+                from + 1
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! The template key, and templates sealed under it with ChaCha20-Poly1305.
+
+use super::*;
+
+pub(super) const KEY_BYTES: usize = 32;
+pub(super) const NONCE_BYTES: usize = 12;
+/// Sealed under the key when an encrypted gallery is created, so that a wrong key is told apart from a
+/// damaged template.
+pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"gait gallery key check";
+
+/// A 256-bit key for templates at rest, from 64 hex digits (a file on the device, ideally sealed by its
+/// TPM or secure element).
+#[derive(Clone)]
+pub struct TemplateKey(pub(super) [u8; KEY_BYTES]);
+
+impl TemplateKey {
+    pub fn from_hex(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if text.len() != KEY_BYTES * 2 || !text.is_ascii() {
+            return Err(GalleryError::BadKey);
+        }
+        let mut key = [0u8; KEY_BYTES];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(|_| GalleryError::BadKey)?;
+        }
+        Ok(TemplateKey(key))
+    }
+
+    /// A key file: the 64 hex digits on a line of their own, readable by its owner only (a key
+    /// that others can read protects nothing, so it is refused rather than used).
+    pub fn read_file(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let key_file = |source| GalleryError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(key_file)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(GalleryError::KeyExposed {
+                path: path.to_path_buf(),
+                mode: mode & 0o777,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(key_file)?;
+        Self::from_hex(&text)
+    }
+
+    /// A key for another purpose (`purpose` names it), derived so that one secret on the device
+    /// serves the templates and the audit chain without either key revealing the other.
+    pub fn derive(&self, purpose: &str) -> [u8; KEY_BYTES] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"gait kiosk key derivation\0");
+        hasher.update(purpose.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(self.0);
+        hasher.finalize().into()
+    }
+
+    pub fn generate() -> Self {
+        let mut key = [0u8; KEY_BYTES];
+        rand::rng().fill_bytes(&mut key);
+        TemplateKey(key)
+    }
+
+    /// Writes a new random key to `path`, readable by its owner only; an existing file is never
+    /// overwritten (losing a key makes everything sealed with it unreadable).
+    pub fn create_file(path: &Path) -> Result<Self> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let key_file = |source| GalleryError::KeyFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(key_file)?;
+        let key = Self::generate();
+        writeln!(file, "{}", key.to_hex())
+            .and_then(|()| file.sync_all())
+            .map_err(key_file)?;
+        Ok(key)
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for TemplateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TemplateKey(..)")
+    }
+}
+
+impl Gallery {
+    pub(super) fn check_key(&mut self) -> Result<()> {
+        let sealed: Option<Vec<u8>> = self
+            .connection
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'key_check'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let has_people = self.count_people()? > 0;
+        match (&self.cipher, sealed) {
+            (None, Some(_)) => Err(GalleryError::KeyRequired),
+            (Some(_), None) if has_people => Err(GalleryError::NotEncrypted),
+            (Some(cipher), None) => {
+                let sealed = seal(cipher, KEY_CHECK_PLAINTEXT, b"")?;
+                self.connection
+                    .execute(
+                        "INSERT INTO meta(key, value) VALUES ('key_check', ?1)",
+                        params![sealed],
+                    )
+                    .map_err(full)?;
+                Ok(())
+            }
+            (Some(cipher), Some(sealed)) => match open_sealed(cipher, &sealed, b"") {
+                Some(plain) if plain == KEY_CHECK_PLAINTEXT => Ok(()),
+                _ => Err(GalleryError::WrongKey),
+            },
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+pub(super) fn associated_data(pseudonym: &str, model_id: &str) -> Vec<u8> {
+    format!("{pseudonym}\u{0}{model_id}").into_bytes()
+}
+
+/// `nonce || ciphertext+tag` with a fresh random nonce.
+pub(super) fn seal(cipher: &ChaCha20Poly1305, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::rng().fill_bytes(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| GalleryError::BadKey)?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&ciphertext);
+    Ok(sealed)
+}
+
+pub(super) fn open_sealed(cipher: &ChaCha20Poly1305, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_BYTES {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
+    cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .ok()
+}
