@@ -16,18 +16,24 @@ use crate::thresholds::{most_permissive_threshold, ThresholdError};
 /// The window embeddings of one walk of one person.
 #[derive(Debug, Clone)]
 pub struct LabelledWalk {
+    /// Who walked: searches are mated when the gallery holds this name.
     pub person: String,
+    /// One embedding per window the kiosk would decide on.
     pub windows: Vec<Embedding>,
 }
 
 /// One point of the DET curve.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpenSetPoint {
+    /// The accept distance of this point.
     pub threshold: f32,
+    /// Share of non-mated searches accepted at it.
     pub fpir: f64,
+    /// Share of mated searches not accepted as their own person at it.
     pub fnir: f64,
 }
 
+/// The outcomes of a set of open-set searches, from which every threshold's FPIR and FNIR follow.
 #[derive(Debug, Clone)]
 pub struct OpenSetRates {
     /// Mated searches: the distance when the nearest identity was the right one, `None` when it was
@@ -96,6 +102,7 @@ impl OpenSetRates {
         Self::new(mated, non_mated)
     }
 
+    /// From the searches themselves: each mated search's distance to its own person (`None` when someone else was nearer) and each non-mated search's distance to its nearest identity.
     pub fn new(
         mut mated: Vec<Option<f32>>,
         mut non_mated: Vec<f32>,
@@ -124,10 +131,12 @@ impl OpenSetRates {
         Ok(OpenSetRates { mated, non_mated })
     }
 
+    /// Searches whose person is enrolled.
     pub fn mated_searches(&self) -> usize {
         self.mated.len()
     }
 
+    /// Searches whose person is not enrolled.
     pub fn non_mated_searches(&self) -> usize {
         self.non_mated.len()
     }
@@ -137,6 +146,7 @@ impl OpenSetRates {
         self.mated.iter().filter(|m| m.is_none()).count()
     }
 
+    /// FPIR and FNIR at `threshold`, counted with the accept rule (`hstl::accepts`).
     pub fn at(&self, threshold: f32) -> OpenSetPoint {
         let hits = self
             .mated

@@ -2,14 +2,24 @@
 //! distances that must be refused under a target, with the accept rule `hstl::accepts` (a distance
 //! is accepted when it is at most the threshold).
 
+/// Why no threshold can be chosen.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ThresholdError {
+    /// Rates need searches of both kinds.
     #[error("need at least one mated and one non-mated search (got {mated} and {non_mated})")]
-    TooFewSearches { mated: usize, non_mated: usize },
+    TooFewSearches {
+        /// Searches whose person is enrolled.
+        mated: usize,
+        /// Searches whose person is not.
+        non_mated: usize,
+    },
+    /// A distance is NaN or infinite (a broken model).
     #[error("distance {0} is not a finite number")]
     NotFinite(f32),
+    /// The target rate is not a rate below 1.
     #[error("target rate {0} is outside [0, 1)")]
     BadTarget(f64),
+    /// Two embeddings of different shapes: the walks were embedded by different models.
     #[error("embeddings are not comparable: {0}")]
     Incomparable(String),
 }

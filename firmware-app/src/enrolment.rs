@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::kiosk::window_input;
 use access::gallery::NewTemplate;
 use access::matcher::{MatchError, MatchIndex};
-use silhouette::extract::learn_empty_scene;
+use silhouette::extract::replay;
 use silhouette::source::{FrameSource, SourceError};
 use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
@@ -47,18 +47,13 @@ pub fn walk_windows(
     empty_scene: Option<&mut dyn FrameSource>,
     source: &mut dyn FrameSource,
 ) -> Result<WalkWindows, SourceError> {
-    learn_empty_scene(pipeline, empty_scene)?;
     let mut per_track: BTreeMap<TrackId, Vec<Window>> = BTreeMap::new();
-    let mut frames_read = 0;
-    while let Some(frame) = source.next_frame()? {
-        for window in pipeline.process(&frame).windows {
-            per_track.entry(window.track).or_default().push(window);
-        }
-        frames_read += 1;
-    }
-    for window in pipeline.finish() {
-        per_track.entry(window.track).or_default().push(window);
-    }
+    let mut keep = |window: Window| per_track.entry(window.track).or_default().push(window);
+    let replayed = replay(pipeline, empty_scene, source, |_, report| {
+        report.windows.into_iter().for_each(&mut keep)
+    })?;
+    replayed.closing_windows.into_iter().for_each(keep);
+    let frames_read = replayed.frames_read;
     let good = |windows: &Vec<Window>| {
         windows
             .iter()

@@ -3,6 +3,8 @@
 //! configuration, the inference wiring, the door's outputs (relay, MQTT, status screen on a
 //! framebuffer) and enrolment. The binaries `kiosk` and `enrol` live in the `kiosk-cli` package.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod display;
 pub mod door;

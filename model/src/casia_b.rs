@@ -23,8 +23,11 @@ const PACKED_WIDTH: usize = FRAME / 8;
 /// One walk: a subject, a condition (`nm-01` … `cl-02`), a view (`000` … `180`) and its frames.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Walk {
+    /// Subject id, `001` … `124`.
     pub subject: String,
+    /// Condition, `nm-01` … `cl-02`.
     pub condition: String,
+    /// Camera view in degrees, `000` … `180`.
     pub view: String,
     frames: usize,
     /// Row-major `[frames, 64, 64]`, 0..255.
@@ -32,6 +35,7 @@ pub struct Walk {
 }
 
 impl Walk {
+    /// Frames in the walk.
     pub fn frames(&self) -> usize {
         self.frames
     }

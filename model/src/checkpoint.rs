@@ -17,19 +17,25 @@ use crate::pickle::{self, StorageDtype, TensorRef, Value};
 /// A tensor of the state dict, converted to f32 (integers to i64).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
+    /// Floating-point values (any float dtype, converted).
     F32(Vec<f32>),
+    /// Integer values (BatchNorm's `num_batches_tracked`).
     I64(Vec<i64>),
 }
 
+/// One tensor of a state dict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateTensor {
+    /// Row-major shape.
     pub shape: Vec<usize>,
+    /// Its values, row-major.
     pub data: TensorData,
 }
 
 /// The `model` state dict of a checkpoint, in file order, plus what else the checkpoint says.
 #[derive(Debug, Clone)]
 pub struct StateDict {
+    /// Every key with its tensor.
     pub entries: Vec<(String, StateTensor)>,
     /// Training iteration recorded in the checkpoint, when there is one.
     pub iteration: Option<i64>,
@@ -41,6 +47,7 @@ const LEGACY_MAGIC: &[u8; 2] = b"\x80\x02";
 /// DDP-wrapped models saved without unwrapping carry this prefix on every key.
 const DATA_PARALLEL_PREFIX: &str = "module.";
 
+/// Reads the model state dict of an OpenGait/HSTL or our own `.pt` checkpoint, executing nothing.
 pub fn read_state_dict(path: &Path) -> Result<StateDict> {
     let mut file = File::open(path).map_err(|e| HstlError::io(path, e))?;
     let mut magic = [0u8; 4];

@@ -11,6 +11,7 @@ pub struct Embedding {
 }
 
 impl Embedding {
+    /// An embedding of `parts` × `channels` values, row-major; refused when a value is not finite.
     pub fn new(parts: usize, channels: usize, values: Vec<f32>) -> Result<Self> {
         if parts == 0 || channels == 0 || values.len() != parts * channels {
             return Err(HstlError::Incomparable(format!(
@@ -32,18 +33,22 @@ impl Embedding {
         })
     }
 
+    /// Body parts (horizontal strips at every level of the hierarchy).
     pub fn parts(&self) -> usize {
         self.parts
     }
 
+    /// Channels per part.
     pub fn channels(&self) -> usize {
         self.channels
     }
 
+    /// Every value, part by part.
     pub fn as_slice(&self) -> &[f32] {
         &self.values
     }
 
+    /// The channels of one part.
     pub fn part(&self, index: usize) -> &[f32] {
         &self.values[index * self.channels..(index + 1) * self.channels]
     }

@@ -7,7 +7,9 @@ use std::fmt;
 use crate::embedding::Embedding;
 use crate::error::Result;
 
+/// The gallery of the protocol: the first four normal walks of each subject.
 pub const GALLERY_CONDITIONS: [&str; 4] = ["nm-01", "nm-02", "nm-03", "nm-04"];
+/// The probe sets: normal walking, carrying a bag, wearing a coat.
 pub const PROBE_SETS: [(&str, [&str; 2]); 3] = [
     ("NM", ["nm-05", "nm-06"]),
     ("BG", ["bg-01", "bg-02"]),
@@ -17,15 +19,20 @@ pub const PROBE_SETS: [(&str, [&str; 2]); 3] = [
 /// The embedding of one walk and what it is.
 #[derive(Debug, Clone)]
 pub struct LabelledEmbedding {
+    /// Subject id.
     pub subject: String,
+    /// Condition of the walk.
     pub condition: String,
+    /// Camera view of the walk.
     pub view: String,
+    /// The network's embedding of the walk.
     pub embedding: Embedding,
 }
 
 /// Rank-1 accuracy (%) per probe set and probe view, identical gallery views excluded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rank1Table {
+    /// Probe views, in order.
     pub views: Vec<String>,
     /// (probe set name, accuracy per entry of `views`; `None` where no pair could be scored).
     pub sets: Vec<(String, Vec<Option<f64>>)>,

@@ -23,6 +23,7 @@ pub const MAX_CLIP_FRAMES: usize = 1_000;
 /// An `.npy` header longer than this is not one numpy wrote for an array of up to four axes.
 const MAX_NPY_HEADER_BYTES: usize = 4_096;
 
+/// A clip of silhouettes as the network reads them: `[T, 64, 44]` floats in 0..1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Silhouettes {
     frames: usize,
@@ -30,6 +31,7 @@ pub struct Silhouettes {
 }
 
 impl Silhouettes {
+    /// Frames in the clip.
     pub fn frames(&self) -> usize {
         self.frames
     }
@@ -39,12 +41,14 @@ impl Silhouettes {
         &self.data
     }
 
+    /// From uint8 0..255 silhouettes shaped `[T, 64, 64]` (10 columns cut each side, as the reference does) or `[T, 64, 44]`, with or without a leading batch axis of 1.
     pub fn from_u8(shape: &[usize], data: &[u8]) -> Result<Self> {
         check_frame_count(shape)?;
         let values: Vec<f32> = data.iter().map(|&v| v as f32 / 255.0).collect();
         Self::from_unit_range(shape, values)
     }
 
+    /// From float 0..1 silhouettes of the shapes [`Silhouettes::from_u8`] takes.
     pub fn from_f32(shape: &[usize], data: &[f32]) -> Result<Self> {
         check_frame_count(shape)?;
         if let Some(bad) = data

@@ -7,6 +7,8 @@
 //! - [`Embedding`] and its reference distance; [`Silhouettes`], the network input.
 //! - [`OperatingPoint`]: a model's calibrated accept distance, and [`accepts`], the one accept rule.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod casia_b;
 pub mod checkpoint;

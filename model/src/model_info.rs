@@ -12,21 +12,31 @@ use crate::onnx_graph::METADATA_VARIANT;
 use crate::variant::{Variant, ALL_VARIANTS};
 use crate::weights::Weights;
 
+/// What a model file is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileKind {
+    /// A PyTorch checkpoint.
     Checkpoint {
+        /// The training iteration it was saved at, when recorded.
         iteration: Option<i64>,
+        /// Identities of its training classifier, when it has one.
         training_classes: Option<usize>,
     },
+    /// An ONNX model.
     Onnx {
+        /// Its ONNX opset.
         opset: i64,
+        /// The tool that wrote it.
         producer: String,
     },
 }
 
+/// What `hstl inspect` reports about a checkpoint or an ONNX model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
+    /// Checkpoint or ONNX, with what each records.
     pub kind: FileKind,
+    /// The variant, when it can be told.
     pub variant: Option<Variant>,
     /// `(parts, channels)` of the embedding.
     pub embedding_shape: (usize, usize),

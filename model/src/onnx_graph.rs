@@ -15,18 +15,26 @@ use crate::error::{HstlError, Result};
 use crate::variant::{ConvStage, PoolingLevel, INPUT_HEIGHT, INPUT_WIDTH};
 use crate::weights::Weights;
 
+/// The model's input: silhouettes `[1, T, 64, 44]`.
 pub const INPUT_NAME: &str = "sils";
+/// The model's output: the embedding `[1, parts, channels]`.
 pub const OUTPUT_NAME: &str = "embeddings";
+/// The symbolic length of the input clip.
 pub const TIME_SYMBOL: &str = "T";
+/// The ONNX opset the graph is written for.
 pub const OPSET: i64 = 17;
 /// ONNX IR version 8 is the one that goes with opset 17 and is read by every ONNX Runtime since 1.10.
 const IR_VERSION: i64 = 8;
+/// Metadata key naming the variant.
 pub const METADATA_VARIANT: &str = "hstl.variant";
+/// Metadata `producer_name` of the models we write.
 pub const METADATA_PRODUCER: &str = "hstl";
 
 /// Lower clamp of GeM (`GeMHPP.eps`).
 pub const GEM_EPS: f32 = 1e-6;
+/// Negative slope of every LeakyReLU, as in the reference.
 pub const LEAKY_RELU_SLOPE: f32 = 0.01;
+/// BatchNorm's epsilon, as in the reference.
 pub const BATCH_NORM_EPS: f32 = 1e-5;
 /// FTA branch A: temporal max-pool kernel 3, stride 3.
 const FTA_SHORT_KERNEL: i64 = 3;
@@ -52,8 +60,10 @@ pub const INTERMEDIATE_OUTPUTS: &[&str] = &[
     "gait",
 ];
 
+/// How to write the graph.
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
+    /// Also output every stage's activations (for parity tests against the reference's intermediates).
     pub intermediate_outputs: bool,
 }
 

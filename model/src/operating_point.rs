@@ -38,25 +38,46 @@ pub fn model_id(path: &Path) -> Result<String, OperatingPointError> {
 /// one stranger in a hundred searches is already far beyond any access-control use.
 pub const MAX_TARGET_FPIR: f64 = 0.01;
 
+/// Why an operating point cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatingPointError {
+    /// The file could not be read or written.
     #[error("cannot read or write {path}: {source}")]
     Io {
+        /// The operating-point file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// Not the JSON of an operating point.
     #[error("{path} is not an operating point: {message}")]
-    Malformed { path: PathBuf, message: String },
+    Malformed {
+        /// The operating-point file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Calibrated for another model (its SHA-256 differs).
     #[error("{path} was calibrated for model {found}, not for {expected}: calibrate this model (`calibrate thresholds --model ... --save`)")]
     OtherModel {
+        /// The operating-point file.
         path: PathBuf,
+        /// The model the kiosk runs.
         expected: String,
+        /// The model the point was measured for.
         found: String,
     },
+    /// Values no calibration produces (a negative or non-finite distance, a target above the limit).
     #[error("{path}: implausible operating point: {message}")]
-    Implausible { path: PathBuf, message: String },
+    Implausible {
+        /// The operating-point file.
+        path: PathBuf,
+        /// What is implausible.
+        message: String,
+    },
 }
 
+/// A model's calibrated accept distance and what it was measured on, kept beside the model as `MODEL.onnx.operating-point.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatingPoint {
@@ -70,7 +91,9 @@ pub struct OperatingPoint {
     pub fpir: f64,
     /// Measured at the accept distance: enrolled people not accepted as themselves, per search.
     pub fnir: f64,
+    /// Searches by enrolled people behind the rates.
     pub mated_searches: usize,
+    /// Searches by people not enrolled behind the rates.
     pub non_mated_searches: usize,
     /// What the searches were cut from and how (data, subjects, windows).
     pub measured_on: String,

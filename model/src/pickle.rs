@@ -15,15 +15,25 @@ use crate::error::HstlError;
 /// Element type of a PyTorch storage, from the legacy storage class name (`torch.FloatStorage`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageDtype {
+    /// float64
     F64,
+    /// float32
     F32,
+    /// float16
     F16,
+    /// bfloat16
     BF16,
+    /// int64
     I64,
+    /// int32
     I32,
+    /// int16
     I16,
+    /// int8
     I8,
+    /// uint8
     U8,
+    /// bool
     Bool,
 }
 
@@ -44,6 +54,7 @@ impl StorageDtype {
         })
     }
 
+    /// Bytes per element.
     pub fn size_bytes(self) -> usize {
         match self {
             Self::F64 | Self::I64 => 8,
@@ -57,48 +68,77 @@ impl StorageDtype {
 /// A tensor as the pickle describes it: a view into a storage record of the archive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorRef {
+    /// The archive record holding the storage.
     pub storage_key: String,
+    /// Element type of the storage.
     pub dtype: StorageDtype,
+    /// First element of the view, in elements.
     pub storage_offset: usize,
+    /// Shape of the view.
     pub shape: Vec<usize>,
+    /// Strides of the view, in elements.
     pub stride: Vec<usize>,
 }
 
+/// A value the pickle machine built: plain data, or a description of what a call would have made (nothing is ever called).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Python's `None`.
     None,
+    /// A boolean.
     Bool(bool),
+    /// An integer that fits 64 bits.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// A string.
     Str(String),
+    /// Bytes.
     Bytes(Vec<u8>),
+    /// A tuple.
     Tuple(Vec<Value>),
+    /// A list.
     List(Vec<Value>),
+    /// A dict (or `OrderedDict`), in insertion order.
     Dict(Vec<(Value, Value)>),
+    /// A global a pickle names (a class or function), never imported.
     Global {
+        /// Its module.
         module: String,
+        /// Its name.
         name: String,
     },
+    /// A call the pickle asks for, recorded rather than made.
     Object {
+        /// What would be called.
         callable: Box<Value>,
+        /// With these arguments.
         args: Box<Value>,
     },
+    /// A storage record of the archive (a persistent id).
     Storage {
+        /// The record's name in the archive.
         key: String,
+        /// Its element type.
         dtype: StorageDtype,
     },
+    /// A tensor rebuilt from a storage by `torch._utils._rebuild_tensor_v2`.
     Tensor(TensorRef),
     /// A numpy array rebuilt from `numpy.core.multiarray._reconstruct` and its state.
     NumpyArray {
         /// The dtype's type string without byte order, e.g. `u1`, `f4`.
         dtype: String,
+        /// Shape of the array.
         shape: Vec<usize>,
+        /// Column-major storage.
         fortran_order: bool,
+        /// Its bytes.
         data: Vec<u8>,
     },
 }
 
 impl Value {
+    /// The string, when this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
@@ -114,6 +154,7 @@ impl Value {
         }
     }
 
+    /// The value under a string key, when this is a dict.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.dict_entries()?
             .iter()

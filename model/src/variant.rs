@@ -8,13 +8,16 @@ use crate::error::HstlError;
 
 /// Silhouette height and width at the network input, after the 10-column cut.
 pub const INPUT_HEIGHT: usize = 64;
+/// Width of the network's input silhouette (the 64 × 64 frame with 10 columns cut each side).
 pub const INPUT_WIDTH: usize = 44;
 /// Width of an OpenGait-pretreated silhouette, before the cut.
 pub const PRETREATED_WIDTH: usize = 64;
+/// Weights of one 3 × 3 × 3 convolution kernel per input and output channel.
 pub const CONV_KERNEL_VOLUME: usize = 27;
 /// Frames pooled into one by the frame-level temporal aggregation (FTA stride).
 pub const FTA_STRIDE: usize = 3;
 
+/// An HSTL network: the three published and our compact one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// CASIA-B: 73 parts × 128 channels.
@@ -28,6 +31,7 @@ pub enum Variant {
     Compact,
 }
 
+/// Every variant, published ones first.
 pub const ALL_VARIANTS: [Variant; 4] = [
     Variant::CasiaB,
     Variant::OuMvlp,
@@ -62,7 +66,9 @@ impl FromStr for Variant {
 /// A stage of convolutions that share one band split: `(in, out)` channels per layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConvStage {
+    /// State-dict prefix of the stage's layers.
     pub prefix: &'static str,
+    /// `(in, out)` channels of each layer.
     pub layers: Vec<(usize, usize)>,
     /// Band heights, top first; a single band is the whole frame.
     pub bands: Vec<usize>,
@@ -73,6 +79,7 @@ pub struct ConvStage {
 /// The full description of one variant's network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Architecture {
+    /// Which variant this describes.
     pub variant: Variant,
     /// Side of the area average taken of the 64 × 44 input before the stem (1: none).
     pub input_downsample: usize,
@@ -93,6 +100,7 @@ pub struct Architecture {
 }
 
 impl Variant {
+    /// Its architecture: every layer, band split and pooling level.
     pub fn architecture(self) -> Architecture {
         let stage = |prefix, layers: &[(usize, usize)], bands: &[usize], after_fta| ConvStage {
             prefix,
@@ -158,16 +166,22 @@ impl Variant {
 /// One ASTP: temporal max, optional 1×1 projection to the embedding width, GeM per band.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolingLevel {
+    /// State-dict name of the level.
     pub name: String,
+    /// Channels coming in.
     pub in_channels: usize,
+    /// Band heights of its GeM, top first.
     pub bands: Vec<usize>,
+    /// Whether a 1 × 1 projection maps it to the embedding width.
     pub projects: bool,
 }
 
 /// One entry of the reference state dict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamSpec {
+    /// The state-dict key.
     pub key: String,
+    /// Its shape.
     pub shape: Vec<usize>,
     /// Learnable (counted in the published parameter totals) rather than a buffer.
     pub learnable: bool,
@@ -198,6 +212,7 @@ impl Architecture {
         self.stem_size().0 / pool
     }
 
+    /// Width of the feature maps after the stem (and its pooling, when there is one).
     pub fn feature_width(&self) -> usize {
         let pool = if self.pool_after_stem { 2 } else { 1 };
         self.stem_size().1 / pool

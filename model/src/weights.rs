@@ -15,9 +15,12 @@ pub const GEM_INITIAL_P: f32 = 6.5;
 /// Standard deviation of OpenGait's BatchNorm weight initialisation, N(1, 0.02).
 const BN_WEIGHT_INIT_STD: f32 = 0.02;
 
+/// One parameter tensor, f32, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
+    /// Row-major shape.
     pub shape: Vec<usize>,
+    /// Its values.
     pub data: Vec<f32>,
 }
 
@@ -31,10 +34,12 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// The variant these weights are for.
     pub fn variant(&self) -> Variant {
         self.variant
     }
 
+    /// Identities of the classifier the checkpoint was trained with, when it carried one.
     pub fn training_classes(&self) -> Option<usize> {
         self.training_classes
     }
@@ -48,6 +53,7 @@ impl Weights {
         })
     }
 
+    /// Every tensor by state-dict key, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
         self.tensors.iter()
     }

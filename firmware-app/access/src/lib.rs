@@ -6,6 +6,8 @@
 //! It reads embeddings and track identities; it does not see frames, run the network or drive a
 //! door.
 
+#![warn(missing_docs)]
+
 pub mod audit;
 pub mod decision;
 pub mod events;

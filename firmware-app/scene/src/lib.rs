@@ -6,6 +6,8 @@
 //! A walker moves on the floor along a straight line at `angle_deg` to the image plane (0° is a
 //! lateral crossing as in CASIA-B's 90° view; larger angles approach the camera).
 
+#![warn(missing_docs)]
+
 use std::f32::consts::{PI, TAU};
 use std::time::Duration;
 
@@ -32,6 +34,7 @@ const SHADOW_DARKENING: f32 = 0.45;
 /// What makes one walker look and move like themselves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WalkerIdentity {
+    /// Standing height.
     pub height_m: f32,
     /// Leg length (hip joint to floor) over height.
     pub leg_fraction: f32,
@@ -41,13 +44,19 @@ pub struct WalkerIdentity {
     pub stride_scale: f32,
     /// Full gait cycles (two steps) per second.
     pub cadence_hz: f32,
+    /// Peak arm swing either side of vertical.
     pub arm_swing_deg: f32,
     /// Forward lean of the torso.
     pub lean_deg: f32,
+    /// A shoulder bag at the hip.
     pub carries_bag: bool,
+    /// A coat to mid-thigh over the shirt.
     pub wears_coat: bool,
+    /// Grey level of the shirt (or coat).
     pub shirt_grey: u8,
+    /// Grey level of the trousers.
     pub trousers_grey: u8,
+    /// Grey level of the face and hands.
     pub skin_grey: u8,
 }
 
@@ -91,11 +100,13 @@ impl WalkerIdentity {
 /// One walk through the scene.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Walk {
+    /// Who walks.
     pub identity: WalkerIdentity,
     /// Scene time at which the walker enters (just outside the field of view).
     pub start_s: f32,
     /// Angle between the walking direction and the image plane.
     pub angle_deg: f32,
+    /// Enters from the left edge of the image (else from the right).
     pub from_left: bool,
     /// Distance from the camera where the path crosses the optical axis.
     pub depth_m: f32,
@@ -103,19 +114,28 @@ pub struct Walk {
     pub pause: Option<(f32, f32)>,
 }
 
+/// What the scene shows: its frames, walkers and the sensor effects switched on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SceneConfig {
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
+    /// Frames per second of the scene's clock.
     pub frame_rate: f64,
+    /// Seeds the room's texture and the sensor noise.
     pub seed: u64,
     /// Frames to render; `None` ends when the last walker has left.
     pub frames: Option<u64>,
+    /// The walkers, each with their own start time.
     pub walks: Vec<Walk>,
     /// Standard deviation of the sensor noise, grey levels.
     pub noise_sigma: f32,
+    /// Soft cast shadows on the floor and the back wall.
     pub shadows: bool,
+    /// Slow sinusoidal drift of the light.
     pub light_drift: bool,
+    /// Sudden exposure steps, as auto-exposure makes them.
     pub exposure_steps: bool,
     /// Seconds of empty room before anyone enters (what a kiosk sees after boot).
     pub empty_lead_in_s: f32,
@@ -183,6 +203,7 @@ fn path_length(config: &SceneConfig, walk: &Walk) -> f32 {
 /// Ground truth for one frame: 0 for the room, k for pixels of walk k-1.
 #[derive(Debug, Clone)]
 pub struct GroundTruth {
+    /// Per pixel: 0 for the room, k for walk k-1.
     pub labels: GrayImage,
 }
 
@@ -205,6 +226,7 @@ struct Capsule {
     depth: f32,
 }
 
+/// The scene as a frame source, with the ground truth of the last frame it gave.
 pub struct SyntheticScene {
     config: SceneConfig,
     room: Vec<f32>,
@@ -217,6 +239,7 @@ pub struct SyntheticScene {
 }
 
 impl SyntheticScene {
+    /// Renders the room once; walkers are drawn frame by frame.
     pub fn new(config: SceneConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let room = render_room(&config, &mut rng);
@@ -255,10 +278,12 @@ impl SyntheticScene {
         }
     }
 
+    /// The configuration the scene was made from.
     pub fn config(&self) -> &SceneConfig {
         &self.config
     }
 
+    /// Frames until the last walker has left the view.
     pub fn total_frames(&self) -> u64 {
         self.last_frame
     }

@@ -9,8 +9,9 @@ use crate::frame::Frame;
 use crate::normalise::PRETREATED_SIZE;
 use crate::quality::FrameRejection;
 use crate::source::{FrameSource, SourceError};
-use crate::stage::SilhouettePipeline;
+use crate::stage::{FrameReport, SilhouettePipeline};
 use crate::tracking::TrackId;
+use crate::windows::Window;
 
 /// Grey level of the gaps between contact-sheet cells.
 const SHEET_GAP_GREY: u8 = 96;
@@ -52,40 +53,58 @@ impl Extraction {
     }
 }
 
-/// Learns the background from `empty_scene` (if given), then runs `source` to its end.
-pub fn extract_walks(
+/// A recording run through the stage to its end.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub frames_read: u64,
+    /// The windows the stage closed when the recording ended (tracks still in view).
+    pub closing_windows: Vec<Window>,
+}
+
+/// Runs a recording through the stage: the background learnt from `empty_scene` first when there is
+/// one, then every frame of `source`, whose reports go to `visit`. The one offline driver of the stage
+/// (extraction, enrolment); the kiosk's capture thread drives it live.
+pub fn replay(
     pipeline: &mut SilhouettePipeline,
     empty_scene: Option<&mut dyn FrameSource>,
     source: &mut dyn FrameSource,
-) -> Result<Extraction, SourceError> {
-    learn_empty_scene(pipeline, empty_scene)?;
-    let mut walks: BTreeMap<TrackId, Walk> = BTreeMap::new();
-    let mut extraction = Extraction::default();
-    while let Some(frame) = source.next_frame()? {
-        record(pipeline, &frame, &mut walks);
-        extraction.frames_read += 1;
-    }
-    pipeline.finish();
-    extraction.walks = walks.into_values().collect();
-    extraction.walks.sort_by_key(|w| w.first_frame);
-    Ok(extraction)
-}
-
-/// Learns the background from a recording of the empty scene, when there is one.
-pub fn learn_empty_scene(
-    pipeline: &mut SilhouettePipeline,
-    empty_scene: Option<&mut dyn FrameSource>,
-) -> Result<(), SourceError> {
+    mut visit: impl FnMut(&Frame, FrameReport),
+) -> Result<Replay, SourceError> {
     if let Some(empty) = empty_scene {
         while let Some(frame) = empty.next_frame()? {
             pipeline.learn_background(&frame);
         }
     }
-    Ok(())
+    let mut frames_read = 0;
+    while let Some(frame) = source.next_frame()? {
+        visit(&frame, pipeline.process(&frame));
+        frames_read += 1;
+    }
+    Ok(Replay {
+        frames_read,
+        closing_windows: pipeline.finish(),
+    })
 }
 
-fn record(pipeline: &mut SilhouettePipeline, frame: &Frame, walks: &mut BTreeMap<TrackId, Walk>) {
-    let report = pipeline.process(frame);
+/// Every walk of a recording, after learning the background from `empty_scene` when given.
+pub fn extract_walks(
+    pipeline: &mut SilhouettePipeline,
+    empty_scene: Option<&mut dyn FrameSource>,
+    source: &mut dyn FrameSource,
+) -> Result<Extraction, SourceError> {
+    let mut walks: BTreeMap<TrackId, Walk> = BTreeMap::new();
+    let replayed = replay(pipeline, empty_scene, source, |frame, report| {
+        record(frame, report, &mut walks)
+    })?;
+    let mut walks: Vec<Walk> = walks.into_values().collect();
+    walks.sort_by_key(|w| w.first_frame);
+    Ok(Extraction {
+        frames_read: replayed.frames_read,
+        walks,
+    })
+}
+
+fn record(frame: &Frame, report: FrameReport, walks: &mut BTreeMap<TrackId, Walk>) {
     for track_frame in report.tracks {
         let walk = walks.entry(track_frame.track).or_insert_with(|| Walk {
             track: track_frame.track,

@@ -6,6 +6,8 @@
 //! It knows nothing of the network, the gallery or the door: its output is normalised 64 × 64
 //! silhouettes grouped by track.
 
+#![warn(missing_docs)]
+
 pub mod background;
 pub mod blobs;
 mod error;

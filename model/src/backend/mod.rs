@@ -17,6 +17,7 @@ pub mod tract;
 
 /// Turns a silhouette clip into an embedding. Implementations are shareable between threads.
 pub trait Embedder: Send + Sync {
+    /// The embedding of one clip of silhouettes.
     fn embed(&self, clip: &Silhouettes) -> Result<Embedding>;
 
     /// `(parts, channels)` of the embeddings this model produces.

@@ -27,6 +27,7 @@ const PROBE_FRAMES: usize = 3;
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// HSTL on tract, pure Rust on the CPU: one optimised plan per clip length (a few cached) on its own thread pool.
 pub struct TractEmbedder {
     model: InferenceModel,
     source: PathBuf,
@@ -225,6 +226,7 @@ impl TractEmbedder {
         Ok(timings)
     }
 
+    /// CPU threads the plans run on.
     pub fn threads(&self) -> usize {
         self.threads
     }

@@ -5,6 +5,8 @@
 //! except under `REQUIRE_SHARED=1` (as CI runs), where it fails: a parity test never passes by not
 //! running.
 
+#![warn(missing_docs)]
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,7 @@ pub fn seeded_model(dir: &Path) -> PathBuf {
 pub struct Vectors(NpzReader<File>);
 
 impl Vectors {
+    /// Opens the archive in `dir` (the parity directory).
     pub fn open(dir: &Path) -> Self {
         Vectors(
             NpzReader::new(File::open(dir.join("hstl_casiab_dev_parity.npz")).unwrap()).unwrap(),
@@ -78,6 +81,7 @@ impl Vectors {
         a.as_standard_layout().into_owned()
     }
 
+    /// The named float64 array.
     pub fn f64(&mut self, name: &str) -> ArrayD<f64> {
         self.0
             .by_name(name)
@@ -117,6 +121,7 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     );
 }
 
+/// The largest absolute difference between two equally long slices.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
