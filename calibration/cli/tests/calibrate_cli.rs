@@ -70,7 +70,7 @@ fn thresholds_from_casia_b_write_the_plot_and_the_operating_point() {
         "--views",
         "090",
         "--window",
-        "6",
+        "10",
         "--hop",
         "30",
         "--plot",
@@ -134,7 +134,7 @@ fn thresholds_from_a_site_folder_of_walks() {
         "--walks",
         site.to_str().unwrap(),
         "--window",
-        "6",
+        "10",
         "--hop",
         "40",
     ]);
@@ -147,7 +147,7 @@ fn thresholds_from_a_site_folder_of_walks() {
     // Two probe walks per person, each cut into at least one window.
     assert!(mated >= 4, "{report}");
     assert!(
-        report.contains("the kiosk's windows of 6 frames every 40; rates per window search"),
+        report.contains("windows of 10 frames every 40 (not the kiosk's); rates per window search"),
         "{report}"
     );
     assert!(report.contains("equal error:"), "{report}");
@@ -170,7 +170,7 @@ fn a_target_no_distance_can_meet_is_refused_and_nothing_is_saved() {
         "--walks",
         site.to_str().unwrap(),
         "--window",
-        "6",
+        "10",
         "--hop",
         "40",
         "--target-fpir",

@@ -44,10 +44,13 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// What `TemplateKey::derive` is asked for.
 const CHAIN_KEY_PURPOSE: &str = "audit chain";
 
+/// Where the audit log lives and how it rotates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
+    /// The live file; rotated files sit beside it as `NAME.1`, `NAME.2`, … .
     pub path: PathBuf,
+    /// The live file is rotated once it would grow past this.
     pub max_file_bytes: u64,
     /// Rotated files kept beside the live one.
     pub keep_files: usize,
@@ -58,6 +61,7 @@ pub struct AuditConfig {
 pub struct ChainKey([u8; 32]);
 
 impl ChainKey {
+    /// A chain key from its 32 bytes.
     pub fn new(bytes: [u8; 32]) -> Self {
         ChainKey(bytes)
     }
@@ -68,29 +72,51 @@ impl ChainKey {
     }
 }
 
+/// Why the audit log cannot be written or does not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The file system refused.
     #[error("audit log {path}: {source}")]
     Io {
+        /// The file concerned.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// A line that fails its seal or its place in the chain.
     #[error("audit log {path}, line {line}: {detail}")]
     Broken {
+        /// The file concerned.
         path: PathBuf,
+        /// Its line number, from 1.
         line: usize,
+        /// What is wrong with it.
         detail: String,
     },
+    /// Lines or files missing from the chain (cut head or tail, a deleted rotated file, an anchor not found).
     #[error("audit log {path}: {detail}")]
-    Incomplete { path: PathBuf, detail: String },
+    Incomplete {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is missing.
+        detail: String,
+    },
+    /// Another process holds the log's lock.
     #[error("audit log {path} is in use by another process (lock {lock}): two kiosks on one configuration would fork its chain")]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked {
+        /// The log.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
 }
 
 /// The newest line of the chain: what an anchor records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {
+    /// Sequence number of the line.
     pub seq: u64,
+    /// Its seal, hex.
     pub mac: String,
 }
 
@@ -170,6 +196,7 @@ fn open_line(line: &str, key: Option<&ChainKey>) -> Result<SealedLine, String> {
     Ok(SealedLine { body, mac })
 }
 
+/// The audit log as an event sink: one sealed, chained, fsync'd line per event, rotated by size.
 pub struct AuditLog {
     config: AuditConfig,
     key: Option<ChainKey>,
@@ -284,6 +311,7 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Seals and appends one event; a line that could not be written whole is cut back, so the file only ever holds whole lines.
     pub fn append(&mut self, event: &Event) -> Result<(), AuditError> {
         if self.written >= self.config.max_file_bytes {
             self.rotate()?;
@@ -481,12 +509,19 @@ fn resume_point(config: &AuditConfig, key: Option<&ChainKey>) -> Result<Resume, 
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verification {
+    /// Lines checked, anchors' own lines included.
     pub lines: u64,
+    /// Events among them.
     pub events: u64,
+    /// Files the chain spans.
     pub files: usize,
+    /// Sequence number of the oldest line kept.
     pub first_seq: Option<u64>,
+    /// Sequence number of the newest line.
     pub last_seq: Option<u64>,
+    /// Whether lines were checked against the key (without one, only the chain's hashes).
     pub keyed: bool,
+    /// Published chain heads found in the log as published.
     pub anchors_checked: usize,
 }
 

@@ -23,6 +23,7 @@ use crate::matcher::Ranking;
 use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
 
+/// How a door decides, beyond the model's accept distance (`[decision]` of `kiosk.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionConfig {
@@ -93,17 +94,30 @@ impl DecisionConfig {
 pub const MAX_MARGIN: f32 = 10.0;
 /// Windows overlap by half, so ten agreeing windows already span several seconds of walking.
 pub const MAX_CONSENSUS_WINDOWS: usize = 10;
+/// The most `max_people_in_zone` may be.
 pub const MAX_PEOPLE_IN_ZONE: usize = 20;
+/// The longest `tailgate_watch_ms` may be.
 pub const MAX_TAILGATE_WATCH_MS: u64 = 60_000;
 
+/// Why a door has no accept distance to run on.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AcceptDistanceError {
+    /// The model has no calibrated operating point.
     #[error("model {model} has no calibrated operating point ({point} is missing), and a door never runs on a threshold nobody measured for its model: run `calibrate thresholds --model {model} ... --save`")]
-    Uncalibrated { model: PathBuf, point: PathBuf },
+    Uncalibrated {
+        /// The model.
+        model: PathBuf,
+        /// Where its operating point should be.
+        point: PathBuf,
+    },
+    /// The configuration tries to loosen the calibrated distance.
     #[error("[decision] accept_distance = {configured} is looser than the model's calibrated {calibrated} (FPIR {target_fpir}): the configuration may only tighten it")]
     Looser {
+        /// `[decision] accept_distance`.
         configured: f32,
+        /// The model's calibrated distance.
         calibrated: f32,
+        /// The rate it was calibrated for.
         target_fpir: f64,
     },
 }
@@ -155,6 +169,7 @@ pub struct TailgateWatch {
 }
 
 impl TailgateWatch {
+    /// A watch timed by the source's frame rate.
     pub fn new(config: &DecisionConfig, frames_per_second: f64) -> Self {
         TailgateWatch {
             max_people: config.max_people_in_zone,
@@ -244,6 +259,7 @@ pub enum DenialReason {
 }
 
 impl DenialReason {
+    /// The reason in words, for screens and logs.
     pub fn describe(self) -> &'static str {
         match self {
             DenialReason::Unknown => "unknown person",
@@ -306,8 +322,11 @@ impl SteadyCount {
 /// What one window of a track said.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WindowOutcome {
+    /// The window was searched.
     Matched {
+        /// Its two nearest identities.
         ranking: Ranking,
+        /// Valid silhouettes in the window.
         frames: usize,
     },
     /// Too few valid silhouettes for the network.
@@ -321,20 +340,29 @@ enum Vote {
     Ambiguous,
 }
 
+/// What the door does for a track.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
+    /// Open for this identity.
     Granted {
+        /// Index into the match index's identities.
         identity: usize,
     },
+    /// Stay shut.
     Denied {
+        /// Why.
         reason: DenialReason,
+        /// The identity it was about, when there was one (tailgating, identity in use).
         identity: Option<usize>,
     },
 }
 
+/// One verdict for one track, with the match behind it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The track decided.
     pub track: TrackId,
+    /// What the door does.
     pub verdict: Verdict,
     /// Absent when no window was usable.
     pub figures: Option<MatchFigures>,
@@ -347,6 +375,7 @@ struct TrackState {
     decided: bool,
 }
 
+/// The open-set policy applied window by window to every track in view.
 pub struct DecisionPolicy {
     config: DecisionConfig,
     accept_distance: f32,
@@ -366,10 +395,12 @@ impl DecisionPolicy {
         }
     }
 
+    /// The settings it decides with.
     pub fn config(&self) -> &DecisionConfig {
         &self.config
     }
 
+    /// The distance searches are accepted up to.
     pub fn accept_distance(&self) -> f32 {
         self.accept_distance
     }

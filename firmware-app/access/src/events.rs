@@ -12,36 +12,54 @@ use silhouette::tracking::TrackId;
 
 use crate::decision::{DenialReason, MatchFigures};
 
+/// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
+    /// The door opened for someone enrolled.
     Granted,
+    /// The door stayed shut for a walk-up.
     Denied {
+        /// Why.
         reason: DenialReason,
     },
+    /// Someone was enrolled.
     Enrolled {
+        /// Templates stored for them.
         templates: usize,
     },
+    /// Someone was erased.
     Erased {
+        /// Templates removed with them.
         templates: usize,
     },
+    /// The camera stopped delivering frames.
     CameraLost {
+        /// What the source said.
         detail: String,
     },
+    /// Frames again after a loss.
     CameraRestored,
+    /// Windows the network could not keep up with, dropped whole (a live camera).
     WindowsDropped {
+        /// How many.
         count: u64,
     },
     /// More people came through than were granted, while the door was released.
     TailgateAlarm {
+        /// How long after the grant the second person appeared.
         after_grant_ms: u64,
     },
+    /// The kiosk came up.
     Started,
+    /// The kiosk stopped cleanly.
     Stopped,
     /// The audit chain's newest line when this was published: stored by the other sinks, it anchors
     /// the log outside its own file (`kiosk verify-log` checks the log against every anchor).
     AuditHead {
+        /// Sequence number of the chain's newest line.
         seq: u64,
+        /// Its seal, hex.
         mac: String,
     },
 }
@@ -50,6 +68,7 @@ impl EventKind {
     /// The label of [`EventKind::AuditHead`], under which the published chain heads are stored.
     pub const AUDIT_HEAD_LABEL: &'static str = "audit_head";
 
+    /// A short stable name (`granted`, `denied`, …), for topics and stored events.
     pub fn label(&self) -> &'static str {
         match self {
             EventKind::Granted => "granted",
@@ -70,20 +89,26 @@ impl EventKind {
     }
 }
 
+/// One thing that happened at a door, as every sink receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Milliseconds since the Unix epoch, UTC.
     pub at_ms: i64,
+    /// The door's name from the configuration.
     pub door: String,
+    /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
+    /// The track concerned, for decisions and alarms.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub track: Option<TrackId>,
     /// The gallery pseudonym of the person concerned.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub person: Option<String>,
+    /// The match behind a decision.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub figures: Option<MatchFigures>,
+    /// SHA-256 of the model that decided.
     pub model_id: String,
     /// When the kiosk made the event, on the monotonic clock: how old a grant is, whatever the wall
     /// clock did since (NTP steps it both ways). Not serialised; absent in events read back.
@@ -91,15 +116,21 @@ pub struct Event {
     pub decided: Option<std::time::Instant>,
 }
 
+/// A sink could not take an event; it stays queued for that sink.
 #[derive(Debug, thiserror::Error)]
 #[error("{sink}: {detail}")]
 pub struct SinkError {
+    /// The sink's name.
     pub sink: String,
+    /// What went wrong.
     pub detail: String,
 }
 
+/// Somewhere events go: the audit log, the gallery's table, the relay, MQTT.
 pub trait EventSink: Send {
+    /// A name for logs.
     fn name(&self) -> &str;
+    /// Takes one event, or refuses it (it is offered again later, in order).
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError>;
 }
 
@@ -111,6 +142,7 @@ pub struct EventDispatcher {
 }
 
 impl EventDispatcher {
+    /// A dispatcher that keeps at most this many events per sink (the oldest are dropped and counted).
     pub fn new(max_queued_per_sink: usize) -> Self {
         EventDispatcher {
             sinks: Vec::new(),
@@ -119,6 +151,7 @@ impl EventDispatcher {
         }
     }
 
+    /// Adds a sink; it receives every event published from now on.
     pub fn add(&mut self, sink: Box<dyn EventSink>) {
         self.sinks.push((sink, VecDeque::new()));
     }
@@ -151,6 +184,7 @@ impl EventDispatcher {
             .collect()
     }
 
+    /// Events dropped from full queues so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

@@ -2,61 +2,131 @@
 
 use super::*;
 
+/// Why a gallery cannot be opened, read or changed; nothing stored is lost.
 #[derive(Debug, thiserror::Error)]
 pub enum GalleryError {
+    /// Not an SQLite gallery, or damaged.
     #[error("{path} is not a gallery database or is damaged ({detail})")]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// The file or its folder cannot be written by this user.
     #[error("{path} cannot be written: its file system is read-only, or it belongs to another user (the kiosk and `enrol` must run as the user that owns the gallery and its folder)")]
-    ReadOnly { path: PathBuf },
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No gallery at the path (the kiosk and the tools that only read or remove never create one).
     #[error("no gallery at {path}: enrol someone first (`enrol add --gallery {path} ...`) or correct the path")]
-    Missing { path: PathBuf },
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Written by a newer build.
     #[error("{path} has gallery schema {found}, newer than this build's {SCHEMA_VERSION}: update the kiosk software")]
-    NewerSchema { path: PathBuf, found: i32 },
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i32,
+    },
+    /// The gallery is encrypted and no key was given.
     #[error("the gallery is encrypted: configure its key")]
     KeyRequired,
+    /// The key given is not the gallery's.
     #[error("the configured key does not open this gallery")]
     WrongKey,
+    /// A key was given for an unencrypted gallery.
     #[error("a key is configured but the gallery was created unencrypted; its templates would stay in clear")]
     NotEncrypted,
+    /// The key file cannot be read.
     #[error("reading the key file {path}: {source}")]
     KeyFile {
+        /// The key file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The key file can be read by other users.
     #[error("the key file {path} can be read by others (mode {mode:o}): `chmod 600` it, owned by the kiosk's user")]
-    KeyExposed { path: PathBuf, mode: u32 },
+    KeyExposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key is not 64 hex digits.
     #[error("a key must be {KEY_BYTES} bytes written as {} hex digits", KEY_BYTES * 2)]
     BadKey,
+    /// The gallery was enrolled with another model.
     #[error("the gallery was enrolled with model {gallery}, the kiosk runs model {model}: re-enrol or use the matching model")]
-    ModelMismatch { gallery: String, model: String },
+    ModelMismatch {
+        /// The gallery's model id.
+        gallery: String,
+        /// The model id offered.
+        model: String,
+    },
+    /// Someone of that name is already enrolled.
     #[error("{0} is already enrolled")]
     AlreadyEnrolled(String),
+    /// Nobody of that name is enrolled.
     #[error("nobody called {0} is enrolled")]
     UnknownPerson(String),
+    /// An enrolment without templates.
     #[error("an enrolment needs at least one template")]
     NoTemplates,
+    /// A template that does not decrypt under its owner and model.
     #[error("template {id} of {pseudonym} does not decrypt: it was altered or the key is wrong")]
-    TemplateTampered { id: i64, pseudonym: String },
+    TemplateTampered {
+        /// The template's row id.
+        id: i64,
+        /// Its owner's pseudonym.
+        pseudonym: String,
+    },
+    /// A stored template holding NaN or infinity.
     #[error("template {id} of {pseudonym} holds {value}: it was made by a broken model; erase and re-enrol this person")]
     TemplateNotFinite {
+        /// The template's row id.
         id: i64,
+        /// Its owner's pseudonym.
         pseudonym: String,
+        /// The value found.
         value: f32,
     },
+    /// A stored shape no model has.
     #[error("template {id} claims a {parts}x{channels} shape, which no model has: the gallery is damaged")]
-    TemplateShape { id: i64, parts: i64, channels: i64 },
+    TemplateShape {
+        /// The template's row id.
+        id: i64,
+        /// Parts claimed.
+        parts: i64,
+        /// Channels claimed.
+        channels: i64,
+    },
+    /// A stored template whose size does not match its shape.
     #[error("template {id} is {found} bytes, expected {expected} for {parts}x{channels}")]
     TemplateSize {
+        /// The template's row id.
         id: i64,
+        /// Bytes stored.
         found: usize,
+        /// Bytes its shape needs.
         expected: usize,
+        /// Parts of its shape.
         parts: usize,
+        /// Channels of its shape.
         channels: usize,
     },
+    /// An event that does not serialise.
     #[error("an event does not serialise: {0}")]
     Event(String),
+    /// The disk is full; the change was rolled back.
     #[error("the disk holding the gallery is full; nothing was changed")]
     DiskFull,
+    /// Any other SQLite error.
     #[error("gallery database: {0}")]
     Database(#[from] rusqlite::Error),
 }

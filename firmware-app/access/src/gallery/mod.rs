@@ -32,8 +32,10 @@ pub use schema::SCHEMA_VERSION;
 pub use sealing::TemplateKey;
 use sealing::{associated_data, open_sealed, seal, KEY_BYTES, NONCE_BYTES};
 
+/// The result of gallery operations.
 pub type Result<T> = std::result::Result<T, GalleryError>;
 
+/// An open gallery database (one connection).
 pub struct Gallery {
     connection: Connection,
     path: PathBuf,
@@ -86,10 +88,12 @@ impl Gallery {
         Ok(changed)
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether templates are sealed under a key.
     pub fn is_encrypted(&self) -> bool {
         self.cipher.is_some()
     }

@@ -9,6 +9,7 @@ pub(super) const MAX_TEMPLATE_SIDE: usize = 4_096;
 /// One embedding to store, with where it came from.
 #[derive(Debug, Clone)]
 pub struct NewTemplate {
+    /// The embedding of one window.
     pub embedding: Embedding,
     /// Silhouettes the network saw.
     pub frames: usize,
@@ -16,28 +17,40 @@ pub struct NewTemplate {
     pub source: String,
 }
 
+/// An enrolled person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Person {
+    /// Row id.
     pub id: i64,
+    /// The random pseudonym events name them by.
     pub pseudonym: String,
+    /// The name given at enrolment (never leaves the gallery).
     pub name: String,
+    /// When, in milliseconds since the Unix epoch.
     pub enrolled_at_ms: i64,
+    /// Templates stored.
     pub templates: usize,
 }
 
 /// A stored template, decrypted.
 #[derive(Debug, Clone)]
 pub struct Template {
+    /// Row id.
     pub id: i64,
+    /// Row id of its owner.
     pub person_id: i64,
+    /// The embedding.
     pub embedding: Embedding,
 }
 
 /// What an erasure removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Erasure {
+    /// The pseudonym the person had.
     pub pseudonym: String,
+    /// Templates removed.
     pub templates: usize,
+    /// Stored events naming them removed.
     pub events: usize,
 }
 
@@ -117,6 +130,7 @@ impl Gallery {
         self.person(name)
     }
 
+    /// The person enrolled under `name`.
     pub fn person(&self, name: &str) -> Result<Person> {
         self.people()?
             .into_iter()
@@ -124,6 +138,7 @@ impl Gallery {
             .ok_or_else(|| GalleryError::UnknownPerson(name.to_string()))
     }
 
+    /// Everyone enrolled, by name.
     pub fn people(&self) -> Result<Vec<Person>> {
         let mut statement = self.connection.prepare(
             "SELECT p.id, p.pseudonym, p.name, p.enrolled_at_ms, COUNT(t.id)

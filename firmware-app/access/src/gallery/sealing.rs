@@ -14,6 +14,7 @@ pub(super) const KEY_CHECK_PLAINTEXT: &[u8] = b"gait gallery key check";
 pub struct TemplateKey(pub(super) [u8; KEY_BYTES]);
 
 impl TemplateKey {
+    /// A key from 64 hex digits (surrounding white space ignored).
     pub fn from_hex(text: &str) -> Result<Self> {
         let text = text.trim();
         if text.len() != KEY_BYTES * 2 || !text.is_ascii() {
@@ -61,6 +62,7 @@ impl TemplateKey {
         hasher.finalize().into()
     }
 
+    /// A new random key.
     pub fn generate() -> Self {
         let mut key = [0u8; KEY_BYTES];
         rand::rng().fill_bytes(&mut key);
@@ -89,6 +91,7 @@ impl TemplateKey {
         Ok(key)
     }
 
+    /// The key as 64 hex digits, as key files hold it.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -97,6 +97,7 @@ impl Gallery {
         )? as usize)
     }
 
+    /// Events stored.
     pub fn event_count(&self) -> Result<usize> {
         Ok(self
             .connection

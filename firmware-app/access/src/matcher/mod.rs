@@ -18,17 +18,24 @@ use prefilter::Prefilter;
 /// Below this many templates a second thread costs more than it saves.
 const TEMPLATES_PER_THREAD_MIN: usize = 512;
 
+/// Why a search or an index build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MatchError {
+    /// A probe from another model than the templates.
     #[error(
         "probe is {probe_parts}x{probe_channels}, the gallery holds {parts}x{channels} templates"
     )]
     ShapeMismatch {
+        /// Parts of the probe.
         probe_parts: usize,
+        /// Channels of the probe.
         probe_channels: usize,
+        /// Parts of the templates.
         parts: usize,
+        /// Channels of the templates.
         channels: usize,
     },
+    /// Reading the gallery failed.
     #[error(transparent)]
     Gallery(#[from] GalleryError),
 }
@@ -36,32 +43,42 @@ pub enum MatchError {
 /// Who a template belongs to, as the matcher reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// Row id in the gallery.
     pub person_id: i64,
+    /// What events name them by.
     pub pseudonym: String,
+    /// For the screen only.
     pub name: String,
 }
 
+/// An identity and its distance to the probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     /// Index into [`MatchIndex::identities`].
     pub identity: usize,
+    /// The smallest distance of the probe to any of the identity's templates.
     pub distance: f32,
 }
 
 /// The two closest identities (not templates) to a probe.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ranking {
+    /// The nearest identity.
     pub best: Option<Candidate>,
+    /// The next nearest other identity.
     pub second: Option<Candidate>,
 }
 
 /// A ranking and how many templates it took measuring exactly.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Search {
+    /// The two nearest identities.
     pub ranking: Ranking,
+    /// Templates measured in f32 after the prefilter.
     pub exact_measurements: usize,
 }
 
+/// Every template of a gallery in one array, searched exactly for the two nearest identities.
 pub struct MatchIndex {
     parts: usize,
     channels: usize,
@@ -74,6 +91,7 @@ pub struct MatchIndex {
 }
 
 impl MatchIndex {
+    /// An empty index for embeddings of `parts` × `channels`, searched on `threads` threads.
     pub fn new(parts: usize, channels: usize, threads: usize) -> Self {
         MatchIndex {
             parts,
@@ -122,11 +140,13 @@ impl MatchIndex {
         self
     }
 
+    /// Adds an identity; its index is returned.
     pub fn add_identity(&mut self, identity: Identity) -> usize {
         self.identities.push(identity);
         self.identities.len() - 1
     }
 
+    /// Adds a template of `identity`.
     pub fn push(&mut self, identity: usize, template: &Embedding) -> Result<(), MatchError> {
         self.check_shape(template)?;
         self.owners.push(identity);
@@ -135,22 +155,27 @@ impl MatchIndex {
         Ok(())
     }
 
+    /// Every identity, by index.
     pub fn identities(&self) -> &[Identity] {
         &self.identities
     }
 
+    /// One identity.
     pub fn identity(&self, index: usize) -> &Identity {
         &self.identities[index]
     }
 
+    /// Templates held.
     pub fn template_count(&self) -> usize {
         self.owners.len()
     }
 
+    /// Threads a search uses.
     pub fn threads(&self) -> usize {
         self.threads
     }
 
+    /// `(parts, channels)` of the embeddings it holds.
     pub fn shape(&self) -> (usize, usize) {
         (self.parts, self.channels)
     }
