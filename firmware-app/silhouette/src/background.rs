@@ -46,6 +46,7 @@ const TEXTURE_WINDOW_RADIUS: usize = 8;
 /// samples of neighbouring pixels interleave, so the clean-up smooths out their errors.
 const TEXTURE_WINDOW_STEP: usize = 4;
 
+/// Settings of the background model; the defaults are tuned for an indoor door camera.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackgroundConfig {
     /// Frames of history; the learning rate is its reciprocal.
@@ -56,13 +57,17 @@ pub struct BackgroundConfig {
     pub background_threshold_sigma2: f32,
     /// Share of the total weight the background modes explain.
     pub background_ratio: f32,
+    /// Variance (grey levels squared) a new mode starts with.
     pub initial_variance: f32,
+    /// Variances never fall below this (sensor noise)...
     pub min_variance: f32,
+    /// ...nor rise above this.
     pub max_variance: f32,
     /// Zivkovic's complexity-reduction prior (c_T).
     pub complexity_prior: f32,
     /// Brightness ratio band (frame / background) of a shadow.
     pub shadow_ratio_min: f32,
+    /// Upper end of that band.
     pub shadow_ratio_max: f32,
     /// Largest standard deviation of the brightness ratio around a shadow pixel.
     pub shadow_ratio_max_deviation: f32,
@@ -74,6 +79,7 @@ pub struct BackgroundConfig {
     pub shadow_texture_min_slope: f32,
     /// Learning-rate factor where the caller holds a tracked person.
     pub held_learning_factor: f32,
+    /// Divide out global exposure changes (the median frame/background ratio) before matching.
     pub compensate_exposure: bool,
     /// Threads that update the model (each takes a band of rows).
     pub threads: usize,
@@ -109,6 +115,7 @@ struct Mode {
     variance: f32,
 }
 
+/// A per-pixel mixture of up to [`MODES`] Gaussians on 8-bit luma, with shadow labels.
 pub struct BackgroundModel {
     config: BackgroundConfig,
     width: u32,
@@ -123,6 +130,7 @@ pub struct BackgroundModel {
 }
 
 impl BackgroundModel {
+    /// An empty model for frames of `width` × `height`; the first frame seeds it.
     pub fn new(config: BackgroundConfig, width: u32, height: u32) -> Self {
         let workers = config.threads.max(1);
         let n = (width * height) as usize;
@@ -140,6 +148,7 @@ impl BackgroundModel {
         }
     }
 
+    /// `(width, height)` of the frames it takes.
     pub fn dimensions(&self) -> (u32, u32) {
         (self.width, self.height)
     }

@@ -6,8 +6,11 @@ use image::GrayImage;
 /// Pixel counts accumulated over any number of frames.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MaskScore {
+    /// Person pixels labelled person.
     pub true_positives: u64,
+    /// Background pixels labelled person.
     pub false_positives: u64,
+    /// Person pixels labelled background.
     pub false_negatives: u64,
 }
 
@@ -24,6 +27,7 @@ impl MaskScore {
         }
     }
 
+    /// Share of the pixels labelled person that are.
     pub fn precision(&self) -> f64 {
         ratio(
             self.true_positives,
@@ -31,6 +35,7 @@ impl MaskScore {
         )
     }
 
+    /// Share of the person pixels labelled person.
     pub fn recall(&self) -> f64 {
         ratio(
             self.true_positives,
@@ -38,6 +43,7 @@ impl MaskScore {
         )
     }
 
+    /// Harmonic mean of precision and recall (CDnet's F).
     pub fn f_measure(&self) -> f64 {
         let (p, r) = (self.precision(), self.recall());
         if p + r == 0.0 {

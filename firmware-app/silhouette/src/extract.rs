@@ -20,15 +20,20 @@ const SHEET_GAP_PX: u32 = 2;
 /// All silhouettes of one walker.
 #[derive(Debug, Clone)]
 pub struct Walk {
+    /// The track the walk is.
     pub track: TrackId,
+    /// Frame index it was first seen at.
     pub first_frame: u64,
+    /// Frame index it was last seen at.
     pub last_frame: u64,
     /// Valid normalised 64×64 silhouettes, in order.
     pub silhouettes: Vec<GrayImage>,
+    /// Frames refused by the quality gates, by reason.
     pub rejections: BTreeMap<FrameRejection, usize>,
 }
 
 impl Walk {
+    /// Frames of the track, valid or refused.
     pub fn frames_seen(&self) -> usize {
         self.silhouettes.len() + self.rejections.values().sum::<usize>()
     }
@@ -39,8 +44,10 @@ impl Walk {
     }
 }
 
+/// Every walk of a recording.
 #[derive(Debug, Clone, Default)]
 pub struct Extraction {
+    /// Frames read from the recording.
     pub frames_read: u64,
     /// Walks in order of their first frame.
     pub walks: Vec<Walk>,
@@ -56,6 +63,7 @@ impl Extraction {
 /// A recording run through the stage to its end.
 #[derive(Debug, Default)]
 pub struct Replay {
+    /// Frames read from the recording (the empty scene not counted).
     pub frames_read: u64,
     /// The windows the stage closed when the recording ended (tracks still in view).
     pub closing_windows: Vec<Window>,

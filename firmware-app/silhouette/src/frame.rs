@@ -7,8 +7,11 @@ use image::GrayImage;
 /// One greyscale frame and when it was captured, relative to the start of its source.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// Position in its source, from 0.
     pub index: u64,
+    /// Capture time since the source started.
     pub timestamp: Duration,
+    /// 8-bit luma.
     pub image: GrayImage,
 }
 

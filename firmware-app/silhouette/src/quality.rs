@@ -6,6 +6,7 @@ use std::fmt;
 use crate::blobs::BoundingBox;
 use crate::normalise::PretreatmentDrop;
 
+/// Why a track's frame gives no silhouette.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FrameRejection {
     /// The body is cut by the top or bottom of the image: the pretreatment would stretch the rest.
@@ -25,6 +26,7 @@ pub enum FrameRejection {
 }
 
 impl FrameRejection {
+    /// Every reason, in report order.
     pub const ALL: [FrameRejection; 7] = [
         FrameRejection::TouchesTopOrBottom,
         FrameRejection::TouchesSide,
@@ -35,6 +37,7 @@ impl FrameRejection {
         FrameRejection::CentreAtColumnZero,
     ];
 
+    /// A stable snake-case name, for reports and logs.
     pub fn name(self) -> &'static str {
         match self {
             FrameRejection::TouchesTopOrBottom => "touches_top_or_bottom",
@@ -63,12 +66,16 @@ impl From<PretreatmentDrop> for FrameRejection {
     }
 }
 
+/// The quality gates' limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QualityConfig {
     /// A box this close to an image edge touches it.
     pub border_margin_px: u32,
+    /// Fewest rows a body may cover.
     pub min_height_px: u32,
+    /// Narrowest box a walking person makes, width over height...
     pub min_width_over_height: f32,
+    /// ...and the widest.
     pub max_width_over_height: f32,
     /// Largest relative height change from one frame of a track to the next.
     pub max_height_change_fraction: f32,

@@ -17,28 +17,40 @@ use crate::windows::{Observation, TrackWindows, Window, WindowConfig};
 /// many of its own heights: a person who walked in and waits, not a ghost left by the first frame.
 const HOLD_AFTER_TRAVEL_HEIGHTS: f32 = 0.25;
 
+/// Settings of the whole stage.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SilhouetteConfig {
+    /// The background model.
     pub background: BackgroundConfig,
+    /// From labels to person blobs.
     pub blobs: BlobConfig,
+    /// Tracking.
     pub tracker: TrackerConfig,
+    /// The quality gates.
     pub quality: QualityConfig,
+    /// Windows per track.
     pub windows: WindowConfig,
 }
 
 /// One track's frame in a [`FrameReport`].
 #[derive(Debug, Clone)]
 pub struct TrackFrame {
+    /// The track.
     pub track: TrackId,
     /// Index into [`FrameReport::blobs`].
     pub blob: usize,
+    /// Its normalised 64 × 64 silhouette, or why there is none.
     pub silhouette: Result<GrayImage, FrameRejection>,
 }
 
+/// What the stage made of one frame.
 #[derive(Debug)]
 pub struct FrameReport {
+    /// The frame's index.
     pub frame_index: u64,
+    /// Person blobs found.
     pub blobs: Vec<Blob>,
+    /// Tracks seen in this frame.
     pub tracks: Vec<TrackFrame>,
     /// Windows that became due with this frame.
     pub windows: Vec<Window>,
@@ -68,6 +80,8 @@ struct TrackState {
     travelled: bool,
 }
 
+/// The silhouette stage for one camera: background model, blobs, tracks, quality gates,
+/// normalisation and windows, frame by frame.
 pub struct SilhouettePipeline {
     config: SilhouetteConfig,
     model: Option<BackgroundModel>,
@@ -77,6 +91,7 @@ pub struct SilhouettePipeline {
 }
 
 impl SilhouettePipeline {
+    /// A stage that learns its background from the first frames it sees.
     pub fn new(config: SilhouetteConfig) -> Self {
         let tracker = Tracker::new(config.tracker.clone());
         Self {
@@ -93,6 +108,7 @@ impl SilhouettePipeline {
         self.model_for(&frame.image).apply(&frame.image, None);
     }
 
+    /// One frame through the whole stage.
     pub fn process(&mut self, frame: &Frame) -> FrameReport {
         let image = &frame.image;
         if image.width() == 0 || image.height() == 0 {

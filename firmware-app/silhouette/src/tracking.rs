@@ -12,6 +12,7 @@ use crate::blobs::{Blob, BoundingBox};
 /// person when the pieces join.
 const MERGE_MIN_OBSERVATIONS: u32 = 3;
 
+/// How blobs are followed from frame to frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackerConfig {
     /// Largest centroid jump between frames, as a fraction of the track's blob height.
@@ -35,18 +36,25 @@ impl Default for TrackerConfig {
     }
 }
 
+/// A track's number, unique while the stage runs.
 pub type TrackId = u64;
 
+/// A person followed across frames.
 #[derive(Debug, Clone)]
 pub struct Track {
+    /// Its number.
     pub id: TrackId,
+    /// Its blob's box when last seen.
     pub bbox: BoundingBox,
     /// Where the track was last seen, or where it has coasted to while hidden.
     pub centroid: (f32, f32),
     /// Smoothed per-frame centroid motion, pixels.
     pub velocity: (f32, f32),
+    /// Frame it was first seen at.
     pub first_frame: u64,
+    /// Frame it was last seen at.
     pub last_seen_frame: u64,
+    /// Frames in a row without a blob.
     pub missed_frames: u32,
     /// Frames in a row hidden in a blob shared with other tracks.
     pub occluded_frames: u32,
@@ -107,6 +115,7 @@ pub struct TrackUpdate {
     pub ended: Vec<Track>,
 }
 
+/// Nearest-centroid tracking with smoothed velocity prediction.
 #[derive(Debug)]
 pub struct Tracker {
     config: TrackerConfig,
@@ -115,6 +124,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker with no tracks.
     pub fn new(config: TrackerConfig) -> Self {
         Self {
             config,
@@ -123,6 +133,7 @@ impl Tracker {
         }
     }
 
+    /// The tracks alive.
     pub fn tracks(&self) -> &[Track] {
         &self.tracks
     }

@@ -8,6 +8,7 @@ use image::GrayImage;
 use crate::quality::FrameRejection;
 use crate::tracking::TrackId;
 
+/// How tracks are cut into windows for the network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowConfig {
     /// Frames per window (HSTL trained on 30-frame clips).
@@ -31,27 +32,43 @@ impl Default for WindowConfig {
     }
 }
 
+/// Whether a window can go to the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WindowQuality {
+    /// Enough valid silhouettes.
     Good,
-    TooFewValidFrames { valid: usize, required: usize },
+    /// Too many frames refused by the quality gates.
+    TooFewValidFrames {
+        /// Valid silhouettes in the window.
+        valid: usize,
+        /// Valid silhouettes a window needs.
+        required: usize,
+    },
 }
 
 /// One frame of a track: its normalised 64×64 silhouette or why there is none.
 #[derive(Debug, Clone)]
 pub struct Observation {
+    /// The frame.
     pub frame_index: u64,
+    /// Its silhouette, or why there is none.
     pub silhouette: Result<GrayImage, FrameRejection>,
 }
 
+/// Consecutive frames of one track, as the network will see them.
 #[derive(Debug, Clone)]
 pub struct Window {
+    /// The track.
     pub track: TrackId,
+    /// Index of its first frame.
     pub first_frame: u64,
+    /// Index of its last frame.
     pub last_frame: u64,
     /// The valid silhouettes, in order, uint8 64×64.
     pub silhouettes: Vec<GrayImage>,
+    /// Frames refused by the quality gates, by reason.
     pub rejections: BTreeMap<FrameRejection, usize>,
+    /// Whether it can go to the network.
     pub quality: WindowQuality,
     /// The walk ended with this window.
     pub closes_walk: bool,

@@ -10,6 +10,7 @@ use bits::{connected_components, BitMask};
 
 // The clean-up reads the foreground as the labels' top bit (guaranteed in `background`).
 
+/// How labels become person blobs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlobConfig {
     /// Radius of the square opening that removes speckle.
@@ -50,25 +51,33 @@ impl Default for BlobConfig {
 /// Axis-aligned box, inclusive minimum and exclusive maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundingBox {
+    /// Left column.
     pub x0: u32,
+    /// Top row.
     pub y0: u32,
+    /// One past the right column.
     pub x1: u32,
+    /// One past the bottom row.
     pub y1: u32,
 }
 
 impl BoundingBox {
+    /// Columns covered.
     pub fn width(&self) -> u32 {
         self.x1 - self.x0
     }
 
+    /// Rows covered.
     pub fn height(&self) -> u32 {
         self.y1 - self.y0
     }
 
+    /// Pixels covered.
     pub fn area(&self) -> u64 {
         self.width() as u64 * self.height() as u64
     }
 
+    /// The smallest box holding both.
     pub fn union(&self, other: &BoundingBox) -> BoundingBox {
         BoundingBox {
             x0: self.x0.min(other.x0),
@@ -78,6 +87,7 @@ impl BoundingBox {
         }
     }
 
+    /// Shared area over joint area, 0 to 1.
     pub fn intersection_over_union(&self, other: &BoundingBox) -> f32 {
         let w = self.x1.min(other.x1).saturating_sub(self.x0.max(other.x0)) as u64;
         let h = self.y1.min(other.y1).saturating_sub(self.y0.max(other.y0)) as u64;
@@ -107,8 +117,11 @@ impl BoundingBox {
 /// One person candidate: its pixels (a crop at `bbox`, 255 = person) and summary geometry.
 #[derive(Debug, Clone)]
 pub struct Blob {
+    /// Where the blob is in the frame.
     pub bbox: BoundingBox,
+    /// Its pixels.
     pub area: u64,
+    /// Its centre of mass, `(x, y)` in frame pixels.
     pub centroid: (f32, f32),
     /// The blob's pixels within `bbox`, holes filled.
     pub mask: GrayImage,

@@ -12,21 +12,31 @@ use image::GrayImage;
 use super::{FrameSource, SourceError};
 use crate::frame::{nv12_to_luma, rgb_to_luma, yuyv_to_luma, Frame};
 
+/// Pixel layouts cameras deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
+    /// Packed 4:2:2, luma first.
     Yuyv,
+    /// Planar luma, then interleaved chroma at 4:2:0.
     Nv12,
+    /// 8-bit luma only.
     Gray,
+    /// Packed 8-bit RGB.
     Rgb,
+    /// Motion JPEG, one JPEG per frame.
     Mjpeg,
 }
 
 /// One frame as the device delivers it.
 #[derive(Debug, Clone)]
 pub struct RawFrame {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
+    /// How `data` is laid out.
     pub format: PixelFormat,
+    /// The frame's bytes.
     pub data: Vec<u8>,
 }
 
@@ -57,16 +67,24 @@ impl RawFrame {
 
 /// A camera that can be opened and read; errors are human-readable reasons.
 pub trait CameraDevice: Send {
+    /// Opens the device.
     fn open(&mut self) -> Result<(), String>;
+    /// Waits for and returns the next frame.
     fn capture(&mut self) -> Result<RawFrame, String>;
+    /// Releases the device.
     fn close(&mut self);
+    /// The device, for logs and events.
     fn name(&self) -> String;
+    /// Frames per second it delivers.
     fn frame_rate(&self) -> f64;
 }
 
+/// Back-off between attempts to reopen a failed camera.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reconnect {
+    /// The first wait, doubled after each failed attempt...
     pub first_retry: Duration,
+    /// ...up to this.
     pub max_retry: Duration,
 }
 
@@ -79,6 +97,8 @@ impl Default for Reconnect {
     }
 }
 
+/// A live camera as a frame source: a failure is reported once, then the device is reopened with
+/// back-off while the kiosk keeps running.
 pub struct CameraSource<D: CameraDevice> {
     device: D,
     reconnect: Reconnect,
@@ -91,6 +111,7 @@ pub struct CameraSource<D: CameraDevice> {
 }
 
 impl<D: CameraDevice> CameraSource<D> {
+    /// A source over `device`, opened on the first frame asked for.
     pub fn new(device: D, reconnect: Reconnect) -> Self {
         let retry_after = reconnect.first_retry;
         Self {

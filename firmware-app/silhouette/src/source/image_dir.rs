@@ -8,6 +8,7 @@ use crate::frame::Frame;
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
+/// PNG and JPEG files of a folder, in name order, as frames.
 pub struct ImageDirectory {
     directory: PathBuf,
     files: Vec<PathBuf>,

@@ -21,6 +21,7 @@ use crate::frame::Frame;
 
 /// A stream of greyscale frames. `Ok(None)` is the end of a finite source.
 pub trait FrameSource: Send {
+    /// The next frame; an error for a frame that cannot be had.
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
 
     /// Frames per second the source delivers (nominal).
@@ -70,6 +71,7 @@ pub fn open_camera(index: u32) -> Result<Box<dyn FrameSource>, SourceError> {
     )))
 }
 
+/// Without the `camera` feature: an error saying so.
 #[cfg(not(feature = "camera"))]
 pub fn open_camera(_index: u32) -> Result<Box<dyn FrameSource>, SourceError> {
     Err(SourceError::FeatureMissing("camera"))

@@ -7,6 +7,7 @@ use nokhwa::Camera;
 
 use super::camera::{CameraDevice, PixelFormat, RawFrame};
 
+/// A V4L2 camera through nokhwa: YUYV, NV12 and GRAY give luma without decoding, MJPEG is decoded.
 pub struct V4l2Camera {
     index: u32,
     camera: Option<Camera>,

@@ -16,6 +16,8 @@ use crate::frame::Frame;
 /// Frame rate assumed when the container does not state a usable one.
 const FALLBACK_FRAME_RATE: f64 = 25.0;
 
+/// A video file decoded by FFmpeg's libraries, frame by frame, as luma (the Y plane of YUV frames,
+/// without arithmetic).
 pub struct VideoFile {
     path: PathBuf,
     input: ffmpeg::format::context::Input,
@@ -32,6 +34,7 @@ pub struct VideoFile {
 unsafe impl Send for VideoFile {}
 
 impl VideoFile {
+    /// Opens `path` and its first video stream.
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let fail = |reason: String| SourceError::Video {
             path: path.to_path_buf(),
