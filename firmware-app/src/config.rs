@@ -11,16 +11,24 @@ use crate::mqtt::MqttConfig;
 use access::audit::AuditConfig;
 use access::decision::DecisionConfig;
 
+/// `kiosk.toml`: one door (`cross/package/kiosk.toml` is a complete, commented example).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KioskConfig {
+    /// The door's name in events and on the screen.
     pub door: String,
+    /// `[model]`: the network.
     pub model: ModelConfig,
+    /// `[source]`: the camera or recording.
     pub source: SourceConfig,
+    /// `[gallery]`: who is enrolled.
     pub gallery: GalleryConfig,
+    /// `[decision]`: how the door decides.
     #[serde(default)]
     pub decision: DecisionConfig,
+    /// `[audit]`: the audit log.
     pub audit: AuditConfig,
+    /// `[display]`: the status screen.
     #[serde(default)]
     pub display: DisplayConfig,
     /// The door relay; without it the kiosk only reports decisions.
@@ -36,13 +44,16 @@ fn default_windows_in_flight() -> usize {
     2
 }
 
+/// `[model]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The ONNX model; its operating point must sit beside it.
     pub path: PathBuf,
     /// `auto` (the default), `tract` or `ort`.
     #[serde(default)]
     pub backend: Backend,
+    /// CPU threads for inference.
     #[serde(default = "default_threads")]
     pub threads: usize,
 }
@@ -55,18 +66,23 @@ fn default_threads() -> usize {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    /// `/dev/video{camera}`.
     pub camera: Option<u32>,
+    /// A video file or a folder of images, replayed.
     pub path: Option<PathBuf>,
 }
 
+/// `[gallery]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GalleryConfig {
+    /// The SQLite gallery `enrol` made.
     pub path: PathBuf,
     /// A file holding the 64-hex-digit template key; templates are stored in clear without one.
     pub key_file: Option<PathBuf>,
 }
 
+/// `[display]`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisplayConfig {
@@ -76,15 +92,25 @@ pub struct DisplayConfig {
     pub framebuffer: Option<PathBuf>,
 }
 
+/// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("reading {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// A value that is missing, misspelt or out of its range.
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field and what is wrong with it.
+        message: String,
+    },
 }
 
 /// The network's own threads: more than a board has cores only slows it down.
@@ -95,6 +121,7 @@ pub const MAX_WINDOWS_IN_FLIGHT: usize = 16;
 pub const MIN_AUDIT_FILE_BYTES: u64 = 4_096;
 /// Rotated audit files: at least one, so that the line just written survives a rotation.
 pub const MAX_AUDIT_KEEP_FILES: usize = 10_000;
+/// The largest MQTT queue allowed: ten million events of a few hundred bytes is already gigabytes.
 pub const MAX_MQTT_QUEUED: usize = 10_000_000;
 
 impl KioskConfig {
@@ -150,6 +177,7 @@ impl KioskConfig {
         Ok(())
     }
 
+    /// Reads, checks and resolves (relative paths against the file's folder) a configuration.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),

@@ -14,7 +14,9 @@ use image::GrayImage;
 
 use access::decision::DenialReason;
 
+/// Width of the status screen, pixels.
 pub const SCREEN_WIDTH: u32 = 480;
+/// Height of the status screen, pixels.
 pub const SCREEN_HEIGHT: u32 = 320;
 /// Each silhouette pixel becomes a square this many screen pixels wide.
 const SILHOUETTE_SCALE: u32 = 3;
@@ -27,27 +29,43 @@ const WATCHING: Rgb888 = Rgb888::new(60, 66, 80);
 const TEXT: Rgb888 = Rgb888::new(235, 235, 235);
 const DIM_TEXT: Rgb888 = Rgb888::new(150, 155, 165);
 
+/// What the door is doing, as the screen says it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DoorState {
+    /// Nobody decided on.
     Watching,
-    Granted { name: String },
-    Denied { reason: DenialReason },
+    /// Released for someone.
+    Granted {
+        /// Who, by their gallery name.
+        name: String,
+    },
+    /// Not released.
+    Denied {
+        /// Why.
+        reason: DenialReason,
+    },
 }
 
 /// Everything the screen shows.
 #[derive(Debug, Clone)]
 pub struct StatusView {
+    /// The door's name.
     pub door: String,
+    /// What the door is doing.
     pub state: DoorState,
     /// Distance of the deciding match and the accept threshold it was held against.
     pub distance: Option<(f32, f32)>,
+    /// Distance from the deciding match to the second identity.
     pub margin: Option<f32>,
     /// The newest normalised silhouette (64×64).
     pub silhouette: Option<GrayImage>,
+    /// Frames per second through the silhouette stage.
     pub frames_per_second: f32,
+    /// People tracked in view.
     pub people_in_view: usize,
 }
 
+/// Draws the status screen onto any embedded-graphics target.
 pub fn draw_status<D: DrawTarget<Color = Rgb888>>(
     view: &StatusView,
     target: &mut D,
@@ -138,6 +156,7 @@ pub struct MemoryDisplay {
 }
 
 impl MemoryDisplay {
+    /// A black screen of `width` × `height`.
     pub fn new(width: u32, height: u32) -> Self {
         MemoryDisplay {
             width,
@@ -146,14 +165,17 @@ impl MemoryDisplay {
         }
     }
 
+    /// `(width, height)`.
     pub fn dimensions(&self) -> (u32, u32) {
         (self.width, self.height)
     }
 
+    /// The colour at one pixel.
     pub fn pixel(&self, x: u32, y: u32) -> Rgb888 {
         self.pixels[(y * self.width + x) as usize]
     }
 
+    /// The screen as an RGB image.
     pub fn to_image(&self) -> image::RgbImage {
         image::RgbImage::from_fn(self.width, self.height, |x, y| {
             let p = self.pixel(x, y);
@@ -161,6 +183,7 @@ impl MemoryDisplay {
         })
     }
 
+    /// Writes the screen as a PNG file.
     pub fn save_png(&self, path: &Path) -> image::ImageResult<()> {
         self.to_image().save(path)
     }

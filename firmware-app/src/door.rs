@@ -19,19 +19,28 @@ use serde::Deserialize;
 
 use access::events::{now_ms, Event, EventKind, EventSink, SinkError};
 
+/// The shortest release a relay is asked for.
 pub const MIN_PULSE_MS: u64 = 100;
+/// The longest release: a door never stays released longer on one grant.
 pub const MAX_PULSE_MS: u64 = 15_000;
 
+/// Why the relay cannot be driven.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// A pulse outside the allowed range.
     #[error("relay pulse of {0} ms is outside {MIN_PULSE_MS}..={MAX_PULSE_MS} ms")]
     PulseOutOfRange(u64),
+    /// The GPIO line refused.
     #[error("GPIO line {line} of {chip}: {detail}")]
     Line {
+        /// The GPIO chip.
         chip: String,
+        /// The line offset.
         line: u32,
+        /// What the kernel said.
         detail: String,
     },
+    /// GPIO not built in.
     #[error("this build has no GPIO support: rebuild with `--features gpio`")]
     NoGpioSupport,
 }
@@ -64,6 +73,7 @@ fn default_max_grant_age_ms() -> u64 {
 }
 
 impl RelayConfig {
+    /// The configuration within its ranges.
     pub fn check(&self) -> Result<(), RelayError> {
         if !(MIN_PULSE_MS..=MAX_PULSE_MS).contains(&self.pulse_ms) {
             return Err(RelayError::PulseOutOfRange(self.pulse_ms));
@@ -74,6 +84,7 @@ impl RelayConfig {
 
 /// One output line: `true` releases the door.
 pub trait RelayLine: Send {
+    /// Drives the line: `true` releases the door, `false` locks it.
     fn set_active(&mut self, active: bool) -> Result<(), RelayError>;
 }
 

@@ -15,17 +15,25 @@ use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
 use silhouette::SilhouettePipeline;
 
+/// Why a recording gives no templates.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrolmentError {
+    /// The walker gave no window good enough for the network.
     #[error("{source_name}: no usable window of a walker in {frames} frames ({poor} windows had too few valid silhouettes)")]
     NoUsableWindow {
+        /// The recording.
         source_name: String,
+        /// Frames read.
         frames: u64,
+        /// Windows refused for too few valid silhouettes.
         poor: usize,
     },
+    /// The network failed on a window.
     #[error("embedding {source_name}: {error}")]
     Embed {
+        /// The recording.
         source_name: String,
+        /// What the network said.
         error: hstl::HstlError,
     },
 }
@@ -33,8 +41,11 @@ pub enum EnrolmentError {
 /// What the silhouette stage made of a recording: the usable windows of its main walker.
 #[derive(Debug, Clone, Default)]
 pub struct WalkWindows {
+    /// Frames read from the recording.
     pub frames_read: u64,
+    /// The main walker's track, when there was one.
     pub track: Option<TrackId>,
+    /// Their usable windows, in order.
     pub windows: Vec<Window>,
     /// Windows of the main walker refused for too few valid silhouettes.
     pub poor_windows: usize,

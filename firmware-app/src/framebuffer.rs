@@ -14,15 +14,26 @@ use embedded_graphics::prelude::RgbColor;
 
 use crate::display::MemoryDisplay;
 
+/// Why the framebuffer cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FramebufferError {
+    /// The device cannot be opened, asked or written.
     #[error("framebuffer {path}: {source}")]
     Io {
+        /// The device.
         path: PathBuf,
+        /// What the kernel said.
         source: std::io::Error,
     },
+    /// A pixel depth we do not write.
     #[error("framebuffer {path}: {bits} bits per pixel is not supported (16, 24 or 32)")]
-    UnsupportedDepth { path: PathBuf, bits: u32 },
+    UnsupportedDepth {
+        /// The device.
+        path: PathBuf,
+        /// Its bits per pixel.
+        bits: u32,
+    },
+    /// Framebuffer support not built in.
     #[error("this build has no framebuffer support: rebuild with `--features fb`")]
     NoFramebufferSupport,
 }
@@ -30,20 +41,28 @@ pub enum FramebufferError {
 /// Where each colour channel sits in a pixel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Channel {
+    /// Bit offset of the channel in the pixel.
     pub offset: u32,
+    /// Bits of the channel.
     pub length: u32,
 }
 
 /// The visible area and pixel format of a framebuffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PixelLayout {
+    /// Visible pixels per row.
     pub width: u32,
+    /// Visible rows.
     pub height: u32,
+    /// 16, 24 or 32.
     pub bits_per_pixel: u32,
     /// Bytes from one row to the next.
     pub line_length: u32,
+    /// The red channel.
     pub red: Channel,
+    /// The green channel.
     pub green: Channel,
+    /// The blue channel.
     pub blue: Channel,
 }
 
@@ -101,6 +120,7 @@ impl PixelLayout {
     }
 }
 
+/// A Linux framebuffer device the status screen is copied to.
 pub struct Framebuffer {
     file: File,
     path: PathBuf,
@@ -126,11 +146,13 @@ impl Framebuffer {
         Self::with_layout(file, path, layout)
     }
 
+    /// Without the `fb` feature: an error saying so.
     #[cfg(not(feature = "fb"))]
     pub fn open(_path: &Path) -> Result<Self, FramebufferError> {
         Err(FramebufferError::NoFramebufferSupport)
     }
 
+    /// A framebuffer on an open file with a known layout (tests use a plain file).
     pub fn with_layout(
         file: File,
         path: &Path,
@@ -149,6 +171,7 @@ impl Framebuffer {
         })
     }
 
+    /// Its layout.
     pub fn layout(&self) -> PixelLayout {
         self.layout
     }
@@ -235,6 +258,8 @@ mod kernel {
         reserved: [u16; 2],
     }
 
+    /// The device's visible size and pixel format, from `FBIOGET_VSCREENINFO` and
+    /// `FBIOGET_FSCREENINFO`.
     pub fn layout(file: &File) -> std::io::Result<PixelLayout> {
         let mut var = VarScreenInfo::default();
         let mut fix = FixScreenInfo::default();

@@ -35,14 +35,19 @@ const BACKPRESSURE_POLL: Duration = Duration::from_millis(2);
 /// A preview silhouette goes to the screen every this many frames.
 const PREVIEW_EVERY_FRAMES: u64 = 5;
 
+/// Why the kiosk could not decide on a window.
 #[derive(Debug, thiserror::Error)]
 pub enum KioskError {
+    /// The network failed.
     #[error("embedding a window: {0}")]
     Embed(#[from] hstl::HstlError),
+    /// The search or the gallery failed.
     #[error(transparent)]
     Match(#[from] MatchError),
+    /// The model's operating point is unusable.
     #[error(transparent)]
     Model(#[from] hstl::operating_point::OperatingPointError),
+    /// The capture thread died.
     #[error("the capture thread stopped unexpectedly")]
     CaptureThread,
 }
@@ -62,7 +67,9 @@ pub fn window_input(silhouettes: &[GrayImage]) -> Result<Silhouettes, hstl::Hstl
 
 /// Embeds windows, matches them against the gallery and applies the policy.
 pub struct DoorEngine {
+    /// The door's name.
     pub door: String,
+    /// SHA-256 of the model.
     pub model_id: String,
     embedder: Box<dyn Embedder>,
     index: MatchIndex,
@@ -77,7 +84,9 @@ pub struct DoorEngine {
 /// A decision with its event and how long it took.
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {
+    /// What was decided.
     pub decision: Decision,
+    /// The event published for it.
     pub event: Event,
     /// The gallery name, for the screen only (events carry the pseudonym).
     pub name: Option<String>,
@@ -86,6 +95,7 @@ pub struct DecisionRecord {
 }
 
 impl DoorEngine {
+    /// An engine deciding with `policy` on searches of `index`, embeddings by `embedder`.
     pub fn new(
         door: String,
         model_id: String,
@@ -146,14 +156,17 @@ impl DoorEngine {
         }
     }
 
+    /// The templates it searches.
     pub fn index(&self) -> &MatchIndex {
         &self.index
     }
 
+    /// The policy it decides with.
     pub fn policy(&self) -> &DecisionPolicy {
         &self.policy
     }
 
+    /// One window of a track: embedded, searched and voted on; a decision when the track's votes settle.
     pub fn on_window(
         &mut self,
         window: &Window,
@@ -178,6 +191,7 @@ impl DoorEngine {
         Ok(decision.map(|d| self.record(d, completed_at)))
     }
 
+    /// A track left: an undecided track is decided now (denied, with the reason its votes point to).
     pub fn on_track_ended(&mut self, track: TrackId, ended_at: Instant) -> Option<DecisionRecord> {
         if let Err(e) = self.follow_gallery() {
             log::error!("{e}; nobody is recognised until the gallery reloads");
@@ -254,6 +268,7 @@ enum Job {
 
 /// Where decisions and the screen go.
 pub struct Outputs {
+    /// Every sink of the door.
     pub dispatcher: EventDispatcher,
     /// Status screens are written here as PNG, one per decision, when set.
     pub screen_dir: Option<std::path::PathBuf>,
@@ -282,24 +297,35 @@ impl Outputs {
     }
 }
 
+/// How often the live screen is redrawn between decisions.
 pub const SCREEN_REFRESH: Duration = Duration::from_millis(200);
 
 /// How often a running kiosk logs its throughput, drops and latency.
 pub const STATUS_EVERY: Duration = Duration::from_secs(60);
 
+/// What a run of the loop did.
 #[derive(Debug, Clone, Default)]
 pub struct KioskStats {
+    /// Frames read.
     pub frames: u64,
+    /// Windows that went through the network.
     pub windows_embedded: u64,
+    /// Windows dropped because the network was behind (a live camera only).
     pub windows_dropped: u64,
+    /// Decisions made.
     pub decisions: u64,
+    /// From the last frame of each deciding window to its event.
     pub latencies: Vec<Duration>,
+    /// How long the run took.
     pub elapsed: Duration,
+    /// Times the source failed.
     pub source_errors: u64,
+    /// Tailgate alarms raised.
     pub tailgate_alarms: u64,
 }
 
 impl KioskStats {
+    /// Frames read per second of the run.
     pub fn frames_per_second(&self) -> f64 {
         self.frames as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -322,6 +348,7 @@ pub fn median_latency(latencies: &[Duration]) -> Duration {
 pub struct LoopConfig {
     /// A live camera drops whole windows when inference is behind; a recording waits.
     pub live: bool,
+    /// The silhouette stage.
     pub silhouettes: SilhouetteConfig,
     /// Windows waiting for the network at most.
     pub max_windows_in_flight: usize,

@@ -26,13 +26,18 @@ use access::line_file::append_whole_line;
 /// Acknowledged events are removed from the queue file in batches of this many.
 pub const COMPACT_EVERY: usize = 256;
 
+/// Why the MQTT sink cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
+    /// The queue file cannot be read or written.
     #[error("event queue {path}: {source}")]
     Queue {
+        /// The queue file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// MQTT not built in.
     #[error("this build has no MQTT support: rebuild with `--features mqtt`")]
     NoMqttSupport,
 }
@@ -41,14 +46,18 @@ pub enum MqttError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
+    /// The broker's host name or address.
     pub host: String,
+    /// Its port (1883).
     #[serde(default = "default_port")]
     pub port: u16,
     /// Defaults to `kiosk-<door>`; it must be unique on the broker.
     pub client_id: Option<String>,
     /// Defaults to `kiosk/<door>`.
     pub topic_prefix: Option<String>,
+    /// User name, when the broker asks for one.
     pub username: Option<String>,
+    /// Its password.
     pub password: Option<String>,
     /// Where events wait for the broker.
     pub queue_path: PathBuf,
@@ -66,6 +75,7 @@ fn default_max_queued() -> usize {
 }
 
 impl MqttConfig {
+    /// The topic prefix for `door`.
     pub fn prefix(&self, door: &str) -> String {
         self.topic_prefix
             .clone()
@@ -133,14 +143,17 @@ impl DiskQueue {
         Ok(queue)
     }
 
+    /// Events waiting.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The oldest waiting event, as its JSON line.
     pub fn front(&self) -> Option<&str> {
         self.entries.front().map(String::as_str)
     }
@@ -242,6 +255,7 @@ mod client {
     }
 
     impl MqttSink {
+        /// Opens the queue file and starts the publishing thread; the broker may be down.
         pub fn start(config: &MqttConfig, door: &str) -> Result<Self, MqttError> {
             let queue = Arc::new(Mutex::new(DiskQueue::open(
                 &config.queue_path,
@@ -285,6 +299,7 @@ mod client {
             })
         }
 
+        /// Whether the broker is connected now.
         pub fn is_connected(&self) -> bool {
             self.connected.load(Ordering::SeqCst)
         }

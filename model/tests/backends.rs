@@ -2,7 +2,7 @@
 //! and enrolment name: each choice reproduces the reference vectors in `../shared/parity`.
 
 use hstl::onnx_graph::{write_model, ExportOptions};
-use hstl::{open_embedder, Backend, Embedding, HstlError, Silhouettes, Weights};
+use hstl::{open_embedder, Backend, Embedding, Silhouettes, Weights};
 use test_support::{parity_dir, Vectors};
 
 #[test]
@@ -51,7 +51,7 @@ fn asking_for_onnxruntime_without_it_is_a_clear_error() {
     )
     .unwrap();
     let refused = open_embedder(&model, Backend::Ort, 1).err().unwrap();
-    assert!(matches!(refused, HstlError::OnnxRuntimeNotBuilt));
+    assert!(matches!(refused, hstl::HstlError::OnnxRuntimeNotBuilt));
     assert!(refused.to_string().contains("--features ort"), "{refused}");
     let auto = open_embedder(&model, Backend::Auto, 1).unwrap();
     assert!(auto.describe().contains("tract"));

@@ -248,15 +248,9 @@ fn site_walks(
                 );
             }
             let frames = walk.shape()[0];
-            let embedded = embed_walk(
-                embedder,
-                windows,
-                frames,
-                &walk
-                    .as_standard_layout()
-                    .as_slice()
-                    .expect("standard layout"),
-            )?;
+            let pixels = walk.as_standard_layout();
+            let pixels = pixels.as_slice().expect("a standard layout is contiguous");
+            let embedded = embed_walk(embedder, windows, frames, pixels)?;
             if embedded.is_empty() {
                 log::warn!(
                     "{}: {frames} frames give the kiosk no window good enough to decide on; skipped",

@@ -20,11 +20,15 @@ use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
 use crate::variant::{INPUT_HEIGHT, INPUT_WIDTH};
 
+/// Where ONNX Runtime's library is looked for first (then `libonnxruntime.so` on the library
+/// path).
 pub const LIBRARY_ENV: &str = "ORT_DYLIB_PATH";
 const DEFAULT_LIBRARY: &str = "libonnxruntime.so";
 /// Clip length of the run that checks a model when it is loaded.
 const PROBE_FRAMES: usize = 3;
 
+/// HSTL on ONNX Runtime, loaded at run time: TensorRT (engines cached beside the model), then CUDA,
+/// then the CPU.
 pub struct OrtEmbedder {
     session: Mutex<Session>,
     input_name: String,
