@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+mod assembly;
 pub mod config;
 pub mod display;
 pub mod door;
@@ -12,3 +13,5 @@ pub mod enrolment;
 pub mod framebuffer;
 pub mod kiosk;
 pub mod mqtt;
+
+pub use assembly::{Kiosk, SetupError, MAX_QUEUED_EVENTS};

@@ -12,21 +12,18 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use access::audit::AuditConfig;
+use access::decision::{DecisionConfig, DenialReason, Verdict};
+use access::gallery::{Gallery, TemplateKey};
+use calibration::open_set::{LabelledWalk, OpenSetRates};
+use firmware_app::config::{DisplayConfig, GalleryConfig, KioskConfig, ModelConfig, SourceConfig};
+use firmware_app::enrolment::{templates_from_windows, walk_windows};
+use firmware_app::kiosk::{DecisionRecord, KioskStats};
+use firmware_app::Kiosk;
 use hstl::onnx_graph::{write_model, ExportOptions};
-use hstl::{TractEmbedder, Variant, Weights};
+use hstl::{model_id, Backend, TractEmbedder, Variant, Weights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-use access::audit::{AuditConfig, AuditLog, ChainKey};
-use access::decision::DenialReason;
-use access::decision::{DecisionConfig, DecisionPolicy, Verdict};
-use access::events::{EventDispatcher, EventKind};
-use access::gallery::{Gallery, TemplateKey};
-use access::matcher::MatchIndex;
-use calibration::open_set::{LabelledWalk, OpenSetRates};
-use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::kiosk::{run, DecisionRecord, DoorEngine, KioskStats, LoopConfig, Outputs};
-use hstl::model_id;
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
 use synthetic_scene::{SceneConfig, SyntheticScene};
 use synthetic_scene::{Walk, WalkerIdentity};
@@ -87,11 +84,9 @@ pub enum DemoError {
     #[error(transparent)]
     Enrolment(#[from] firmware_app::enrolment::EnrolmentError),
     #[error(transparent)]
-    Match(#[from] access::matcher::MatchError),
+    Setup(#[from] firmware_app::SetupError),
     #[error(transparent)]
     Kiosk(#[from] firmware_app::kiosk::KioskError),
-    #[error(transparent)]
-    Audit(#[from] access::audit::AuditError),
     #[error("synthetic walk of {0} gave no walker")]
     NoWalk(String),
 }
@@ -268,39 +263,49 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         decision.margin
     );
 
-    let index = MatchIndex::from_gallery(&gallery, embedder_shape(&embedder), config.threads)?;
-    let mut engine = DoorEngine::new(
-        "demo door".into(),
-        model_id.clone(),
-        Box::new(embedder),
-        index,
-        DecisionPolicy::new(decision.clone(), accept_distance),
-    );
+    drop(gallery);
     // Each run seals its log with its own new key: the last run's files would not verify.
     let audit_dir = out.join("audit");
     if audit_dir.exists() {
         std::fs::remove_dir_all(&audit_dir).map_err(io(&audit_dir))?;
     }
     let audit_log = audit_dir.join("events.jsonl");
-    let mut dispatcher = EventDispatcher::new(10_000);
-    let audit = AuditLog::open(
-        AuditConfig {
+    let door = KioskConfig {
+        door: "demo door".into(),
+        model: ModelConfig {
+            path: model.clone(),
+            backend: Backend::Tract,
+            threads: config.threads,
+        },
+        source: SourceConfig {
+            camera: None,
+            path: None,
+        },
+        gallery: GalleryConfig {
+            path: gallery_path.clone(),
+            key_file: Some(key_file.clone()),
+        },
+        decision: decision.clone(),
+        audit: AuditConfig {
             path: audit_log.clone(),
             max_file_bytes: 10 << 20,
             keep_files: 5,
         },
-        Some(ChainKey::from_template_key(&key)),
-    )?;
-    let audit_head = audit.head_handle();
-    dispatcher.add(Box::new(audit));
-    dispatcher.add(Box::new(Gallery::open(&gallery_path, Some(&key))?));
-    dispatcher.publish(&engine.event(EventKind::Started));
-    let mut outputs = Outputs {
-        dispatcher,
-        screen_dir: Some(screens.clone()),
-        framebuffer: None,
-        audit_head: Some(audit_head),
+        display: DisplayConfig {
+            screen_dir: Some(screens.clone()),
+            framebuffer: None,
+        },
+        relay: None,
+        mqtt: None,
+        max_windows_in_flight: 2,
     };
+    let mut kiosk = Kiosk::assemble(
+        &door,
+        Some(&key),
+        Box::new(embedder),
+        model_id.clone(),
+        accept_distance,
+    )?;
 
     let mut walk_ups: Vec<(String, Expected, Vec<Walk>)> = Vec::new();
     for (name, identity) in &people {
@@ -354,19 +359,12 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
 
     let kiosk_started = Instant::now();
     let mut results = Vec::new();
-    let loop_config = LoopConfig {
-        live: false,
-        silhouettes: silhouettes.clone(),
-        max_windows_in_flight: 2,
-    };
     for (label, expected, walks) in walk_ups {
         let source = Box::new(scene(rng.random(), walks));
         let mut decisions = Vec::new();
-        let stats = run(
+        let stats = kiosk.run(
             source,
-            &loop_config,
-            &mut engine,
-            &mut outputs,
+            false,
             Arc::new(AtomicBool::new(false)),
             &mut |record| decisions.push(record.clone()),
         )?;
@@ -377,9 +375,9 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
             stats,
         });
     }
-    outputs
-        .dispatcher
-        .publish(&engine.event(EventKind::Stopped));
+    for (sink, pending) in kiosk.stop() {
+        log::warn!("{sink}: {pending} events undelivered");
+    }
     Ok(DemoReport {
         enrolled,
         genuine,
@@ -394,11 +392,6 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         audit_log,
         screens,
     })
-}
-
-fn embedder_shape(embedder: &TractEmbedder) -> (usize, usize) {
-    use hstl::Embedder;
-    embedder.embedding_shape()
 }
 
 /// Genuine pairs: templates of one person from different passes. Impostor pairs: templates of
