@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 "$(dirname "$0")/setup-aarch64.sh"
-cargo test -p hstl --target aarch64-unknown-linux-gnu --lib --test parity -- \
+# One command over the whole workspace, so that tract is cross-compiled once: every library's unit
+# tests (the kiosk's own code on ARM: gallery with bundled SQLite and encryption, decisions,
+# silhouettes, events, the relay, the MQTT queue and the framebuffer conversion) and the parity test.
+cargo test --workspace --features firmware-app/gpio,firmware-app/mqtt,firmware-app/fb \
+    --target aarch64-unknown-linux-gnu --lib --test parity -- \
     --skip 33_frames --skip reference_distance
-# The kiosk's own code on ARM: gallery (bundled SQLite, encryption), decisions, silhouettes, events,
-# the relay, the MQTT queue and the framebuffer conversion.
-cargo test -p silhouette -p access -p firmware-app --features firmware-app/gpio,firmware-app/mqtt,firmware-app/fb \
-    --target aarch64-unknown-linux-gnu --lib

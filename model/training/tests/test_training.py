@@ -42,7 +42,7 @@ def shared(path):
 
 def hstl_binary():
     """Our Rust `hstl` command, built as the workspace's tests build it."""
-    subprocess.run(["cargo", "build", "--quiet", "-p", "hstl-cli", "--bin", "hstl"], cwd=REPO, check=True)
+    subprocess.run(["cargo", "build", "--quiet", "--workspace", "--bin", "hstl"], cwd=REPO, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     return target / "debug" / "hstl"
 

@@ -126,9 +126,19 @@ pub enum GalleryError {
     /// The disk is full; the change was rolled back.
     #[error("the disk holding the gallery is full; nothing was changed")]
     DiskFull,
+    /// Another process (an enrolment, an erasure) held the gallery's write lock longer than the busy
+    /// timeout; nothing was changed.
+    #[error("the gallery is locked by another process (an enrolment or erasure in progress?); nothing was changed")]
+    Locked,
     /// Any other SQLite error.
     #[error("gallery database: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for GalleryError {
+    fn from(error: rusqlite::Error) -> Self {
+        full(error)
+    }
 }
 
 pub(super) fn corrupt(path: &Path, error: rusqlite::Error) -> GalleryError {
@@ -146,9 +156,11 @@ pub(super) fn corrupt(path: &Path, error: rusqlite::Error) -> GalleryError {
     }
 }
 
+/// SQLite's errors that a kiosk meets in operation, told apart from the rest.
 pub(super) fn full(error: rusqlite::Error) -> GalleryError {
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => GalleryError::DiskFull,
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => GalleryError::Locked,
         _ => GalleryError::Database(error),
     }
 }
