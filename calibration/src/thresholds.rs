@@ -5,6 +5,14 @@
 /// Why no threshold can be chosen.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ThresholdError {
+    /// Pair rates need pairs of both kinds.
+    #[error("need at least one genuine and one impostor pair (got {genuine} and {impostor})")]
+    TooFewPairs {
+        /// Pairs of one person.
+        genuine: usize,
+        /// Pairs of two people.
+        impostor: usize,
+    },
     /// Rates need searches of both kinds.
     #[error("need at least one mated and one non-mated search (got {mated} and {non_mated})")]
     TooFewSearches {

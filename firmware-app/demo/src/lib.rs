@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use access::audit::AuditConfig;
 use access::decision::{DecisionConfig, DenialReason, Verdict};
 use access::gallery::{Gallery, TemplateKey};
-use calibration::open_set::{LabelledWalk, OpenSetRates};
+use calibration::pairs::PairRates;
 use firmware_app::config::{DisplayConfig, GalleryConfig, KioskConfig, ModelConfig, SourceConfig};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::kiosk::{DecisionRecord, KioskStats};
@@ -228,7 +228,6 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let enrolment_started = Instant::now();
     let mut enrolled = Vec::new();
     let mut walk_templates: Vec<(usize, usize, hstl::Embedding)> = Vec::new();
-    let mut labelled_walks = Vec::new();
     for (person, (name, identity)) in people.iter().enumerate() {
         let mut templates = Vec::new();
         for pass in 0..config.enrolment_walks {
@@ -243,10 +242,6 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
                 |_, _| {},
             )?;
             walk_templates.extend(made.iter().map(|t| (person, pass, t.embedding.clone())));
-            labelled_walks.push(LabelledWalk {
-                person: name.clone(),
-                windows: made.iter().map(|t| t.embedding.clone()).collect(),
-            });
             templates.extend(made);
         }
         gallery.enrol(name, &model_id, &templates)?;
@@ -256,8 +251,7 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
     let enrolment_time = enrolment_started.elapsed();
 
     let (genuine, impostor) = score_pairs(&walk_templates)?;
-    let (decision, accept_distance) =
-        calibrate(&labelled_walks, config.enrolment_walks, &genuine, &impostor);
+    let (decision, accept_distance) = calibrate(&genuine, &impostor);
     log::info!(
         "calibrated on enrolment walks: accept up to {accept_distance:.4}, margin {:.4}",
         decision.margin
@@ -415,20 +409,14 @@ fn score_pairs(
     Ok((genuine, impostor))
 }
 
-/// The accept distance at the equal error rate of open-set searches among the enrolment walks, as
-/// `calibrate thresholds` measures it (each person's last walk searched against everyone's others,
-/// every walk against everyone else's), and a margin of a tenth of the gap between the medians of
-/// the genuine and impostor pair distances.
-pub fn calibrate(
-    walks: &[LabelledWalk],
-    walks_per_person: usize,
-    genuine: &[f32],
-    impostor: &[f32],
-) -> (DecisionConfig, f32) {
+/// The accept distance at the equal error rate of the enrolment pairs (`calibration::pairs`: genuine
+/// pairs are templates of one person from different walks, impostor pairs templates of two people),
+/// and a margin of a tenth of the gap between the two medians.
+pub fn calibrate(genuine: &[f32], impostor: &[f32]) -> (DecisionConfig, f32) {
     let mut config = DecisionConfig::default();
-    let accept_distance = OpenSetRates::leave_one_out(walks, walks_per_person.saturating_sub(1))
+    let accept_distance = PairRates::new(genuine.to_vec(), impostor.to_vec())
         .map(|rates| rates.equal_error_rate().threshold)
-        // Too few walks to search: accept only a replay of an enrolment window.
+        // Nothing to compare: accept only a replay of an enrolment window.
         .unwrap_or(f32::MIN_POSITIVE);
     config.margin = (median(impostor) - median(genuine)).max(0.0) / 10.0;
     if !config.margin.is_finite() {
