@@ -125,7 +125,11 @@ impl DoorEngine {
         let Some(gallery) = self.watched.as_mut() else {
             return Ok(());
         };
-        if !gallery.changed_elsewhere().map_err(MatchError::from)? && !self.reload_pending {
+        if !gallery
+            .roster_changed_elsewhere()
+            .map_err(MatchError::from)?
+            && !self.reload_pending
+        {
             return Ok(());
         }
         self.policy.forget_identities();

@@ -42,6 +42,8 @@ pub struct Gallery {
     cipher: Option<ChaCha20Poly1305>,
     /// SQLite's count of commits by other connections, when last looked at.
     data_version: i64,
+    /// The roster's generation (bumped by every enrolment and erasure), when last looked at.
+    roster_generation: i64,
 }
 
 impl Gallery {
@@ -54,11 +56,13 @@ impl Gallery {
             path: path.to_path_buf(),
             cipher: key.map(|k| ChaCha20Poly1305::new(Key::from_slice(&k.0))),
             data_version: 0,
+            roster_generation: 0,
         };
         gallery.configure()?;
         gallery.migrate()?;
         gallery.check_key()?;
         gallery.data_version = gallery.current_data_version()?;
+        gallery.roster_generation = gallery.current_roster_generation()?;
         Ok(gallery)
     }
 
@@ -73,18 +77,37 @@ impl Gallery {
         Self::open(path, key)
     }
 
+    fn current_roster_generation(&self) -> Result<i64> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'roster_generation'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
     fn current_data_version(&self) -> Result<i64> {
         Ok(self
             .connection
             .pragma_query_value(None, "data_version", |row| row.get(0))?)
     }
 
-    /// Whether another connection (another process: `enrol add`, `enrol remove`) committed a change
-    /// since the last call or since opening. It costs one pragma, so it can be asked per search.
-    pub fn changed_elsewhere(&mut self) -> Result<bool> {
+    /// Whether another connection (another process: `enrol add`, `enrol remove`) changed who is
+    /// enrolled since the last call or since opening. Events other connections store (the kiosk's own
+    /// event sink) do not count: they change nothing the kiosk matches against. It costs one pragma
+    /// when nothing was committed, so it can be asked per search.
+    pub fn roster_changed_elsewhere(&mut self) -> Result<bool> {
         let now = self.current_data_version()?;
-        let changed = now != self.data_version;
+        if now == self.data_version {
+            return Ok(false);
+        }
         self.data_version = now;
+        let generation = self.current_roster_generation()?;
+        let changed = generation != self.roster_generation;
+        self.roster_generation = generation;
         Ok(changed)
     }
 
@@ -290,6 +313,25 @@ mod tests {
     }
 
     #[test]
+    fn events_stored_by_another_connection_are_no_change_of_who_is_enrolled() {
+        let (_dir, path) = temp_db("g.db");
+        let mut kiosk = Gallery::open(&path, None).unwrap();
+        kiosk.enrol("ada", "m", &[template(1.0)]).unwrap();
+        let mut sink = Gallery::open_existing(&path, None).unwrap();
+        sink.record_event(5, "granted", None, "{}").unwrap();
+        assert!(
+            !kiosk.roster_changed_elsewhere().unwrap(),
+            "the kiosk's own events must not make it forget the votes of everyone in view"
+        );
+        sink.enrol("grace", "m", &[template(2.0)]).unwrap();
+        assert!(kiosk.roster_changed_elsewhere().unwrap());
+        sink.add_templates("grace", "m", &[template(3.0)]).unwrap();
+        assert!(kiosk.roster_changed_elsewhere().unwrap());
+        sink.record_event(6, "denied", None, "{}").unwrap();
+        assert!(!kiosk.roster_changed_elsewhere().unwrap());
+    }
+
+    #[test]
     fn an_event_for_someone_erased_meanwhile_is_stored_without_them() {
         let (_dir, path) = temp_db("g.db");
         let mut kiosk = Gallery::open(&path, None).unwrap();
@@ -307,9 +349,9 @@ mod tests {
         assert!(kiosk.record_decision_event(&granted).unwrap());
         let mut tool = Gallery::open_existing(&path, None).unwrap();
         tool.erase("ada").unwrap();
-        assert!(kiosk.changed_elsewhere().unwrap());
+        assert!(kiosk.roster_changed_elsewhere().unwrap());
         assert!(
-            !kiosk.changed_elsewhere().unwrap(),
+            !kiosk.roster_changed_elsewhere().unwrap(),
             "asked again, nothing new"
         );
         assert!(!kiosk.record_decision_event(&granted).unwrap());

@@ -97,7 +97,9 @@ impl Gallery {
             templates,
             now,
         )?;
+        bump_roster_generation(&tx)?;
         tx.commit().map_err(full)?;
+        self.roster_generation = self.current_roster_generation()?;
         Ok(Person {
             id: person_id,
             pseudonym,
@@ -126,7 +128,9 @@ impl Gallery {
             templates,
             now_ms(),
         )?;
+        bump_roster_generation(&tx)?;
         tx.commit().map_err(full)?;
+        self.roster_generation = self.current_roster_generation()?;
         self.person(name)
     }
 
@@ -263,7 +267,9 @@ impl Gallery {
             .map_err(full)?;
         tx.execute("DELETE FROM people WHERE id = ?1", [person.id])
             .map_err(full)?;
+        bump_roster_generation(&tx)?;
         tx.commit().map_err(full)?;
+        self.roster_generation = self.current_roster_generation()?;
         // Freed pages would still hold the name and templates until overwritten.
         self.connection
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
@@ -325,4 +331,16 @@ pub(super) fn new_pseudonym() -> String {
     let mut bytes = [0u8; PSEUDONYM_BYTES];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Marks a change of who is enrolled, in the transaction that makes it: watchers reload their index
+/// when the generation moves, and only then.
+fn bump_roster_generation(tx: &Transaction) -> Result<()> {
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES ('roster_generation', 1) \
+         ON CONFLICT(key) DO UPDATE SET value = value + 1",
+        [],
+    )
+    .map_err(full)?;
+    Ok(())
 }
