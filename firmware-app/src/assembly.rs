@@ -165,7 +165,7 @@ impl Kiosk {
             max_windows_in_flight: config.max_windows_in_flight,
         };
         kiosk.publish(EventKind::Started);
-        if let Some(sink) = kiosk.undelivered().into_iter().next() {
+        if let Some((sink, _)) = kiosk.owed().into_iter().next() {
             return Err(SetupError::Unrecorded { sink });
         }
         Ok(kiosk)
@@ -203,21 +203,16 @@ impl Kiosk {
     /// The stop event published; the sinks that still owe events, with how many.
     pub fn stop(mut self) -> Vec<(String, usize)> {
         self.publish(EventKind::Stopped);
-        self.outputs
-            .dispatcher
-            .pending()
-            .into_iter()
-            .filter(|(_, pending)| *pending > 0)
-            .collect()
+        self.owed()
     }
 
-    fn undelivered(&self) -> Vec<String> {
+    /// The sinks that still owe events, with how many.
+    fn owed(&self) -> Vec<(String, usize)> {
         self.outputs
             .dispatcher
             .pending()
             .into_iter()
             .filter(|(_, pending)| *pending > 0)
-            .map(|(sink, _)| sink)
             .collect()
     }
 }
