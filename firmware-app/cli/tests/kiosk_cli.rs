@@ -108,7 +108,7 @@ fn a_door_never_runs_on_a_distance_nobody_calibrated_for_its_model() {
     );
     // The model file replaced (retrained, say) without calibrating the new one.
     hstl::onnx_graph::write_model(
-        &hstl::Weights::seeded(hstl::Variant::CasiaB, 8),
+        &hstl::Weights::seeded(hstl::Variant::Compact, 8),
         &hstl::onnx_graph::ExportOptions::default(),
         &door.model,
     )

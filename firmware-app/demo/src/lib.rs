@@ -3,7 +3,7 @@
 //! of enrolled people, strangers, a tailgating pair and a walker too close to the camera go through the
 //! kiosk loop, and each decision is checked against what should have happened.
 //!
-//! The network is HSTL with OpenGait's initialisation (seed 7), not trained weights: random
+//! The network is the kiosk's compact HSTL with OpenGait's initialisation (seed 7), not trained weights: random
 //! convolutional features still separate the body shapes and gaits of the synthetic people, and the
 //! accept threshold is calibrated on the enrolment walks the way an installer would on site.
 
@@ -193,9 +193,9 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         std::fs::remove_dir_all(&screens).map_err(io(&screens))?;
     }
     std::fs::create_dir_all(&screens).map_err(io(&screens))?;
-    let model = out.join("hstl_casiab_seed7.onnx");
+    let model = out.join("hstl_compact_seed7.onnx");
     write_model(
-        &Weights::seeded(Variant::CasiaB, SEED_MODEL),
+        &Weights::seeded(Variant::Compact, SEED_MODEL),
         &ExportOptions::default(),
         &model,
     )?;

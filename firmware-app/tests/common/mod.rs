@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-/// HSTL with OpenGait's initialisation (seed 7) written as ONNX into `dir`: its path, its model id and
+/// The compact HSTL with OpenGait's initialisation (seed 7) written as ONNX into `dir`: its path, its model id and
 /// a tract embedder on 2 threads.
 pub fn seeded_model(dir: &std::path::Path) -> (PathBuf, String, hstl::TractEmbedder) {
     let model = test_support::seeded_model(dir);
