@@ -219,3 +219,82 @@ fn events_wait_on_disk_for_the_broker_and_arrive_in_order() {
     drop(sink);
     assert_eq!(std::fs::read_to_string(&config.queue_path).unwrap(), "");
 }
+
+#[test]
+fn a_broker_that_flaps_every_second_for_a_minute_loses_no_event() {
+    const FLAPPING: Duration = Duration::from_secs(60);
+    const EVERY: Duration = Duration::from_millis(100);
+    let Some(mosquitto) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = MqttConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: None,
+        topic_prefix: None,
+        username: None,
+        password: None,
+        queue_path: dir.path().join("mqtt-queue.jsonl"),
+        max_queued: 10_000,
+    };
+    let mut broker = Some(Broker::start(&mosquitto, dir.path(), port));
+    let received = subscribe(port);
+    let mut sink = MqttSink::start(&config, "front").unwrap();
+
+    // One event every 100 ms (a busy door) while the broker is up for a second, then down for one.
+    let started = Instant::now();
+    let mut delivered = Vec::new();
+    let mut flips = 0;
+    let mut next_flip = started + Duration::from_secs(1);
+    while started.elapsed() < FLAPPING {
+        let at_ms = delivered.len() as i64 + 1;
+        sink.deliver(&event(at_ms, EventKind::Granted))
+            .expect("the sink accepts every event, broker or not");
+        delivered.push(at_ms);
+        if Instant::now() >= next_flip {
+            broker = match broker.take() {
+                Some(up) => {
+                    drop(up);
+                    None
+                }
+                None => Some(Broker::start(&mosquitto, dir.path(), port)),
+            };
+            flips += 1;
+            next_flip += Duration::from_secs(1);
+        }
+        std::thread::sleep(EVERY);
+    }
+    assert!(flips >= 50, "{flips} flips");
+    if broker.is_none() {
+        broker = Some(Broker::start(&mosquitto, dir.path(), port));
+    }
+    wait_for("every event", || {
+        let got: std::collections::BTreeSet<i64> = events_received(&received)
+            .into_iter()
+            .map(|(_, at)| at)
+            .collect();
+        got.len() == delivered.len()
+    });
+    wait_for("the queue to empty", || sink.waiting() == 0);
+    let arrivals: Vec<i64> = events_received(&received)
+        .into_iter()
+        .map(|(_, at)| at)
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let first_arrivals: Vec<i64> = arrivals.iter().copied().filter(|at| seen.insert(*at)).collect();
+    assert_eq!(first_arrivals, delivered, "every event arrived, in order");
+    eprintln!(
+        "{} events through {flips} broker flips: {} messages received ({} repeated by QoS 1 redelivery)",
+        delivered.len(),
+        arrivals.len(),
+        arrivals.len() - delivered.len()
+    );
+    drop(sink);
+    drop(broker);
+}

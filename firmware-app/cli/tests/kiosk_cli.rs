@@ -243,3 +243,78 @@ fn the_kiosk_runs_as_its_service_user_and_refuses_files_that_user_cannot_use() {
         "template.key",
     );
 }
+
+/// The kiosk with its wall clock set by libfaketime (`spec` in its format: `@2020-01-01 00:00:00`
+/// starts the clock there, `-1d` shifts it), the monotonic clock left alone as NTP leaves it. `None`
+/// (the test skipped) where faketime is not installed; CI installs it, so there it must run.
+fn kiosk_with_wall_clock(spec: &str, config: &Path) -> Option<Output> {
+    let Ok(output) = Command::new("faketime")
+        .args(["-f", spec])
+        .arg(env!("CARGO_BIN_EXE_kiosk"))
+        .arg("--config")
+        .arg(config)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have faketime (apt-get install faketime)"
+        );
+        eprintln!("SKIPPED: faketime is not installed");
+        return None;
+    };
+    Some(output)
+}
+
+#[test]
+fn wall_clock_steps_between_runs_stop_no_door_and_the_log_still_verifies() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    let config = door.config("", "gallery.db");
+    // A board without a real-time clock boots in the past until NTP steps it to now; later the clock
+    // is corrected back a day, then set far ahead by mistake.
+    let day_ms = 86_400_000;
+    let steps = [
+        ("@2020-01-01 00:00:00", 1_577_836_800_000),
+        ("+0", access::events::now_ms()),
+        ("-1d", access::events::now_ms() - day_ms),
+        ("+400d", access::events::now_ms() + 400 * day_ms),
+    ];
+    for (spec, _) in &steps {
+        let Some(run) = kiosk_with_wall_clock(spec, &config) else {
+            return;
+        };
+        assert!(
+            run.status.success(),
+            "{spec}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let log = std::fs::read_to_string(door.path("audit/events.jsonl")).unwrap();
+    let started: Vec<i64> = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["event"]["kind"] == "started")
+        .map(|line| line["event"]["at_ms"].as_i64().unwrap())
+        .collect();
+    assert_eq!(started.len(), steps.len(), "{log}");
+    let hour_ms = 3_600_000;
+    for (stamped, (spec, expected)) in started.iter().zip(&steps) {
+        assert!(
+            (stamped - expected).abs() < hour_ms,
+            "{spec}: started at {stamped}, expected about {expected}"
+        );
+    }
+    let verified = Command::new(env!("CARGO_BIN_EXE_kiosk"))
+        .args(["verify-log", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("4 published head(s)"), "{stdout}");
+}
