@@ -287,7 +287,11 @@ fn a_broker_that_flaps_every_second_for_a_minute_loses_no_event() {
         .map(|(_, at)| at)
         .collect();
     let mut seen = std::collections::BTreeSet::new();
-    let first_arrivals: Vec<i64> = arrivals.iter().copied().filter(|at| seen.insert(*at)).collect();
+    let first_arrivals: Vec<i64> = arrivals
+        .iter()
+        .copied()
+        .filter(|at| seen.insert(*at))
+        .collect();
     assert_eq!(first_arrivals, delivered, "every event arrived, in order");
     eprintln!(
         "{} events through {flips} broker flips: {} messages received ({} repeated by QoS 1 redelivery)",

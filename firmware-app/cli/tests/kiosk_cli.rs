@@ -318,3 +318,35 @@ fn wall_clock_steps_between_runs_stop_no_door_and_the_log_still_verifies() {
     );
     assert!(stdout.contains("4 published head(s)"), "{stdout}");
 }
+
+#[test]
+fn a_kiosk_started_while_another_process_holds_the_gallery_refuses_then_starts_once_it_is_free() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    let config = door.config("", "gallery.db");
+    // An enrolment that takes long, as another process: its write lock held past the busy timeout.
+    let enrolment = rusqlite::Connection::open(door.path("gallery.db")).unwrap();
+    enrolment.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let run = kiosk(&[], &config);
+    refused(&run, "gallery database cannot store events");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+    enrolment.execute_batch("COMMIT").unwrap();
+
+    let run = kiosk(&[], &config);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let key = TemplateKey::read_file(&door.path("template.key")).unwrap();
+    let gallery = Gallery::open_existing(&door.path("gallery.db"), Some(&key)).unwrap();
+    assert_eq!(gallery.event_bodies("started").unwrap().len(), 1);
+    assert_eq!(gallery.event_bodies("stopped").unwrap().len(), 1);
+    let verified = kiosk(&["verify-log"], &config);
+    assert!(
+        verified.status.success(),
+        "the refused start left the log whole: {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}

@@ -78,7 +78,8 @@ pub const TARGETS: &[Target] = &[
 ];
 
 /// The template key of the seed gallery: fixed, so that its sealed templates open under fuzzing.
-pub const SEED_TEMPLATE_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub const SEED_TEMPLATE_KEY: &str =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 /// The door the seed files name.
 pub const SEED_DOOR: &str = "front";

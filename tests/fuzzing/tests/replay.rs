@@ -22,7 +22,9 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn every_target_has_its_cargo_fuzz_file_and_a_seed_corpus() {
     for target in fuzzing::TARGETS {
-        let source = fuzz_dir().join("fuzz_targets").join(format!("{}.rs", target.name));
+        let source = fuzz_dir()
+            .join("fuzz_targets")
+            .join(format!("{}.rs", target.name));
         let text = std::fs::read_to_string(&source)
             .unwrap_or_else(|e| panic!("{}: {e}", source.display()));
         assert!(
@@ -47,7 +49,12 @@ fn every_seed_and_regression_runs_without_a_panic() {
             for input in inputs(&fuzz_dir().join(folder).join(target.name)) {
                 let bytes = std::fs::read(&input).unwrap();
                 let outcome = std::panic::catch_unwind(|| (target.run)(&bytes));
-                assert!(outcome.is_ok(), "{}: {} panicked", target.name, input.display());
+                assert!(
+                    outcome.is_ok(),
+                    "{}: {} panicked",
+                    target.name,
+                    input.display()
+                );
                 ran += 1;
             }
         }
