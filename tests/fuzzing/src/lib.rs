@@ -15,7 +15,8 @@ use access::audit::{repair_torn_end, verify, AuditConfig, AuditLog, ChainKey};
 use access::decision::DenialReason;
 use access::events::{Event, EventKind};
 use access::gallery::{Gallery, TemplateKey};
-use access::matcher::MatchIndex;
+use access::matcher::{Identity, MatchIndex};
+use hstl::Embedding;
 use firmware_app::config::KioskConfig;
 use firmware_app::mqtt::DiskQueue;
 use silhouette::{Frame, SilhouetteConfig, SilhouettePipeline};
@@ -74,6 +75,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "silhouette_frames",
         run: silhouette_frames,
+    },
+    Target {
+        name: "matcher",
+        run: matcher,
     },
 ];
 
@@ -256,5 +261,66 @@ pub fn probe_event() -> Event {
         figures: None,
         model_id: "sha256:fuzz".into(),
         decided: None,
+    }
+}
+
+/// The matcher (its AVX2 prefilter included) against measuring every template, on galleries of any
+/// shape: the two nearest identities must be the same distances away. Under the fuzzer's
+/// AddressSanitizer build this is also where the prefilter's `unsafe` loads and stores are checked.
+///
+/// The input: parts (1–8), channels (1–40), people (1–6), templates (1–16), threads (1–3) and a
+/// scale (2^-8–2^7), one byte each; then for each template its owner and its values, then the
+/// probe's values, one byte each (a signed byte times the scale; missing bytes are zero).
+pub fn matcher(data: &[u8]) {
+    let mut bytes = data.iter().copied().chain(std::iter::repeat(0));
+    let mut next = move || bytes.next().expect("an endless stream");
+    let parts = 1 + usize::from(next() % 8);
+    let channels = 1 + usize::from(next() % 40);
+    let people = 1 + usize::from(next() % 6);
+    let template_count = 1 + usize::from(next() % 16);
+    let threads = 1 + usize::from(next() % 3);
+    let scale = 2f32.powi(i32::from(next() % 16) - 8);
+    let embedding = |next: &mut dyn FnMut() -> u8| {
+        let values = (0..parts * channels)
+            .map(|_| f32::from(next() as i8) * scale)
+            .collect();
+        Embedding::new(parts, channels, values).expect("finite values of the shape")
+    };
+    let mut index = MatchIndex::new(parts, channels, threads);
+    for person in 0..people {
+        index.add_identity(Identity {
+            person_id: person as i64,
+            pseudonym: format!("p{person}"),
+            name: format!("person {person}"),
+        });
+    }
+    let mut templates = Vec::new();
+    for _ in 0..template_count {
+        let owner = usize::from(next()) % people;
+        let template = embedding(&mut next);
+        index.push(owner, &template).expect("the index's shape");
+        templates.push((owner, template));
+    }
+    let probe = embedding(&mut next);
+    let ranking = index.search(&probe).expect("the index's shape");
+
+    let mut nearest = vec![f32::INFINITY; people];
+    for (owner, template) in &templates {
+        let distance = probe.distance(template).expect("the same shape");
+        nearest[*owner] = nearest[*owner].min(distance);
+    }
+    let mut expected: Vec<f32> = nearest.into_iter().filter(|d| d.is_finite()).collect();
+    expected.sort_by(f32::total_cmp);
+    let found: Vec<f32> = [ranking.best.clone(), ranking.second.clone()]
+        .into_iter()
+        .flatten()
+        .map(|candidate| candidate.distance)
+        .collect();
+    assert_eq!(found.len(), expected.len().min(2), "{ranking:?} of {expected:?}");
+    for (found, expected) in found.iter().zip(&expected) {
+        assert!(
+            (found - expected).abs() <= 1e-4 * expected.max(1.0),
+            "the matcher found {found}, measuring every template {expected}"
+        );
     }
 }

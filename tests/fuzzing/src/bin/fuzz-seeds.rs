@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     audit_log(&corpus.join("audit_log"))?;
     mqtt_queue(&corpus.join("mqtt_queue"))?;
     frames(&corpus.join("silhouette_frames"))?;
+    galleries_to_search(&corpus.join("matcher"))?;
     Ok(())
 }
 
@@ -122,4 +123,25 @@ fn frames(dir: &Path) -> std::io::Result<()> {
     bytes.extend(std::iter::repeat_n(140, 24 * 18));
     bytes.extend([0, 0, 40]);
     std::fs::write(dir.join("walker-then-resize.bin"), bytes)
+}
+
+/// Galleries for the matcher target, in its byte layout: the CASIA-B embedding's 8 parts at the most
+/// channels the target allows, and a small odd shape; values from a fixed linear congruential
+/// sequence.
+fn galleries_to_search(dir: &Path) -> std::io::Result<()> {
+    folder(dir)?;
+    let mut state: u32 = 12_345;
+    let mut noise = move || {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (state >> 16) as u8
+    };
+    for (name, header) in [
+        ("wide.bin", [7u8, 39, 5, 15, 1, 8]),
+        ("odd.bin", [2, 6, 3, 6, 2, 12]),
+    ] {
+        let mut bytes = header.to_vec();
+        bytes.extend((0..6_000).map(|_| noise()));
+        std::fs::write(dir.join(name), bytes)?;
+    }
+    Ok(())
 }
