@@ -13,6 +13,7 @@ The defaults are the CPU recipe of the compact variant (README.md); `--variant c
 
 import argparse
 import json
+import signal
 import re
 import sys
 import time
@@ -111,6 +112,28 @@ def validate(model, sequences, device, frames):
     return {name: None if mean is None else round(mean, 2) for name, mean in means.items()}
 
 
+class StopRequest:
+    """SIGTERM or SIGINT while training: the iteration finishes, a checkpoint is saved, the run stops
+    (a service manager or a closing terminal ends runs this way). The previous handlers come back on
+    exit."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+
+    def __enter__(self):
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, _frame):
+        self.signal = signal.Signals(number).name
+
+    def __exit__(self, *_):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
 def train(args):
     started = time.monotonic()
     if args.threads:
@@ -157,50 +180,54 @@ def train(args):
 
     window = []
     saved = None
-    while iteration < args.iterations:
-        if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
-            print(f"time budget of {args.minutes} min reached", flush=True)
-            break
-        warm_up(optimizer, args, iteration)
-        clips, labels = batches.next()
-        sils = torch.from_numpy(clips).to(device, non_blocking=True)
-        labels = torch.from_numpy(labels).to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=mixed_precision):
-            embeddings, _, logits = model(sils)
-        triplet, active = triplet_loss(embeddings, labels, args.margin)
-        identity, accuracy = cross_entropy_loss(logits, labels)
-        loss = triplet + identity
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        iteration += 1
-        window.append((loss.item(), triplet.item(), identity.item(), accuracy, active))
+    with StopRequest() as stop:
+        while iteration < args.iterations:
+            if stop.signal is not None:
+                print(f"{stop.signal}: stopping at iteration {iteration}", flush=True)
+                break
+            if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
+                print(f"time budget of {args.minutes} min reached", flush=True)
+                break
+            warm_up(optimizer, args, iteration)
+            clips, labels = batches.next()
+            sils = torch.from_numpy(clips).to(device, non_blocking=True)
+            labels = torch.from_numpy(labels).to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=mixed_precision):
+                embeddings, _, logits = model(sils)
+            triplet, active = triplet_loss(embeddings, labels, args.margin)
+            identity, accuracy = cross_entropy_loss(logits, labels)
+            loss = triplet + identity
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            iteration += 1
+            window.append((loss.item(), triplet.item(), identity.item(), accuracy, active))
 
-        if iteration % args.log_every == 0 or iteration == args.iterations:
-            mean = np.mean(window, axis=0)
-            record = {
-                "iteration": iteration,
-                "loss": round(float(mean[0]), 5),
-                "triplet": round(float(mean[1]), 5),
-                "cross_entropy": round(float(mean[2]), 5),
-                "accuracy": round(float(mean[3]), 4),
-                "active_triplets": round(float(mean[4]), 4),
-                "lr": scheduler.get_last_lr()[0],
-                "elapsed_s": round(time.monotonic() - started, 1),
-            }
-            if validation and iteration % args.validate_every == 0:
-                record["validation"] = validate(model, validation, device, args.validation_frames)
-                record["elapsed_s"] = round(time.monotonic() - started, 1)
-            print(json.dumps(record), flush=True)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            window.clear()
-        if iteration % args.save_every == 0:
-            saved = save_checkpoint(checkpoints, model, optimizer, scheduler, iteration)
+            if iteration % args.log_every == 0 or iteration == args.iterations:
+                mean = np.mean(window, axis=0)
+                record = {
+                    "iteration": iteration,
+                    "loss": round(float(mean[0]), 5),
+                    "triplet": round(float(mean[1]), 5),
+                    "cross_entropy": round(float(mean[2]), 5),
+                    "accuracy": round(float(mean[3]), 4),
+                    "active_triplets": round(float(mean[4]), 4),
+                    "lr": scheduler.get_last_lr()[0],
+                    "elapsed_s": round(time.monotonic() - started, 1),
+                }
+                if validation and iteration % args.validate_every == 0:
+                    record["validation"] = validate(model, validation, device, args.validation_frames)
+                    record["elapsed_s"] = round(time.monotonic() - started, 1)
+                print(json.dumps(record), flush=True)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                window.clear()
+            if iteration % args.save_every == 0:
+                saved = save_checkpoint(checkpoints, model, optimizer, scheduler, iteration)
 
     if saved is None or not saved.name.endswith(f"{iteration:05d}.pt"):
         saved = save_checkpoint(checkpoints, model, optimizer, scheduler, iteration)

@@ -7,6 +7,7 @@ Reads ../shared in place; without it the tests that need it skip, unless REQUIRE
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -269,3 +270,26 @@ def test_a_resumed_runs_repeated_records_are_drawn_once(tmp_path):
     records = plot_log.read_log(log)
     assert [r["iteration"] for r in records] == [50, 100, 150]
     assert records[1]["loss"] == 3.8
+
+
+def test_a_run_stopped_by_sigterm_saves_where_it_stopped(tmp_path):
+    output = tmp_path / "run"
+    command = [
+        sys.executable, str(TRAINING / "train.py"), "--data", str(shared(CASIA_B)), "--subjects", "001-004",
+        "--views", "090", "--output", str(output), "--batch-p", "2", "--batch-k", "2", "--frames", "9",
+        "--log-every", "1", "--save-every", "1000", "--iterations", "1000", "--validation-subjects", "",
+        "--variant", "compact", "--warmup", "0", "--threads", "1",
+    ]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    for line in run.stdout:
+        if line.startswith("{") and json.loads(line)["iteration"] >= 2:
+            run.send_signal(signal.SIGTERM)
+            break
+    rest = run.stdout.read()
+    assert run.wait(timeout=120) == 0, rest
+    assert "SIGTERM: stopping at iteration" in rest
+    saved = sorted((output / "checkpoints").glob("hstl-*.pt"))
+    assert len(saved) == 1
+    iteration = torch.load(saved[0], map_location="cpu", weights_only=True)["iteration"]
+    assert 2 <= iteration < 1000
+    assert saved[0].name == f"hstl-{iteration:05d}.pt"
