@@ -16,9 +16,9 @@ use access::decision::DenialReason;
 use access::events::{Event, EventKind};
 use access::gallery::{Gallery, TemplateKey};
 use access::matcher::{Identity, MatchIndex};
-use hstl::Embedding;
 use firmware_app::config::KioskConfig;
 use firmware_app::mqtt::DiskQueue;
+use hstl::Embedding;
 use silhouette::{Frame, SilhouetteConfig, SilhouettePipeline};
 
 /// A fuzz target: its name (the file `fuzz/fuzz_targets/NAME.rs`, the folders
@@ -316,7 +316,11 @@ pub fn matcher(data: &[u8]) {
         .flatten()
         .map(|candidate| candidate.distance)
         .collect();
-    assert_eq!(found.len(), expected.len().min(2), "{ranking:?} of {expected:?}");
+    assert_eq!(
+        found.len(),
+        expected.len().min(2),
+        "{ranking:?} of {expected:?}"
+    );
     for (found, expected) in found.iter().zip(&expected) {
         assert!(
             (found - expected).abs() <= 1e-4 * expected.max(1.0),

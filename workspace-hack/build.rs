@@ -1,0 +1,3 @@
+//! Present so that the build-time dependencies above join the build-time feature set.
+
+fn main() {}
