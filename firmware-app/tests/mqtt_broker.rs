@@ -95,6 +95,26 @@ fn subscribe(port: u16) -> Arc<Mutex<Vec<(String, String)>>> {
     received
 }
 
+/// The sink's configuration for a broker on a free loopback port, its queue in `dir`; and the port.
+fn sink_config(dir: &Path, max_queued: usize) -> (MqttConfig, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = MqttConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: None,
+        topic_prefix: None,
+        username: None,
+        password: None,
+        queue_path: dir.join("mqtt-queue.jsonl"),
+        max_queued,
+    };
+    (config, port)
+}
+
 fn wait_for(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !condition() {
@@ -135,21 +155,7 @@ fn events_wait_on_disk_for_the_broker_and_arrive_in_order() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = MqttConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: None,
-        topic_prefix: None,
-        username: None,
-        password: None,
-        queue_path: dir.path().join("mqtt-queue.jsonl"),
-        max_queued: 1000,
-    };
+    let (config, port) = sink_config(dir.path(), 1000);
 
     // The broker is down: events are accepted and kept on disk, and survive a kiosk restart.
     let mut sink = MqttSink::start(&config, "front").unwrap();
@@ -228,21 +234,7 @@ fn a_broker_that_flaps_every_second_for_a_minute_loses_no_event() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = MqttConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: None,
-        topic_prefix: None,
-        username: None,
-        password: None,
-        queue_path: dir.path().join("mqtt-queue.jsonl"),
-        max_queued: 10_000,
-    };
+    let (config, port) = sink_config(dir.path(), 10_000);
     let mut broker = Some(Broker::start(&mosquitto, dir.path(), port));
     let received = subscribe(port);
     let mut sink = MqttSink::start(&config, "front").unwrap();

@@ -305,11 +305,7 @@ fn wall_clock_steps_between_runs_stop_no_door_and_the_log_still_verifies() {
             "{spec}: started at {stamped}, expected about {expected}"
         );
     }
-    let verified = Command::new(env!("CARGO_BIN_EXE_kiosk"))
-        .args(["verify-log", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let verified = kiosk(&["verify-log"], &config);
     let stdout = String::from_utf8_lossy(&verified.stdout);
     assert!(
         verified.status.success(),
