@@ -81,6 +81,18 @@ fn kiosk(args: &[&str], config: &Path) -> Output {
         .unwrap()
 }
 
+/// `kiosk verify-log` on `config`, which must pass: its report.
+fn verify_log(config: &Path) -> String {
+    let verified = kiosk(&["verify-log"], config);
+    let stdout = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    stdout
+}
+
 fn refused(output: &Output, because: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "ran: {stderr}");
@@ -143,17 +155,7 @@ fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() 
     assert!(run.status.success(), "{stderr}");
     assert!(stderr.contains("accept distance 0.4"), "{stderr}");
 
-    let verified = Command::new(env!("CARGO_BIN_EXE_kiosk"))
-        .args(["verify-log", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&verified.stdout);
-    assert!(
-        verified.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    let stdout = verify_log(&config);
     assert!(stdout.contains("every line sealed"), "{stdout}");
     assert!(stdout.contains("1 published head(s)"), "{stdout}");
 
@@ -305,13 +307,7 @@ fn wall_clock_steps_between_runs_stop_no_door_and_the_log_still_verifies() {
             "{spec}: started at {stamped}, expected about {expected}"
         );
     }
-    let verified = kiosk(&["verify-log"], &config);
-    let stdout = String::from_utf8_lossy(&verified.stdout);
-    assert!(
-        verified.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    let stdout = verify_log(&config);
     assert!(stdout.contains("4 published head(s)"), "{stdout}");
 }
 
@@ -339,10 +335,5 @@ fn a_kiosk_started_while_another_process_holds_the_gallery_refuses_then_starts_o
     let gallery = Gallery::open_existing(&door.path("gallery.db"), Some(&key)).unwrap();
     assert_eq!(gallery.event_bodies("started").unwrap().len(), 1);
     assert_eq!(gallery.event_bodies("stopped").unwrap().len(), 1);
-    let verified = kiosk(&["verify-log"], &config);
-    assert!(
-        verified.status.success(),
-        "the refused start left the log whole: {}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    verify_log(&config);
 }
