@@ -10,6 +10,7 @@ use crate::kiosk::window_input;
 use access::gallery::NewTemplate;
 use access::matcher::{MatchError, MatchIndex};
 use silhouette::extract::replay;
+use silhouette::quality::NotAWalker;
 use silhouette::source::{FrameSource, SourceError};
 use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
@@ -19,14 +20,14 @@ use silhouette::SilhouettePipeline;
 #[derive(Debug, thiserror::Error)]
 pub enum EnrolmentError {
     /// The walker gave no window good enough for the network.
-    #[error("{source_name}: no usable window of a walker in {frames} frames ({poor} windows had too few valid silhouettes)")]
+    #[error("{source_name}: no usable window of a walking person in {frames} frames (refused: {refused})")]
     NoUsableWindow {
         /// The recording.
         source_name: String,
         /// Frames read.
         frames: u64,
-        /// Windows refused for too few valid silhouettes.
-        poor: usize,
+        /// The refused windows and why, in words.
+        refused: String,
     },
     /// The network failed on a window.
     #[error("embedding {source_name}: {error}")]
@@ -49,6 +50,22 @@ pub struct WalkWindows {
     pub windows: Vec<Window>,
     /// Windows of the main walker refused for too few valid silhouettes.
     pub poor_windows: usize,
+    /// Windows of the main walker refused as not showing a walking person, and why.
+    pub not_walker_windows: Vec<NotAWalker>,
+}
+
+impl WalkWindows {
+    /// The refused windows in words, for reports and errors.
+    pub fn refusals(&self) -> String {
+        let mut words = format!("{} with too few valid silhouettes", self.poor_windows);
+        if let Some(first) = self.not_walker_windows.first() {
+            words += &format!(
+                ", {} not of a walking person (the first: {first})",
+                self.not_walker_windows.len()
+            );
+        }
+        words
+    }
 }
 
 /// Learns the background from `empty_scene` (if given), runs `source` to its end, and keeps the good
@@ -73,7 +90,7 @@ pub fn walk_windows(
     };
     let main = per_track
         .iter()
-        .max_by_key(|(track, windows)| (good(windows), std::cmp::Reverse(**track)))
+        .max_by_key(|(track, windows)| (good(windows), windows.len(), std::cmp::Reverse(**track)))
         .map(|(track, _)| *track);
     let mut result = WalkWindows {
         frames_read,
@@ -81,11 +98,13 @@ pub fn walk_windows(
         ..WalkWindows::default()
     };
     if let Some(windows) = main.and_then(|t| per_track.remove(&t)) {
-        let (usable, poor): (Vec<Window>, Vec<Window>) = windows
-            .into_iter()
-            .partition(|w| w.quality == WindowQuality::Good);
-        result.windows = usable;
-        result.poor_windows = poor.len();
+        for window in windows {
+            match window.quality {
+                WindowQuality::Good => result.windows.push(window),
+                WindowQuality::TooFewValidFrames { .. } => result.poor_windows += 1,
+                WindowQuality::NotAWalker(reason) => result.not_walker_windows.push(reason),
+            }
+        }
     }
     Ok(result)
 }
@@ -101,7 +120,7 @@ pub fn templates_from_windows(
         return Err(EnrolmentError::NoUsableWindow {
             source_name: source_name.to_string(),
             frames: walk.frames_read,
-            poor: walk.poor_windows,
+            refused: walk.refusals(),
         });
     }
     let mut templates = Vec::with_capacity(walk.windows.len());

@@ -190,6 +190,7 @@ impl DoorEngine {
                 }
             }
             WindowQuality::TooFewValidFrames { .. } => WindowOutcome::PoorQuality,
+            WindowQuality::NotAWalker(_) => WindowOutcome::NotAWalker,
         };
         let decision = self.policy.observe(window.track, &outcome, people_in_view);
         Ok(decision.map(|d| self.record(d, completed_at)))

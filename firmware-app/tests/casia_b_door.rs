@@ -176,3 +176,31 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
         "the probe ({granted_at}) is nearer to 001 than any other person's walk is ({nearest_other})"
     );
 }
+
+/// The careless enrolment: highway footage instead of a person's walk is refused, and the error says
+/// why (before, its longest vehicle track was enrolled as a person).
+#[test]
+fn traffic_footage_is_refused_for_enrolment_as_no_walking_person() {
+    let Some(traffic) = test_support::shared_path("data/bgslibrary-dataset") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, embedder) = common::seeded_model(dir.path());
+    let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
+    let walk = walk_windows(
+        &mut pipeline,
+        None,
+        &mut video(&traffic.join("video03.avi")),
+    )
+    .unwrap();
+    assert!(walk.windows.is_empty());
+    assert!(!walk.not_walker_windows.is_empty());
+    let error = templates_from_windows(&embedder, &walk, "video03.avi", |_, _| {}).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("no usable window of a walking person")
+            && message.contains("not of a walking person")
+            && message.contains("too wide for a person"),
+        "{message}"
+    );
+}

@@ -252,6 +252,8 @@ pub enum DenialReason {
     NoConsensus,
     /// Too few usable silhouettes to decide.
     PoorQuality,
+    /// What was seen was not a walking person (a vehicle, something standing still).
+    NotAWalkingPerson,
     /// More than one person in the decision zone.
     Tailgating,
     /// The identity is already held by another person in view.
@@ -266,6 +268,7 @@ impl DenialReason {
             DenialReason::Ambiguous => "ambiguous match",
             DenialReason::NoConsensus => "no consensus over windows",
             DenialReason::PoorQuality => "poor silhouette quality",
+            DenialReason::NotAWalkingPerson => "no walking person",
             DenialReason::Tailgating => "more than one person at the door",
             DenialReason::IdentityInUse => "identity already in view",
         }
@@ -331,6 +334,8 @@ pub enum WindowOutcome {
     },
     /// Too few valid silhouettes for the network.
     PoorQuality,
+    /// Silhouettes enough, but not of a walking person: never sent to the network.
+    NotAWalker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,6 +377,7 @@ pub struct Decision {
 struct TrackState {
     votes: Vec<(Vote, f32, Option<f32>, usize)>,
     poor_windows: usize,
+    not_walker_windows: usize,
     decided: bool,
 }
 
@@ -450,14 +456,18 @@ impl DecisionPolicy {
             WindowOutcome::Matched { ranking, frames } => {
                 self.vote(ranking).map(|(v, d, m)| (v, d, m, *frames))
             }
-            WindowOutcome::PoorQuality => None,
+            WindowOutcome::PoorQuality | WindowOutcome::NotAWalker => None,
         };
         let state = self.tracks.entry(track).or_default();
         if state.decided {
             return None;
         }
         let Some(vote) = vote else {
-            state.poor_windows += 1;
+            if *outcome == WindowOutcome::NotAWalker {
+                state.not_walker_windows += 1;
+            } else {
+                state.poor_windows += 1;
+            }
             return None;
         };
         state.votes.push(vote);
@@ -510,10 +520,15 @@ impl DecisionPolicy {
             return None;
         }
         if state.votes.is_empty() {
+            let reason = if state.not_walker_windows > state.poor_windows {
+                DenialReason::NotAWalkingPerson
+            } else {
+                DenialReason::PoorQuality
+            };
             return Some(Decision {
                 track,
                 verdict: Verdict::Denied {
-                    reason: DenialReason::PoorQuality,
+                    reason,
                     identity: None,
                 },
                 figures: None,
@@ -718,6 +733,31 @@ mod tests {
             }
         );
         assert_eq!(decision.figures, None);
+    }
+
+    #[test]
+    fn a_track_that_never_showed_a_walking_person_is_denied_for_that() {
+        let mut policy = policy();
+        policy.observe(1, &WindowOutcome::NotAWalker, 1);
+        policy.observe(1, &WindowOutcome::NotAWalker, 1);
+        policy.observe(1, &WindowOutcome::PoorQuality, 1);
+        let decision = policy.track_ended(1).unwrap();
+        assert_eq!(
+            decision.verdict,
+            Verdict::Denied {
+                reason: DenialReason::NotAWalkingPerson,
+                identity: None
+            }
+        );
+        policy.observe(2, &WindowOutcome::NotAWalker, 1);
+        policy.observe(2, &ranked((4, 0.5), None), 1);
+        assert!(matches!(
+            policy
+                .observe(2, &ranked((4, 0.5), None), 1)
+                .unwrap()
+                .verdict,
+            Verdict::Granted { .. }
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use image::GrayImage;
 
 use crate::frame::Frame;
 use crate::normalise::PRETREATED_SIZE;
-use crate::quality::FrameRejection;
+use crate::quality::{check_walker, FrameRejection, NotAWalker};
 use crate::source::{FrameSource, SourceError};
 use crate::stage::{FrameReport, SilhouettePipeline};
 use crate::tracking::TrackId;
@@ -30,6 +30,8 @@ pub struct Walk {
     pub silhouettes: Vec<GrayImage>,
     /// Frames refused by the quality gates, by reason.
     pub rejections: BTreeMap<FrameRejection, usize>,
+    /// Whether the silhouettes, all together, show a walking person (the windows' walker gate).
+    pub walking: Result<(), NotAWalker>,
 }
 
 impl Walk {
@@ -54,9 +56,12 @@ pub struct Extraction {
 }
 
 impl Extraction {
-    /// The walk with the most valid silhouettes.
+    /// The walk with the most valid silhouettes, among those of a walking person if there are any
+    /// (a background ghost or a parked car can outlast the walker).
     pub fn main_walk(&self) -> Option<&Walk> {
-        self.walks.iter().max_by_key(|w| w.silhouettes.len())
+        self.walks
+            .iter()
+            .max_by_key(|w| (w.walking.is_ok(), w.silhouettes.len()))
     }
 }
 
@@ -106,6 +111,10 @@ pub fn extract_walks(
     })?;
     let mut walks: Vec<Walk> = walks.into_values().collect();
     walks.sort_by_key(|w| w.first_frame);
+    let gate = pipeline.config().windows.walker;
+    for walk in &mut walks {
+        walk.walking = check_walker(&walk.silhouettes, &gate);
+    }
     Ok(Extraction {
         frames_read: replayed.frames_read,
         walks,
@@ -120,6 +129,7 @@ fn record(frame: &Frame, report: FrameReport, walks: &mut BTreeMap<TrackId, Walk
             last_frame: frame.index,
             silhouettes: Vec::new(),
             rejections: BTreeMap::new(),
+            walking: Ok(()),
         });
         walk.last_frame = frame.index;
         match track_frame.silhouette {

@@ -103,6 +103,11 @@ impl SilhouettePipeline {
         }
     }
 
+    /// Its settings.
+    pub fn config(&self) -> &SilhouetteConfig {
+        &self.config
+    }
+
     /// Learns `frame` as background only (an empty-scene clip), without looking for people.
     pub fn learn_background(&mut self, frame: &Frame) {
         self.model_for(&frame.image).apply(&frame.image, None);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use image::GrayImage;
 
-use crate::quality::FrameRejection;
+use crate::quality::{check_walker, FrameRejection, NotAWalker, WalkerGate};
 use crate::tracking::TrackId;
 
 /// How tracks are cut into windows for the network.
@@ -19,6 +19,8 @@ pub struct WindowConfig {
     pub min_valid_fraction: f32,
     /// ...and at least this many.
     pub min_valid_frames: usize,
+    /// What a window of a walking person looks like.
+    pub walker: WalkerGate,
 }
 
 impl Default for WindowConfig {
@@ -28,14 +30,15 @@ impl Default for WindowConfig {
             hop: 15,
             min_valid_fraction: 0.6,
             min_valid_frames: 10,
+            walker: WalkerGate::default(),
         }
     }
 }
 
 /// Whether a window can go to the network.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WindowQuality {
-    /// Enough valid silhouettes.
+    /// Enough valid silhouettes, of a walking person.
     Good,
     /// Too many frames refused by the quality gates.
     TooFewValidFrames {
@@ -44,6 +47,8 @@ pub enum WindowQuality {
         /// Valid silhouettes a window needs.
         required: usize,
     },
+    /// Enough silhouettes, but not of a walking person (a vehicle, something that stands still).
+    NotAWalker(NotAWalker),
 }
 
 /// One frame of a track: its normalised 64×64 silhouette or why there is none.
@@ -138,12 +143,15 @@ impl TrackWindows {
         }
         let required = ((config.min_valid_fraction * config.frames as f32).ceil() as usize)
             .max(config.min_valid_frames);
-        let quality = if silhouettes.len() >= required {
-            WindowQuality::Good
-        } else {
+        let quality = if silhouettes.len() < required {
             WindowQuality::TooFewValidFrames {
                 valid: silhouettes.len(),
                 required,
+            }
+        } else {
+            match check_walker(&silhouettes, &config.walker) {
+                Ok(()) => WindowQuality::Good,
+                Err(reason) => WindowQuality::NotAWalker(reason),
             }
         };
         Window {
@@ -183,10 +191,13 @@ pub fn cut_walk(silhouettes: &[GrayImage], config: &WindowConfig) -> Vec<Window>
 mod tests {
     use super::*;
 
+    /// Frame `i` of a walker, with `i` written (below the body level) in its top-left pixel.
     fn valid(i: u64) -> Observation {
+        let mut silhouette = crate::quality::figure(20, i as usize);
+        silhouette.put_pixel(0, 0, image::Luma([i as u8]));
         Observation {
             frame_index: i,
-            silhouette: Ok(GrayImage::from_pixel(64, 64, image::Luma([i as u8]))),
+            silhouette: Ok(silhouette),
         }
     }
 
@@ -245,6 +256,22 @@ mod tests {
             }
         );
         assert!(track.close(1, &config).is_none(), "nothing new to close");
+    }
+
+    #[test]
+    fn a_window_of_something_that_does_not_walk_says_why() {
+        let config = WindowConfig::default();
+        let standing = vec![crate::quality::figure(20, 1); 30];
+        let windows = cut_walk(&standing, &config);
+        assert!(matches!(
+            windows[0].quality,
+            WindowQuality::NotAWalker(NotAWalker::Motionless { .. })
+        ));
+        let wide: Vec<GrayImage> = (0..30).map(|t| crate::quality::figure(50, t)).collect();
+        assert!(matches!(
+            cut_walk(&wide, &config)[0].quality,
+            WindowQuality::NotAWalker(NotAWalker::TooWide { .. })
+        ));
     }
 
     #[test]

@@ -228,10 +228,10 @@ fn add(
             })?;
         progress.finish_and_clear();
         println!(
-            "{source_name}: {} frames, {} usable windows ({} refused for quality), {} templates",
+            "{source_name}: {} frames, {} usable windows (refused: {}), {} templates",
             walk.frames_read,
             walk.windows.len(),
-            walk.poor_windows,
+            walk.refusals(),
             made.len()
         );
         templates.extend(made);
@@ -304,12 +304,14 @@ fn extract(
         .with_context(|| format!("reading {}", input.display()))?;
     for walk in &extraction.walks {
         log::info!(
-            "walk {}: frames {}..={}, {} silhouettes, rejected {:?}",
+            "walk {}: frames {}..={}, {} silhouettes, rejected {:?}, walking person: {}",
             walk.track,
             walk.first_frame,
             walk.last_frame,
             walk.silhouettes.len(),
-            walk.rejections
+            walk.rejections,
+            walk.walking
+                .map_or_else(|reason| format!("no, {reason}"), |()| "yes".into())
         );
     }
     let Some(walk) = extraction.main_walk().filter(|w| !w.silhouettes.is_empty()) else {
@@ -319,6 +321,14 @@ fn extract(
             extraction.frames_read
         );
     };
+    if let Err(reason) = walk.walking {
+        bail!(
+            "{}: no walking person in {} frames: the longest track (walk {}) is {reason}",
+            input.display(),
+            extraction.frames_read,
+            walk.track
+        );
+    }
     let size = PRETREATED_SIZE as usize;
     let array = Array3::from_shape_vec((walk.silhouettes.len(), size, size), walk.stacked())
         .context("stacking silhouettes")?;
