@@ -366,6 +366,7 @@ mod tests {
         probes.push(random_embedding(&mut rng, parts, channels));
         probes.push(walk(&mut rng, &centres[5], 40.0));
         probes.push(templates[7].1.clone());
+        let expected: Vec<_> = probes.iter().map(|p| exhaustive(&templates, p)).collect();
         for threads in [1, 2, 3] {
             let mut index = MatchIndex::new(parts, channels, threads);
             for person in 0..centres.len() {
@@ -374,8 +375,9 @@ mod tests {
             for (owner, template) in &templates {
                 index.push(*owner, template).unwrap();
             }
-            for probe in &probes {
-                let (best, best_distance, second, second_distance) = exhaustive(&templates, probe);
+            for (probe, &(best, best_distance, second, second_distance)) in
+                probes.iter().zip(&expected)
+            {
                 let search = index.search_counting(probe).unwrap();
                 let found = search.ranking;
                 assert_eq!(found.best.as_ref().unwrap().identity, best);
