@@ -13,22 +13,9 @@ pub enum QuantizeError {
         "every observed activation value is zero: the calibration set shows nothing (all black?)"
     )]
     AllZero,
-    /// NaN or infinity among the values.
-    #[error("{what} holds a non-finite value ({value})")]
-    NonFinite {
-        /// Weights or activations.
-        what: &'static str,
-        /// The value.
-        value: f32,
-    },
-    /// The weights do not split into the given number of channels.
-    #[error("{len} weights do not split into {channels} output channels")]
-    ChannelMismatch {
-        /// Number of weights.
-        len: usize,
-        /// Output channels asked for.
-        channels: usize,
-    },
+    /// NaN or infinity among the activations.
+    #[error("an activation holds a non-finite value ({0})")]
+    NonFinite(f32),
     /// A percentile outside (0, 100].
     #[error("percentile {0} is outside (0, 100]")]
     Percentile(f32),

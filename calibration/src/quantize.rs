@@ -1,68 +1,12 @@
-//! Reduced precision: symmetric int8 scales for weights (one per output channel) and for activations
-//! (one per tensor, from an observer fed with representative walks).
-//!
-//! Everything is symmetric with zero point 0: TensorRT's explicit quantization accepts nothing else,
-//! and one QDQ file has to run on tract, ONNX Runtime and TensorRT alike.
+//! Reduced precision: the int8 scales of activations (one per tensor, from an observer fed with
+//! representative walks). The int8 arithmetic itself, weights' per-channel scales included, is
+//! `hstl::precision`, where the graph that stores them is written.
 
 pub use crate::error::QuantizeError;
+use hstl::precision::INT8_LIMIT;
 
-/// Largest magnitude a symmetric int8 scale maps its threshold to.
-pub const INT8_LIMIT: f32 = 127.0;
 /// Bins of an observer's histogram of magnitudes.
 const HISTOGRAM_BINS: usize = 2048;
-
-/// ONNX `QuantizeLinear` with zero point 0: `x / scale` rounded half to even, saturated to int8.
-pub fn quantize_linear(x: f32, scale: f32) -> i8 {
-    (x / scale).round_ties_even().clamp(-128.0, 127.0) as i8
-}
-
-/// Weights as int8 with one scale per output channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChannelQuantized {
-    /// The int8 weights, in the layout they came in.
-    pub values: Vec<i8>,
-    /// One scale per output channel: the channel's largest magnitude over 127 (1 for a channel of
-    /// zeros, since ONNX wants a positive scale).
-    pub scales: Vec<f32>,
-}
-
-/// Quantizes `weights`, laid out `[channels, …]` (a convolution's or a linear layer's output channel
-/// first), with a symmetric scale per output channel.
-pub fn quantize_per_channel(
-    weights: &[f32],
-    channels: usize,
-) -> Result<ChannelQuantized, QuantizeError> {
-    if channels == 0 || !weights.len().is_multiple_of(channels) {
-        return Err(QuantizeError::ChannelMismatch {
-            len: weights.len(),
-            channels,
-        });
-    }
-    if let Some(&value) = weights.iter().find(|w| !w.is_finite()) {
-        return Err(QuantizeError::NonFinite {
-            what: "weights",
-            value,
-        });
-    }
-    let per_channel = weights.len() / channels;
-    let mut quantized = ChannelQuantized {
-        values: Vec::with_capacity(weights.len()),
-        scales: Vec::with_capacity(channels),
-    };
-    for channel in weights.chunks(per_channel) {
-        let largest = channel.iter().fold(0f32, |m, w| m.max(w.abs()));
-        let scale = if largest > 0.0 {
-            largest / INT8_LIMIT
-        } else {
-            1.0
-        };
-        quantized.scales.push(scale);
-        quantized
-            .values
-            .extend(channel.iter().map(|&w| quantize_linear(w, scale)));
-    }
-    Ok(quantized)
-}
 
 /// How an activation's clipping threshold is chosen from what was observed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,10 +49,7 @@ impl ActivationObserver {
     /// Adds values (one batch of an activation tensor).
     pub fn observe(&mut self, values: &[f32]) -> Result<(), QuantizeError> {
         if let Some(&value) = values.iter().find(|v| !v.is_finite()) {
-            return Err(QuantizeError::NonFinite {
-                what: "activations",
-                value,
-            });
+            return Err(QuantizeError::NonFinite(value));
         }
         let largest = values.iter().fold(0f32, |m, v| m.max(v.abs()));
         self.largest = self.largest.max(largest);
@@ -197,6 +138,7 @@ impl ActivationObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hstl::precision::quantize_linear;
 
     /// Values quantized at `scale` and back: mean squared error.
     fn round_trip_error(values: &[f32], scale: f32) -> f64 {
@@ -221,44 +163,6 @@ mod tests {
             .collect();
         values.extend((0..outliers).map(|i| if i % 2 == 0 { 40.0 } else { -35.0 }));
         values
-    }
-
-    #[test]
-    fn quantize_linear_rounds_half_to_even_and_saturates() {
-        let q = |x| quantize_linear(x, 0.5);
-        assert_eq!([q(0.25), q(0.75), q(1.25), q(-0.25)], [0, 2, 2, 0]);
-        assert_eq!([q(1000.0), q(-1000.0)], [127, -128]);
-    }
-
-    #[test]
-    fn each_channel_gets_its_own_scale_and_its_extreme_maps_to_127() {
-        let weights = [0.5, -1.0, 0.25, 0.0, 0.0, 0.0, 8.0, 2.0, -4.0];
-        let q = quantize_per_channel(&weights, 3).unwrap();
-        assert_eq!(q.scales, vec![1.0 / 127.0, 1.0, 8.0 / 127.0]);
-        assert_eq!(&q.values[..3], &[64, -127, 32]);
-        assert_eq!(&q.values[3..6], &[0, 0, 0]);
-        assert_eq!(q.values[6], 127);
-        for (channel, scale) in weights.chunks(3).zip(&q.scales) {
-            assert!(round_trip_error(channel, *scale).sqrt() <= *scale as f64 / 2.0);
-        }
-    }
-
-    #[test]
-    fn weights_that_cannot_be_quantized_are_named() {
-        assert_eq!(
-            quantize_per_channel(&[1.0, 2.0, 3.0], 2),
-            Err(QuantizeError::ChannelMismatch {
-                len: 3,
-                channels: 2
-            })
-        );
-        assert!(matches!(
-            quantize_per_channel(&[1.0, f32::NAN], 1),
-            Err(QuantizeError::NonFinite {
-                what: "weights",
-                ..
-            })
-        ));
     }
 
     #[test]

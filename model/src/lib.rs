@@ -21,6 +21,7 @@ pub mod model_info;
 pub mod onnx_graph;
 pub mod operating_point;
 pub mod pickle;
+pub mod precision;
 pub mod variant;
 pub mod weights;
 
