@@ -123,6 +123,10 @@ pub enum HstlError {
         message: String,
     },
 
+    /// A reduced-precision export that cannot be written as asked.
+    #[error("int8 export: {0}")]
+    Int8Export(String),
+
     /// The runtime failed while running the model.
     #[error("inference failed: {0}")]
     Inference(String),

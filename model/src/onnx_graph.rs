@@ -6,12 +6,14 @@
 //! GeM is `Clip` → `Pow` → `ReduceMean` → `Pow`, the FTA branch softmax is a `Softmax` over a stacked
 //! axis, and `SeparateFCs` is one batched `MatMul`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use prost::Message;
 use tract_onnx::pb;
 
 use crate::error::{HstlError, Result};
+use crate::precision::quantize_per_channel;
 use crate::variant::{ConvStage, PoolingLevel, INPUT_HEIGHT, INPUT_WIDTH};
 use crate::weights::Weights;
 
@@ -65,12 +67,21 @@ pub const INTERMEDIATE_OUTPUTS: &[&str] = &[
 pub struct ExportOptions {
     /// Also output every stage's activations (for parity tests against the reference's intermediates).
     pub intermediate_outputs: bool,
+    /// Also output the input of every 3-D convolution as `<convolution>.input` (what the int8
+    /// calibration observes).
+    pub convolution_inputs: bool,
+    /// 3-D convolutions written as int8 QDQ, by node name (`arme2.0.conv1`, …), with the symmetric
+    /// int8 scale of their input; their weights get one int8 scale per output channel.
+    pub int8_convolutions: BTreeMap<String, f32>,
 }
+
+/// Suffix of the graph outputs [`ExportOptions::convolution_inputs`] adds.
+pub const CONVOLUTION_INPUT_SUFFIX: &str = ".input";
 
 /// The ONNX model of these weights.
 pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::ModelProto> {
     let arch = weights.variant().architecture();
-    let mut g = GraphBuilder::new(weights);
+    let mut g = GraphBuilder::new(weights, options);
 
     let channel_axis = g.const_i64("channel_axis", &[1]);
     let frames = g.node(
@@ -150,6 +161,24 @@ pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::Mod
                 .iter()
                 .map(|name| value_info(name, None)),
         );
+    }
+    if options.convolution_inputs {
+        outputs.extend(
+            g.convolutions
+                .iter()
+                .map(|name| value_info(&format!("{name}{CONVOLUTION_INPUT_SUFFIX}"), None)),
+        );
+    }
+    if let Some(unknown) = options
+        .int8_convolutions
+        .keys()
+        .find(|name| !g.convolutions.contains(name))
+    {
+        return Err(HstlError::Int8Export(format!(
+            "no 3-D convolution `{unknown}` in the {} graph (there are: {})",
+            weights.variant(),
+            g.convolutions.join(", ")
+        )));
     }
     let input = value_info(
         INPUT_NAME,
@@ -254,16 +283,20 @@ fn float(name: &str, value: f32) -> pb::AttributeProto {
 
 struct GraphBuilder<'w> {
     weights: &'w Weights,
+    options: &'w ExportOptions,
     nodes: Vec<pb::NodeProto>,
     initializers: Vec<pb::TensorProto>,
+    convolutions: Vec<String>,
 }
 
 impl<'w> GraphBuilder<'w> {
-    fn new(weights: &'w Weights) -> Self {
+    fn new(weights: &'w Weights, options: &'w ExportOptions) -> Self {
         GraphBuilder {
             weights,
+            options,
             nodes: Vec::new(),
             initializers: Vec::new(),
+            convolutions: Vec::new(),
         }
     }
 
@@ -312,6 +345,17 @@ impl<'w> GraphBuilder<'w> {
         name.to_string()
     }
 
+    fn initializer_i8(&mut self, name: &str, shape: &[usize], data: &[i8]) -> String {
+        self.initializers.push(pb::TensorProto {
+            name: name.into(),
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: pb::tensor_proto::DataType::Int8 as i32,
+            raw_data: data.iter().map(|&v| v as u8).collect(),
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
     fn const_i64(&mut self, name: &str, values: &[i64]) -> String {
         self.initializers.push(pb::TensorProto {
             name: name.into(),
@@ -355,16 +399,63 @@ impl<'w> GraphBuilder<'w> {
     }
 
     fn conv3d(&mut self, x: &str, name: &str, key: &str) -> Result<String> {
-        let w = self.weight(key)?;
+        self.convolutions.push(name.to_string());
+        if self.options.convolution_inputs {
+            let exposed = format!("{name}{CONVOLUTION_INPUT_SUFFIX}");
+            self.node("Identity", &exposed, &[x], vec![]);
+        }
+        let (x, w) = match self.options.int8_convolutions.get(name) {
+            Some(&scale) => (self.int8_activation(x, name, scale), self.int8_weight(key)?),
+            None => (x.to_string(), self.weight(key)?),
+        };
         Ok(self.node(
             "Conv",
             name,
-            &[x, &w],
+            &[&x, &w],
             vec![
                 ints("kernel_shape", &[3, 3, 3]),
                 ints("pads", &[1, 1, 1, 1, 1, 1]),
                 ints("strides", &[1, 1, 1]),
             ],
+        ))
+    }
+
+    /// `x` through int8 and back at `scale`: where the runtime may run the convolution in int8.
+    fn int8_activation(&mut self, x: &str, name: &str, scale: f32) -> String {
+        let scale = self.initializer_f32(&format!("{name}.input_scale"), &[], &[scale]);
+        let zero = self.initializer_i8(&format!("{name}.input_zero_point"), &[], &[0]);
+        let quantized = self.node(
+            "QuantizeLinear",
+            &format!("{name}.input_quantized"),
+            &[x, &scale, &zero],
+            vec![],
+        );
+        self.node(
+            "DequantizeLinear",
+            &format!("{name}.input_dequantized"),
+            &[&quantized, &scale, &zero],
+            vec![],
+        )
+    }
+
+    /// A weight stored as int8 with one scale per output channel, dequantized in the graph.
+    fn int8_weight(&mut self, key: &str) -> Result<String> {
+        let t = self.weights.get(key)?;
+        let channels = t.shape[0];
+        let quantized = quantize_per_channel(&t.data, channels);
+        let shape = t.shape.clone();
+        let values = self.initializer_i8(&format!("{key}.int8"), &shape, &quantized.values);
+        let scales = self.initializer_f32(&format!("{key}.scale"), &[channels], &quantized.scales);
+        let zeros = self.initializer_i8(
+            &format!("{key}.zero_point"),
+            &[channels],
+            &vec![0; channels],
+        );
+        Ok(self.node(
+            "DequantizeLinear",
+            &format!("{key}.dequantized"),
+            &[&values, &scales, &zeros],
+            vec![int("axis", 0)],
         ))
     }
 
@@ -608,5 +699,108 @@ impl<'w> GraphBuilder<'w> {
             vec![float("epsilon", BATCH_NORM_EPS)],
         );
         Ok(self.node("Transpose", output, &[&bn], vec![ints("perm", &[0, 2, 1])]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Embedder;
+    use crate::{Silhouettes, TractEmbedder, Variant};
+
+    const FRAMES: usize = 12;
+
+    /// A body-like blob that sways from frame to frame.
+    fn clip() -> Silhouettes {
+        let pixels: Vec<u8> = (0..FRAMES)
+            .flat_map(|t| {
+                (0..64 * 64).map(move |i| {
+                    let (y, x) = (i / 64, i % 64);
+                    let centre = 32 + (t % 4) as i64 - 2;
+                    let half = if y < 40 { 6 } else { 3 + (y as i64 - 40) / 4 };
+                    if y >= 4 && (x as i64 - centre).abs() <= half {
+                        255
+                    } else {
+                        0
+                    }
+                })
+            })
+            .collect();
+        Silhouettes::from_u8(&[FRAMES, 64, 64], &pixels).unwrap()
+    }
+
+    fn embedder(weights: &Weights, options: &ExportOptions) -> TractEmbedder {
+        let bytes = build_model(weights, options).unwrap().encode_to_vec();
+        TractEmbedder::from_bytes(&bytes, "test.onnx", 1).unwrap()
+    }
+
+    #[test]
+    fn int8_convolutions_from_observed_inputs_stay_close_to_float() {
+        let weights = Weights::seeded(Variant::Compact, 7);
+        let probe = ExportOptions {
+            convolution_inputs: true,
+            ..ExportOptions::default()
+        };
+        let outputs = embedder(&weights, &probe).run_all_outputs(&clip()).unwrap();
+        let int8_convolutions: BTreeMap<String, f32> = outputs
+            .iter()
+            .filter_map(|(name, _, values)| {
+                let conv = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX)?;
+                let largest = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+                Some((conv.to_string(), largest / crate::precision::INT8_LIMIT))
+            })
+            .collect();
+        // The stem, stage 2's two layers of two bands, stage 3's two layers of four bands.
+        assert_eq!(
+            int8_convolutions.len(),
+            1 + 2 * 2 + 2 * 4,
+            "{:?}",
+            int8_convolutions.keys()
+        );
+        let int8 = ExportOptions {
+            int8_convolutions,
+            ..ExportOptions::default()
+        };
+        let model = build_model(&weights, &int8).unwrap();
+        let graph = model.graph.as_ref().unwrap();
+        let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+        assert_eq!(count("QuantizeLinear"), 13);
+        assert_eq!(count("DequantizeLinear"), 2 * 13);
+
+        let float = embedder(&weights, &ExportOptions::default())
+            .embed(&clip())
+            .unwrap();
+        let quantized = embedder(&weights, &int8).embed(&clip()).unwrap();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let difference: Vec<f32> = float
+            .as_slice()
+            .iter()
+            .zip(quantized.as_slice())
+            .map(|(a, b)| a - b)
+            .collect();
+        let relative = norm(&difference) / norm(float.as_slice());
+        assert!(
+            relative > 0.0,
+            "the int8 model computed exactly the float one"
+        );
+        assert!(
+            relative < 0.05,
+            "int8 embedding off by {relative} of its norm"
+        );
+    }
+
+    #[test]
+    fn an_int8_convolution_the_graph_does_not_have_is_named() {
+        let weights = Weights::seeded(Variant::Compact, 7);
+        let options = ExportOptions {
+            int8_convolutions: BTreeMap::from([("arme9.0.conv0".to_string(), 0.1)]),
+            ..ExportOptions::default()
+        };
+        let error = build_model(&weights, &options).unwrap_err().to_string();
+        assert!(
+            error.contains("no 3-D convolution `arme9.0.conv0`"),
+            "{error}"
+        );
+        assert!(error.contains("arme2.0.conv0"), "{error}");
     }
 }

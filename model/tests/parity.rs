@@ -28,6 +28,7 @@ fn model_bytes() -> Option<&'static [u8]> {
                     &weights,
                     &ExportOptions {
                         intermediate_outputs: true,
+                        ..ExportOptions::default()
                     },
                 )
                 .unwrap()

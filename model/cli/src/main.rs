@@ -141,6 +141,7 @@ fn main() -> Result<()> {
                 &weights,
                 &ExportOptions {
                     intermediate_outputs: intermediates,
+                    ..ExportOptions::default()
                 },
                 &out,
             )?;
