@@ -6,8 +6,12 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use prost::Message;
+use tract_onnx::pb;
+
 use crate::checkpoint::{self, StateDict, StateTensor, TensorData};
 use crate::error::{HstlError, Result};
+use crate::onnx_graph::METADATA_VARIANT;
 use crate::variant::{variant_from_head_shape, Variant, CLASSIFIER_KEY, NUM_BATCHES_TRACKED};
 
 /// Initial value of every GeM exponent in the reference (`GeMHPP(p=6.5)`).
@@ -67,6 +71,72 @@ impl Weights {
     /// `Head0.fc_bin` unless `force` names one.
     pub fn from_checkpoint(path: &Path, force: Option<Variant>) -> Result<Self> {
         Self::from_state_dict(checkpoint::read_state_dict(path)?, force)
+    }
+
+    /// The weights inside an ONNX model this crate wrote (its initializers are named by state-dict
+    /// key), so that a model file can be written again, as int8 say, without its checkpoint.
+    pub fn from_onnx(path: &Path) -> Result<Self> {
+        let bad = |message: String| HstlError::BadModel {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| HstlError::io(path, e))?;
+        let model = pb::ModelProto::decode(bytes.as_slice())
+            .map_err(|e| bad(format!("not an ONNX protobuf: {e}")))?;
+        let variant = model
+            .metadata_props
+            .iter()
+            .find(|p| p.key == METADATA_VARIANT)
+            .ok_or_else(|| bad("not written by `hstl export`: no variant in its metadata".into()))?
+            .value
+            .parse::<Variant>()?;
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| bad("the model has no graph".into()))?;
+        if graph.node.iter().any(|n| n.op_type == "QuantizeLinear") {
+            return Err(bad(
+                "already quantized: start from the float model (or its checkpoint)".into(),
+            ));
+        }
+        let arch = variant.architecture();
+        let keys: Vec<String> = arch
+            .state_dict_layout(arch.published_classes)
+            .into_iter()
+            .map(|spec| spec.key)
+            .collect();
+        let float = pb::tensor_proto::DataType::Float as i32;
+        let entries = graph
+            .initializer
+            .iter()
+            .filter(|t| keys.contains(&t.name) && t.data_type == float)
+            .map(|t| {
+                let data = if t.raw_data.is_empty() {
+                    t.float_data.clone()
+                } else {
+                    t.raw_data
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect()
+                };
+                let shape = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+                (
+                    t.name.clone(),
+                    StateTensor {
+                        shape,
+                        data: TensorData::F32(data),
+                    },
+                )
+            })
+            .collect();
+        Self::from_state_dict(
+            StateDict {
+                entries,
+                iteration: None,
+            },
+            Some(variant),
+        )
+        .map_err(|e| bad(e.to_string()))
     }
 
     /// Validates a state dict against the reference layout: every key present, none extra,
@@ -279,6 +349,29 @@ mod tests {
         let back = Weights::from_state_dict(w.to_state_dict(None), None).unwrap();
         assert_eq!(back.variant(), Variant::Gait3d);
         assert_eq!(back.tensors, w.tensors);
+    }
+
+    #[test]
+    fn an_exported_model_gives_back_its_weights_and_an_int8_one_is_refused() {
+        use crate::onnx_graph::{write_model, ExportOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let w = Weights::seeded(Variant::Compact, 5);
+        let float = dir.path().join("float.onnx");
+        write_model(&w, &ExportOptions::default(), &float).unwrap();
+        let back = Weights::from_onnx(&float).unwrap();
+        assert_eq!(back.variant(), Variant::Compact);
+        assert_eq!(back.tensors, w.tensors);
+
+        let int8 = dir.path().join("int8.onnx");
+        let options = ExportOptions {
+            int8_convolutions: BTreeMap::from([("arme1.0".to_string(), 0.01)]),
+            ..ExportOptions::default()
+        };
+        write_model(&w, &options, &int8).unwrap();
+        let error = Weights::from_onnx(&int8).unwrap_err().to_string();
+        assert!(error.contains("already quantized"), "{error}");
+        std::fs::write(&float, b"not a model").unwrap();
+        assert!(Weights::from_onnx(&float).is_err());
     }
 
     #[test]
