@@ -215,9 +215,14 @@ pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::Mod
     })
 }
 
+/// The model of these weights, serialised.
+pub fn encode_model(weights: &Weights, options: &ExportOptions) -> Result<Vec<u8>> {
+    Ok(build_model(weights, options)?.encode_to_vec())
+}
+
 /// Serialises the model of these weights into `path`.
 pub fn write_model(weights: &Weights, options: &ExportOptions, path: &Path) -> Result<()> {
-    let bytes = build_model(weights, options)?.encode_to_vec();
+    let bytes = encode_model(weights, options)?;
     std::fs::write(path, bytes).map_err(|e| HstlError::io(path, e))
 }
 
@@ -730,7 +735,7 @@ mod tests {
     }
 
     fn embedder(weights: &Weights, options: &ExportOptions) -> TractEmbedder {
-        let bytes = build_model(weights, options).unwrap().encode_to_vec();
+        let bytes = encode_model(weights, options).unwrap();
         TractEmbedder::from_bytes(&bytes, "test.onnx", 1).unwrap()
     }
 
@@ -771,14 +776,7 @@ mod tests {
             .embed(&clip())
             .unwrap();
         let quantized = embedder(&weights, &int8).embed(&clip()).unwrap();
-        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let difference: Vec<f32> = float
-            .as_slice()
-            .iter()
-            .zip(quantized.as_slice())
-            .map(|(a, b)| a - b)
-            .collect();
-        let relative = norm(&difference) / norm(float.as_slice());
+        let relative = test_support::relative_difference(float.as_slice(), quantized.as_slice());
         assert!(
             relative > 0.0,
             "the int8 model computed exactly the float one"

@@ -1,19 +1,23 @@
-//! `calibrate thresholds`: the kiosk's accept distance from labelled walks.
+//! `calibrate thresholds`: the kiosk's accept distance from labelled walks; `calibrate quantize`:
+//! an int8 model from a float one and representative walks.
 //!
 //! Each walk is cut into the kiosk's windows and embedded; the searches of `open_set` give the DET
 //! curve, the equal error rate and the accept distance for a target FPIR, which `--save` keeps
 //! beside the model as its operating point (`MODEL.onnx.operating-point.json`): the distance every
 //! door running that model starts from, and may only tighten.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use calibration::det_plot::write_det_png;
 use calibration::open_set::{LabelledWalk, OpenSetRates};
-use clap::{Parser, Subcommand};
+use calibration::quantize::{ActivationObserver, ObserverKind};
+use clap::{Args, Parser, Subcommand};
 use firmware_app::kiosk::window_input;
-use hstl::{model_id, Embedder, OperatingPoint, TractEmbedder};
+use hstl::onnx_graph::{encode_model, write_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
+use hstl::{model_id, Embedder, OperatingPoint, Silhouettes, TractEmbedder, Weights};
 use image::GrayImage;
 use ndarray::Array3;
 use silhouette::normalise::PRETREATED_SIZE;
@@ -32,18 +36,11 @@ enum Command {
     Thresholds {
         #[arg(long)]
         model: PathBuf,
-        /// One folder per person holding their walks as silhouette files (`enrol extract` output,
-        /// uint8 [T,64,64] .npy). Walks are taken in file-name order.
-        #[arg(long, conflicts_with = "casia_b", required_unless_present = "casia_b")]
-        walks: Option<PathBuf>,
-        /// Or CASIA-B silhouettes (bit-packed archive or OpenGait pickles), one person per subject.
-        #[arg(long = "casia-b")]
-        casia_b: Option<PathBuf>,
+        #[command(flatten)]
+        walks: Walks,
+        /// CASIA-B subjects searched (the test subjects by default).
         #[arg(long, default_value = "075-124")]
         subjects: String,
-        /// CASIA-B views to use, comma-separated (default: all).
-        #[arg(long, value_delimiter = ',')]
-        views: Option<Vec<String>>,
         /// Walks per person enrolled; the others are searched.
         #[arg(long, default_value_t = 1)]
         gallery_walks: usize,
@@ -67,16 +64,164 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+    /// An int8 QDQ model from a float one: per-channel int8 weights and, for every 3-D convolution,
+    /// an input scale observed on representative walks.
+    Quantize {
+        /// A float model written by `hstl export`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Representative walks.
+        #[command(flatten)]
+        walks: Walks,
+        /// CASIA-B subjects to observe: training subjects, never the test subjects 075-124.
+        #[arg(long, default_value = "001-004")]
+        subjects: String,
+        /// How an activation's range becomes its scale: `minmax`, `mse` or `percentile:P`.
+        #[arg(long, default_value = "mse", value_parser = parse_observer)]
+        observer: ObserverKind,
+        /// Where the int8 model goes.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+/// Labelled walks: a site's folders or CASIA-B.
+#[derive(Args)]
+struct Walks {
+    /// One folder per person holding their walks as silhouette files (`enrol extract` output,
+    /// uint8 [T,64,64] .npy). Walks are taken in file-name order.
+    #[arg(long, conflicts_with = "casia_b", required_unless_present = "casia_b")]
+    walks: Option<PathBuf>,
+    /// Or CASIA-B silhouettes (bit-packed archive or OpenGait pickles), one person per subject.
+    #[arg(long = "casia-b")]
+    casia_b: Option<PathBuf>,
+    /// CASIA-B views to use, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    views: Option<Vec<String>>,
+}
+
+impl Walks {
+    fn source<'a>(&'a self, subjects: &'a str) -> WalkSource<'a> {
+        match (&self.walks, &self.casia_b) {
+            (Some(dir), _) => WalkSource::Site(dir),
+            (None, Some(root)) => WalkSource::CasiaB {
+                root,
+                subjects,
+                views: self.views.as_deref(),
+            },
+            (None, None) => unreachable!("clap requires --walks or --casia-b"),
+        }
+    }
+}
+
+fn parse_observer(text: &str) -> std::result::Result<ObserverKind, String> {
+    match text {
+        "minmax" => Ok(ObserverKind::MinMax),
+        "mse" => Ok(ObserverKind::Mse),
+        _ => text
+            .strip_prefix("percentile:")
+            .and_then(|p| p.parse::<f32>().ok())
+            .map(ObserverKind::Percentile)
+            .ok_or_else(|| {
+                format!("`{text}`: expected minmax, mse or percentile:P (say percentile:99.99)")
+            }),
+    }
+}
+
+/// Observes every 3-D convolution's input over the walks' windows and writes the int8 model.
+fn quantize(
+    model: &Path,
+    source: &WalkSource,
+    observer: ObserverKind,
+    out: &Path,
+    threads: usize,
+) -> Result<()> {
+    let mut inputs = vec![model];
+    if let WalkSource::Site(dir) = source {
+        inputs.push(dir);
+    }
+    hstl::files::check_output(out, &inputs)?;
+    ActivationObserver::new(observer)?;
+    let weights = Weights::from_onnx(model)?;
+    let probe_options = ExportOptions {
+        convolution_inputs: true,
+        ..ExportOptions::default()
+    };
+    let probe = encode_model(&weights, &probe_options)?;
+    let probe = TractEmbedder::from_bytes(&probe, "convolution inputs", threads)?;
+    let mut observers: BTreeMap<String, ActivationObserver> = BTreeMap::new();
+    let mut observed = 0usize;
+    source.visit(&WindowConfig::default(), |_, _, inputs| {
+        for input in &inputs {
+            for (name, _, values) in probe.run_all_outputs(input)? {
+                if let Some(convolution) = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX) {
+                    observers
+                        .entry(convolution.to_string())
+                        .or_insert_with(|| {
+                            ActivationObserver::new(observer).expect("checked above")
+                        })
+                        .observe(&values)
+                        .with_context(|| format!("observing the input of {convolution}"))?;
+                }
+            }
+            observed += 1;
+        }
+        Ok(())
+    })?;
+    if observed == 0 {
+        bail!(
+            "{}: no window of a walking person to observe (an empty or all-black calibration set?)",
+            source.describe()
+        );
+    }
+    let mut int8_convolutions = BTreeMap::new();
+    for (convolution, o) in &observers {
+        let scale = o
+            .scale()
+            .with_context(|| format!("the input of {convolution}"))?;
+        println!(
+            "{convolution:<16} clip at {:.5} (scale {scale:.3e})",
+            o.threshold()?
+        );
+        int8_convolutions.insert(convolution.clone(), scale);
+    }
+    let options = ExportOptions {
+        int8_convolutions,
+        ..ExportOptions::default()
+    };
+    write_model(&weights, &options, out)?;
+    println!(
+        "{}: {} convolutions in int8 ({observer:?} over {observed} windows of {}), {} bytes",
+        out.display(),
+        observers.len(),
+        source.describe(),
+        std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().command {
+        thresholds @ Command::Thresholds { .. } => calibrate_thresholds(thresholds),
+        Command::Quantize {
+            model,
+            walks,
+            subjects,
+            observer,
+            out,
+            threads,
+        } => quantize(&model, &walks.source(&subjects), observer, &out, threads),
+    }
+}
+
+fn calibrate_thresholds(command: Command) -> Result<()> {
     let Command::Thresholds {
         model,
         walks,
-        casia_b,
         subjects,
-        views,
         gallery_walks,
         window,
         hop,
@@ -84,7 +229,10 @@ fn main() -> Result<()> {
         plot,
         save,
         threads,
-    } = Cli::parse().command;
+    } = command
+    else {
+        unreachable!("called for `thresholds`")
+    };
     let defaults = WindowConfig::default();
     let windows = WindowConfig {
         frames: window.unwrap_or(defaults.frames),
@@ -96,25 +244,14 @@ fn main() -> Result<()> {
     }
     if let Some(plot) = &plot {
         let mut inputs = vec![model.as_path()];
-        inputs.extend(walks.as_deref());
+        inputs.extend(walks.walks.as_deref());
         hstl::files::check_output(plot, &inputs)?;
     }
     let embedder = TractEmbedder::load(&model, threads)?;
     let started = Instant::now();
-    let (labelled, data) = match (walks, casia_b) {
-        (Some(dir), _) => (
-            site_walks(&dir, &embedder, &windows)?,
-            format!("site walks in {}", dir.display()),
-        ),
-        (None, Some(root)) => (
-            casia_b_walks(&root, &subjects, views.as_deref(), &embedder, &windows)?,
-            format!(
-                "CASIA-B subjects {subjects}, views {}",
-                views.as_ref().map_or("all".into(), |v| v.join(","))
-            ),
-        ),
-        (None, None) => unreachable!("clap requires --walks or --casia-b"),
-    };
+    let source = walks.source(&subjects);
+    let labelled = labelled_walks(&source, &embedder, &windows)?;
+    let data = source.describe();
     let kiosk_windows = windows == defaults;
     let measured_on = format!(
         "{data}; {gallery_walks} enrolled walk(s) per person; {}windows of {} frames every {}{}; rates per window search",
@@ -186,15 +323,10 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The embeddings of the windows the kiosk would decide on for one walk of `[T, 64, 64]` uint8
-/// silhouettes: cut by the kiosk's own windowing, fed to the network as the kiosk feeds it; windows
-/// the kiosk would call poor quality are left out, as it leaves them out of its votes.
-fn embed_walk(
-    embedder: &TractEmbedder,
-    windows: &WindowConfig,
-    frames: usize,
-    pixels: &[u8],
-) -> Result<Vec<hstl::Embedding>> {
+/// The windows the kiosk would decide on for one walk of `[T, 64, 64]` uint8 silhouettes: cut by
+/// the kiosk's own windowing, as the network's input; windows the kiosk would call poor quality are
+/// left out, as it leaves them out of its votes.
+fn walk_inputs(windows: &WindowConfig, frames: usize, pixels: &[u8]) -> Result<Vec<Silhouettes>> {
     let side = PRETREATED_SIZE as usize;
     let silhouettes: Vec<GrayImage> = pixels
         .chunks_exact(side * side)
@@ -206,92 +338,133 @@ fn embed_walk(
     cut_walk(&silhouettes, windows)
         .into_iter()
         .filter(|w| w.quality == WindowQuality::Good)
-        .map(|w| Ok(embedder.embed(&window_input(&w.silhouettes)?)?))
+        .map(|w| Ok(window_input(&w.silhouettes)?))
         .collect()
 }
 
-fn site_walks(
-    dir: &Path,
-    embedder: &TractEmbedder,
-    windows: &WindowConfig,
-) -> Result<Vec<LabelledWalk>> {
-    let mut people: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    people.sort();
-    let mut labelled = Vec::new();
-    for person_dir in people {
-        let person = person_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&person_dir)
-            .with_context(|| format!("reading {}", person_dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "npy"))
-            .collect();
-        files.sort();
-        for file in files {
-            let walk: Array3<u8> = ndarray_npy::read_npy(&file).with_context(|| {
-                format!(
-                    "reading {} (uint8 [T, 64, 64] silhouettes, as `enrol extract` writes)",
-                    file.display()
-                )
-            })?;
-            if walk.shape()[1..] != [PRETREATED_SIZE as usize; 2] {
-                bail!(
-                    "{}: {:?} frames, expected [T, 64, 64] silhouettes as `enrol extract` writes",
-                    file.display(),
-                    walk.shape()
-                );
-            }
-            let frames = walk.shape()[0];
-            let pixels = walk.as_standard_layout();
-            let pixels = pixels.as_slice().expect("a standard layout is contiguous");
-            let embedded = embed_walk(embedder, windows, frames, pixels)?;
-            if embedded.is_empty() {
-                log::warn!(
-                    "{}: {frames} frames give the kiosk no window good enough to decide on; skipped",
-                    file.display()
-                );
-                continue;
-            }
-            labelled.push(LabelledWalk {
-                person: person.clone(),
-                windows: embedded,
-            });
-        }
-    }
-    if labelled.is_empty() {
-        bail!(
-            "{}: no walks found (expected PERSON/WALK.npy)",
-            dir.display()
-        );
-    }
-    Ok(labelled)
+/// Where labelled walks come from.
+enum WalkSource<'a> {
+    /// One folder per person of `.npy` walks (`enrol extract` output).
+    Site(&'a Path),
+    /// CASIA-B subjects, one person each.
+    CasiaB {
+        root: &'a Path,
+        subjects: &'a str,
+        views: Option<&'a [String]>,
+    },
 }
 
-fn casia_b_walks(
-    root: &Path,
-    subjects: &str,
-    views: Option<&[String]>,
+impl WalkSource<'_> {
+    fn describe(&self) -> String {
+        match self {
+            WalkSource::Site(dir) => format!("site walks in {}", dir.display()),
+            WalkSource::CasiaB {
+                subjects, views, ..
+            } => format!(
+                "CASIA-B subjects {subjects}, views {}",
+                views.map_or("all".into(), |v| v.join(","))
+            ),
+        }
+    }
+
+    /// Calls `visit(person, walk, network inputs)` for every walk, with the kiosk's windows of it.
+    fn visit(
+        &self,
+        windows: &WindowConfig,
+        mut visit: impl FnMut(&str, &str, Vec<Silhouettes>) -> Result<()>,
+    ) -> Result<()> {
+        match *self {
+            WalkSource::Site(dir) => {
+                let people = sorted_entries(dir, |p| p.is_dir())?;
+                if people.is_empty() {
+                    bail!(
+                        "{}: no walks found (expected PERSON/WALK.npy)",
+                        dir.display()
+                    );
+                }
+                for person_dir in people {
+                    let person = person_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let files =
+                        sorted_entries(&person_dir, |p| p.extension().is_some_and(|x| x == "npy"))?;
+                    for file in files {
+                        let walk: Array3<u8> = ndarray_npy::read_npy(&file).with_context(|| {
+                            format!(
+                                "reading {} (uint8 [T, 64, 64] silhouettes, as `enrol extract` writes)",
+                                file.display()
+                            )
+                        })?;
+                        if walk.shape()[1..] != [PRETREATED_SIZE as usize; 2] {
+                            bail!(
+                                "{}: {:?} frames, expected [T, 64, 64] silhouettes as `enrol extract` writes",
+                                file.display(),
+                                walk.shape()
+                            );
+                        }
+                        let frames = walk.shape()[0];
+                        let pixels = walk.as_standard_layout();
+                        let pixels = pixels.as_slice().expect("a standard layout is contiguous");
+                        let inputs = walk_inputs(windows, frames, pixels)?;
+                        visit(&person, &file.display().to_string(), inputs)?;
+                    }
+                }
+            }
+            WalkSource::CasiaB {
+                root,
+                subjects,
+                views,
+            } => {
+                for subject in hstl::casia_b::parse_subjects(subjects)? {
+                    for walk in hstl::casia_b::read_subject(root, &subject, views)? {
+                        let inputs = walk_inputs(windows, walk.frames(), walk.pixels())?;
+                        let name = format!("{subject} {} {}", walk.condition, walk.view);
+                        visit(&subject, &name, inputs)?;
+                    }
+                    log::info!("subject {subject} read");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entries of `dir` that `keep` keeps, in name order.
+fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| keep(p))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+/// Every walk's windows embedded, labelled by person; walks with no window to decide on are skipped.
+fn labelled_walks(
+    source: &WalkSource,
     embedder: &TractEmbedder,
     windows: &WindowConfig,
 ) -> Result<Vec<LabelledWalk>> {
     let mut labelled = Vec::new();
-    for subject in hstl::casia_b::parse_subjects(subjects)? {
-        for walk in hstl::casia_b::read_subject(root, &subject, views)? {
-            let embedded = embed_walk(embedder, windows, walk.frames(), walk.pixels())?;
-            if !embedded.is_empty() {
-                labelled.push(LabelledWalk {
-                    person: subject.clone(),
-                    windows: embedded,
-                });
-            }
+    source.visit(windows, |person, walk, inputs| {
+        if inputs.is_empty() {
+            log::warn!("{walk}: gives the kiosk no window good enough to decide on; skipped");
+            return Ok(());
         }
-        log::info!("subject {subject}: {} walks so far", labelled.len());
+        let windows = inputs
+            .iter()
+            .map(|input| Ok(embedder.embed(input)?))
+            .collect::<Result<Vec<_>>>()?;
+        labelled.push(LabelledWalk {
+            person: person.to_string(),
+            windows,
+        });
+        Ok(())
+    })?;
+    if labelled.is_empty() {
+        bail!("{}: no walk gives a window to decide on", source.describe());
     }
     Ok(labelled)
 }

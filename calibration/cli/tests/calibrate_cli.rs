@@ -182,3 +182,78 @@ fn a_target_no_distance_can_meet_is_refused_and_nothing_is_saved() {
     assert!(stderr.contains("nothing was saved"), "{stderr}");
     assert!(!OperatingPoint::path_for(&model).exists());
 }
+
+#[test]
+fn quantize_writes_an_int8_model_that_embeds_like_the_float_one() {
+    let Some(data) = casia_b() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_support::seeded_model(dir.path());
+    let int8 = dir.path().join("model.int8.onnx");
+    let (model_arg, int8_arg) = (model.to_str().unwrap(), int8.to_str().unwrap());
+    let casia_b_quantize = |out: &str| {
+        run_calibrate(&[
+            "quantize",
+            "--model",
+            model_arg,
+            "--casia-b",
+            data.to_str().unwrap(),
+            "--subjects",
+            "001",
+            "--views",
+            "090",
+            "--out",
+            out,
+        ])
+    };
+    let output = casia_b_quantize(int8_arg);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("13 convolutions in int8"), "{report}");
+    let error = hstl::Weights::from_onnx(&int8).unwrap_err().to_string();
+    assert!(error.contains("already quantized"), "{error}");
+
+    let walk = hstl::casia_b::read_subject(&data, "002", Some(&["090".to_owned()]))
+        .unwrap()
+        .remove(0);
+    let clip = hstl::Silhouettes::from_u8(&[30, 64, 64], &walk.pixels()[..30 * 64 * 64]).unwrap();
+    let embed = |path: &Path| {
+        let embedder = hstl::TractEmbedder::load(path, 1).unwrap();
+        hstl::Embedder::embed(&embedder, &clip).unwrap()
+    };
+    let (float, quantized) = (embed(&model), embed(&int8));
+    let relative = test_support::relative_difference(float.as_slice(), quantized.as_slice());
+    assert!(
+        relative < 0.05,
+        "int8 embedding off by {relative} of its norm"
+    );
+
+    let refused = casia_b_quantize(model_arg);
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn quantize_on_all_black_walks_says_so_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_support::seeded_model(dir.path());
+    let person = dir.path().join("walks/someone");
+    std::fs::create_dir_all(&person).unwrap();
+    let black = ndarray::Array3::<u8>::zeros((40, 64, 64));
+    ndarray_npy::write_npy(person.join("walk.npy"), &black).unwrap();
+    let int8 = dir.path().join("int8.onnx");
+    let output = run_calibrate(&[
+        "quantize",
+        "--model",
+        model.to_str().unwrap(),
+        "--walks",
+        dir.path().join("walks").to_str().unwrap(),
+        "--out",
+        int8.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no window of a walking person to observe"),
+        "{stderr}"
+    );
+    assert!(!int8.exists());
+}

@@ -90,6 +90,13 @@ impl Vectors {
     }
 }
 
+/// `|a - b| / |a|` in the Euclidean norm: how far `b` (say a reduced-precision model's embedding)
+/// lies from `a`, relative to `a`.
+pub fn relative_difference(a: &[f32], b: &[f32]) -> f32 {
+    let norm = |v: &mut dyn Iterator<Item = f32>| v.map(|x| x * x).sum::<f32>().sqrt();
+    norm(&mut a.iter().zip(b).map(|(x, y)| x - y)) / norm(&mut a.iter().copied())
+}
+
 /// Fails with the worst element when `|got - want| > atol + rtol * |want|` anywhere.
 pub fn assert_close(name: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert_eq!(
