@@ -28,6 +28,9 @@ pub enum FileKind {
         opset: i64,
         /// The tool that wrote it.
         producer: String,
+        /// Convolutions that read their input through int8 (`QuantizeLinear` nodes); 0 for a
+        /// float model.
+        int8_convolutions: usize,
     },
 }
 
@@ -40,7 +43,8 @@ pub struct ModelInfo {
     pub variant: Option<Variant>,
     /// `(parts, channels)` of the embedding.
     pub embedding_shape: (usize, usize),
-    /// Elements of the inference weights (ONNX: of all initializers).
+    /// Elements of the inference weights (ONNX: of all float and int8 initializers but the int8
+    /// zero points).
     pub parameters: usize,
 }
 
@@ -112,12 +116,23 @@ impl ModelInfo {
                 (a.parts(), a.embedding_channels) == embedding_shape
             }),
         };
+        let (float, int8) = (
+            pb::tensor_proto::DataType::Float as i32,
+            pb::tensor_proto::DataType::Int8 as i32,
+        );
         let parameters = graph
             .initializer
             .iter()
-            .filter(|t| t.data_type == pb::tensor_proto::DataType::Float as i32)
+            .filter(|t| {
+                t.data_type == float || (t.data_type == int8 && !t.name.ends_with("zero_point"))
+            })
             .map(|t| t.dims.iter().product::<i64>().max(0) as usize)
             .sum();
+        let int8_convolutions = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "QuantizeLinear")
+            .count();
         let opset = model
             .opset_import
             .iter()
@@ -127,6 +142,7 @@ impl ModelInfo {
             kind: FileKind::Onnx {
                 opset,
                 producer: model.producer_name.clone(),
+                int8_convolutions,
             },
             variant,
             embedding_shape,
@@ -158,12 +174,23 @@ impl fmt::Display for ModelInfo {
                     )?;
                 }
             }
-            FileKind::Onnx { opset, producer } => {
+            FileKind::Onnx {
+                opset,
+                producer,
+                int8_convolutions,
+            } => {
                 writeln!(
                     f,
                     "format:      ONNX, opset {opset}, producer {:?}",
                     producer
                 )?;
+                match int8_convolutions {
+                    0 => writeln!(f, "precision:   float32")?,
+                    n => writeln!(
+                        f,
+                        "precision:   int8 QDQ in {n} convolutions (weights per output channel), float32 elsewhere"
+                    )?,
+                }
             }
         }
         match self.variant {
@@ -173,5 +200,44 @@ impl fmt::Display for ModelInfo {
         let (p, c) = self.embedding_shape;
         writeln!(f, "embedding:   {p} parts x {c} channels")?;
         write!(f, "parameters:  {}", self.parameters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::onnx_graph::{write_model, ExportOptions};
+
+    #[test]
+    fn an_int8_model_shows_its_precision_and_keeps_its_parameter_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = Weights::seeded(Variant::Compact, 1);
+        let float = dir.path().join("float.onnx");
+        write_model(&weights, &ExportOptions::default(), &float).unwrap();
+        let int8 = dir.path().join("int8.onnx");
+        let options = ExportOptions {
+            int8_convolutions: BTreeMap::from([
+                ("arme1.0".to_string(), 0.01),
+                ("arme2.0.conv0".to_string(), 0.02),
+            ]),
+            ..ExportOptions::default()
+        };
+        write_model(&weights, &options, &int8).unwrap();
+        let (float, int8) = (
+            ModelInfo::of_path(&float).unwrap(),
+            ModelInfo::of_path(&int8).unwrap(),
+        );
+        assert!(
+            float.to_string().contains("precision:   float32"),
+            "{float}"
+        );
+        assert!(
+            int8.to_string().contains("int8 QDQ in 2 convolutions"),
+            "{int8}"
+        );
+        let scales = 2 + 16 + 16;
+        assert_eq!(int8.parameters, float.parameters + scales);
     }
 }
