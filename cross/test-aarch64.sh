@@ -5,8 +5,8 @@
 # Emulation runs tract's NEON kernels about 500x slower than native, so this runs the unit tests,
 # the checkpoint test and the 8-frame parity test (every stage of the network against the reference
 # vectors, through the ARM kernels); the 33-frame parity, the CLI and the multi-variant tests run
-# natively in the main test run, and so does the int8 export's comparison with the float model (a
-# QDQ graph that tract still runs in float: no ARM int8 kernel is reached yet).
+# natively in the main test run. The int8 convolution's unit tests reach tract-linalg's arm64 int8
+# kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 "$(dirname "$0")/setup-aarch64.sh"
@@ -15,4 +15,4 @@ cd "$(dirname "$0")/.."
 # silhouettes, events, the relay, the MQTT queue and the framebuffer conversion) and the parity test.
 cargo test --workspace --features firmware-app/gpio,firmware-app/mqtt,firmware-app/fb \
     --target aarch64-unknown-linux-gnu --lib --test parity -- \
-    --skip 33_frames --skip reference_distance --skip int8_convolutions_from_observed_inputs
+    --skip 33_frames --skip reference_distance

@@ -10,6 +10,7 @@ use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
 
+mod int8_convolution;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
 mod strided_max;

@@ -13,6 +13,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+use super::int8_convolution;
 use super::strided_max::replace_max_reductions;
 use super::Embedder;
 use crate::embedding::Embedding;
@@ -36,6 +37,8 @@ pub struct TractEmbedder {
     embedding_shape: (usize, usize),
     /// Output names as the ONNX file declares them; optimisation may relabel outlets.
     output_names: Vec<String>,
+    /// How many QDQ convolutions run on int8 kernels.
+    int8_convolutions: usize,
     plans: Mutex<VecDeque<(usize, Plan)>>,
 }
 
@@ -46,33 +49,56 @@ impl TractEmbedder {
     /// Loads an HSTL ONNX model (input `[1, T, 64, 44]`, output `[1, parts, channels]`), ours or
     /// one exported from the reference code, to run on `threads` CPU threads.
     pub fn load(path: &Path, threads: usize) -> Result<Self> {
-        let bad = |message: String| HstlError::BadModel {
-            path: path.to_path_buf(),
-            message,
-        };
-        let model = tract_onnx::onnx()
-            .model_for_path(path)
-            .map_err(|e| bad(format!("not a loadable ONNX model: {e:#}")))?;
-        Self::from_model(model, path.to_path_buf(), threads)
+        let onnx = int8_convolution::onnx();
+        let proto = onnx
+            .proto_model_for_path(path)
+            .map_err(|e| bad_model(path, format!("not a loadable ONNX model: {e:#}")))?;
+        Self::from_proto(
+            &onnx,
+            proto,
+            path,
+            path.parent().and_then(Path::to_str),
+            threads,
+        )
     }
 
-    /// As [`load`](Self::load), from the bytes of a serialised ONNX model.
+    /// Loads a model from its bytes; `label` names it in errors.
     pub fn from_bytes(bytes: &[u8], label: &str, threads: usize) -> Result<Self> {
-        let source = PathBuf::from(label);
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| HstlError::BadModel {
-                path: source.clone(),
-                message: format!("not a loadable ONNX model: {e:#}"),
-            })?;
-        Self::from_model(model, source, threads)
+        let onnx = int8_convolution::onnx();
+        let source = Path::new(label);
+        let proto = onnx
+            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| bad_model(source, format!("not a loadable ONNX model: {e:#}")))?;
+        Self::from_proto(&onnx, proto, source, None, threads)
+    }
+
+    /// Fuses the model's QDQ convolutions into int8 ones, then reads it (external data relative to
+    /// `dir`).
+    fn from_proto(
+        onnx: &tract_onnx::Onnx,
+        mut proto: tract_onnx::pb::ModelProto,
+        source: &Path,
+        dir: Option<&str>,
+        threads: usize,
+    ) -> Result<Self> {
+        let int8_convolutions = int8_convolution::fuse_qdq_convolutions(&mut proto)
+            .map_err(|e| bad_model(source, format!("{e:#}")))?;
+        let parsed = onnx
+            .parse(&proto, dir)
+            .map_err(|e| bad_model(source, format!("not a loadable ONNX model: {e:#}")))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(bad_model(
+                source,
+                format!("inputs {:?} are not defined", parsed.unresolved_inputs),
+            ));
+        }
+        let mut embedder = Self::from_model(parsed.model, source.to_path_buf(), threads)?;
+        embedder.int8_convolutions = int8_convolutions;
+        Ok(embedder)
     }
 
     fn from_model(model: InferenceModel, source: PathBuf, threads: usize) -> Result<Self> {
-        let bad = |message: String| HstlError::BadModel {
-            path: source.clone(),
-            message,
-        };
+        let bad = |message: String| bad_model(&source, message);
         let inputs = model.input_outlets().map_err(|e| bad(e.to_string()))?.len();
         if inputs != 1 {
             return Err(bad(format!(
@@ -125,6 +151,7 @@ impl TractEmbedder {
             executor,
             embedding_shape,
             output_names,
+            int8_convolutions: 0,
             plans: Mutex::new(VecDeque::new()),
         })
     }
@@ -143,9 +170,11 @@ impl TractEmbedder {
                 m.into_optimized()
             })
             .and_then(|m| m.into_runnable())
-            .map_err(|e| HstlError::BadModel {
-                path: self.source.clone(),
-                message: format!("cannot build a plan for {frames} frames: {e:#}"),
+            .map_err(|e| {
+                bad_model(
+                    &self.source,
+                    format!("cannot build a plan for {frames} frames: {e:#}"),
+                )
             })?;
         log::debug!("tract plan for T={frames} built in {:?}", started.elapsed());
         let mut plans = self
@@ -230,6 +259,18 @@ impl TractEmbedder {
     pub fn threads(&self) -> usize {
         self.threads
     }
+
+    /// How many of the model's convolutions run on int8 kernels (its QDQ convolutions).
+    pub fn int8_convolutions(&self) -> usize {
+        self.int8_convolutions
+    }
+}
+
+fn bad_model(path: &Path, message: String) -> HstlError {
+    HstlError::BadModel {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 fn with_clip_length(model: InferenceModel, frames: usize) -> TractResult<InferenceModel> {
@@ -248,6 +289,12 @@ impl Embedder for TractEmbedder {
     }
 
     fn describe(&self) -> String {
-        format!("tract on CPU, {} thread(s)", self.threads)
+        match self.int8_convolutions {
+            0 => format!("tract on CPU, {} thread(s)", self.threads),
+            n => format!(
+                "tract on CPU, {} thread(s), {n} int8 convolutions",
+                self.threads
+            ),
+        }
     }
 }

@@ -62,6 +62,57 @@ pub fn seeded_model(dir: &Path) -> PathBuf {
     model
 }
 
+/// A body-like blob that sways from frame to frame, as `frames` silhouettes: a clip whose
+/// activations look like a walk's without reading `../shared`.
+pub fn swaying_blob(frames: usize) -> hstl::Silhouettes {
+    let pixels: Vec<u8> = (0..frames)
+        .flat_map(|t| {
+            (0..64 * 64).map(move |i| {
+                let (y, x) = (i / 64, i % 64);
+                let centre = 32 + (t % 4) as i64 - 2;
+                let half = if y < 40 { 6 } else { 3 + (y as i64 - 40) / 4 };
+                if y >= 4 && (x as i64 - centre).abs() <= half {
+                    255
+                } else {
+                    0
+                }
+            })
+        })
+        .collect();
+    hstl::Silhouettes::from_u8(&[frames, 64, 64], &pixels).expect("a 64 x 64 clip")
+}
+
+/// `weights` exported with every 3-D convolution in int8 QDQ form, each input scaled to the
+/// largest magnitude it takes on `clip` (the calibration crate's min-max observer in miniature,
+/// for tests below it).
+pub fn int8_model(weights: &hstl::Weights, clip: &hstl::Silhouettes) -> Vec<u8> {
+    use hstl::onnx_graph::{encode_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
+    let probe = ExportOptions {
+        convolution_inputs: true,
+        ..ExportOptions::default()
+    };
+    let bytes = encode_model(weights, &probe).expect("the probe model is written");
+    let outputs = hstl::TractEmbedder::from_bytes(&bytes, "probe.onnx", 1)
+        .and_then(|e| e.run_all_outputs(clip))
+        .expect("the probe model runs");
+    let int8_convolutions = outputs
+        .iter()
+        .filter_map(|(name, _, values)| {
+            let convolution = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX)?;
+            let largest = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+            Some((
+                convolution.to_string(),
+                largest / hstl::precision::INT8_LIMIT,
+            ))
+        })
+        .collect();
+    let int8 = ExportOptions {
+        int8_convolutions,
+        ..ExportOptions::default()
+    };
+    encode_model(weights, &int8).expect("the int8 model is written")
+}
+
 /// The reference vectors of the published model (`hstl_casiab_dev_parity.npz` in [`parity_dir`]).
 pub struct Vectors(NpzReader<File>);
 

@@ -310,6 +310,9 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    /// `(parts, channels)` of the kiosk's network, the compact HSTL.
+    const KIOSK_SHAPE: (usize, usize) = (41, 64);
+
     fn random_embedding(rng: &mut impl Rng, parts: usize, channels: usize) -> Embedding {
         let values = (0..parts * channels)
             .map(|_| rng.random_range(-1.0..1.0))
@@ -341,7 +344,7 @@ mod tests {
     #[test]
     fn search_finds_what_measuring_every_template_finds() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let (parts, channels) = (73, 128);
+        let (parts, channels) = KIOSK_SHAPE;
         // People as points with their walks scattered around them, on a common offset.
         let centres: Vec<Embedding> = (0..120)
             .map(|_| random_embedding(&mut rng, parts, channels))
@@ -394,11 +397,11 @@ mod tests {
     #[test]
     fn a_probe_near_one_person_is_measured_against_few_templates() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        let mut index = MatchIndex::new(73, 128, 2);
+        let mut index = MatchIndex::new(KIOSK_SHAPE.0, KIOSK_SHAPE.1, 2);
         let mut first = None;
         for person in 0..400 {
             let slot = index.add_identity(identity(person));
-            let template = random_embedding(&mut rng, 73, 128);
+            let template = random_embedding(&mut rng, KIOSK_SHAPE.0, KIOSK_SHAPE.1);
             first.get_or_insert(template.clone());
             index.push(slot, &template).unwrap();
         }

@@ -1,0 +1,676 @@
+//! int8 3-D convolutions on tract-linalg's integer kernels, recognised in a standard QDQ model.
+//!
+//! tract 0.23 runs a QDQ convolution (`QuantizeLinear → DequantizeLinear` on the input, int8
+//! weights through `DequantizeLinear`) in float with the quantize and dequantize work on top, so an
+//! int8 model is slower than the float one. tract-linalg does have int8 × int8 → int32 matrix
+//! kernels (AVX2/AVX-512 VNNI on x86, NEON and SDOT on arm64). When a model is loaded, each QDQ
+//! convolution of the layout HSTL uses (3 × 3 × 3, padding 1, stride 1, one group) becomes one
+//! [`Int8Convolution`]: the input quantized once, an int8 im2col, the integer matrix product, and
+//! the int32 sums scaled back to float with one factor per output channel. The products are exact
+//! in int32, so the result is the QDQ graph's up to float rounding in its sums.
+//!
+//! A QDQ convolution of another layout, or one whose input is not quantized symmetrically, is
+//! refused with its name rather than run in float behind the integrator's back.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tract_linalg::mmm::{AsInputValue, FusedSpec, Query};
+use tract_linalg::{MmmDispatch, WeightType};
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::{self, tensor_proto::DataType, NodeProto, TensorProto};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_hir::internal::*;
+
+use crate::precision::quantize_linear;
+
+/// The ONNX operator name the loader gives a fused convolution (never written to a file).
+const OP_TYPE: &str = "HstlInt8Convolution3d";
+const KERNEL: usize = 3;
+const KERNEL_VOLUME: usize = KERNEL * KERNEL * KERNEL;
+
+/// tract's ONNX front end, able to read the fused convolutions [`fuse_qdq_convolutions`] writes.
+pub fn onnx() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    onnx.op_register.insert(OP_TYPE, parse_fused_convolution);
+    onnx
+}
+
+/// Replaces each QDQ convolution of `model` by one fused int8 convolution; returns how many.
+/// A model without QDQ convolutions is left as it is.
+pub fn fuse_qdq_convolutions(model: &mut pb::ModelProto) -> TractResult<usize> {
+    let Some(graph) = model.graph.as_mut() else {
+        return Ok(0);
+    };
+    let initializers: HashMap<String, TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let producers: HashMap<String, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(ix, node)| node.output.iter().map(move |o| (o.clone(), ix)))
+        .collect();
+    let mut fused = Vec::new();
+    for (ix, node) in graph.node.iter().enumerate() {
+        if node.op_type != "Conv" {
+            continue;
+        }
+        let producer = |input: Option<&String>| {
+            input
+                .and_then(|name| producers.get(name))
+                .map(|&p| &graph.node[p])
+                .filter(|p| p.op_type == "DequantizeLinear")
+        };
+        let (input, weights) = (producer(node.input.first()), producer(node.input.get(1)));
+        if input.is_none() && weights.is_none() {
+            continue;
+        }
+        let name = &node.name;
+        let (Some(input), Some(weights)) = (input, weights) else {
+            bail!(
+                "convolution {name}: only its {} is quantized; int8 convolutions need both the \
+                 input and the weights in QDQ form",
+                if input.is_some() { "input" } else { "weights" }
+            );
+        };
+        check_geometry(node)?;
+        let x_scale = activation_scale(name, input, &graph.node, &producers, &initializers)?;
+        let quantize = &graph.node[producers[&input.input[0]]];
+        let weight_inputs = weight_inputs(name, weights, &initializers)?;
+        let mut inputs = vec![quantize.input[0].clone()];
+        inputs.extend(weight_inputs);
+        inputs.push(x_scale);
+        inputs.extend(node.input.get(2).cloned());
+        fused.push((ix, inputs));
+    }
+    let count = fused.len();
+    for (ix, inputs) in fused {
+        let node = &mut graph.node[ix];
+        node.op_type = OP_TYPE.to_string();
+        node.domain.clear();
+        node.attribute.clear();
+        node.input = inputs;
+    }
+    remove_unread_qdq_nodes(graph);
+    Ok(count)
+}
+
+/// The layout [`Int8Convolution`] computes: 3 × 3 × 3, padding 1, stride 1, dilation 1, one group.
+fn check_geometry(node: &NodeProto) -> TractResult<()> {
+    let name = &node.name;
+    for attribute in &node.attribute {
+        let ints = &attribute.ints;
+        let fits = match attribute.name.as_str() {
+            "kernel_shape" => ints.iter().all(|&k| k == KERNEL as i64) && ints.len() == 3,
+            "pads" => ints.iter().all(|&p| p == 1) && ints.len() == 6,
+            "strides" | "dilations" => ints.iter().all(|&s| s == 1),
+            "group" => attribute.i == 1,
+            "auto_pad" => attribute.s.is_empty() || attribute.s == b"NOTSET",
+            _ => false,
+        };
+        ensure!(
+            fits,
+            "convolution {name}: int8 runs 3 x 3 x 3 convolutions with padding 1, stride 1 and one \
+             group; its {} is {:?}",
+            attribute.name,
+            if attribute.ints.is_empty() {
+                vec![attribute.i]
+            } else {
+                attribute.ints.clone()
+            }
+        );
+    }
+    ensure!(
+        node.attribute.iter().any(|a| a.name == "pads"),
+        "convolution {name}: int8 runs convolutions padded by 1; it has no padding"
+    );
+    Ok(())
+}
+
+/// The name of the input's scale, after checking that `dequantize` reads a symmetric int8
+/// `QuantizeLinear` of the same scale.
+fn activation_scale(
+    name: &str,
+    dequantize: &NodeProto,
+    nodes: &[NodeProto],
+    producers: &HashMap<String, usize>,
+    initializers: &HashMap<String, TensorProto>,
+) -> TractResult<String> {
+    let quantize = dequantize
+        .input
+        .first()
+        .and_then(|i| producers.get(i))
+        .map(|&p| &nodes[p])
+        .filter(|q| q.op_type == "QuantizeLinear")
+        .with_context(|| {
+            format!("convolution {name}: its input is dequantized but not quantized in the graph")
+        })?;
+    let scale_of = |node: &NodeProto| -> TractResult<f32> {
+        let scale = constant(initializers, node.input.get(1))
+            .with_context(|| format!("convolution {name}: the input scale is not a constant"))?;
+        ensure!(
+            scale.len() == 1,
+            "convolution {name}: its input has {} scales; int8 needs one per tensor",
+            scale.len()
+        );
+        scale.cast_to_scalar::<f32>()
+    };
+    let scale = scale_of(quantize)?;
+    ensure!(
+        scale_of(dequantize)? == scale && scale.is_finite() && scale > 0.0,
+        "convolution {name}: its input is quantized at {scale} and dequantized at another scale"
+    );
+    for node in [quantize, dequantize] {
+        symmetric_int8(name, "input", initializers, node.input.get(2))?;
+    }
+    Ok(quantize.input[1].clone())
+}
+
+/// `[int8 weights, per-channel scales]` of a `DequantizeLinear` over constant int8 weights.
+fn weight_inputs(
+    name: &str,
+    dequantize: &NodeProto,
+    initializers: &HashMap<String, TensorProto>,
+) -> TractResult<[String; 2]> {
+    let weights = initializers
+        .get(&dequantize.input[0])
+        .with_context(|| format!("convolution {name}: its int8 weights are not a constant"))?;
+    ensure!(
+        weights.data_type == DataType::Int8 as i32,
+        "convolution {name}: its weights are stored as {:?}, not int8",
+        DataType::try_from(weights.data_type).map_err(|_| weights.data_type)
+    );
+    ensure!(
+        weights.dims.len() == 5 && weights.dims[2..].iter().all(|&d| d == KERNEL as i64),
+        "convolution {name}: weights of shape {:?} are not a 3 x 3 x 3 kernel",
+        weights.dims
+    );
+    let scales = constant(initializers, dequantize.input.get(1))
+        .with_context(|| format!("convolution {name}: its weight scales are not a constant"))?;
+    let axis = dequantize
+        .attribute
+        .iter()
+        .find(|a| a.name == "axis")
+        .map_or(1, |a| a.i);
+    ensure!(
+        scales.len() == 1 || (scales.len() as i64 == weights.dims[0] && axis == 0),
+        "convolution {name}: {} weight scales along axis {axis}; int8 needs one scale, or one per \
+         output channel (axis 0)",
+        scales.len()
+    );
+    symmetric_int8(name, "weights", initializers, dequantize.input.get(2))?;
+    Ok([dequantize.input[0].clone(), dequantize.input[1].clone()])
+}
+
+/// Refuses a zero point that is not int8 zero (absent means uint8 zero in ONNX).
+fn symmetric_int8(
+    name: &str,
+    what: &str,
+    initializers: &HashMap<String, TensorProto>,
+    zero_point: Option<&String>,
+) -> TractResult<()> {
+    let proto = zero_point
+        .filter(|z| !z.is_empty())
+        .and_then(|z| initializers.get(z))
+        .with_context(|| {
+            format!(
+                "convolution {name}: its {what} have no int8 zero point (uint8 is not supported)"
+            )
+        })?;
+    ensure!(
+        proto.data_type == DataType::Int8 as i32,
+        "convolution {name}: its {what} are quantized to {:?}; int8 convolutions need int8",
+        DataType::try_from(proto.data_type).map_err(|_| proto.data_type)
+    );
+    let zeros =
+        tract_onnx::tensor::load_tensor(&*tract_onnx::data_resolver::default(), proto, None)?;
+    ensure!(
+        zeros
+            .try_as_plain_ram()?
+            .as_slice::<i8>()?
+            .iter()
+            .all(|&z| z == 0),
+        "convolution {name}: its {what} have a non-zero zero point; int8 needs symmetric \
+         quantization"
+    );
+    Ok(())
+}
+
+fn constant(initializers: &HashMap<String, TensorProto>, name: Option<&String>) -> Option<Tensor> {
+    let proto = initializers.get(name?)?;
+    tract_onnx::tensor::load_tensor(&*tract_onnx::data_resolver::default(), proto, None).ok()
+}
+
+/// Drops the quantize and dequantize nodes the fused convolutions no longer read.
+fn remove_unread_qdq_nodes(graph: &mut pb::GraphProto) {
+    loop {
+        let read: HashSet<&String> = graph
+            .node
+            .iter()
+            .flat_map(|n| &n.input)
+            .chain(graph.output.iter().map(|o| &o.name))
+            .collect();
+        let unread: Vec<usize> = graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear"))
+            .filter(|(_, n)| n.output.iter().all(|o| !read.contains(o)))
+            .map(|(ix, _)| ix)
+            .collect();
+        if unread.is_empty() {
+            return;
+        }
+        for ix in unread.into_iter().rev() {
+            graph.node.remove(ix);
+        }
+    }
+}
+
+fn parse_fused_convolution(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((
+        expand(FusedConvolution {
+            has_bias: node.input.len() == 5,
+        }),
+        vec![],
+    ))
+}
+
+/// The fused node as tract's ONNX front end sees it: inputs `[x, int8 weights, weight scales,
+/// input scale, bias?]`, all but `x` constant.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct FusedConvolution {
+    has_bias: bool,
+}
+
+impl Expansion for FusedConvolution {
+    fn name(&self) -> StaticName {
+        OP_TYPE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 4 + self.has_bias as usize)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, f32::datum_type())?;
+        s.equals(&outputs[0].datum_type, f32::datum_type())?;
+        s.equals(&inputs[0].rank, 5)?;
+        s.equals(&outputs[0].rank, 5)?;
+        s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
+        s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
+        for axis in 2..5 {
+            s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+        }
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let konst = |ix: usize| -> TractResult<Arc<Tensor>> {
+            model
+                .outlet_fact(inputs[ix])?
+                .konst
+                .clone()
+                .with_context(|| format!("{prefix}: input {ix} is not a constant"))
+        };
+        let weights = konst(1)?;
+        let weight_scales = konst(2)?.cast_to::<f32>()?.into_owned();
+        let input_scale = konst(3)?.cast_to_scalar::<f32>()?;
+        let bias = if self.has_bias {
+            Some(konst(4)?.cast_to::<f32>()?.into_owned())
+        } else {
+            None
+        };
+        let op = Int8Convolution::new(
+            &weights,
+            weight_scales.try_as_plain_ram()?.as_slice::<f32>()?,
+            input_scale,
+            bias.as_ref()
+                .map(|b| {
+                    b.try_as_plain_ram()
+                        .and_then(|r| r.as_slice::<f32>().map(<[f32]>::to_vec))
+                })
+                .transpose()?,
+        )?;
+        model.wire_node(prefix, op, &inputs[..1])
+    }
+}
+
+/// A 3 × 3 × 3 convolution (padding 1, stride 1) of a float input `[N, C, T, H, W]` with int8
+/// weights: the input quantized at one scale, the sums in int32, the output in float.
+#[derive(Debug, Clone)]
+pub struct Int8Convolution {
+    /// `[out_channels, in_channels · 27]`, int8.
+    weights: Arc<Tensor>,
+    input_scale: f32,
+    /// Per output channel: the input scale times the channel's weight scale.
+    output_scales: Arc<Vec<f32>>,
+    bias: Option<Arc<Vec<f32>>>,
+}
+
+impl PartialEq for Int8Convolution {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        self.weights == other.weights
+            && self.input_scale.to_bits() == other.input_scale.to_bits()
+            && bits(&self.output_scales) == bits(&other.output_scales)
+            && self.bias.as_deref().map(|b| bits(b)) == other.bias.as_deref().map(|b| bits(b))
+    }
+}
+
+impl Eq for Int8Convolution {}
+
+impl Int8Convolution {
+    /// From int8 weights `[out, in, 3, 3, 3]`, their scales (one, or one per output channel), the
+    /// input's scale and an optional float bias per output channel.
+    pub fn new(
+        weights: &Tensor,
+        weight_scales: &[f32],
+        input_scale: f32,
+        bias: Option<Vec<f32>>,
+    ) -> TractResult<Self> {
+        let shape = weights.shape();
+        ensure!(
+            weights.datum_type() == i8::datum_type()
+                && shape.len() == 5
+                && shape[2..].iter().all(|&d| d == KERNEL),
+            "int8 convolution weights must be int8 [out, in, 3, 3, 3], got {:?} {shape:?}",
+            weights.datum_type()
+        );
+        let out_channels = shape[0];
+        ensure!(
+            weight_scales.len() == 1 || weight_scales.len() == out_channels,
+            "{} weight scales for {out_channels} output channels",
+            weight_scales.len()
+        );
+        ensure!(
+            input_scale.is_finite() && input_scale > 0.0,
+            "input scale {input_scale} is not a positive number"
+        );
+        ensure!(
+            bias.as_ref().is_none_or(|b| b.len() == out_channels),
+            "bias does not have one value per output channel"
+        );
+        let output_scales = (0..out_channels)
+            .map(|m| input_scale * weight_scales[m.min(weight_scales.len() - 1)])
+            .collect();
+        let weights = weights
+            .clone()
+            .into_shape(&[out_channels, shape[1] * KERNEL_VOLUME])?;
+        Ok(Int8Convolution {
+            weights: Arc::new(weights),
+            input_scale,
+            output_scales: Arc::new(output_scales),
+            bias: bias.map(Arc::new),
+        })
+    }
+
+    fn out_channels(&self) -> usize {
+        self.weights.shape()[0]
+    }
+
+    fn in_channels(&self) -> usize {
+        self.weights.shape()[1] / KERNEL_VOLUME
+    }
+
+    /// One item of the batch: `input` `[C, T, H, W]` into `output` `[M, T, H, W]`.
+    fn convolve(&self, input: &[f32], volume: [usize; 3], output: &mut [f32]) -> TractResult<()> {
+        let (m, k) = (self.out_channels(), self.weights.shape()[1]);
+        let n: usize = volume.iter().product();
+        let quantized: Vec<i8> = input
+            .iter()
+            .map(|&x| quantize_linear(x, self.input_scale))
+            .collect();
+        let mut columns = Tensor::zero::<i8>(&[k, n])?;
+        im2col(
+            &quantized,
+            volume,
+            columns.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?,
+        );
+        let query = Query {
+            weight: WeightType::from(i8::datum_type()),
+            activation: i8::datum_type(),
+            accumulators: tvec!(i32::datum_type()),
+            store: Some(i32::datum_type()),
+            allow_extractor: false,
+            m: Some(m),
+            k: Some(k),
+            n: Some(n),
+        };
+        let (mmm, packing, _) = MmmDispatch::native()
+            .pick(&query)
+            .context("tract-linalg has no int8 matrix kernel for this CPU")?;
+        let (pack_a, pack_b) = &mmm.packings()[packing];
+        let a = pack_a.prepare_one(&self.weights, 1, 0)?;
+        let b = pack_b.prepare_one(&columns, 0, 1)?;
+        let mut sums = Tensor::zero::<i32>(&[m, n])?;
+        // SAFETY: `a` is [m, k] and `b` is [k, n], packed by the kernel's own packing `packing`,
+        // and `sums` is a contiguous [m, n] int32 tensor viewed with m on axis 0 and n on axis 1,
+        // as the kernel's `c_view` describes; all three outlive the call.
+        unsafe {
+            mmm.run(
+                m,
+                n,
+                &[
+                    FusedSpec::AddMatMul {
+                        a: AsInputValue::Borrowed(&*a),
+                        b: AsInputValue::Borrowed(&*b),
+                        packing,
+                    },
+                    FusedSpec::Store(mmm.c_view(Some(0), Some(1)).wrap(&sums.view_mut())),
+                ],
+            )?;
+        }
+        let sums = sums.try_as_plain_ram()?.as_slice::<i32>()?;
+        for (channel, (out, acc)) in output.chunks_mut(n).zip(sums.chunks(n)).enumerate() {
+            let scale = self.output_scales[channel];
+            let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
+            for (o, &s) in out.iter_mut().zip(acc) {
+                *o = s as f32 * scale + bias;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lays out the 27 shifted copies of `input` `[C, T, H, W]` (zero outside, the int8 image of the
+/// float zero padding) as `columns` `[C · 27, T · H · W]`, the kernel offsets in the weights' order.
+fn im2col(input: &[i8], [t, h, w]: [usize; 3], columns: &mut [i8]) {
+    let n = t * h * w;
+    let shifted = |i: usize, k: usize, len: usize| (i + k).checked_sub(1).filter(|&s| s < len);
+    for (row, column) in columns.chunks_exact_mut(n).enumerate() {
+        let (c, offset) = (row / KERNEL_VOLUME, row % KERNEL_VOLUME);
+        let (kt, kh, kw) = (offset / 9, offset / 3 % 3, offset % 3);
+        for (plane, out) in column.chunks_exact_mut(w).enumerate() {
+            let (ot, oh) = (plane / h, plane % h);
+            let (Some(it), Some(ih)) = (shifted(ot, kt, t), shifted(oh, kh, h)) else {
+                out.fill(0);
+                continue;
+            };
+            let src = &input[((c * t + it) * h + ih) * w..][..w];
+            match kw {
+                0 => {
+                    out[0] = 0;
+                    out[1..].copy_from_slice(&src[..w - 1]);
+                }
+                1 => out.copy_from_slice(src),
+                _ => {
+                    out[..w - 1].copy_from_slice(&src[1..]);
+                    out[w - 1] = 0;
+                }
+            }
+        }
+    }
+}
+
+impl Op for Int8Convolution {
+    fn name(&self) -> StaticName {
+        "Int8Convolution3d".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, input scale {}",
+            self.in_channels(),
+            self.out_channels(),
+            self.input_scale
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Int8Convolution {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = &inputs[0];
+        let shape = input.shape();
+        ensure!(
+            shape.len() == 5 && shape[1] == self.in_channels(),
+            "int8 convolution expects [N, {}, T, H, W], got {shape:?}",
+            self.in_channels()
+        );
+        let (batch, volume) = (shape[0], [shape[2], shape[3], shape[4]]);
+        let n: usize = volume.iter().product();
+        let ram = input.try_as_plain_ram()?;
+        let data = ram.as_slice::<f32>()?;
+        let mut output =
+            Tensor::zero::<f32>(&[batch, self.out_channels(), shape[2], shape[3], shape[4]])?;
+        let mut ram = output.try_as_plain_ram_mut()?;
+        for (item, out) in ram
+            .as_slice_mut::<f32>()?
+            .chunks_mut(self.out_channels() * n)
+            .enumerate()
+        {
+            let per_item = self.in_channels() * n;
+            self.convolve(&data[item * per_item..][..per_item], volume, out)?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Int8Convolution {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut shape: TVec<TDim> = inputs[0].shape.to_tvec();
+        ensure!(
+            shape.len() == 5,
+            "int8 convolution input must be [N, C, T, H, W]"
+        );
+        shape[1] = self.out_channels().to_dim();
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution in plain loops, from the dequantized values: what the QDQ graph computes.
+    fn reference(
+        input: &[f32],
+        [c, t, h, w]: [usize; 4],
+        weights: &[i8],
+        scales: &[f32],
+        input_scale: f32,
+    ) -> Vec<f32> {
+        let m = weights.len() / (c * KERNEL_VOLUME);
+        let x: Vec<f64> = input
+            .iter()
+            .map(|&v| quantize_linear(v, input_scale) as f64 * input_scale as f64)
+            .collect();
+        let mut out = vec![0f32; m * t * h * w];
+        for o in 0..m {
+            for (ot, oh, ow) in itertools(t, h, w) {
+                let mut sum = 0f64;
+                for ci in 0..c {
+                    for k in 0..KERNEL_VOLUME {
+                        let (it, ih, iw) = (ot + k / 9, oh + k / 3 % 3, ow + k % 3);
+                        if it == 0 || ih == 0 || iw == 0 || it > t || ih > h || iw > w {
+                            continue;
+                        }
+                        let xv = x[((ci * t + it - 1) * h + ih - 1) * w + iw - 1];
+                        let wv =
+                            weights[(o * c + ci) * KERNEL_VOLUME + k] as f64 * scales[o] as f64;
+                        sum += xv * wv;
+                    }
+                }
+                out[((o * t + ot) * h + oh) * w + ow] = sum as f32;
+            }
+        }
+        out
+    }
+
+    fn itertools(t: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        (0..t).flat_map(move |a| (0..h).flat_map(move |b| (0..w).map(move |c| (a, b, c))))
+    }
+
+    #[test]
+    fn matches_the_dequantized_convolution_with_padding_at_every_edge() {
+        let (c, t, h, w, m) = (3, 4, 5, 6, 7);
+        let input: Vec<f32> = (0..c * t * h * w)
+            .map(|i| ((i * 53) % 97) as f32 / 97.0 * 2.0 - 1.0)
+            .collect();
+        let weights: Vec<i8> = (0..m * c * KERNEL_VOLUME)
+            .map(|i| ((i * 31) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let scales: Vec<f32> = (0..m).map(|o| 0.01 * (o + 1) as f32).collect();
+        let input_scale = 1.0 / 127.0;
+        let op = Int8Convolution::new(
+            &Tensor::from_shape(&[m, c, 3, 3, 3], &weights).unwrap(),
+            &scales,
+            input_scale,
+            None,
+        )
+        .unwrap();
+        let x = Tensor::from_shape(&[1, c, t, h, w], &input).unwrap();
+        let got = op
+            .eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
+            .unwrap();
+        let got = got[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        let want = reference(&input, [c, t, h, w], &weights, &scales, input_scale);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn bias_is_added_per_output_channel() {
+        let weights = Tensor::zero::<i8>(&[2, 1, 3, 3, 3]).unwrap();
+        let op = Int8Convolution::new(&weights, &[1.0], 0.5, Some(vec![1.5, -2.0])).unwrap();
+        let x = Tensor::zero::<f32>(&[1, 1, 2, 2, 2]).unwrap();
+        let out = op
+            .eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
+            .unwrap();
+        let out = out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        assert_eq!(out, [[1.5; 8], [-2.0; 8]].concat());
+    }
+}
