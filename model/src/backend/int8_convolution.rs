@@ -598,7 +598,7 @@ mod tests {
             .collect();
         let mut out = vec![0f32; m * t * h * w];
         for o in 0..m {
-            for (ot, oh, ow) in itertools(t, h, w) {
+            for (ot, oh, ow) in positions(t, h, w) {
                 let mut sum = 0f64;
                 for ci in 0..c {
                     for k in 0..KERNEL_VOLUME {
@@ -618,7 +618,7 @@ mod tests {
         out
     }
 
-    fn itertools(t: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    fn positions(t: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         (0..t).flat_map(move |a| (0..h).flat_map(move |b| (0..w).map(move |c| (a, b, c))))
     }
 
@@ -672,5 +672,100 @@ mod tests {
             .unwrap()
             .to_vec();
         assert_eq!(out, [[1.5; 8], [-2.0; 8]].concat());
+    }
+
+    /// The compact network with its stem convolution in int8 QDQ form.
+    fn stem_in_int8() -> pb::ModelProto {
+        use crate::onnx_graph::{build_model, ExportOptions};
+        let options = ExportOptions {
+            int8_convolutions: [("arme1.0".to_string(), 0.02)].into(),
+            ..ExportOptions::default()
+        };
+        build_model(
+            &crate::Weights::seeded(crate::Variant::Compact, 1),
+            &options,
+        )
+        .unwrap()
+    }
+
+    fn nodes(model: &pb::ModelProto) -> &[NodeProto] {
+        &model.graph.as_ref().unwrap().node
+    }
+
+    #[test]
+    fn a_qdq_convolution_becomes_one_node_and_a_float_model_is_left_alone() {
+        let mut model = stem_in_int8();
+        assert_eq!(fuse_qdq_convolutions(&mut model).unwrap(), 1);
+        let fused: Vec<&str> = nodes(&model)
+            .iter()
+            .filter(|n| n.op_type == OP_TYPE)
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(fused, ["arme1.0"]);
+        assert!(nodes(&model)
+            .iter()
+            .all(|n| !n.op_type.ends_with("QuantizeLinear")));
+
+        let mut float = crate::onnx_graph::build_model(
+            &crate::Weights::seeded(crate::Variant::Compact, 1),
+            &Default::default(),
+        )
+        .unwrap();
+        let before = float.clone();
+        assert_eq!(fuse_qdq_convolutions(&mut float).unwrap(), 0);
+        assert_eq!(float, before);
+    }
+
+    #[test]
+    fn qdq_convolutions_it_cannot_run_are_refused_by_name() {
+        let refusal = |edit: &dyn Fn(&mut pb::GraphProto)| {
+            let mut model = stem_in_int8();
+            edit(model.graph.as_mut().unwrap());
+            fuse_qdq_convolutions(&mut model).unwrap_err().to_string()
+        };
+        let stem = |graph: &mut pb::GraphProto| -> usize {
+            graph.node.iter().position(|n| n.name == "arme1.0").unwrap()
+        };
+        let zero_point = |graph: &mut pb::GraphProto| -> usize {
+            graph
+                .initializer
+                .iter()
+                .position(|t| t.name == "arme1.0.input_zero_point")
+                .unwrap()
+        };
+
+        let asymmetric = refusal(&|graph| {
+            let z = zero_point(graph);
+            graph.initializer[z].raw_data = vec![5];
+        });
+        assert!(
+            asymmetric.contains("arme1.0") && asymmetric.contains("non-zero zero point"),
+            "{asymmetric}"
+        );
+
+        let unsigned = refusal(&|graph| {
+            let z = zero_point(graph);
+            graph.initializer[z].data_type = DataType::Uint8 as i32;
+        });
+        assert!(unsigned.contains("Uint8"), "{unsigned}");
+
+        let weights_only = refusal(&|graph| {
+            let conv = stem(graph);
+            graph.node[conv].input[0] = "clip".to_string();
+        });
+        assert!(weights_only.contains("only its weights"), "{weights_only}");
+
+        let strided = refusal(&|graph| {
+            let conv = stem(graph);
+            graph.node[conv].attribute.push(pb::AttributeProto {
+                name: "strides".into(),
+                ints: vec![2, 2, 2],
+                ..Default::default()
+            });
+        });
+        assert!(
+            strided.contains("arme1.0") && strided.contains("strides"),
+            "{strided}"
+        );
     }
 }
