@@ -1,6 +1,7 @@
 //! `kiosk --config` refuses to guard a door it cannot guard properly, and runs one it can: the model's
-//! calibration, the configuration's sense, the key's permissions, the gallery's path; and a run that
-//! leaves an audit log `verify-log` checks against the heads it published.
+//! calibration, the configuration's sense, the key's permissions, the gallery's path and the model
+//! its templates were made with (an int8 model is another model); and a run that leaves an audit log
+//! `verify-log` checks against the heads it published.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,6 @@ use hstl::OperatingPoint;
 struct Door {
     dir: tempfile::TempDir,
     model: PathBuf,
-    model_id: String,
 }
 
 impl Door {
@@ -20,7 +20,6 @@ impl Door {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let model = test_support::seeded_model(dir.path());
-        let model_id = hstl::model_id(&model).unwrap();
         let frames = dir.path().join("frames");
         std::fs::create_dir(&frames).unwrap();
         for i in 0..8 {
@@ -30,16 +29,13 @@ impl Door {
         }
         let key = TemplateKey::create_file(&dir.path().join("template.key")).unwrap();
         Gallery::open(&dir.path().join("gallery.db"), Some(&key)).unwrap();
-        Door {
-            dir,
-            model,
-            model_id,
-        }
+        Door { dir, model }
     }
 
+    /// Writes an operating point for the model now in place.
     fn calibrate(&self, accept_distance: f32) {
         OperatingPoint {
-            model_id: self.model_id.clone(),
+            model_id: hstl::model_id(&self.model).unwrap(),
             accept_distance,
             target_fpir: 0.003,
             fpir: 0.002,
@@ -171,6 +167,35 @@ fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() 
         .output()
         .unwrap();
     refused(&cut, "cut from its end");
+}
+
+#[test]
+fn an_int8_model_guards_a_door_like_any_other_but_never_with_templates_of_the_float_one() {
+    let door = Door::new();
+    let float_id = hstl::model_id(&door.model).unwrap();
+    let key = TemplateKey::read_file(&door.path("template.key")).unwrap();
+    let mut gallery = Gallery::open(&door.path("gallery.db"), Some(&key)).unwrap();
+    let template = access::gallery::NewTemplate {
+        embedding: hstl::Embedding::new(41, 64, vec![0.5; 41 * 64]).unwrap(),
+        frames: 30,
+        source: "a walk".into(),
+    };
+    gallery.enrol("ada", &float_id, &[template]).unwrap();
+    drop(gallery);
+
+    let weights = hstl::Weights::seeded(hstl::Variant::Compact, 7);
+    let int8 = test_support::int8_model(&weights, &test_support::swaying_blob(12));
+    std::fs::write(&door.model, int8).unwrap();
+    door.calibrate(0.5);
+    let config = door.config("", "gallery.db");
+    refused(&kiosk(&[], &config), "the gallery was enrolled with model");
+
+    std::fs::remove_file(door.path("gallery.db")).unwrap();
+    Gallery::open(&door.path("gallery.db"), Some(&key)).unwrap();
+    let run = kiosk(&[], &config);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("13 int8 convolutions"), "{stderr}");
 }
 
 /// Runs `command` as the unprivileged user `nobody`: only root can, so elsewhere the test says it
