@@ -13,9 +13,14 @@
 //! refused with its name rather than run in float behind the integrator's back.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
-use tract_linalg::mmm::{AsInputValue, FusedSpec, Query};
+use tract_linalg::mmm::{
+    AsInputValue, EagerPackedInput, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
+    PackedExoticFact, Query,
+};
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_linalg::{MmmDispatch, WeightType};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{self, tensor_proto::DataType, NodeProto, TensorProto};
@@ -29,6 +34,8 @@ use crate::precision::quantize_linear;
 const OP_TYPE: &str = "HstlInt8Convolution3d";
 const KERNEL: usize = 3;
 const KERNEL_VOLUME: usize = KERNEL * KERNEL * KERNEL;
+/// The part of the im2col matrix made at a time: a few hundred kilobytes, to stay in the cache.
+const IM2COL_BLOCK_BYTES: usize = 256 * 1024;
 
 /// tract's ONNX front end, able to read the fused convolutions [`fuse_qdq_convolutions`] writes.
 pub fn onnx() -> tract_onnx::Onnx {
@@ -432,50 +439,15 @@ impl Int8Convolution {
     fn convolve(&self, input: &[f32], volume: [usize; 3], output: &mut [f32]) -> TractResult<()> {
         let (m, k) = (self.out_channels(), self.weights.shape()[1]);
         let n: usize = volume.iter().product();
-        let quantized: Vec<i8> = input
+        let quantized: Vec<u8> = input
             .iter()
-            .map(|&x| quantize_linear(x, self.input_scale))
+            .map(|&x| quantize_linear(x, self.input_scale) as u8)
             .collect();
-        let mut columns = Tensor::zero::<i8>(&[k, n])?;
-        im2col(
-            &quantized,
-            volume,
-            columns.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?,
-        );
-        let query = Query {
-            weight: WeightType::from(i8::datum_type()),
-            activation: i8::datum_type(),
-            accumulators: tvec!(i32::datum_type()),
-            store: Some(i32::datum_type()),
-            allow_extractor: false,
-            m: Some(m),
-            k: Some(k),
-            n: Some(n),
-        };
+        let query = int8_query(m, k, n);
         let (mmm, packing, _) = MmmDispatch::native()
             .pick(&query)
             .context("tract-linalg has no int8 matrix kernel for this CPU")?;
-        let (pack_a, pack_b) = &mmm.packings()[packing];
-        let a = pack_a.prepare_one(&self.weights, 1, 0)?;
-        let b = pack_b.prepare_one(&columns, 0, 1)?;
-        let mut sums = Tensor::zero::<i32>(&[m, n])?;
-        // SAFETY: `a` is [m, k] and `b` is [k, n], packed by the kernel's own packing `packing`,
-        // and `sums` is a contiguous [m, n] int32 tensor viewed with m on axis 0 and n on axis 1,
-        // as the kernel's `c_view` describes; all three outlive the call.
-        unsafe {
-            mmm.run(
-                m,
-                n,
-                &[
-                    FusedSpec::AddMatMul {
-                        a: AsInputValue::Borrowed(&*a),
-                        b: AsInputValue::Borrowed(&*b),
-                        packing,
-                    },
-                    FusedSpec::Store(mmm.c_view(Some(0), Some(1)).wrap(&sums.view_mut())),
-                ],
-            )?;
-        }
+        let sums = int8_sums(&*mmm, packing, &self.weights, &quantized, volume)?;
         let sums = sums.try_as_plain_ram()?.as_slice::<i32>()?;
         for (channel, (out, acc)) in output.chunks_mut(n).zip(sums.chunks(n)).enumerate() {
             let scale = self.output_scales[channel];
@@ -488,31 +460,203 @@ impl Int8Convolution {
     }
 }
 
-/// Lays out the 27 shifted copies of `input` `[C, T, H, W]` (zero outside, the int8 image of the
-/// float zero padding) as `columns` `[C · 27, T · H · W]`, the kernel offsets in the weights' order.
-fn im2col(input: &[i8], [t, h, w]: [usize; 3], columns: &mut [i8]) {
-    let n = t * h * w;
-    let shifted = |i: usize, k: usize, len: usize| (i + k).checked_sub(1).filter(|&s| s < len);
-    for (row, column) in columns.chunks_exact_mut(n).enumerate() {
-        let (c, offset) = (row / KERNEL_VOLUME, row % KERNEL_VOLUME);
-        let (kt, kh, kw) = (offset / 9, offset / 3 % 3, offset % 3);
-        for (plane, out) in column.chunks_exact_mut(w).enumerate() {
-            let (ot, oh) = (plane / h, plane % h);
-            let (Some(it), Some(ih)) = (shifted(ot, kt, t), shifted(oh, kh, h)) else {
-                out.fill(0);
-                continue;
+/// What the convolution asks of tract-linalg: `[m, k]` int8 weights times `[k, n]` int8 columns,
+/// summed and stored in int32.
+fn int8_query(m: usize, k: usize, n: usize) -> Query {
+    Query {
+        weight: WeightType::from(i8::datum_type()),
+        activation: i8::datum_type(),
+        accumulators: tvec!(i32::datum_type()),
+        store: Some(i32::datum_type()),
+        allow_extractor: false,
+        m: Some(m),
+        k: Some(k),
+        n: Some(n),
+    }
+}
+
+/// `weights` `[m, k]` times the im2col matrix of `input` `[C, T, H, W]` (int8 values as their
+/// bytes), in int32 `[m, n]`, on the kernel `mmm` with its packing `packing`.
+fn int8_sums(
+    mmm: &dyn MatMatMul,
+    packing: usize,
+    weights: &Tensor,
+    input: &[u8],
+    volume: [usize; 3],
+) -> TractResult<Tensor> {
+    let (m, k) = (weights.shape()[0], weights.shape()[1]);
+    let n: usize = volume.iter().product();
+    let (pack_a, pack_b) = &mmm.packings()[packing];
+    let a = pack_a.prepare_one(weights, 1, 0)?;
+    let b = pack_columns(&**pack_b, input, volume, k)?;
+    let mut sums = Tensor::zero::<i32>(&[m, n])?;
+    // SAFETY: `a` is [m, k] and `b` is [k, n], packed in the kernel's own packing `packing`, and
+    // `sums` is a contiguous [m, n] int32 tensor viewed with m on axis 0 and n on axis 1, as the
+    // kernel's `c_view` describes; all three outlive the call.
+    unsafe {
+        mmm.run(
+            m,
+            n,
+            &[
+                FusedSpec::AddMatMul {
+                    a: AsInputValue::Borrowed(&*a),
+                    b: AsInputValue::Borrowed(&*b),
+                    packing,
+                },
+                FusedSpec::Store(mmm.c_view(Some(0), Some(1)).wrap(&sums.view_mut())),
+            ],
+        )?;
+    }
+    Ok(sums)
+}
+
+/// The im2col matrix `[C · 27, T · H · W]` of `input` `[C, T, H, W]` (the 27 shifted copies, zero
+/// outside: the int8 image of the float zero padding), packed for the kernel as `format` says.
+///
+/// The two int8 layouts tract-linalg's kernels use are packed here: panels of `r` columns, k-major
+/// (NEON, AVX2) or by groups of four k (VNNI, AMX, dot product). tract's generic packer took 5 to
+/// 10 times as long as the int8 product itself on AMX. Any other layout goes through the format's
+/// own packer.
+fn pack_columns(
+    format: &dyn MMMInputFormat,
+    input: &[u8],
+    volume: [usize; 3],
+    k: usize,
+) -> TractResult<Box<dyn MMMInputValue>> {
+    let n: usize = volume.iter().product();
+    let (panel_bytes, alignment, own_format): (_, _, Box<dyn MMMInputFormat>) =
+        if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
+            (k4.single_panel_len(k), k4.alignment(), Box::new(k4.clone()))
+        } else if let Some(plain) = format
+            .downcast_ref::<PackedFormat>()
+            .filter(|f| f.dt == i8::datum_type())
+        {
+            (
+                plain.single_panel_len(k),
+                plain.alignment(),
+                Box::new(plain.clone()),
+            )
+        } else {
+            let mut columns = vec![0u8; k * n];
+            im2col(input, volume, 0..n, &mut columns);
+            let columns: Vec<i8> = columns.iter().map(|&v| v as i8).collect();
+            return format.prepare_one(&Tensor::from_shape(&[k, n], &columns)?, 0, 1);
+        };
+    let r = format.r();
+    // SAFETY: the blob is filled with zeros before anything reads it.
+    let mut blob = unsafe { Blob::new_for_size_and_align(n.div_ceil(r) * panel_bytes, alignment) };
+    let packed = blob.as_bytes_mut();
+    packed.fill(0);
+    // A panel reads its few columns from every row of the im2col matrix: in a matrix of the whole
+    // clip, rows lie pages apart and every read misses. So the matrix is made a block of columns at
+    // a time, small enough for the cache, and that block's panels packed from it.
+    let block_columns = (IM2COL_BLOCK_BYTES / k).max(r) / r * r;
+    let mut block = vec![0u8; k * block_columns];
+    let zeros = vec![0u8; r];
+    for first in (0..n).step_by(block_columns) {
+        let width = block_columns.min(n - first);
+        let block = &mut block[..k * width];
+        im2col(input, volume, first..first + width, block);
+        let panels = first / r..(first + width).div_ceil(r);
+        for (panel, out) in packed[panels.start * panel_bytes..panels.end * panel_bytes]
+            .chunks_exact_mut(panel_bytes)
+            .enumerate()
+        {
+            let (start, columns) = (panel * r, r.min(width - panel * r));
+            let row = |index: usize| -> &[u8] {
+                if index < k {
+                    &block[index * width + start..][..columns]
+                } else {
+                    &zeros[..columns]
+                }
             };
-            let src = &input[((c * t + it) * h + ih) * w..][..w];
-            match kw {
-                0 => {
-                    out[0] = 0;
-                    out[1..].copy_from_slice(&src[..w - 1]);
+            if format.k_alignment() == 4 {
+                for (group, out) in out.chunks_exact_mut(4 * r).take(k.div_ceil(4)).enumerate() {
+                    let lanes = [0, 1, 2, 3].map(|lane| row(4 * group + lane));
+                    let quads = out.chunks_exact_mut(4);
+                    for ((((quad, &a), &b), &c), &d) in quads
+                        .zip(lanes[0])
+                        .zip(lanes[1])
+                        .zip(lanes[2])
+                        .zip(lanes[3])
+                    {
+                        // Assembled in a register: four byte stores read back as one word stall
+                        // store forwarding.
+                        let word = u32::from_le_bytes([a, b, c, d]);
+                        quad.copy_from_slice(&word.to_le_bytes());
+                    }
                 }
-                1 => out.copy_from_slice(src),
-                _ => {
-                    out[..w - 1].copy_from_slice(&src[1..]);
-                    out[w - 1] = 0;
+            } else {
+                for (index, out) in out.chunks_exact_mut(r).take(k).enumerate() {
+                    copy_short(&mut out[..columns], row(index));
                 }
+            }
+        }
+    }
+    Ok(Box::new(EagerPackedInput {
+        fact: PackedExoticFact {
+            format: own_format,
+            mn: n.to_dim(),
+            k,
+        },
+        packed: Arc::new(blob),
+        panel_bytes,
+        mn: n,
+    }))
+}
+
+/// `to.copy_from_slice(from)` for the few bytes of a panel row: at the panel widths of the kernels
+/// a copy of known length is one move, where an arbitrary length calls `memcpy`.
+fn copy_short(to: &mut [u8], from: &[u8]) {
+    match from.len() {
+        16 => to[..16].copy_from_slice(&from[..16]),
+        8 => to[..8].copy_from_slice(&from[..8]),
+        4 => to[..4].copy_from_slice(&from[..4]),
+        _ => to.copy_from_slice(from),
+    }
+}
+
+/// The columns `columns` of the im2col matrix `[C · 27, T · H · W]` of `input` `[C, T, H, W]`
+/// (int8 values as their bytes) into `out` `[C · 27, columns.len()]`. Row `c · 27 + offset` is
+/// channel `c` shifted by that kernel offset, zero outside. In raster order a shift is one offset of
+/// the flat index, so a row is one copy followed by zeroing what crossed an edge: a first or last
+/// frame, the first or last line of each frame, the first or last column of each line.
+fn im2col(input: &[u8], [t, h, w]: [usize; 3], columns: Range<usize>, out: &mut [u8]) {
+    let (n, hw, width) = (t * h * w, h * w, columns.len());
+    let shift = |k: usize| k as isize - 1;
+    // Zeroes the positions `from..from + len` of the clip where they fall in `columns`.
+    let zero = |out: &mut [u8], from: usize, len: usize| {
+        let (start, end) = (from.max(columns.start), (from + len).min(columns.end));
+        if start < end {
+            out[start - columns.start..end - columns.start].fill(0);
+        }
+    };
+    let edge = |d: isize, len: usize| (d != 0).then(|| if d < 0 { 0 } else { len - 1 });
+    for (row, out) in out.chunks_exact_mut(width).enumerate() {
+        let (channel, offset) = (row / KERNEL_VOLUME, row % KERNEL_VOLUME);
+        let (dt, dh, dw) = (shift(offset / 9), shift(offset / 3 % 3), shift(offset % 3));
+        let plane = &input[channel * n..][..n];
+        let source = columns.start as isize + dt * hw as isize + dh * w as isize + dw;
+        let valid_from = (-source).clamp(0, width as isize) as usize;
+        let valid_to = (n as isize - source).clamp(valid_from as isize, width as isize) as usize;
+        out[..valid_from].fill(0);
+        out[valid_to..].fill(0);
+        if valid_from < valid_to {
+            let read_from = (source + valid_from as isize) as usize;
+            out[valid_from..valid_to].copy_from_slice(&plane[read_from..][..valid_to - valid_from]);
+        }
+        if let Some(frame) = edge(dt, t) {
+            zero(out, frame * hw, hw);
+        }
+        let frames = columns.start / hw..(columns.end - 1) / hw + 1;
+        if let Some(line) = edge(dh, h) {
+            for frame in frames.clone() {
+                zero(out, frame * hw + line * w, w);
+            }
+        }
+        if let Some(column) = edge(dw, w) {
+            for line in columns.start / w..(columns.end - 1) / w + 1 {
+                zero(out, line * w + column, 1);
             }
         }
     }
@@ -654,6 +798,53 @@ mod tests {
         let want = reference(&input, [c, t, h, w], &weights, &scales, input_scale);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn every_int8_kernel_of_this_cpu_sums_the_packed_columns_exactly() {
+        // Blocks of columns that end mid-frame and mid-line, and a clip of several blocks.
+        let (c, t, h, w, m) = (2, 20, 20, 30, 9);
+        assert!(c * KERNEL_VOLUME * t * h * w > 2 * IM2COL_BLOCK_BYTES);
+        let input: Vec<i8> = (0..c * t * h * w)
+            .map(|i| ((i * 37) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let bytes: Vec<u8> = input.iter().map(|&v| v as u8).collect();
+        let weights: Vec<i8> = (0..m * c * KERNEL_VOLUME)
+            .map(|i| ((i * 11) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let (k, n) = (c * KERNEL_VOLUME, t * h * w);
+        let mut want = vec![0i32; m * n];
+        for o in 0..m {
+            for (ot, oh, ow) in positions(t, h, w) {
+                let mut sum = 0i32;
+                for ci in 0..c {
+                    for offset in 0..KERNEL_VOLUME {
+                        let (it, ih, iw) = (ot + offset / 9, oh + offset / 3 % 3, ow + offset % 3);
+                        if it == 0 || ih == 0 || iw == 0 || it > t || ih > h || iw > w {
+                            continue;
+                        }
+                        let x = input[((ci * t + it - 1) * h + ih - 1) * w + iw - 1] as i32;
+                        sum += x * weights[(o * c + ci) * KERNEL_VOLUME + offset] as i32;
+                    }
+                }
+                want[o * n + (ot * h + oh) * w + ow] = sum;
+            }
+        }
+        let weights = Tensor::from_shape(&[m, k], &weights).unwrap();
+        let suitable = MmmDispatch::native().suitable(&int8_query(m, k, n));
+        assert!(!suitable.is_empty());
+        for (mmm, packing, _) in suitable {
+            let sums = int8_sums(&*mmm, packing, &weights, &bytes, [t, h, w]).unwrap();
+            let got = sums
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<i32>()
+                .unwrap()
+                .to_vec();
+            assert_eq!(got, want, "{} packing {packing}", mmm.name());
         }
     }
 
