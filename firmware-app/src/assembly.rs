@@ -96,6 +96,7 @@ impl Kiosk {
             &config.model.path,
             config.model.backend,
             config.model.threads,
+            config.model.precision,
         )?;
         log::info!("{}", embedder.describe());
         let model_id = model_id(&config.model.path)?;

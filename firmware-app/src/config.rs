@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hstl::Backend;
+use hstl::{Backend, Precision};
 use serde::Deserialize;
 
 use crate::door::RelayConfig;
@@ -56,6 +56,10 @@ pub struct ModelConfig {
     /// CPU threads for inference.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// `f32` (the default) or `f16`: tract's arithmetic up to the pooling, for ARM boards with FP16
+    /// arithmetic. Same model, same gallery and operating point.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_threads() -> usize {

@@ -8,6 +8,12 @@ pub enum HstlError {
     /// A backend name that is not `auto`, `tract` or `ort`.
     #[error("backend `{0}` is not one of auto, tract, ort")]
     UnknownBackend(String),
+    /// A precision name that is not `f32` or `f16`.
+    #[error("precision `{0}` is not one of f32, f16")]
+    UnknownPrecision(String),
+    /// Half precision asked of a backend that does not run it.
+    #[error("f16 runs on the tract backend only; ONNX Runtime runs the model in f32 (or TensorRT builds its own FP16 engine)")]
+    HalfPrecisionNeedsTract,
     /// ONNX Runtime asked for in a build without it.
     #[error("the ONNX Runtime backend was asked for but this build has no `ort` feature: rebuild with `--features ort`")]
     OnnxRuntimeNotBuilt,

@@ -26,7 +26,7 @@ pub mod variant;
 pub mod weights;
 
 pub use backend::tract::TractEmbedder;
-pub use backend::{open_embedder, Backend, Embedder};
+pub use backend::{open_embedder, Backend, Embedder, Precision};
 pub use embedding::Embedding;
 pub use error::{HstlError, Result};
 pub use input::Silhouettes;

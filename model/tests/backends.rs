@@ -1,10 +1,11 @@
 //! The one backend choice (`auto`, `tract`, `ort`) that the command line, the kiosk's configuration
 //! and enrolment name: each choice reproduces the reference vectors in `../shared/parity`, and runs
-//! an int8 QDQ model as the graph says (tract on its int8 kernels).
+//! an int8 QDQ model as the graph says (tract on its int8 kernels); f16 is tract's alone.
 
 use hstl::onnx_graph::{write_model, ExportOptions};
 use hstl::{
-    open_embedder, Backend, Embedder, Embedding, Silhouettes, TractEmbedder, Variant, Weights,
+    open_embedder, Backend, Embedder, Embedding, HstlError, Precision, Silhouettes, TractEmbedder,
+    Variant, Weights,
 };
 use test_support::{parity_dir, relative_difference, Vectors};
 
@@ -26,7 +27,7 @@ fn every_backend_choice_reproduces_the_reference_embedding() {
         choices.push(Backend::Ort);
     }
     for backend in choices {
-        let embedder = open_embedder(&model, backend, 2).unwrap();
+        let embedder = open_embedder(&model, backend, 2, Precision::F32).unwrap();
         let embedding = embedder.embed(&clip).unwrap();
         let worst = embedding
             .as_slice()
@@ -53,10 +54,12 @@ fn asking_for_onnxruntime_without_it_is_a_clear_error() {
         &model,
     )
     .unwrap();
-    let refused = open_embedder(&model, Backend::Ort, 1).err().unwrap();
+    let refused = open_embedder(&model, Backend::Ort, 1, Precision::F32)
+        .err()
+        .unwrap();
     assert!(matches!(refused, hstl::HstlError::OnnxRuntimeNotBuilt));
     assert!(refused.to_string().contains("--features ort"), "{refused}");
-    let auto = open_embedder(&model, Backend::Auto, 1).unwrap();
+    let auto = open_embedder(&model, Backend::Auto, 1, Precision::F32).unwrap();
     assert!(auto.describe().contains("tract"));
 }
 
@@ -126,7 +129,7 @@ fn an_int8_model_runs_its_convolutions_on_int8_kernels_as_the_qdq_graph_says() {
     assert!(cost < 0.05, "int8 embedding off by {cost} of its norm");
 
     if cfg!(feature = "ort") {
-        let ort = open_embedder(&int8_model, Backend::Ort, 2).unwrap();
+        let ort = open_embedder(&int8_model, Backend::Ort, 2, Precision::F32).unwrap();
         let theirs = ort.embed(&clip).unwrap();
         let difference = relative_difference(&as_written, theirs.as_slice());
         assert!(
@@ -135,4 +138,29 @@ fn an_int8_model_runs_its_convolutions_on_int8_kernels_as_the_qdq_graph_says() {
             ort.describe()
         );
     }
+}
+
+#[test]
+fn half_precision_is_tract_s_and_the_names_are_read() {
+    let scratch = tempfile::tempdir().unwrap();
+    let model = test_support::seeded_model(scratch.path());
+    let refused = open_embedder(&model, Backend::Ort, 1, Precision::F16)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(refused, HstlError::HalfPrecisionNeedsTract),
+        "{refused}"
+    );
+    let auto = open_embedder(&model, Backend::Auto, 1, Precision::F16).unwrap();
+    assert!(auto.describe().contains("f16"), "{}", auto.describe());
+    assert_eq!("f16".parse::<Precision>().unwrap(), Precision::F16);
+    for name in Precision::NAMES {
+        let deserialised: Precision = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+        assert_eq!(name.parse::<Precision>().unwrap(), deserialised);
+    }
+    assert!("bf16"
+        .parse::<Precision>()
+        .unwrap_err()
+        .to_string()
+        .contains("`bf16`"));
 }

@@ -21,7 +21,7 @@ use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::kiosk::{DecisionRecord, KioskStats};
 use firmware_app::Kiosk;
 use hstl::onnx_graph::{write_model, ExportOptions};
-use hstl::{model_id, Backend, TractEmbedder, Variant, Weights};
+use hstl::{model_id, Backend, Precision, TractEmbedder, Variant, Weights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
@@ -270,6 +270,7 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
             path: model.clone(),
             backend: Backend::Tract,
             threads: config.threads,
+            precision: Precision::F32,
         },
         source: SourceConfig {
             camera: None,

@@ -9,7 +9,9 @@ use hstl::evaluation::{LabelledEmbedding, Rank1Table};
 use hstl::files::check_output;
 use hstl::model_info::ModelInfo;
 use hstl::onnx_graph::{self, ExportOptions};
-use hstl::{open_embedder, Backend, Embedder, Silhouettes, TractEmbedder, Variant, Weights};
+use hstl::{
+    open_embedder, Backend, Embedder, Precision, Silhouettes, TractEmbedder, Variant, Weights,
+};
 
 #[derive(Parser)]
 #[command(
@@ -57,10 +59,8 @@ enum Command {
         output: PathBuf,
         #[arg(long, default_value_t = 1)]
         threads: usize,
-        /// `tract` (pure Rust, CPU), `ort` (ONNX Runtime: TensorRT, CUDA, then CPU; feature `ort`) or
-        /// `auto` (ONNX Runtime when it loads, tract otherwise).
-        #[arg(long, default_value = "tract")]
-        backend: Backend,
+        #[command(flatten)]
+        runtime: Runtime,
     },
     /// Rank-1 on the CASIA-B protocol (gallery nm-01..04; probes NM, BG, CL; identical views
     /// excluded) through this runtime.
@@ -80,10 +80,8 @@ enum Command {
         max_frames: Option<usize>,
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// `tract` (pure Rust, CPU), `ort` (ONNX Runtime: TensorRT, CUDA, then CPU; feature `ort`) or
-        /// `auto` (ONNX Runtime when it loads, tract otherwise).
-        #[arg(long, default_value = "tract")]
-        backend: Backend,
+        #[command(flatten)]
+        runtime: Runtime,
         /// Print the table as one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -105,10 +103,8 @@ enum Command {
         threads: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// `tract` (pure Rust, CPU), `ort` (ONNX Runtime: TensorRT, CUDA, then CPU; feature `ort`) or
-        /// `auto` (ONNX Runtime when it loads, tract otherwise).
-        #[arg(long, default_value = "tract")]
-        backend: Backend,
+        #[command(flatten)]
+        runtime: Runtime,
         /// Print one JSON line instead of text.
         #[arg(long)]
         json: bool,
@@ -123,6 +119,25 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
+}
+
+/// Which runtime runs the network, and in what arithmetic.
+#[derive(Debug, clap::Args)]
+struct Runtime {
+    /// `tract` (pure Rust, CPU), `ort` (ONNX Runtime: TensorRT, CUDA, then CPU; feature `ort`) or
+    /// `auto` (ONNX Runtime when it loads, tract otherwise).
+    #[arg(long, default_value = "tract")]
+    backend: Backend,
+    /// `f32`, or `f16` up to the pooling (tract only; fast on ARM cores with FP16 arithmetic,
+    /// emulated elsewhere).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
+}
+
+impl Runtime {
+    fn open(&self, model: &Path, threads: usize) -> Result<Box<dyn Embedder>> {
+        Ok(open_embedder(model, self.backend, threads, self.precision)?)
+    }
 }
 
 fn main() -> Result<()> {
@@ -173,10 +188,10 @@ fn main() -> Result<()> {
             input,
             output,
             threads,
-            backend,
+            runtime,
         } => {
             check_output(&output, &[&model, &input])?;
-            let embedder = open_embedder(&model, backend, threads)?;
+            let embedder = runtime.open(&model, threads)?;
             let clip = Silhouettes::read_npy(&input)
                 .with_context(|| format!("reading {}", input.display()))?;
             let started = Instant::now();
@@ -205,10 +220,10 @@ fn main() -> Result<()> {
             views,
             max_frames,
             threads,
-            backend,
+            runtime,
             json,
         } => {
-            let embedder = open_embedder(&model, backend, threads)?;
+            let embedder = runtime.open(&model, threads)?;
             let subjects = hstl::casia_b::parse_subjects(&subjects)?;
             let table = evaluate(
                 embedder.as_ref(),
@@ -238,13 +253,13 @@ fn main() -> Result<()> {
             frames,
             threads,
             runs,
-            backend,
+            runtime,
             json,
             profile,
         } => {
-            bench(&model, frames, threads, runs, backend, json)?;
+            bench(&model, frames, threads, runs, &runtime, json)?;
             if profile {
-                print_profile(&model, frames, threads)?;
+                print_profile(&model, frames, threads, runtime.precision)?;
             }
         }
         Command::Demo { frames, threads } => demo(frames, threads)?,
@@ -310,7 +325,7 @@ fn bench(
     frames: usize,
     threads: usize,
     runs: usize,
-    backend: Backend,
+    runtime: &Runtime,
     json: bool,
 ) -> Result<()> {
     if runs == 0 {
@@ -318,7 +333,7 @@ fn bench(
     }
     let clip = synthetic_walk(frames);
     let started = Instant::now();
-    let embedder = open_embedder(model, backend, threads)?;
+    let embedder = runtime.open(model, threads)?;
     embedder.embed(&clip).context("warm-up run")?;
     let prepare_ms = started.elapsed().as_secs_f64() * 1e3;
     let mut times: Vec<f64> = (0..runs)
@@ -334,7 +349,9 @@ fn bench(
     let peak_mib = peak_rss_kib().map(|k| k as f64 / 1024.0);
     if json {
         println!(
-            "{{\"backend\":\"{backend:?}\",\"threads\":{threads},\"frames\":{frames},\"runs\":{runs},\"median_ms\":{median:.1},\"min_ms\":{:.1},\"max_ms\":{:.1},\"load_and_first_run_ms\":{prepare_ms:.0},\"peak_rss_mib\":{}}}",
+            "{{\"backend\":\"{:?}\",\"precision\":\"{:?}\",\"threads\":{threads},\"frames\":{frames},\"runs\":{runs},\"median_ms\":{median:.1},\"min_ms\":{:.1},\"max_ms\":{:.1},\"load_and_first_run_ms\":{prepare_ms:.0},\"peak_rss_mib\":{}}}",
+            runtime.backend,
+            runtime.precision,
             times[0],
             times[times.len() - 1],
             peak_mib.map_or("null".into(), |m| format!("{m:.1}"))
@@ -355,8 +372,8 @@ fn bench(
     Ok(())
 }
 
-fn print_profile(model: &Path, frames: usize, threads: usize) -> Result<()> {
-    let embedder = TractEmbedder::load(model, threads)?;
+fn print_profile(model: &Path, frames: usize, threads: usize, precision: Precision) -> Result<()> {
+    let embedder = TractEmbedder::load(model, threads)?.with_precision(precision);
     let clip = synthetic_walk(frames);
     embedder.embed(&clip)?;
     let timings = embedder.profile(&clip)?;

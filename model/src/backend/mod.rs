@@ -61,18 +61,60 @@ impl FromStr for Backend {
     }
 }
 
-/// Opens `model` on `backend` with `threads` CPU threads (tract, or ONNX Runtime's CPU provider).
-pub fn open_embedder(model: &Path, backend: Backend, threads: usize) -> Result<Box<dyn Embedder>> {
-    match backend {
-        Backend::Tract => Ok(Box::new(tract::TractEmbedder::load(model, threads)?)),
-        Backend::Ort => open_onnxruntime(model, threads),
-        Backend::Auto => match open_onnxruntime(model, threads) {
+/// The arithmetic the network's float layers run in on tract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Half precision up to the pooling: GeM (whose `x^p`, p about 6.5, overflows f16) and the
+    /// head stay in f32, as does the embedding. Fast on ARM cores with FP16 arithmetic (Cortex-A55,
+    /// A76, A78AE of Jetson Orin); emulated, and slow, elsewhere.
+    F16,
+}
+
+impl Precision {
+    /// The names a configuration or command line may use.
+    pub const NAMES: [&'static str; 2] = ["f32", "f16"];
+}
+
+impl FromStr for Precision {
+    type Err = HstlError;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(HstlError::UnknownPrecision(other.to_owned())),
+        }
+    }
+}
+
+/// Opens `model` on `backend` with `threads` CPU threads (tract, or ONNX Runtime's CPU provider),
+/// in `precision`. f16 is tract's: `auto` then means tract, and `ort` is refused.
+pub fn open_embedder(
+    model: &Path,
+    backend: Backend,
+    threads: usize,
+    precision: Precision,
+) -> Result<Box<dyn Embedder>> {
+    let tract = || -> Result<Box<dyn Embedder>> {
+        Ok(Box::new(
+            tract::TractEmbedder::load(model, threads)?.with_precision(precision),
+        ))
+    };
+    match (backend, precision) {
+        (Backend::Tract, _) | (Backend::Auto, Precision::F16) => tract(),
+        (Backend::Ort, Precision::F16) => Err(HstlError::HalfPrecisionNeedsTract),
+        (Backend::Ort, Precision::F32) => open_onnxruntime(model, threads),
+        (Backend::Auto, Precision::F32) => match open_onnxruntime(model, threads) {
             Ok(embedder) => Ok(embedder),
             Err(e) => {
                 if !matches!(e, HstlError::OnnxRuntimeNotBuilt) {
                     log::warn!("ONNX Runtime unavailable ({e}); using tract on the CPU");
                 }
-                Ok(Box::new(tract::TractEmbedder::load(model, threads)?))
+                tract()
             }
         },
     }

@@ -5,17 +5,20 @@
 //! few lengths (the window size and the shorter end-of-walk windows), so a handful of plans
 //! covers them; the least recently built is dropped beyond [`MAX_CACHED_PLANS`].
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+use tract_onnx::tract_core::ops::cast::Cast;
+use tract_onnx::tract_core::transform::ModelTransform;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::int8_convolution;
 use super::strided_max::replace_max_reductions;
-use super::Embedder;
+use super::{Embedder, Precision};
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
@@ -39,6 +42,7 @@ pub struct TractEmbedder {
     output_names: Vec<String>,
     /// How many QDQ convolutions run on int8 kernels.
     int8_convolutions: usize,
+    precision: Precision,
     plans: Mutex<VecDeque<(usize, Plan)>>,
 }
 
@@ -152,6 +156,7 @@ impl TractEmbedder {
             embedding_shape,
             output_names,
             int8_convolutions: 0,
+            precision: Precision::F32,
             plans: Mutex::new(VecDeque::new()),
         })
     }
@@ -166,6 +171,9 @@ impl TractEmbedder {
             .and_then(|m| m.into_typed())
             .and_then(|m| m.into_decluttered())
             .and_then(|mut m| {
+                if self.precision == Precision::F16 {
+                    half_precision_up_to_the_pooling(&mut m)?;
+                }
                 replace_max_reductions(&mut m)?;
                 m.into_optimized()
             })
@@ -203,15 +211,9 @@ impl TractEmbedder {
     /// on models exported with intermediate outputs.
     pub fn run_all_outputs(&self, clip: &Silhouettes) -> Result<NamedOutputs> {
         let plan = self.plan(clip.frames())?;
-        let input = Tensor::from_shape(
-            &[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
-            clip.as_slice(),
-        )
-        .map_err(|e| HstlError::Inference(e.to_string()))?;
-        let outputs = multithread_tract_scope(self.executor.clone(), || {
-            plan.run(tvec!(input.into_tvalue()))
-        })
-        .map_err(|e| HstlError::Inference(format!("{e:#}")))?;
+        let input = plan_input(&plan, clip)?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || plan.run(tvec!(input)))
+            .map_err(|e| HstlError::Inference(format!("{e:#}")))?;
         self.output_names
             .iter()
             .cloned()
@@ -229,17 +231,13 @@ impl TractEmbedder {
     /// `(operator, node name, seconds)`.
     pub fn profile(&self, clip: &Silhouettes) -> Result<Vec<(String, String, f64)>> {
         let plan = self.plan(clip.frames())?;
-        let input = Tensor::from_shape(
-            &[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
-            clip.as_slice(),
-        )
-        .map_err(|e| HstlError::Inference(e.to_string()))?;
+        let input = plan_input(&plan, clip)?;
         let mut state = plan
             .spawn()
             .map_err(|e| HstlError::Inference(e.to_string()))?;
         let mut timings = Vec::new();
         multithread_tract_scope(self.executor.clone(), || {
-            state.run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+            state.run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
                 let started = std::time::Instant::now();
                 let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
                 timings.push((
@@ -260,10 +258,73 @@ impl TractEmbedder {
         self.threads
     }
 
+    /// Runs the float layers in `precision` from the next plan on.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self.plans
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        self
+    }
+
     /// How many of the model's convolutions run on int8 kernels (its QDQ convolutions).
     pub fn int8_convolutions(&self) -> usize {
         self.int8_convolutions
     }
+}
+
+/// The clip as the plan's input: f32, or f16 for a half-precision plan.
+fn plan_input(plan: &Plan, clip: &Silhouettes) -> Result<TValue> {
+    let fail = |e: TractError| HstlError::Inference(format!("{e:#}"));
+    let input = Tensor::from_shape(
+        &[1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
+        clip.as_slice(),
+    )
+    .map_err(fail)?;
+    let wanted = plan.model().input_fact(0).map_err(fail)?.datum_type;
+    Ok(input
+        .cast_to_dt(wanted)
+        .map_err(fail)?
+        .into_owned()
+        .into_tvalue())
+}
+
+/// Converts `model` to f16 except GeM and what follows it (the head): everything downstream of
+/// a `Pow`, since GeM's `x^p` overflows f16. The outputs stay f32.
+fn half_precision_up_to_the_pooling(model: &mut TypedModel) -> TractResult<()> {
+    let mut in_f32 = HashSet::new();
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if node.op().name().contains("Pow") || node.inputs.iter().any(|i| in_f32.contains(&i.node))
+        {
+            in_f32.insert(id);
+        }
+    }
+    if in_f32.is_empty() {
+        return Err(TractError::msg(
+            "no GeM pooling (Pow) in the model to keep in f32",
+        ));
+    }
+    let kept: HashSet<String> = in_f32
+        .iter()
+        .map(|&id| model.node(id).name.clone())
+        .collect();
+    FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), move |node| {
+        !kept.contains(&node.name)
+    })
+    .transform(model)?;
+    // The translator casts every output of the model to f16: read them before that cast.
+    let mut outputs = model.output_outlets()?.to_vec();
+    for output in &mut outputs {
+        let node = model.node(output.node);
+        if node.op_is::<Cast>()
+            && model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type()
+        {
+            *output = node.inputs[0];
+        }
+    }
+    model.select_output_outlets(&outputs)
 }
 
 fn bad_model(path: &Path, message: String) -> HstlError {
@@ -289,12 +350,72 @@ impl Embedder for TractEmbedder {
     }
 
     fn describe(&self) -> String {
-        match self.int8_convolutions {
-            0 => format!("tract on CPU, {} thread(s)", self.threads),
-            n => format!(
-                "tract on CPU, {} thread(s), {n} int8 convolutions",
-                self.threads
-            ),
+        let mut description = format!("tract on CPU, {} thread(s)", self.threads);
+        if self.int8_convolutions > 0 {
+            description += &format!(", {} int8 convolutions", self.int8_convolutions);
         }
+        if self.precision == Precision::F16 {
+            description += ", f16 up to the pooling";
+        }
+        description
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx_graph::{encode_model, ExportOptions};
+    use crate::{Variant, Weights};
+
+    /// On the ARM half-precision kernels (under qemu in the aarch64 tests). x86 has none: tract
+    /// emulates f16 there, at about 100 times the cost of f32.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn half_precision_up_to_the_pooling_stays_close_to_f32() {
+        let bytes = encode_model(
+            &Weights::seeded(Variant::Compact, 7),
+            &ExportOptions::default(),
+        )
+        .unwrap();
+        let clip = Silhouettes::from_u8(
+            &[4, 64, 44],
+            &(0..4 * 64 * 44)
+                .map(|i| {
+                    if (i % 44) / 11 == (i / 2816) % 4 {
+                        255
+                    } else {
+                        0
+                    }
+                })
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        let single = TractEmbedder::from_bytes(&bytes, "compact.onnx", 1).unwrap();
+        let half = TractEmbedder::from_bytes(&bytes, "compact.onnx", 1)
+            .unwrap()
+            .with_precision(Precision::F16);
+        assert!(half.describe().contains("f16"));
+        let plan = half.plan(4).unwrap();
+        let types: Vec<DatumType> = plan
+            .model()
+            .nodes()
+            .iter()
+            .flat_map(|n| n.outputs.iter().map(|o| o.fact.datum_type))
+            .collect();
+        assert!(types.contains(&f16::datum_type()), "nothing ran in f16");
+        let (a, b) = (single.embed(&clip).unwrap(), half.embed(&clip).unwrap());
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let difference: Vec<f32> = a
+            .as_slice()
+            .iter()
+            .zip(b.as_slice())
+            .map(|(x, y)| x - y)
+            .collect();
+        let relative = norm(&difference) / norm(a.as_slice());
+        assert!(
+            relative > 0.0 && relative < 1e-2,
+            "f16 off f32 by {relative} of its norm"
+        );
+        assert!(b.as_slice().iter().all(|v| v.is_finite()));
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use firmware_app::enrolment::{nearest_enrolled, templates_from_windows, walk_windows};
 use hstl::files::check_output;
-use hstl::{accepts, model_id, open_embedder, Backend, OperatingPoint};
+use hstl::{accepts, model_id, open_embedder, Backend, OperatingPoint, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use ndarray_npy::WriteNpyExt;
@@ -201,7 +201,9 @@ fn add(
             model.display()
         );
     }
-    let embedder = open_embedder(model, Backend::Auto, threads)?;
+    // Templates are made in f32 whatever arithmetic a door runs: they are what every probe is
+    // measured against.
+    let embedder = open_embedder(model, Backend::Auto, threads, Precision::F32)?;
     let config = SilhouetteConfig::default();
     let mut templates = Vec::new();
     for input in inputs {
