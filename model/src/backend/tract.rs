@@ -361,15 +361,14 @@ impl Embedder for TractEmbedder {
     }
 }
 
-#[cfg(test)]
+/// On the ARM half-precision kernels (under qemu in the aarch64 tests). x86 has none: tract
+/// emulates f16 there, at about 100 times the cost of f32.
+#[cfg(all(test, target_arch = "aarch64"))]
 mod tests {
     use super::*;
     use crate::onnx_graph::{encode_model, ExportOptions};
     use crate::{Variant, Weights};
 
-    /// On the ARM half-precision kernels (under qemu in the aarch64 tests). x86 has none: tract
-    /// emulates f16 there, at about 100 times the cost of f32.
-    #[cfg(target_arch = "aarch64")]
     #[test]
     fn half_precision_up_to_the_pooling_stays_close_to_f32() {
         let bytes = encode_model(
