@@ -5,8 +5,8 @@
 # Emulation runs tract's NEON kernels about 500x slower than native, so this runs the unit tests,
 # the checkpoint test and the 8-frame parity test (every stage of the network against the reference
 # vectors, through the ARM kernels); the 33-frame parity, the CLI and the multi-variant tests run
-# natively in the main test run. The int8 convolution's unit tests reach tract-linalg's arm64 int8
-# kernels.
+# natively in the main test run. The int8 convolution's unit tests reach every arm64 int8 kernel
+# tract-linalg offers the emulated CPU, and the f16 test (aarch64 only) its half-precision kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 "$(dirname "$0")/setup-aarch64.sh"
