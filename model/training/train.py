@@ -32,6 +32,23 @@ from losses import cross_entropy_loss, triplet_loss  # noqa: E402
 CHECKPOINT_NAME = re.compile(r"^hstl-(\d{5,})\.pt$")
 
 
+
+def flush_denormals(model):
+    """Sets the weights that weight decay has shrunk below float32's smallest normal to zero; returns
+    how many. oneDNN's float convolutions slow down several times on denormal weights (6 % of the
+    compact network's weights were, by iteration 4,249: forward 12.6 s instead of 1.6 s per batch),
+    and the Rust runtime would read them as well. Values that small are zero to the network."""
+    tiny = torch.finfo(torch.float32).tiny
+    flushed = 0
+    with torch.no_grad():
+        for parameter in model.parameters():
+            denormal = (parameter.abs() < tiny) & (parameter != 0)
+            count = int(denormal.sum())
+            if count:
+                parameter[denormal] = 0.0
+                flushed += count
+    return flushed
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="CASIA-B silhouettes: casia-b_SSS.npz files or SSS/COND/VVV/*.pkl")
@@ -159,7 +176,8 @@ def train(args):
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         iteration = state["iteration"]
-        print(f"resumed from {resume} at iteration {iteration}", flush=True)
+        flushed = flush_denormals(model)
+        print(f"resumed from {resume} at iteration {iteration} ({flushed} denormal weights set to 0)", flush=True)
     model.to(device).train()
     for group_state in optimizer.state.values():
         for key, value in group_state.items():
@@ -203,6 +221,7 @@ def train(args):
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            flush_denormals(model)
             scheduler.step()
             iteration += 1
             window.append((loss.item(), triplet.item(), identity.item(), accuracy, active))

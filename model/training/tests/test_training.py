@@ -293,3 +293,13 @@ def test_a_run_stopped_by_sigterm_saves_where_it_stopped(tmp_path):
     iteration = torch.load(saved[0], map_location="cpu", weights_only=True)["iteration"]
     assert 2 <= iteration < 1000
     assert saved[0].name == f"hstl-{iteration:05d}.pt"
+
+
+def test_denormal_weights_are_set_to_zero_and_normal_ones_kept():
+    layer = torch.nn.Linear(3, 2)
+    tiny = torch.finfo(torch.float32).tiny
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[tiny / 4, -tiny / 2, 0.5], [tiny, 0.0, -1.0]]))
+    assert train.flush_denormals(layer) == 2
+    assert layer.weight.tolist() == [[0.0, 0.0, 0.5], [tiny, 0.0, -1.0]]
+    assert train.flush_denormals(layer) == 0
