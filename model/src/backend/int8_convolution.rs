@@ -727,39 +727,28 @@ impl TypedOp for Int8Convolution {
 mod tests {
     use super::*;
 
-    /// The convolution in plain loops, from the dequantized values: what the QDQ graph computes.
-    fn reference(
-        input: &[f32],
-        [c, t, h, w]: [usize; 4],
-        weights: &[i8],
-        scales: &[f32],
-        input_scale: f32,
-    ) -> Vec<f32> {
+    /// The int32 sums of the convolution of int8 `input` `[C, T, H, W]` with int8 `weights`
+    /// `[M, C, 3, 3, 3]` (padding 1), in plain loops.
+    fn reference_sums(input: &[i8], [c, t, h, w]: [usize; 4], weights: &[i8]) -> Vec<i32> {
         let m = weights.len() / (c * KERNEL_VOLUME);
-        let x: Vec<f64> = input
-            .iter()
-            .map(|&v| quantize_linear(v, input_scale) as f64 * input_scale as f64)
-            .collect();
-        let mut out = vec![0f32; m * t * h * w];
+        let mut sums = vec![0i32; m * t * h * w];
         for o in 0..m {
             for (ot, oh, ow) in positions(t, h, w) {
-                let mut sum = 0f64;
+                let mut sum = 0i32;
                 for ci in 0..c {
-                    for k in 0..KERNEL_VOLUME {
-                        let (it, ih, iw) = (ot + k / 9, oh + k / 3 % 3, ow + k % 3);
+                    for offset in 0..KERNEL_VOLUME {
+                        let (it, ih, iw) = (ot + offset / 9, oh + offset / 3 % 3, ow + offset % 3);
                         if it == 0 || ih == 0 || iw == 0 || it > t || ih > h || iw > w {
                             continue;
                         }
-                        let xv = x[((ci * t + it - 1) * h + ih - 1) * w + iw - 1];
-                        let wv =
-                            weights[(o * c + ci) * KERNEL_VOLUME + k] as f64 * scales[o] as f64;
-                        sum += xv * wv;
+                        let x = input[((ci * t + it - 1) * h + ih - 1) * w + iw - 1] as i32;
+                        sum += x * weights[(o * c + ci) * KERNEL_VOLUME + offset] as i32;
                     }
                 }
-                out[((o * t + ot) * h + oh) * w + ow] = sum as f32;
+                sums[((o * t + ot) * h + oh) * w + ow] = sum;
             }
         }
-        out
+        sums
     }
 
     fn positions(t: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
@@ -795,7 +784,17 @@ mod tests {
             .as_slice::<f32>()
             .unwrap()
             .to_vec();
-        let want = reference(&input, [c, t, h, w], &weights, &scales, input_scale);
+        // What the QDQ graph computes: the dequantized input times the dequantized weights.
+        let quantized: Vec<i8> = input
+            .iter()
+            .map(|&v| quantize_linear(v, input_scale))
+            .collect();
+        let n = t * h * w;
+        let want: Vec<f32> = reference_sums(&quantized, [c, t, h, w], &weights)
+            .iter()
+            .enumerate()
+            .map(|(i, &sum)| (sum as f64 * input_scale as f64 * scales[i / n] as f64) as f32)
+            .collect();
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
         }
@@ -816,23 +815,7 @@ mod tests {
             .map(|v| v as i8)
             .collect();
         let (k, n) = (c * KERNEL_VOLUME, t * h * w);
-        let mut want = vec![0i32; m * n];
-        for o in 0..m {
-            for (ot, oh, ow) in positions(t, h, w) {
-                let mut sum = 0i32;
-                for ci in 0..c {
-                    for offset in 0..KERNEL_VOLUME {
-                        let (it, ih, iw) = (ot + offset / 9, oh + offset / 3 % 3, ow + offset % 3);
-                        if it == 0 || ih == 0 || iw == 0 || it > t || ih > h || iw > w {
-                            continue;
-                        }
-                        let x = input[((ci * t + it - 1) * h + ih - 1) * w + iw - 1] as i32;
-                        sum += x * weights[(o * c + ci) * KERNEL_VOLUME + offset] as i32;
-                    }
-                }
-                want[o * n + (ot * h + oh) * w + ow] = sum;
-            }
-        }
+        let want = reference_sums(&input, [c, t, h, w], &weights);
         let weights = Tensor::from_shape(&[m, k], &weights).unwrap();
         let suitable = MmmDispatch::native().suitable(&int8_query(m, k, n));
         assert!(!suitable.is_empty());
