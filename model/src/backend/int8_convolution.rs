@@ -751,6 +751,19 @@ mod tests {
         sums
     }
 
+    /// The op's output on `input`, out of any plan.
+    fn run(op: &Int8Convolution, input: Tensor) -> Vec<f32> {
+        let output = op
+            .eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue()))
+            .unwrap();
+        output[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    }
+
     fn positions(t: usize, h: usize, w: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         (0..t).flat_map(move |a| (0..h).flat_map(move |b| (0..w).map(move |c| (a, b, c))))
     }
@@ -774,16 +787,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let x = Tensor::from_shape(&[1, c, t, h, w], &input).unwrap();
-        let got = op
-            .eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
-            .unwrap();
-        let got = got[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec();
+        let got = run(&op, Tensor::from_shape(&[1, c, t, h, w], &input).unwrap());
         // What the QDQ graph computes: the dequantized input times the dequantized weights.
         let quantized: Vec<i8> = input
             .iter()
@@ -835,16 +839,7 @@ mod tests {
     fn bias_is_added_per_output_channel() {
         let weights = Tensor::zero::<i8>(&[2, 1, 3, 3, 3]).unwrap();
         let op = Int8Convolution::new(&weights, &[1.0], 0.5, Some(vec![1.5, -2.0])).unwrap();
-        let x = Tensor::zero::<f32>(&[1, 1, 2, 2, 2]).unwrap();
-        let out = op
-            .eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
-            .unwrap();
-        let out = out[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec();
+        let out = run(&op, Tensor::zero::<f32>(&[1, 1, 2, 2, 2]).unwrap());
         assert_eq!(out, [[1.5; 8], [-2.0; 8]].concat());
     }
 
