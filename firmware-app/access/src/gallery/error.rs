@@ -61,6 +61,14 @@ pub enum GalleryError {
     /// The key is not 64 hex digits.
     #[error("a key must be {KEY_BYTES} bytes written as {} hex digits", KEY_BYTES * 2)]
     BadKey,
+    /// A key of another length is not `bytes` bytes of hex digits.
+    #[error("the key in {path} must be {bytes} bytes written as {} hex digits", bytes * 2)]
+    BadKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// The key's length.
+        bytes: usize,
+    },
     /// The gallery was enrolled with another model.
     #[error("the gallery was enrolled with model {gallery}, the kiosk runs model {model}: re-enrol or use the matching model")]
     ModelMismatch {

@@ -29,8 +29,8 @@ pub use error::GalleryError;
 use error::{corrupt, full};
 pub use people::{Erasure, NewTemplate, Person, Template};
 pub use schema::SCHEMA_VERSION;
-pub use sealing::TemplateKey;
 use sealing::{associated_data, open_sealed, seal, KEY_BYTES, NONCE_BYTES};
+pub use sealing::{read_key_file, TemplateKey};
 
 /// The result of gallery operations.
 pub type Result<T> = std::result::Result<T, GalleryError>;

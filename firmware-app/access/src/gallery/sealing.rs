@@ -16,38 +16,15 @@ pub struct TemplateKey(pub(super) [u8; KEY_BYTES]);
 impl TemplateKey {
     /// A key from 64 hex digits (surrounding white space ignored).
     pub fn from_hex(text: &str) -> Result<Self> {
-        let text = text.trim();
-        if text.len() != KEY_BYTES * 2 || !text.is_ascii() {
-            return Err(GalleryError::BadKey);
-        }
-        let mut key = [0u8; KEY_BYTES];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-                .map_err(|_| GalleryError::BadKey)?;
-        }
-        Ok(TemplateKey(key))
+        key_from_hex(text)
+            .map(TemplateKey)
+            .ok_or(GalleryError::BadKey)
     }
 
     /// A key file: the 64 hex digits on a line of their own, readable by its owner only (a key
     /// that others can read protects nothing, so it is refused rather than used).
     pub fn read_file(path: &Path) -> Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        let key_file = |source| GalleryError::KeyFile {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mode = std::fs::metadata(path)
-            .map_err(key_file)?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(GalleryError::KeyExposed {
-                path: path.to_path_buf(),
-                mode: mode & 0o777,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(key_file)?;
-        Self::from_hex(&text)
+        read_key_file(path).map(TemplateKey)
     }
 
     /// A key for another purpose (`purpose` names it), derived so that one secret on the device
@@ -95,6 +72,45 @@ impl TemplateKey {
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// `N` bytes from `2N` hex digits (surrounding white space ignored).
+fn key_from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.trim();
+    if text.len() != N * 2 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; N];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}
+
+/// An `N`-byte key from a key file: hex digits, the file readable by its owner only (a key that
+/// others can read protects nothing, so it is refused rather than used). Every secret the kiosk
+/// keeps in a file (the template key, the OSDP secure channel key) is read here.
+pub fn read_key_file<const N: usize>(path: &Path) -> Result<[u8; N]> {
+    use std::os::unix::fs::PermissionsExt;
+    let key_file = |source| GalleryError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(key_file)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(GalleryError::KeyExposed {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(key_file)?;
+    key_from_hex(&text).ok_or_else(|| GalleryError::BadKeyFile {
+        path: path.to_path_buf(),
+        bytes: N,
+    })
 }
 
 impl std::fmt::Debug for TemplateKey {
