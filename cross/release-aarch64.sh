@@ -18,7 +18,7 @@ command -v cargo-zigbuild >/dev/null || python3 -m pip install --quiet cargo-zig
 rustup target add aarch64-unknown-linux-gnu
 mkdir -p target/dist
 # The kiosk as a door installs it: every output, and ONNX Runtime for the Jetson's GPU.
-KIOSK_FEATURES=hstl-cli/ort,kiosk-cli/ort,kiosk-cli/camera,kiosk-cli/gpio,kiosk-cli/mqtt,kiosk-cli/fb
+KIOSK_FEATURES=hstl-cli/ort,kiosk-cli/ort,kiosk-cli/camera,kiosk-cli/gpio,kiosk-cli/osdp,kiosk-cli/mqtt,kiosk-cli/fb
 for glibc in "$@"; do
     target="aarch64-unknown-linux-gnu.${glibc}"
     cargo zigbuild --release -p hstl-cli -p kiosk-cli -p calibrate --features "$KIOSK_FEATURES" \

@@ -13,6 +13,6 @@ cd "$(dirname "$0")/.."
 # One command over the whole workspace, so that tract is cross-compiled once: every library's unit
 # tests (the kiosk's own code on ARM: gallery with bundled SQLite and encryption, decisions,
 # silhouettes, events, the relay, the MQTT queue and the framebuffer conversion) and the parity test.
-cargo test --workspace --features firmware-app/gpio,firmware-app/mqtt,firmware-app/fb \
+cargo test --workspace --features firmware-app/gpio,firmware-app/osdp,firmware-app/mqtt,firmware-app/fb \
     --target aarch64-unknown-linux-gnu --lib --test parity -- \
     --skip 33_frames --skip reference_distance

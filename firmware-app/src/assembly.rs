@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use access::audit::{AuditError, AuditLog, ChainKey};
 use access::decision::{accept_distance, AcceptDistanceError, DecisionPolicy};
@@ -18,9 +18,11 @@ use silhouette::SilhouetteConfig;
 
 use crate::config::KioskConfig;
 use crate::door::{open_line, DoorRelay, RelayError};
+use crate::door_watch::{DoorLines, DoorWatch, WatchOutputs};
 use crate::framebuffer::{Framebuffer, FramebufferError};
 use crate::kiosk::{run, DecisionRecord, DoorEngine, KioskError, KioskStats, LoopConfig, Outputs};
 use crate::mqtt::{open_sink, MqttError};
+use crate::panel::{PanelError, PanelReader};
 
 /// Events a sink may owe before the oldest are dropped (and counted).
 pub const MAX_QUEUED_EVENTS: usize = 100_000;
@@ -49,6 +51,9 @@ pub enum SetupError {
     /// The door relay.
     #[error(transparent)]
     Relay(#[from] RelayError),
+    /// The access-control panel or the door inputs.
+    #[error(transparent)]
+    Panel(#[from] PanelError),
     /// The MQTT sink.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
@@ -225,18 +230,44 @@ fn outputs(
     gallery: Gallery,
 ) -> Result<Outputs, SetupError> {
     let mut dispatcher = EventDispatcher::new(MAX_QUEUED_EVENTS);
+    let (news, news_inbox) = mpsc::channel();
     let audit = AuditLog::open(config.audit.clone(), key.map(ChainKey::from_template_key))?;
     let audit_head = audit.head_handle();
     dispatcher.add(Box::new(audit));
     dispatcher.add(Box::new(gallery));
+    let mut watch_outputs = WatchOutputs::default();
     if let Some(relay) = &config.relay {
-        dispatcher.add(Box::new(DoorRelay::start(open_line(relay)?, relay)?));
+        let door_relay = DoorRelay::start(open_line(relay)?, relay)?;
+        watch_outputs.relay = Some(door_relay.releaser());
+        dispatcher.add(Box::new(door_relay));
         log::info!(
             "door relay on {} line {} ({} ms pulse), locked",
             relay.chip,
             relay.line,
             relay.pulse_ms
         );
+    }
+    if let Some(panel) = &config.panel {
+        let reader = PanelReader::open(panel, news.clone())?;
+        watch_outputs.tamper_to_panel = reader.tamper_reporter();
+        dispatcher.add(Box::new(reader));
+        log::info!(
+            "reads to the access-control panel by {:?}, {}, facility code {}",
+            panel.mode,
+            panel.format,
+            panel.facility_code
+        );
+    }
+    if let Some(inputs) = &config.door_inputs {
+        let timings = inputs.check().map_err(PanelError::Io)?;
+        let lines = DoorLines::open(inputs).map_err(PanelError::Io)?;
+        dispatcher.add(Box::new(DoorWatch::start(
+            lines,
+            timings,
+            config.relay.as_ref(),
+            watch_outputs,
+            news.clone(),
+        )));
     }
     if let Some(mqtt) = &config.mqtt {
         dispatcher.add(open_sink(mqtt, &config.door)?);
@@ -263,5 +294,6 @@ fn outputs(
             .map(Framebuffer::open)
             .transpose()?,
         audit_head: Some(audit_head),
+        news: Some(news_inbox),
     })
 }

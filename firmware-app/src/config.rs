@@ -8,8 +8,10 @@ use serde::Deserialize;
 
 use crate::door::RelayConfig;
 use crate::mqtt::MqttConfig;
+use crate::panel::PanelConfig;
 use access::audit::AuditConfig;
 use access::decision::DecisionConfig;
+use door_io::door_inputs::DoorInputsConfig;
 
 /// `kiosk.toml`: one door (`cross/package/kiosk.toml` is a complete, commented example).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -31,8 +33,13 @@ pub struct KioskConfig {
     /// `[display]`: the status screen.
     #[serde(default)]
     pub display: DisplayConfig,
-    /// The door relay; without it the kiosk only reports decisions.
+    /// The door relay of a stand-alone door; without it (and without a panel) the kiosk only
+    /// reports decisions.
     pub relay: Option<RelayConfig>,
+    /// The access-control panel that owns the door's lock; the kiosk is its reader.
+    pub panel: Option<PanelConfig>,
+    /// The door-position switch and request-to-exit button (stand-alone doors), the tamper switch.
+    pub door_inputs: Option<DoorInputsConfig>,
     /// Events to an MQTT broker.
     pub mqtt: Option<MqttConfig>,
     /// Windows waiting for the network before a live camera starts dropping them.
@@ -161,6 +168,19 @@ impl KioskConfig {
         if let Some(relay) = &self.relay {
             relay.check().map_err(|e| format!("[relay] {e}"))?;
         }
+        if let Some(panel) = &self.panel {
+            if self.relay.is_some() {
+                return Err("[relay] and [panel] both open the door: a door has one lock owner, the kiosk's relay (stand-alone) or the panel".into());
+            }
+            panel.check().map_err(|e| format!("[panel] {e}"))?;
+        }
+        if let Some(inputs) = &self.door_inputs {
+            inputs.check().map_err(|e| format!("[door_inputs] {e}"))?;
+            let door_side = inputs.door_position.is_some() || inputs.request_to_exit.is_some();
+            if door_side && self.relay.is_none() {
+                return Err("[door_inputs] door_position and request_to_exit need the kiosk's [relay]: where a panel owns the lock, wire them to the panel".into());
+            }
+        }
         if let Some(mqtt) = &self.mqtt {
             if mqtt.host.trim().is_empty() {
                 return Err("[mqtt] host is empty".into());
@@ -203,6 +223,11 @@ impl KioskConfig {
             config.display.screen_dir.as_mut(),
             config.display.framebuffer.as_mut(),
             config.mqtt.as_mut().map(|m| &mut m.queue_path),
+            config
+                .panel
+                .as_mut()
+                .and_then(|p| p.osdp.as_mut())
+                .map(|o| &mut o.key_file),
         ]
         .into_iter()
         .flatten()
@@ -330,6 +355,62 @@ keep_files = 5
         );
     }
 
+    /// The packaged example with the commented settings of the sections `on` switched on and the
+    /// sections `dropped` removed.
+    fn example_with(on: &[&str], dropped: &[&str]) -> String {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cross/package/kiosk.toml");
+        let text = std::fs::read_to_string(example).unwrap();
+        let mut section = String::new();
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let commented = line.strip_prefix("# ").filter(|rest| {
+                rest.starts_with('[')
+                    || rest
+                        .split_once(" = ")
+                        .is_some_and(|(key, _)| !key.contains(' '))
+            });
+            let (line, header) = match commented {
+                Some(rest) if rest.starts_with('[') => (rest, Some(rest)),
+                Some(rest) if on.contains(&section.as_str()) => (rest, None),
+                _ => (line, line.starts_with('[').then_some(line)),
+            };
+            if let Some(header) = header {
+                section = header.trim_matches(['[', ']']).to_string();
+                if commented.is_some() && !on.contains(&section.as_str()) {
+                    continue;
+                }
+            }
+            if !dropped.contains(&section.as_str()) {
+                lines.push(line);
+            }
+        }
+        lines.join("\n")
+    }
+
+    #[test]
+    fn the_packaged_examples_of_door_inputs_and_panels_are_valid() {
+        let inputs = load(&example_with(&["door_inputs"], &[])).unwrap();
+        assert_eq!(inputs.door_inputs.unwrap().held_open_ms, 30_000);
+        let osdp = load(&example_with(
+            &["panel", "panel.osdp"],
+            &["relay", "door_inputs"],
+        ))
+        .unwrap();
+        assert_eq!(osdp.panel.unwrap().osdp.unwrap().address, 1);
+        let wiegand = example_with(&["panel", "panel.wiegand"], &["relay", "door_inputs"])
+            .replace("mode = \"osdp\"", "mode = \"wiegand\"");
+        assert_eq!(
+            load(&wiegand)
+                .unwrap()
+                .panel
+                .unwrap()
+                .wiegand
+                .unwrap()
+                .pulse_us,
+            80
+        );
+    }
+
     #[test]
     fn the_relay_section_is_optional_with_safe_defaults() {
         assert_eq!(load(GOOD).unwrap().relay, None);
@@ -342,6 +423,64 @@ keep_files = 5
         assert_eq!(
             (relay.line, relay.active_low, relay.pulse_ms),
             (17, false, 3_000)
+        );
+    }
+
+    #[test]
+    fn a_panel_and_the_door_inputs_read_with_their_defaults() {
+        let config = load(&format!(
+            "{GOOD}[panel]\nmode = \"osdp\"\nfacility_code = 101\n[panel.osdp]\ndevice = \"/dev/ttyUSB0\"\naddress = 3\nkey_file = \"osdp.key\"\n[door_inputs]\ntamper = {{ chip = \"/dev/gpiochip0\", line = 5 }}\n"
+        ))
+        .unwrap();
+        let panel = config.panel.unwrap();
+        assert_eq!(
+            (
+                panel.format.bits(),
+                panel.max_read_age_ms,
+                panel.osdp.unwrap().baud_rate
+            ),
+            (26, 2_000, 9_600)
+        );
+        let inputs = config.door_inputs.unwrap();
+        assert_eq!(
+            (inputs.debounce_ms, inputs.held_open_ms, inputs.pre_alarm_ms),
+            (50, 30_000, 10_000)
+        );
+    }
+
+    #[test]
+    fn a_door_with_two_lock_owners_or_inputs_without_a_relay_is_refused() {
+        let relay = "[relay]\nchip = \"/dev/gpiochip0\"\nline = 17\n";
+        let wiegand = "[panel]\nmode = \"wiegand\"\nfacility_code = 7\n[panel.wiegand]\nd0 = { chip = \"/dev/gpiochip0\", line = 20 }\nd1 = { chip = \"/dev/gpiochip0\", line = 21 }\n";
+        assert!(load(&format!("{GOOD}{wiegand}")).is_ok());
+        let error = load(&format!("{GOOD}{relay}{wiegand}"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("one lock owner"), "{error}");
+        let exit = "[door_inputs]\nrequest_to_exit = { chip = \"/dev/gpiochip0\", line = 4 }\n";
+        let error = load(&format!("{GOOD}{wiegand}{exit}"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("need the kiosk's [relay]"), "{error}");
+        assert!(load(&format!("{GOOD}{relay}{exit}")).is_ok());
+    }
+
+    #[test]
+    fn a_panel_without_its_mode_section_or_with_a_facility_code_too_large_is_refused() {
+        let error = load(&format!(
+            "{GOOD}[panel]\nmode = \"osdp\"\nfacility_code = 1\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("needs [panel.osdp]"), "{error}");
+        let error = load(&format!(
+            "{GOOD}[panel]\nmode = \"wiegand\"\nfacility_code = 300\n[panel.wiegand]\nd0 = {{ chip = \"c\", line = 1 }}\nd1 = {{ chip = \"c\", line = 2 }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("facility code 300 does not fit 26-bit Wiegand"),
+            "{error}"
         );
     }
 }

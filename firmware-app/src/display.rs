@@ -8,11 +8,13 @@ use embedded_graphics::mono_font::ascii::{FONT_10X20, FONT_6X10, FONT_9X15};
 use embedded_graphics::mono_font::MonoTextStyle;
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
-use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
+use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::Text;
 use image::GrayImage;
 
 use access::decision::DenialReason;
+use access::events::EventKind;
+use door_io::indication::{Indication, LedColor};
 
 /// Width of the status screen, pixels.
 pub const SCREEN_WIDTH: u32 = 480;
@@ -28,6 +30,8 @@ const DENIED: Rgb888 = Rgb888::new(170, 40, 40);
 const WATCHING: Rgb888 = Rgb888::new(60, 66, 80);
 const TEXT: Rgb888 = Rgb888::new(235, 235, 235);
 const DIM_TEXT: Rgb888 = Rgb888::new(150, 155, 165);
+const ALARM: Rgb888 = Rgb888::new(255, 90, 60);
+const LED_DIAMETER: u32 = 28;
 
 /// What the door is doing, as the screen says it.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +48,53 @@ pub enum DoorState {
         /// Why.
         reason: DenialReason,
     },
+}
+
+/// Conditions the screen shows until they end: the door's alarm, the enclosure, the panel link and
+/// the door inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alarms {
+    /// The door's alarm (forced, held open, its warning), until it is secured.
+    pub door: Option<&'static str>,
+    /// The enclosure is open.
+    pub tamper: bool,
+    /// The panel stopped polling.
+    pub panel_offline: bool,
+    /// A door input cannot be read.
+    pub input_fault: bool,
+}
+
+impl Alarms {
+    /// Takes in what `kind` starts or ends.
+    pub fn apply(&mut self, kind: &EventKind) {
+        match kind {
+            EventKind::DoorForced => self.door = Some("DOOR FORCED"),
+            EventKind::DoorHeldOpenWarning { .. } => self.door = Some("CLOSE THE DOOR"),
+            EventKind::DoorHeldOpen { .. } => self.door = Some("DOOR HELD OPEN"),
+            EventKind::DoorSecured { .. } => self.door = None,
+            EventKind::Tamper { active } => self.tamper = *active,
+            EventKind::PanelOffline => self.panel_offline = true,
+            EventKind::PanelOnline => self.panel_offline = false,
+            EventKind::DoorInputFault { .. } => self.input_fault = true,
+            EventKind::DoorInputRestored => self.input_fault = false,
+            _ => {}
+        }
+    }
+
+    /// One line per condition, most urgent first.
+    pub fn lines(&self) -> Vec<&'static str> {
+        let mut lines: Vec<&'static str> = self.door.into_iter().collect();
+        if self.tamper {
+            lines.push("TAMPER");
+        }
+        if self.panel_offline {
+            lines.push("PANEL OFFLINE");
+        }
+        if self.input_fault {
+            lines.push("DOOR INPUT FAULT");
+        }
+        lines
+    }
 }
 
 /// Everything the screen shows.
@@ -63,6 +114,10 @@ pub struct StatusView {
     pub frames_per_second: f32,
     /// People tracked in view.
     pub people_in_view: usize,
+    /// Alarms and faults in force.
+    pub alarms: Alarms,
+    /// The panel's last LED and buzzer command (OSDP).
+    pub indication: Option<Indication>,
 }
 
 /// Draws the status screen onto any embedded-graphics target.
@@ -92,6 +147,15 @@ pub fn draw_status<D: DrawTarget<Color = Rgb888>>(
     let small = MonoTextStyle::new(&FONT_6X10, DIM_TEXT);
     Text::new(&title, Point::new(16, 30), large).draw(target)?;
     Text::new(&subtitle, Point::new(16, 56), medium).draw(target)?;
+    if let Some(indication) = &view.indication {
+        let centre = Point::new(width as i32 - 44, BANNER_HEIGHT as i32 / 2 - 6);
+        Circle::with_center(centre, LED_DIAMETER)
+            .into_styled(PrimitiveStyle::with_fill(led_colour(indication.led)))
+            .draw(target)?;
+        if indication.buzzer {
+            Text::new("BUZZER", centre + Point::new(-18, 30), small).draw(target)?;
+        }
+    }
 
     let panel_x = 16 + (64 * SILHOUETTE_SCALE) as i32 + 24;
     let mut y = BANNER_HEIGHT as i32 + 28;
@@ -117,6 +181,11 @@ pub fn draw_status<D: DrawTarget<Color = Rgb888>>(
     )?;
     line(format!("in view: {}", view.people_in_view), target)?;
     line(format!("{:.1} frames/s", view.frames_per_second), target)?;
+    let alarm_style = MonoTextStyle::new(&FONT_9X15, ALARM);
+    for alarm in view.alarms.lines() {
+        Text::new(alarm, Point::new(panel_x, y), alarm_style).draw(target)?;
+        y += 22;
+    }
 
     let origin = Point::new(16, BANNER_HEIGHT as i32 + 16);
     Rectangle::new(
@@ -146,6 +215,18 @@ pub fn draw_status<D: DrawTarget<Color = Rgb888>>(
     )
     .draw(target)?;
     Ok(())
+}
+
+/// The screen's colour for the reader LED's.
+fn led_colour(led: Option<LedColor>) -> Rgb888 {
+    match led {
+        Some(LedColor::Red) => Rgb888::new(230, 40, 40),
+        Some(LedColor::Green) => Rgb888::new(40, 210, 80),
+        Some(LedColor::Amber) => Rgb888::new(245, 170, 30),
+        Some(LedColor::Blue) => Rgb888::new(50, 110, 240),
+        Some(LedColor::Other(_)) => Rgb888::new(200, 200, 200),
+        Some(LedColor::Off) | None => Rgb888::new(40, 40, 44),
+    }
 }
 
 /// An RGB frame in memory, for tests and the demo.
@@ -235,6 +316,8 @@ mod tests {
             silhouette: Some(silhouette),
             frames_per_second: 25.0,
             people_in_view: 1,
+            alarms: Alarms::default(),
+            indication: None,
         }
     }
 
@@ -274,5 +357,47 @@ mod tests {
             text_pixels > 200,
             "banner text drawn ({text_pixels} pixels)"
         );
+    }
+
+    fn count(display: &MemoryDisplay, colour: Rgb888) -> usize {
+        let (width, height) = display.dimensions();
+        (0..width)
+            .flat_map(|x| (0..height).map(move |y| (x, y)))
+            .filter(|&(x, y)| display.pixel(x, y) == colour)
+            .count()
+    }
+
+    #[test]
+    fn alarms_are_shown_until_they_end_and_the_panel_led_in_its_colour() {
+        let mut state = view(DoorState::Watching);
+        let mut display = MemoryDisplay::new(SCREEN_WIDTH, SCREEN_HEIGHT);
+        draw_status(&state, &mut display).unwrap();
+        assert_eq!(count(&display, ALARM), 0);
+
+        state.alarms.apply(&EventKind::DoorForced);
+        state.alarms.apply(&EventKind::PanelOffline);
+        assert_eq!(state.alarms.lines(), ["DOOR FORCED", "PANEL OFFLINE"]);
+        draw_status(&state, &mut display).unwrap();
+        assert!(count(&display, ALARM) > 100);
+
+        state.alarms.apply(&EventKind::DoorSecured { open_ms: 900 });
+        state.alarms.apply(&EventKind::PanelOnline);
+        assert!(state.alarms.lines().is_empty());
+
+        state.indication = Some(Indication {
+            led: Some(LedColor::Green),
+            buzzer: false,
+        });
+        draw_status(&state, &mut display).unwrap();
+        let green = led_colour(Some(LedColor::Green));
+        let led = count(&display, green);
+        assert!(led > 400, "the LED drawn ({led} pixels)");
+        state.indication = Some(Indication {
+            led: Some(LedColor::Red),
+            buzzer: true,
+        });
+        draw_status(&state, &mut display).unwrap();
+        assert_eq!(count(&display, green), 0);
+        assert_eq!(count(&display, led_colour(Some(LedColor::Red))), led);
     }
 }

@@ -7,8 +7,8 @@
 //! - A grant is acted on only while it is fresh: a grant that waited in a queue (the relay was
 //!   failing) never opens the door later for someone who has walked away.
 //!
-//! The hardware line is behind [`RelayLine`]; the kernel's GPIO character device implementation,
-//! [`GpioLine`], needs the `gpio` feature.
+//! The hardware line is a [`door_io::line::OutputLine`]; the kernel's GPIO character device needs
+//! the `gpio` feature.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use access::events::{now_ms, Event, EventKind, EventSink, SinkError};
+use door_io::line::{open_output, LineConfig, OutputLine};
+use door_io::DoorIoError;
 
 /// The shortest release a relay is asked for.
 pub const MIN_PULSE_MS: u64 = 100;
@@ -30,19 +32,9 @@ pub enum RelayError {
     /// A pulse outside the allowed range.
     #[error("relay pulse of {0} ms is outside {MIN_PULSE_MS}..={MAX_PULSE_MS} ms")]
     PulseOutOfRange(u64),
-    /// The GPIO line refused.
-    #[error("GPIO line {line} of {chip}: {detail}")]
-    Line {
-        /// The GPIO chip.
-        chip: String,
-        /// The line offset.
-        line: u32,
-        /// What the kernel said.
-        detail: String,
-    },
-    /// GPIO not built in.
-    #[error("this build has no GPIO support: rebuild with `--features gpio`")]
-    NoGpioSupport,
+    /// The line refused, or GPIO is not built in.
+    #[error(transparent)]
+    Line(#[from] DoorIoError),
 }
 
 /// `[relay]` in kiosk.toml.
@@ -82,12 +74,6 @@ impl RelayConfig {
     }
 }
 
-/// One output line: `true` releases the door.
-pub trait RelayLine: Send {
-    /// Drives the line: `true` releases the door, `false` locks it.
-    fn set_active(&mut self, active: bool) -> Result<(), RelayError>;
-}
-
 enum Command {
     Pulse {
         granted_at_ms: i64,
@@ -105,7 +91,7 @@ pub struct DoorRelay {
 
 impl DoorRelay {
     /// Locks the door through `line` and starts the pulsing thread.
-    pub fn start(mut line: Box<dyn RelayLine>, config: &RelayConfig) -> Result<Self, RelayError> {
+    pub fn start(mut line: Box<dyn OutputLine>, config: &RelayConfig) -> Result<Self, RelayError> {
         config.check()?;
         line.set_active(false)?;
         let (commands, receiver) = mpsc::channel();
@@ -125,6 +111,11 @@ impl DoorRelay {
             worker: Some(worker),
             last_error,
         })
+    }
+
+    /// A handle that releases the door for a request to exit, as a grant does.
+    pub fn releaser(&self) -> Releaser {
+        Releaser(self.commands.clone())
     }
 
     /// The last hardware error, if the most recent operation failed.
@@ -154,6 +145,22 @@ impl EventSink for DoorRelay {
     }
 }
 
+/// Releases the door from another thread (the door inputs' request to exit).
+#[derive(Clone)]
+pub struct Releaser(Sender<Command>);
+
+impl Releaser {
+    /// One pulse of the relay, now; false when the relay has stopped.
+    pub fn release(&self) -> bool {
+        self.0
+            .send(Command::Pulse {
+                granted_at_ms: now_ms(),
+                decided: Some(Instant::now()),
+            })
+            .is_ok()
+    }
+}
+
 impl Drop for DoorRelay {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Stop);
@@ -164,7 +171,7 @@ impl Drop for DoorRelay {
 }
 
 /// Drives the line inactive when it goes out of scope, including while a panic unwinds.
-struct LockOnDrop(Box<dyn RelayLine>);
+struct LockOnDrop(Box<dyn OutputLine>);
 
 impl Drop for LockOnDrop {
     fn drop(&mut self) {
@@ -181,7 +188,7 @@ fn pulse_loop(
     max_age: Duration,
     last_error: &Mutex<Option<String>>,
 ) {
-    let record = |result: Result<(), RelayError>| {
+    let record = |result: Result<(), DoorIoError>| {
         let message = result.err().map(|e| e.to_string());
         if let Some(m) = &message {
             log::error!("door relay: {m}");
@@ -219,7 +226,7 @@ fn pulse_loop(
 /// Why a grant is too old to act on, if it is: by the monotonic clock when the kiosk stamped it, else
 /// by the wall clock, where a grant that seems to come from the future (the clock was stepped back) is
 /// not trusted either.
-fn grant_too_old(
+pub(crate) fn grant_too_old(
     granted_at_ms: i64,
     decided: Option<Instant>,
     max_age: Duration,
@@ -243,69 +250,14 @@ fn grant_too_old(
     }
 }
 
-/// A line of a GPIO chip through the kernel's character device (uAPI v2).
-#[cfg(feature = "gpio")]
-pub struct GpioLine {
-    request: gpiocdev::Request,
-    chip: String,
-    line: u32,
-}
-
-#[cfg(feature = "gpio")]
-impl GpioLine {
-    /// Requests the line as an output, inactive from the first instant.
-    pub fn open(config: &RelayConfig) -> Result<Self, RelayError> {
-        let mut builder = gpiocdev::Request::builder();
-        builder
-            .on_chip(&config.chip)
-            .with_consumer("kiosk-door-relay")
-            .with_line(config.line)
-            .as_output(gpiocdev::line::Value::Inactive);
-        if config.active_low {
-            builder.as_active_low();
-        }
-        let request = builder.request().map_err(|e| RelayError::Line {
-            chip: config.chip.clone(),
-            line: config.line,
-            detail: e.to_string(),
-        })?;
-        Ok(GpioLine {
-            request,
-            chip: config.chip.clone(),
-            line: config.line,
-        })
-    }
-}
-
-#[cfg(feature = "gpio")]
-impl RelayLine for GpioLine {
-    fn set_active(&mut self, active: bool) -> Result<(), RelayError> {
-        let value = if active {
-            gpiocdev::line::Value::Active
-        } else {
-            gpiocdev::line::Value::Inactive
-        };
-        self.request
-            .set_lone_value(value)
-            .map_err(|e| RelayError::Line {
-                chip: self.chip.clone(),
-                line: self.line,
-                detail: e.to_string(),
-            })
-    }
-}
-
-/// The relay line the configuration names.
-pub fn open_line(config: &RelayConfig) -> Result<Box<dyn RelayLine>, RelayError> {
-    #[cfg(feature = "gpio")]
-    {
-        Ok(Box::new(GpioLine::open(config)?))
-    }
-    #[cfg(not(feature = "gpio"))]
-    {
-        let _ = config;
-        Err(RelayError::NoGpioSupport)
-    }
+/// The relay line the configuration names, inactive (locked) from the first instant.
+pub fn open_line(config: &RelayConfig) -> Result<Box<dyn OutputLine>, RelayError> {
+    let line = LineConfig {
+        chip: config.chip.clone(),
+        line: config.line,
+        active_low: config.active_low,
+    };
+    Ok(open_output(&line, "kiosk-door-relay")?)
 }
 
 #[cfg(test)]
@@ -321,10 +273,10 @@ mod tests {
         broken: Arc<Mutex<bool>>,
     }
 
-    impl RelayLine for RecordingLine {
-        fn set_active(&mut self, active: bool) -> Result<(), RelayError> {
+    impl OutputLine for RecordingLine {
+        fn set_active(&mut self, active: bool) -> Result<(), DoorIoError> {
             if *self.broken.lock().unwrap() && active {
-                return Err(RelayError::Line {
+                return Err(DoorIoError::Line {
                     chip: "test".into(),
                     line: 1,
                     detail: "EIO".into(),
@@ -370,6 +322,7 @@ mod tests {
             figures: None,
             model_id: "m".into(),
             decided: None,
+            credential: None,
         }
     }
 
@@ -460,8 +413,8 @@ mod tests {
     #[test]
     fn the_relay_thread_panicking_still_locks_the_door() {
         struct PanickingLine(RecordingLine, bool);
-        impl RelayLine for PanickingLine {
-            fn set_active(&mut self, active: bool) -> Result<(), RelayError> {
+        impl OutputLine for PanickingLine {
+            fn set_active(&mut self, active: bool) -> Result<(), DoorIoError> {
                 self.0.set_active(active)?;
                 if active && !self.1 {
                     self.1 = true;

@@ -8,14 +8,15 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use door_io::indication::Indication;
 use hstl::{Embedder, Silhouettes};
 use image::GrayImage;
 
-use crate::display::{draw_status, DoorState, MemoryDisplay, StatusView};
+use crate::display::{draw_status, Alarms, DoorState, MemoryDisplay, StatusView};
 use crate::framebuffer::Framebuffer;
 use access::audit::ChainHead;
 use access::decision::{
@@ -223,6 +224,10 @@ impl DoorEngine {
             figures: decision.figures.clone(),
             model_id: self.model_id.clone(),
             decided: Some(Instant::now()),
+            credential: identity
+                .as_ref()
+                .filter(|_| matches!(decision.verdict, Verdict::Granted { .. }))
+                .and_then(|i| i.credential),
         };
         DecisionRecord {
             decision,
@@ -243,6 +248,7 @@ impl DoorEngine {
             figures: None,
             model_id: self.model_id.clone(),
             decided: Some(Instant::now()),
+            credential: None,
         }
     }
 }
@@ -271,6 +277,19 @@ enum Job {
     SourceRestored,
 }
 
+/// What the door's own hardware tells the decision loop, besides the camera's windows: the door
+/// inputs, the panel link.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DoorNews {
+    /// An event to publish (and show, when it is an alarm).
+    Event(EventKind),
+    /// What the panel asks the reader's LED and buzzer to show.
+    Indication(Indication),
+}
+
+/// How often the decision loop hears the door's news while no window arrives.
+pub const NEWS_POLL: Duration = Duration::from_millis(20);
+
 /// Where decisions and the screen go.
 pub struct Outputs {
     /// Every sink of the door.
@@ -281,6 +300,8 @@ pub struct Outputs {
     pub framebuffer: Option<Framebuffer>,
     /// The audit log's chain head, published as an anchor every [`STATUS_EVERY`] and at the end.
     pub audit_head: Option<Arc<Mutex<Option<ChainHead>>>>,
+    /// The door inputs' and the panel link's news.
+    pub news: Option<Receiver<DoorNews>>,
 }
 
 impl Outputs {
@@ -388,8 +409,13 @@ pub fn run(
         .map_err(|_| KioskError::CaptureThread)?;
 
     let mut decisions = DecisionLoop::new(engine, outputs, frame_rate, in_flight);
-    for job in receiver {
-        decisions.take(job, on_decision);
+    loop {
+        match receiver.recv_timeout(NEWS_POLL) {
+            Ok(job) => decisions.take(job, on_decision),
+            Err(RecvTimeoutError::Timeout) => decisions.refresh_screen(false),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        decisions.hear_the_door();
     }
     let captured = capture.join().map_err(|_| KioskError::CaptureThread)?;
     decisions.finish(captured, started.elapsed())
@@ -429,6 +455,8 @@ impl<'a> DecisionLoop<'a> {
             silhouette: None,
             frames_per_second: 0.0,
             people_in_view: 0,
+            alarms: Alarms::default(),
+            indication: None,
         };
         DecisionLoop {
             tailgate: TailgateWatch::new(engine.policy().config(), frame_rate),
@@ -538,6 +566,23 @@ impl<'a> DecisionLoop<'a> {
 
     fn publish(&mut self, kind: EventKind) {
         self.outputs.dispatcher.publish(&self.engine.event(kind));
+    }
+
+    /// Publishes what the door inputs and the panel reported, and shows it.
+    fn hear_the_door(&mut self) {
+        let Some(news) = &self.outputs.news else {
+            return;
+        };
+        let heard: Vec<DoorNews> = news.try_iter().collect();
+        for item in heard {
+            match item {
+                DoorNews::Event(kind) => {
+                    self.view.alarms.apply(&kind);
+                    self.publish(kind);
+                }
+                DoorNews::Indication(indication) => self.view.indication = Some(indication),
+            }
+        }
     }
 
     /// A decision to the sinks, the status view and, when asked, a PNG of the screen.

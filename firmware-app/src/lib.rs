@@ -9,9 +9,11 @@ mod assembly;
 pub mod config;
 pub mod display;
 pub mod door;
+pub mod door_watch;
 pub mod enrolment;
 pub mod framebuffer;
 pub mod kiosk;
 pub mod mqtt;
+pub mod panel;
 
 pub use assembly::{Kiosk, SetupError, MAX_QUEUED_EVENTS};

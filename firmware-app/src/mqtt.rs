@@ -441,6 +441,7 @@ mod tests {
             figures: None,
             model_id: "m".into(),
             decided: None,
+            credential: None,
         }
     }
 

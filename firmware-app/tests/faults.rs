@@ -97,6 +97,7 @@ fn event(at_ms: i64) -> Event {
         figures: None,
         model_id: "sha256:test".into(),
         decided: None,
+        credential: None,
     }
 }
 

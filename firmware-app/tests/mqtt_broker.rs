@@ -133,6 +133,7 @@ fn event(at_ms: i64, kind: EventKind) -> Event {
         figures: None,
         model_id: "model".into(),
         decided: None,
+        credential: None,
     }
 }
 

@@ -71,6 +71,7 @@ fn main() {
             person_id: person as i64,
             pseudonym: format!("{person:016x}"),
             name: format!("person {person}"),
+            credential: None,
         };
         let noise_slot = noise.add_identity(identity.clone());
         let walk_slot = walks.add_identity(identity);

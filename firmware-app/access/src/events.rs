@@ -54,6 +54,48 @@ pub enum EventKind {
     Started,
     /// The kiosk stopped cleanly.
     Stopped,
+    /// The request-to-exit button released the door.
+    ExitRequested,
+    /// The door opened while locked.
+    DoorForced,
+    /// The door has been open nearly as long as allowed; the held-open alarm follows.
+    DoorHeldOpenWarning {
+        /// How long it has been open.
+        open_ms: u64,
+    },
+    /// The door has been open longer than allowed.
+    DoorHeldOpen {
+        /// How long it has been open.
+        open_ms: u64,
+    },
+    /// A door that raised an alarm (forced, held open) closed.
+    DoorSecured {
+        /// How long it was open.
+        open_ms: u64,
+    },
+    /// A door input (door position, request to exit, tamper) could not be read; the door is
+    /// treated as it was last seen until it can.
+    DoorInputFault {
+        /// The input and what the line said.
+        detail: String,
+    },
+    /// A door input can be read again.
+    DoorInputRestored,
+    /// The kiosk's enclosure was opened (`true`) or closed again.
+    Tamper {
+        /// The tamper switch is active.
+        active: bool,
+    },
+    /// The access-control panel polls the kiosk (again), in the Secure Channel.
+    PanelOnline,
+    /// The access-control panel stopped polling the kiosk: no reads reach it.
+    PanelOffline,
+    /// A grant was not reported to the panel: the link could not carry it in time, or the person
+    /// has no credential number.
+    PanelReadDropped {
+        /// Why.
+        detail: String,
+    },
     /// The audit chain's newest line when this was published: stored by the other sinks, it anchors
     /// the log outside its own file (`kiosk verify-log` checks the log against every anchor).
     AuditHead {
@@ -82,6 +124,17 @@ impl EventKind {
             EventKind::CameraRestored => "camera_restored",
             EventKind::WindowsDropped { .. } => "windows_dropped",
             EventKind::TailgateAlarm { .. } => "tailgate_alarm",
+            EventKind::ExitRequested => "exit_requested",
+            EventKind::DoorForced => "door_forced",
+            EventKind::DoorHeldOpenWarning { .. } => "door_held_open_warning",
+            EventKind::DoorHeldOpen { .. } => "door_held_open",
+            EventKind::DoorSecured { .. } => "door_secured",
+            EventKind::DoorInputFault { .. } => "door_input_fault",
+            EventKind::DoorInputRestored => "door_input_restored",
+            EventKind::Tamper { .. } => "tamper",
+            EventKind::PanelOnline => "panel_online",
+            EventKind::PanelOffline => "panel_offline",
+            EventKind::PanelReadDropped { .. } => "panel_read_dropped",
             EventKind::Started => "started",
             EventKind::Stopped => "stopped",
             EventKind::AuditHead { .. } => Self::AUDIT_HEAD_LABEL,
@@ -114,6 +167,10 @@ pub struct Event {
     /// clock did since (NTP steps it both ways). Not serialised; absent in events read back.
     #[serde(skip)]
     pub decided: Option<std::time::Instant>,
+    /// The granted person's credential number, for a panel's card read. Not serialised: a number
+    /// that a Wiegand line would accept is never written to logs, topics or stored events.
+    #[serde(skip)]
+    pub credential: Option<u32>,
 }
 
 /// A sink could not take an event; it stays queued for that sink.
@@ -231,6 +288,7 @@ mod tests {
             }),
             model_id: "sha256:00".into(),
             decided: None,
+            credential: None,
         }
     }
 

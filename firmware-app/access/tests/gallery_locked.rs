@@ -25,6 +25,7 @@ fn event(kind: EventKind) -> Event {
         figures: None,
         model_id: "model".into(),
         decided: None,
+        credential: None,
     }
 }
 

@@ -142,6 +142,98 @@ fn a_mistyped_gallery_and_a_key_others_can_read_are_refused() {
 }
 
 #[test]
+fn a_panel_the_build_cannot_reach_or_whose_key_others_can_read_is_refused() {
+    let door = Door::new();
+    door.calibrate(0.5);
+    let config = door.config("", "gallery.db");
+    let scbk = door.path("osdp.key");
+    std::fs::write(&scbk, "00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::set_permissions(&scbk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}[panel]\nmode = \"osdp\"\nfacility_code = 101\n\
+             [panel.osdp]\ndevice = \"/dev/null\"\naddress = 1\nkey_file = \"osdp.key\"\n"
+        ),
+    )
+    .unwrap();
+    let output = kiosk(&[], &config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "ran: {stderr}");
+    assert!(
+        stderr.contains("rebuild with `--features osdp`") || stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        format!(
+            "{text}[panel]\nmode = \"wiegand\"\nfacility_code = 101\n\
+             [panel.wiegand]\nd0 = {{ chip = \"/dev/no-such-gpiochip\", line = 1 }}\n\
+             d1 = {{ chip = \"/dev/no-such-gpiochip\", line = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    let output = kiosk(&[], &config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "ran: {stderr}");
+    assert!(
+        stderr.contains("rebuild with `--features gpio`")
+            || stderr.contains("/dev/no-such-gpiochip"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_credential_number_is_given_listed_refused_twice_and_cleared() {
+    let door = Door::new();
+    let key = TemplateKey::read_file(&door.path("template.key")).unwrap();
+    let mut gallery = Gallery::open(&door.path("gallery.db"), Some(&key)).unwrap();
+    let template = |seed: f32| access::gallery::NewTemplate {
+        embedding: hstl::Embedding::new(2, 3, vec![seed; 6]).unwrap(),
+        frames: 30,
+        source: "walk".into(),
+    };
+    gallery.enrol("ada", "m", &[template(1.0)]).unwrap();
+    gallery.enrol("bob", "m", &[template(2.0)]).unwrap();
+    let enrol = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_enrol"))
+            .args(args)
+            .arg("--gallery")
+            .arg(door.path("gallery.db"))
+            .arg("--key-file")
+            .arg(door.path("template.key"))
+            .output()
+            .unwrap()
+    };
+    let given = enrol(&["credential", "--name", "ada", "--number", "4711"]);
+    assert!(
+        given.status.success(),
+        "{}",
+        String::from_utf8_lossy(&given.stderr)
+    );
+    refused(
+        &enrol(&["credential", "--name", "bob", "--number", "4711"]),
+        "credential number 4711 is already held by someone else",
+    );
+    let listed = String::from_utf8_lossy(&enrol(&["list"]).stdout).into_owned();
+    let ada = listed.lines().find(|l| l.contains("ada")).unwrap();
+    assert!(ada.ends_with("credential 4711"), "{listed}");
+    assert!(enrol(&["credential", "--name", "ada", "--clear"])
+        .status
+        .success());
+    assert_eq!(
+        Gallery::open(&door.path("gallery.db"), Some(&key))
+            .unwrap()
+            .person("ada")
+            .unwrap()
+            .credential,
+        None
+    );
+}
+
+#[test]
 fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() {
     let door = Door::new();
     door.calibrate(0.5);

@@ -291,6 +291,8 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
             framebuffer: None,
         },
         relay: None,
+        panel: None,
+        door_inputs: None,
         mqtt: None,
         max_windows_in_flight: 2,
     };

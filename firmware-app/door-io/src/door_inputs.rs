@@ -1,5 +1,5 @@
 //! The door-position switch and the request-to-exit button of a stand-alone door, as a door
-//! controller reads them.
+//! controller reads them (and the kiosk's tamper switch, debounced the same way).
 //!
 //! - Both inputs are debounced: a level counts once it has held for `debounce_ms`.
 //! - The door may open while it is released (a grant, or a request to exit, for the relay's pulse):
@@ -27,6 +27,8 @@ pub struct DoorInputsConfig {
     pub door_position: Option<LineConfig>,
     /// The request-to-exit button or sensor: active while pressed.
     pub request_to_exit: Option<LineConfig>,
+    /// The kiosk's enclosure tamper switch: active while the enclosure is open.
+    pub tamper: Option<LineConfig>,
     /// How long a level must hold to count.
     #[serde(default = "default_debounce_ms")]
     pub debounce_ms: u64,
@@ -109,14 +111,27 @@ pub enum DoorSignal {
 
 /// One input's level once it has held for the debounce time.
 #[derive(Debug, Clone, Copy)]
-struct Debounced {
+pub struct Debounced {
     level: bool,
     changing_since: Option<Duration>,
 }
 
 impl Debounced {
+    /// An input whose level is `level` now.
+    pub fn new(level: bool) -> Self {
+        Debounced {
+            level,
+            changing_since: None,
+        }
+    }
+
+    /// The level as debounced.
+    pub fn level(&self) -> bool {
+        self.level
+    }
+
     /// The new level when `raw` has differed from the current one for `period`.
-    fn update(&mut self, now: Duration, raw: bool, period: Duration) -> Option<bool> {
+    pub fn update(&mut self, now: Duration, raw: bool, period: Duration) -> Option<bool> {
         if raw == self.level {
             self.changing_since = None;
             return None;
@@ -215,10 +230,7 @@ impl DoorMonitor {
         match &mut self.exit {
             Some(exit) => exit.update(now, raw, self.timings.debounce),
             None => {
-                self.exit = Some(Debounced {
-                    level: raw,
-                    changing_since: None,
-                });
+                self.exit = Some(Debounced::new(raw));
                 None
             }
         }
@@ -228,10 +240,7 @@ impl DoorMonitor {
         match &mut self.door {
             Some(door) => door.update(now, raw, self.timings.debounce),
             None => {
-                self.door = Some(Debounced {
-                    level: raw,
-                    changing_since: None,
-                });
+                self.door = Some(Debounced::new(raw));
                 if raw {
                     self.open = Some(OpenDoor {
                         since: now,
@@ -471,6 +480,7 @@ mod tests {
         let config = |debounce_ms, held_open_ms, pre_alarm_ms| DoorInputsConfig {
             door_position: None,
             request_to_exit: None,
+            tamper: None,
             debounce_ms,
             held_open_ms,
             pre_alarm_ms,

@@ -4,7 +4,8 @@
 //! - [`wiegand`]: 26- and 34-bit Wiegand frames and their transmission on two data lines.
 //! - [`door_inputs`]: the door-position switch and request-to-exit button of a stand-alone door:
 //!   debouncing, masking after a release, forced-door and held-open alarms.
-//! - `osdp` (feature `osdp`): the kiosk as an OSDP peripheral device on a panel's RS-485 bus.
+//! - [`osdp`]: the kiosk as an OSDP peripheral device on a panel's RS-485 bus (the device itself
+//!   needs the `osdp` feature).
 //!
 //! Nothing here knows about the network, the gallery or events: the kiosk turns what these report
 //! into its own events.
@@ -12,8 +13,8 @@
 mod error;
 
 pub mod door_inputs;
+pub mod indication;
 pub mod line;
-#[cfg(feature = "osdp")]
 pub mod osdp;
 pub mod wiegand;
 

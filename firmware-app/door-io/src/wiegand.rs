@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::line::OutputLine;
+use crate::line::{LineConfig, OutputLine};
 use crate::DoorIoError;
 
 /// The frame formats a panel is set up for.
@@ -193,15 +193,38 @@ fn ones(bits: &[bool]) -> usize {
     bits.iter().filter(|bit| **bit).count()
 }
 
-/// `[panel.wiegand]` pulse timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `[panel.wiegand]` in kiosk.toml: the two data lines and their timing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WiegandTiming {
+pub struct WiegandConfig {
+    /// Data 0 (green wire): pulsed for a 0.
+    pub d0: LineConfig,
+    /// Data 1 (white wire): pulsed for a 1.
+    pub d1: LineConfig,
     /// How long a data line is pulled per bit.
     #[serde(default = "default_pulse_us")]
     pub pulse_us: u64,
     /// From the start of one bit's pulse to the start of the next.
     #[serde(default = "default_interval_us")]
+    pub interval_us: u64,
+}
+
+impl WiegandConfig {
+    /// The timing it sets.
+    pub fn timing(&self) -> WiegandTiming {
+        WiegandTiming {
+            pulse_us: self.pulse_us,
+            interval_us: self.interval_us,
+        }
+    }
+}
+
+/// How a frame's pulses are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WiegandTiming {
+    /// How long a data line is pulled per bit.
+    pub pulse_us: u64,
+    /// From the start of one bit's pulse to the start of the next.
     pub interval_us: u64,
 }
 

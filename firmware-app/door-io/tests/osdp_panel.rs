@@ -1,111 +1,27 @@
 //! The kiosk's OSDP peripheral device against libosdp's control panel, over a pseudo-terminal pair:
 //! the PD opens the terminal's device path as it opens an RS-485 adapter, the panel drives the other
 //! end. Secure Channel throughout; a panel with another key never gets a read.
+//!
+//! `cargo test --workspace --features door-io/osdp,test-support/osdp --test osdp_panel`
 
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use door_io::osdp::{Indication, LedColor, LinkNotice, OsdpConfig, OsdpPeripheral, SerialChannel};
-use door_io::wiegand::{Credential, WiegandFormat, WiegandFrame};
+use door_io::indication::{Indication, LedColor};
+use door_io::osdp::{LinkNotice, OsdpConfig, OsdpPeripheral};
+use door_io::wiegand::{Credential, WiegandFormat};
 use libosdp::{
-    ControlPanelBuilder, OsdpCommand, OsdpCommandBuzzer, OsdpCommandLed, OsdpEvent, OsdpFlag,
-    OsdpLedColor, OsdpLedParams, OsdpStatusReportType, PdInfoBuilder,
+    OsdpCommand, OsdpCommandBuzzer, OsdpCommandLed, OsdpEvent, OsdpLedColor, OsdpLedParams,
+    OsdpStatusReportType,
 };
-use serialport::{SerialPort, TTYPort};
+use test_support::osdp_panel::{terminal, Panel};
 
 const KEY: [u8; 16] = [
     0x3a, 0x91, 0x07, 0xc4, 0x5e, 0x22, 0xd8, 0x6f, 0x10, 0xab, 0x49, 0xe3, 0x77, 0x05, 0xbc, 0x68,
 ];
 const ADDRESS: u8 = 17;
+const MAX_READ_AGE: Duration = Duration::from_secs(2);
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// libosdp's control panel on the master side of the terminal, on its own thread.
-struct Panel {
-    events: Arc<Mutex<Vec<(OsdpEvent, Instant)>>>,
-    commands: Sender<OsdpCommand>,
-    stop: Sender<()>,
-    worker: Option<JoinHandle<()>>,
-}
-
-impl Panel {
-    fn start(master: TTYPort, key: [u8; 16]) -> Panel {
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let (commands, command_queue) = mpsc::channel::<OsdpCommand>();
-        let (stop, stopped) = mpsc::channel::<()>();
-        let seen = events.clone();
-        let worker = std::thread::spawn(move || {
-            let pd = PdInfoBuilder::new()
-                .name("kiosk")
-                .unwrap()
-                .address(ADDRESS.into())
-                .unwrap()
-                .baud_rate(9_600)
-                .unwrap()
-                .flag(OsdpFlag::EnforceSecure)
-                .secure_channel_key(key);
-            let mut cp = ControlPanelBuilder::new()
-                .add_channel(Box::new(SerialChannel(master)), vec![pd])
-                .build()
-                .unwrap();
-            cp.set_event_callback(move |_, event| {
-                seen.lock().unwrap().push((event, Instant::now()));
-                0
-            });
-            while stopped.try_recv().is_err() {
-                cp.refresh();
-                for command in command_queue.try_iter() {
-                    cp.send_command(0, command).unwrap();
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        Panel {
-            events,
-            commands,
-            stop,
-            worker: Some(worker),
-        }
-    }
-
-    fn card_reads(&self) -> Vec<(WiegandFrame, usize, Instant)> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(event, at)| match event {
-                OsdpEvent::CardRead(read) => {
-                    let bits: Vec<bool> = (0..read.nr_bits)
-                        .map(|i| read.data[i / 8] & (0x80 >> (i % 8)) != 0)
-                        .collect();
-                    let format = WiegandFormat::try_from(bits.len() as u32).unwrap();
-                    let credential = WiegandFrame::decode(&bits).unwrap();
-                    Some((format.encode(credential).unwrap(), read.nr_bits, *at))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-impl Drop for Panel {
-    fn drop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
-    }
-}
-
-/// A terminal pair: the slave's path for the PD (kept open, so that the master never sees it hang
-/// up), the master for the panel.
-fn terminal() -> (String, TTYPort, TTYPort) {
-    let (mut master, slave) = TTYPort::pair().expect("a pseudo-terminal pair");
-    master.set_timeout(Duration::from_millis(1)).unwrap();
-    let path = slave.name().expect("the slave's path");
-    (path, master, slave)
-}
 
 fn config(device: String) -> OsdpConfig {
     OsdpConfig {
@@ -113,7 +29,6 @@ fn config(device: String) -> OsdpConfig {
         baud_rate: 9_600,
         address: ADDRESS,
         key_file: "unused-the-key-is-given".into(),
-        max_read_age_ms: 2_000,
     }
 }
 
@@ -122,6 +37,7 @@ fn kiosk(device: String) -> (OsdpPeripheral, Receiver<LinkNotice>) {
     let peripheral = OsdpPeripheral::open(
         &config(device),
         KEY,
+        MAX_READ_AGE,
         Box::new(move |notice| {
             let _ = notices.send(notice);
         }),
@@ -154,7 +70,7 @@ fn eventually(what: &str, condition: impl Fn() -> bool) {
 fn a_grant_reaches_the_panel_as_a_secure_card_read_and_the_panel_drives_the_indication() {
     let (path, master, _slave) = terminal();
     let (kiosk, heard) = kiosk(path);
-    let panel = Panel::start(master, KEY);
+    let panel = Panel::start(master, ADDRESS, KEY);
     wait_for(&heard, |n| *n == LinkNotice::Online);
     assert!(kiosk.state().secure);
 
@@ -168,11 +84,10 @@ fn a_grant_reaches_the_panel_as_a_secure_card_read_and_the_panel_drives_the_indi
     eventually("the card read", || !panel.card_reads().is_empty());
     let reads = panel.card_reads();
     assert_eq!(reads.len(), 1);
-    let (received, bits, at) = &reads[0];
-    assert_eq!((received, *bits), (&frame, 26));
+    assert_eq!((reads[0].bits, reads[0].credential), (26, credential));
     println!(
         "decision to the panel's receipt of the read: {:.1} ms",
-        (*at - granted).as_secs_f64() * 1e3
+        (reads[0].at - granted).as_secs_f64() * 1e3
     );
 
     let green = OsdpLedParams {
@@ -228,7 +143,7 @@ fn a_panel_with_another_key_never_gets_the_link_or_a_read() {
     let (kiosk, heard) = kiosk(path);
     let mut wrong = KEY;
     wrong[0] ^= 0xff;
-    let panel = Panel::start(master, wrong);
+    let panel = Panel::start(master, ADDRESS, wrong);
     std::thread::sleep(Duration::from_secs(3));
     assert!(!kiosk.state().online);
     kiosk
@@ -251,7 +166,7 @@ fn a_panel_with_another_key_never_gets_the_link_or_a_read() {
 fn a_stale_grant_is_not_sent() {
     let (path, master, _slave) = terminal();
     let (kiosk, heard) = kiosk(path);
-    let panel = Panel::start(master, KEY);
+    let panel = Panel::start(master, ADDRESS, KEY);
     wait_for(&heard, |n| *n == LinkNotice::Online);
     let frame = WiegandFormat::Bits34
         .encode(Credential {
@@ -276,6 +191,7 @@ fn a_missing_serial_device_is_named() {
     let error = OsdpPeripheral::open(
         &config("/dev/no-such-rs485-adapter".into()),
         KEY,
+        MAX_READ_AGE,
         Box::new(move |notice| {
             let _ = notices.send(notice);
         }),

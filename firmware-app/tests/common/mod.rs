@@ -32,6 +32,7 @@ pub fn audited_outputs(
         screen_dir: None,
         framebuffer: None,
         audit_head: None,
+        news: None,
     };
     (outputs, audit)
 }

@@ -261,6 +261,7 @@ pub fn probe_event() -> Event {
         figures: None,
         model_id: "sha256:fuzz".into(),
         decided: None,
+        credential: None,
     }
 }
 
@@ -292,6 +293,7 @@ pub fn matcher(data: &[u8]) {
             person_id: person as i64,
             pseudonym: format!("p{person}"),
             name: format!("person {person}"),
+            credential: None,
         });
     }
     let mut templates = Vec::new();

@@ -7,6 +7,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "osdp")]
+pub mod osdp_panel;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 

@@ -80,6 +80,9 @@ pub enum GalleryError {
     /// Someone of that name is already enrolled.
     #[error("{0} is already enrolled")]
     AlreadyEnrolled(String),
+    /// Another person holds that credential number.
+    #[error("credential number {0} is already held by someone else")]
+    CredentialTaken(u32),
     /// Nobody of that name is enrolled.
     #[error("nobody called {0} is enrolled")]
     UnknownPerson(String),

@@ -345,6 +345,7 @@ mod tests {
             figures: None,
             model_id: "m".into(),
             decided: None,
+            credential: None,
         };
         assert!(kiosk.record_decision_event(&granted).unwrap());
         let mut tool = Gallery::open_existing(&path, None).unwrap();
@@ -456,5 +457,65 @@ mod tests {
         ));
         let ada = gallery.add_templates("ada", "m", &[template(4.0)]).unwrap();
         assert_eq!(ada.templates, 2);
+    }
+
+    #[test]
+    fn a_credential_number_is_held_by_one_person_at_most() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        let ada = gallery
+            .enrol_with_credential("ada", Some(4_711), "m", &[template(1.0)])
+            .unwrap();
+        assert_eq!(ada.credential, Some(4_711));
+        assert!(matches!(
+            gallery.enrol_with_credential("bob", Some(4_711), "m", &[template(2.0)]),
+            Err(GalleryError::CredentialTaken(4_711))
+        ));
+        assert!(gallery.person("bob").is_err());
+        gallery.enrol("bob", "m", &[template(2.0)]).unwrap();
+        assert!(gallery.set_credential("bob", Some(4_711)).is_err());
+        let before = gallery.roster_generation;
+        assert_eq!(
+            gallery
+                .set_credential("ada", Some(4_711))
+                .unwrap()
+                .credential,
+            Some(4_711)
+        );
+        gallery.set_credential("ada", None).unwrap();
+        assert_eq!(
+            gallery
+                .set_credential("bob", Some(4_711))
+                .unwrap()
+                .credential,
+            Some(4_711)
+        );
+        assert!(gallery.roster_generation > before);
+        assert_eq!(gallery.person("ada").unwrap().credential, None);
+    }
+
+    #[test]
+    fn a_gallery_of_the_first_schema_gains_credentials_and_keeps_its_people() {
+        let (_dir, path) = temp_db("g.db");
+        let connection = Connection::open(&path).unwrap();
+        connection.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        connection
+            .execute(
+                "INSERT INTO people(pseudonym, name, enrolled_at_ms) VALUES ('0011223344556677', 'ada', 1)",
+                [],
+            )
+            .unwrap();
+        connection.pragma_update(None, "user_version", 1).unwrap();
+        drop(connection);
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        let ada = gallery.person("ada").unwrap();
+        assert_eq!(
+            (ada.pseudonym.as_str(), ada.credential),
+            ("0011223344556677", None)
+        );
+        assert_eq!(
+            gallery.set_credential("ada", Some(9)).unwrap().credential,
+            Some(9)
+        );
     }
 }

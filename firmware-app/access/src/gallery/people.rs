@@ -30,6 +30,8 @@ pub struct Person {
     pub enrolled_at_ms: i64,
     /// Templates stored.
     pub templates: usize,
+    /// The number the door's access-control panel knows them by (their card number), if any.
+    pub credential: Option<u32>,
 }
 
 /// A stored template, decrypted.
@@ -62,6 +64,18 @@ impl Gallery {
         model_id: &str,
         templates: &[NewTemplate],
     ) -> Result<Person> {
+        self.enrol_with_credential(name, None, model_id, templates)
+    }
+
+    /// Enrols a new person, with the credential number a panel knows them by, and all of their
+    /// templates in one transaction.
+    pub fn enrol_with_credential(
+        &mut self,
+        name: &str,
+        credential: Option<u32>,
+        model_id: &str,
+        templates: &[NewTemplate],
+    ) -> Result<Person> {
         if templates.is_empty() {
             return Err(GalleryError::NoTemplates);
         }
@@ -77,14 +91,15 @@ impl Gallery {
         if exists.is_some() {
             return Err(GalleryError::AlreadyEnrolled(name.to_string()));
         }
+        check_credential_free(&tx, credential, None)?;
         tx.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('model_id', ?1)",
             params![model_id.as_bytes()],
         )
         .map_err(full)?;
         tx.execute(
-            "INSERT INTO people(pseudonym, name, enrolled_at_ms) VALUES (?1, ?2, ?3)",
-            params![pseudonym, name, now],
+            "INSERT INTO people(pseudonym, name, enrolled_at_ms, credential) VALUES (?1, ?2, ?3, ?4)",
+            params![pseudonym, name, now, credential],
         )
         .map_err(full)?;
         let person_id = tx.last_insert_rowid();
@@ -106,7 +121,24 @@ impl Gallery {
             name: name.to_string(),
             enrolled_at_ms: now,
             templates: templates.len(),
+            credential,
         })
+    }
+
+    /// Gives `name` the credential number a panel knows them by, or takes it away (`None`).
+    pub fn set_credential(&mut self, name: &str, credential: Option<u32>) -> Result<Person> {
+        let person = self.person(name)?;
+        let tx = self.connection.transaction().map_err(full)?;
+        check_credential_free(&tx, credential, Some(person.id))?;
+        tx.execute(
+            "UPDATE people SET credential = ?1 WHERE id = ?2",
+            params![credential, person.id],
+        )
+        .map_err(full)?;
+        bump_roster_generation(&tx)?;
+        tx.commit().map_err(full)?;
+        self.roster_generation = self.current_roster_generation()?;
+        self.person(name)
     }
 
     /// Adds walks to someone already enrolled, in one transaction.
@@ -145,7 +177,7 @@ impl Gallery {
     /// Everyone enrolled, by name.
     pub fn people(&self) -> Result<Vec<Person>> {
         let mut statement = self.connection.prepare(
-            "SELECT p.id, p.pseudonym, p.name, p.enrolled_at_ms, COUNT(t.id)
+            "SELECT p.id, p.pseudonym, p.name, p.enrolled_at_ms, COUNT(t.id), p.credential
              FROM people p LEFT JOIN templates t ON t.person_id = p.id
              GROUP BY p.id ORDER BY p.name",
         )?;
@@ -156,6 +188,7 @@ impl Gallery {
                 name: row.get(2)?,
                 enrolled_at_ms: row.get(3)?,
                 templates: row.get::<_, i64>(4)? as usize,
+                credential: row.get(5)?,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -325,6 +358,29 @@ pub(super) fn insert_templates(
             .map_err(full)?;
     }
     Ok(())
+}
+
+/// Refuses `credential` when someone other than `holder` has it: a panel would open the door for
+/// the wrong person.
+fn check_credential_free(
+    tx: &Transaction,
+    credential: Option<u32>,
+    holder: Option<i64>,
+) -> Result<()> {
+    let Some(credential) = credential else {
+        return Ok(());
+    };
+    let taken: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM people WHERE credential = ?1",
+            [credential],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match taken {
+        Some(id) if Some(id) != holder => Err(GalleryError::CredentialTaken(credential)),
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn new_pseudonym() -> String {

@@ -3,10 +3,11 @@
 use super::*;
 
 /// The schema this build writes. Older galleries are migrated forward on open; newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Each entry moves a gallery from schema version `index` to `index + 1`.
-pub(super) const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,
         value BLOB NOT NULL
@@ -38,7 +39,12 @@ pub(super) const MIGRATIONS: &[&str] = &["
         body TEXT NOT NULL
     );
     CREATE INDEX events_by_pseudonym ON events(pseudonym);
-"];
+",
+    "
+    ALTER TABLE people ADD COLUMN credential INTEGER;
+    CREATE UNIQUE INDEX people_by_credential ON people(credential) WHERE credential IS NOT NULL;
+",
+];
 
 impl Gallery {
     pub(super) fn configure(&mut self) -> Result<()> {

@@ -49,6 +49,8 @@ pub struct Identity {
     pub pseudonym: String,
     /// For the screen only.
     pub name: String,
+    /// The number the door's panel knows them by.
+    pub credential: Option<u32>,
 }
 
 /// An identity and its distance to the probe.
@@ -120,6 +122,7 @@ impl MatchIndex {
                 person_id: person.id,
                 pseudonym: person.pseudonym,
                 name: person.name,
+                credential: person.credential,
             });
         }
         for template in templates {
@@ -325,6 +328,7 @@ mod tests {
             person_id: i as i64,
             pseudonym: format!("p{i}"),
             name: format!("person {i}"),
+            credential: None,
         }
     }
 

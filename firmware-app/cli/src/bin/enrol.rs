@@ -85,8 +85,25 @@ enum Command {
         /// Add the walks to someone already enrolled.
         #[arg(long)]
         append: bool,
+        /// The number the door's access-control panel knows them by (their card number), sent to
+        /// the panel when they are granted.
+        #[arg(long)]
+        credential: Option<u32>,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+    },
+    /// Give someone enrolled the number the access-control panel knows them by, or take it away.
+    Credential {
+        #[command(flatten)]
+        gallery: GalleryArgs,
+        #[arg(long)]
+        name: String,
+        /// Their credential (card) number.
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        number: Option<u32>,
+        /// Remove their credential number: the panel is no longer told about them.
+        #[arg(long)]
+        clear: bool,
     },
     /// List the people enrolled.
     List {
@@ -147,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             background,
             warn_distance,
             append,
+            credential,
             threads,
         } => add(
             &gallery,
@@ -156,8 +174,22 @@ fn main() -> anyhow::Result<()> {
             background,
             warn_distance,
             append,
+            credential,
             threads,
         ),
+        Command::Credential {
+            gallery,
+            name,
+            number,
+            clear: _,
+        } => {
+            let person = gallery.open(false)?.set_credential(&name, number)?;
+            match person.credential {
+                Some(number) => println!("{name} has credential number {number}"),
+                None => println!("{name} has no credential number"),
+            }
+            Ok(())
+        }
         Command::List { gallery } => list(&gallery),
         Command::Key { out } => write_key(&out),
         Command::Remove { gallery, name } => {
@@ -186,6 +218,7 @@ fn add(
     background: Option<PathBuf>,
     warn_distance: Option<f32>,
     append: bool,
+    credential: Option<u32>,
     threads: usize,
 ) -> anyhow::Result<()> {
     let mut gallery = gallery_args.open(!append)?;
@@ -248,9 +281,13 @@ fn add(
         }
     }
     let person = if append {
-        gallery.add_templates(name, &model_id, &templates)?
+        gallery.add_templates(name, &model_id, &templates)?;
+        match credential {
+            Some(number) => gallery.set_credential(name, Some(number))?,
+            None => gallery.person(name)?,
+        }
     } else {
-        gallery.enrol(name, &model_id, &templates)?
+        gallery.enrol_with_credential(name, credential, &model_id, &templates)?
     };
     println!(
         "{} enrolled with {} templates (pseudonym {})",
@@ -275,8 +312,13 @@ fn list(gallery_args: &GalleryArgs) -> anyhow::Result<()> {
     );
     for person in people {
         println!(
-            "  {:<24} {:>3} templates  {}",
-            person.name, person.templates, person.pseudonym
+            "  {:<24} {:>3} templates  {}  credential {}",
+            person.name,
+            person.templates,
+            person.pseudonym,
+            person
+                .credential
+                .map_or_else(|| "-".to_string(), |n| n.to_string())
         );
     }
     Ok(())

@@ -1,18 +1,4 @@
-//! The kiosk as an OSDP peripheral device (PD) on the panel's RS-485 bus (IEC 60839-11-5), through
-//! libosdp.
-//!
-//! - A grant goes to the panel as a card read: the person's credential in the panel's Wiegand format
-//!   ([`WiegandFrame`]), in the next reply to the panel's poll. A denial sends nothing.
-//! - The link runs in the Secure Channel only (AES-128, the secure channel base key from a key file):
-//!   the install-mode default key is never accepted, so a panel that does not know the key gets no
-//!   reads.
-//! - The panel's LED and buzzer commands become [`Indication`]s the kiosk shows on its screen.
-//! - The kiosk's tamper input goes to the panel as local status.
-//! - A panel that stops polling is reported once ([`LinkNotice::Offline`]), and again when it is
-//!   back; reads are not held for it: a read older than `max_read_age_ms` when the link would carry
-//!   it is dropped, so that nobody is let in late.
-//!
-//! libosdp is driven from one thread of ours, refreshed every [`REFRESH`].
+//! The peripheral device on libosdp, on a thread of its own.
 
 use std::io::{Read, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -25,79 +11,11 @@ use libosdp::{
     OsdpStatusReport, OsdpStatusReportType, PdCapEntity, PdCapability, PdInfoBuilder,
     PeripheralDevice,
 };
-use serde::Deserialize;
 
+use super::{LinkNotice, LinkState, OsdpConfig, REFRESH};
+use crate::indication::{Indication, LedColor};
 use crate::wiegand::WiegandFrame;
 use crate::DoorIoError;
-
-/// How often libosdp is given the CPU: well inside the panel's 200 ms reply time.
-pub const REFRESH: Duration = Duration::from_millis(5);
-
-/// Serial speeds OSDP devices use.
-pub const BAUD_RATES: [u32; 6] = [9_600, 19_200, 38_400, 57_600, 115_200, 230_400];
-
-/// `[panel.osdp]` in kiosk.toml.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OsdpConfig {
-    /// The serial device of the RS-485 adapter, e.g. `/dev/ttyUSB0`.
-    pub device: String,
-    /// Its speed, as set on the panel.
-    #[serde(default = "default_baud_rate")]
-    pub baud_rate: u32,
-    /// The kiosk's address on the bus, 0–126, as set on the panel.
-    pub address: u8,
-    /// The secure channel base key (SCBK): 32 hex digits, readable by the kiosk's user only.
-    pub key_file: std::path::PathBuf,
-    /// A read the link has not carried this long after the grant is dropped.
-    #[serde(default = "default_max_read_age_ms")]
-    pub max_read_age_ms: u64,
-}
-
-fn default_baud_rate() -> u32 {
-    9_600
-}
-
-fn default_max_read_age_ms() -> u64 {
-    2_000
-}
-
-impl OsdpConfig {
-    /// The address and speed as OSDP allows them.
-    pub fn check(&self) -> Result<(), DoorIoError> {
-        DoorIoError::check_range("OSDP address", self.address.into(), (0, 126), "")?;
-        if !BAUD_RATES.contains(&self.baud_rate) {
-            return Err(DoorIoError::Osdp {
-                device: self.device.clone(),
-                detail: format!("baud rate {} is not one of {BAUD_RATES:?}", self.baud_rate),
-            });
-        }
-        DoorIoError::check_range(
-            "OSDP max_read_age_ms",
-            self.max_read_age_ms,
-            (100, 10_000),
-            "ms",
-        )?;
-        Ok(())
-    }
-}
-
-/// A colour the panel asked the reader's LED to show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LedColor {
-    /// Off.
-    Off,
-    /// Red: usually a denial or a locked door.
-    Red,
-    /// Green: usually a grant.
-    Green,
-    /// Amber.
-    Amber,
-    /// Blue.
-    Blue,
-    /// Another colour code.
-    Other(u8),
-}
 
 impl From<OsdpLedColor> for LedColor {
     fn from(color: OsdpLedColor) -> Self {
@@ -112,46 +30,6 @@ impl From<OsdpLedColor> for LedColor {
             OsdpLedColor::Unknown(code) => LedColor::Other(code),
         }
     }
-}
-
-/// What the panel asked the reader to show, as the screen shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Indication {
-    /// The LED's colour, once the panel has set one.
-    pub led: Option<LedColor>,
-    /// The buzzer sounds.
-    pub buzzer: bool,
-}
-
-/// The link to the panel as the kiosk last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LinkState {
-    /// The panel polls us.
-    pub online: bool,
-    /// In the Secure Channel.
-    pub secure: bool,
-    /// The panel's last LED and buzzer commands.
-    pub indication: Indication,
-    /// Card reads queued for the panel's next polls.
-    pub reads_queued: u64,
-    /// Card reads dropped because the link could not carry them in time.
-    pub reads_dropped: u64,
-}
-
-/// A change on the link the kiosk reports as an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkNotice {
-    /// The panel polls us in the Secure Channel.
-    Online,
-    /// The panel stopped polling (wiring cut, panel down, wrong key).
-    Offline,
-    /// The panel changed the LED or buzzer.
-    Indication(Indication),
-    /// A read was not sent: the link could not carry it in time.
-    ReadDropped {
-        /// How old the grant was.
-        age: Duration,
-    },
 }
 
 enum Request {
@@ -171,11 +49,13 @@ pub struct OsdpPeripheral {
 }
 
 impl OsdpPeripheral {
-    /// The PD on the serial device `config` names, with `key` as its secure channel base key;
-    /// `notices` hears every change of the link.
+    /// The PD on the serial device `config` names, with `key` as its secure channel base key; a
+    /// read not carried within `max_read_age` of its grant is dropped; `notices` hears every change
+    /// of the link.
     pub fn open(
         config: &OsdpConfig,
         key: [u8; 16],
+        max_read_age: Duration,
         notices: Box<dyn FnMut(LinkNotice) + Send>,
     ) -> Result<Self, DoorIoError> {
         config.check()?;
@@ -186,13 +66,20 @@ impl OsdpPeripheral {
                 device: config.device.clone(),
                 detail: e.to_string(),
             })?;
-        Self::start(config, key, Box::new(SerialChannel(port)), notices)
+        Self::start(
+            config,
+            key,
+            max_read_age,
+            Box::new(SerialChannel(port)),
+            notices,
+        )
     }
 
     /// The PD on any byte stream (a serial port, a socket); `config.device` names it in errors.
     pub fn start(
         config: &OsdpConfig,
         key: [u8; 16],
+        max_read_age: Duration,
         channel: Box<dyn Channel>,
         notices: Box<dyn FnMut(LinkNotice) + Send>,
     ) -> Result<Self, DoorIoError> {
@@ -202,7 +89,6 @@ impl OsdpPeripheral {
             detail,
         };
         let state = Arc::new(Mutex::new(LinkState::default()));
-        let max_age = Duration::from_millis(config.max_read_age_ms);
         let (address, baud_rate) = (config.address, config.baud_rate);
         let (requests, receiver) = mpsc::channel();
         let (ready, setup_result) = mpsc::channel();
@@ -227,7 +113,7 @@ impl OsdpPeripheral {
                     state: worker_state,
                     notices,
                     indication: Arc::new(Mutex::new(None)),
-                    max_age,
+                    max_age: max_read_age,
                 }
                 .run(&receiver);
             })
