@@ -68,8 +68,8 @@ impl WiegandFormat {
         push_bits(&mut bits, credential.facility, self.facility_bits());
         push_bits(&mut bits, credential.number, Self::NUMBER_BITS);
         let half = bits.len() / 2;
-        let leading_even = ones(&bits[..half]) % 2 == 1;
-        let trailing_odd = ones(&bits[half..]) % 2 == 0;
+        let leading_even = !ones(&bits[..half]).is_multiple_of(2);
+        let trailing_odd = ones(&bits[half..]).is_multiple_of(2);
         bits.insert(0, leading_even);
         bits.push(trailing_odd);
         Ok(WiegandFrame { format: self, bits })
@@ -166,10 +166,10 @@ impl WiegandFrame {
         let format = WiegandFormat::try_from(bits.len() as u32).map_err(|e| bad(&e))?;
         let data = &bits[1..bits.len() - 1];
         let half = data.len() / 2;
-        if (ones(&data[..half]) + usize::from(bits[0])) % 2 != 0 {
+        if !(ones(&data[..half]) + usize::from(bits[0])).is_multiple_of(2) {
             return Err(bad("leading (even) parity fails"));
         }
-        if (ones(&data[half..]) + usize::from(bits[bits.len() - 1])) % 2 != 1 {
+        if (ones(&data[half..]) + usize::from(bits[bits.len() - 1])).is_multiple_of(2) {
             return Err(bad("trailing (odd) parity fails"));
         }
         let (facility, number) = data.split_at(format.facility_bits());
