@@ -17,7 +17,7 @@ mod common;
 use std::path::Path;
 
 use access::audit::verify;
-use access::decision::{DecisionConfig, Verdict};
+use access::decision::Verdict;
 use access::gallery::{Gallery, NewTemplate};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use hstl::{Embedder, Silhouettes};
@@ -122,15 +122,11 @@ fn subject_001_enrolled_from_one_walk_is_recognised_from_the_other() {
         })
         .collect();
 
-    let mut engine = common::door_engine(
+    let mut engine = common::door_engine_without_margin(
         "casia-b",
         &gallery,
         model_id,
         embedder,
-        DecisionConfig {
-            margin: 0.0,
-            ..DecisionConfig::default()
-        },
         accept_distance,
     );
     let (mut outputs, audit) = common::audited_outputs(dir.path());

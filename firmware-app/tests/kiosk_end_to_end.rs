@@ -118,15 +118,11 @@ fn replay_door(
         let templates = templates_from_windows(&embedder, &walk, name, |_, _| {}).unwrap();
         gallery.enrol(name, &model_id, &templates).unwrap();
     }
-    let engine = common::door_engine(
+    let engine = common::door_engine_without_margin(
         "test door",
         &gallery,
         model_id,
         embedder,
-        DecisionConfig {
-            margin: 0.0,
-            ..DecisionConfig::default()
-        },
         // Only a replay of the same silhouettes comes this close.
         1e-4,
     );

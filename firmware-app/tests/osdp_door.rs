@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use access::decision::{DecisionConfig, Verdict};
+use access::decision::Verdict;
 use access::gallery::Gallery;
 use door_io::osdp::OsdpConfig;
 use door_io::wiegand::{Credential, WiegandFormat};
@@ -41,15 +41,8 @@ fn a_grant_reaches_the_panel_as_the_persons_credential_and_a_denial_sends_nothin
     gallery
         .enrol_with_credential("ada", Some(4_711), &model_id, &templates)
         .unwrap();
-    let mut engine = common::door_engine(
-        "lab door",
-        &gallery,
-        model_id,
-        embedder,
-        DecisionConfig {
-            margin: 0.0,
-            ..DecisionConfig::default()
-        },
+    let mut engine = common::door_engine_without_margin(
+        "lab door", &gallery, model_id, embedder,
         // Only a replay of the same silhouettes comes this close.
         1e-4,
     );

@@ -85,3 +85,25 @@ pub fn door_engine(
         access::decision::DecisionPolicy::new(decision, accept_distance),
     )
 }
+
+/// The kiosk's engine for `gallery` without a margin rule, accepting within `accept_distance`: a
+/// replay of an enrolled walk (distance under 1e-4), or a trained model's operating point.
+pub fn door_engine_without_margin(
+    door: &str,
+    gallery: &access::gallery::Gallery,
+    model_id: String,
+    embedder: hstl::TractEmbedder,
+    accept_distance: f32,
+) -> firmware_app::kiosk::DoorEngine {
+    door_engine(
+        door,
+        gallery,
+        model_id,
+        embedder,
+        access::decision::DecisionConfig {
+            margin: 0.0,
+            ..access::decision::DecisionConfig::default()
+        },
+        accept_distance,
+    )
+}
