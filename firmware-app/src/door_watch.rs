@@ -380,7 +380,10 @@ mod tests {
         door.position.set(Ok(true));
         std::thread::sleep(Duration::from_millis(100));
         door.position.set(Ok(false));
-        std::thread::sleep(Duration::from_millis(400));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while door.relay_line.0.lock().unwrap().len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(*door.relay_line.0.lock().unwrap(), [false, true, false]);
         assert!(door.news.try_recv().is_err(), "no forced-door alarm");
     }
