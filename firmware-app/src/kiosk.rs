@@ -410,12 +410,21 @@ pub fn run(
 
     let mut decisions = DecisionLoop::new(engine, outputs, frame_rate, in_flight);
     loop {
-        match receiver.recv_timeout(NEWS_POLL) {
-            Ok(job) => decisions.take(job, on_decision),
-            Err(RecvTimeoutError::Timeout) => decisions.refresh_screen(false),
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+        let source_ended = match receiver.recv_timeout(NEWS_POLL) {
+            Ok(job) => {
+                decisions.take(job, on_decision);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                decisions.refresh_screen(false);
+                false
+            }
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
         decisions.hear_the_door();
+        if source_ended {
+            break;
+        }
     }
     let captured = capture.join().map_err(|_| KioskError::CaptureThread)?;
     decisions.finish(captured, started.elapsed())
