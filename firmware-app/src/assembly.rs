@@ -20,9 +20,12 @@ use crate::config::KioskConfig;
 use crate::door::{open_line, DoorRelay, RelayError};
 use crate::door_watch::{DoorLines, DoorWatch, WatchOutputs};
 use crate::framebuffer::{Framebuffer, FramebufferError};
-use crate::kiosk::{run, DecisionRecord, DoorEngine, KioskError, KioskStats, LoopConfig, Outputs};
+use crate::kiosk::{
+    run, DecisionRecord, DoorEngine, DoorNews, KioskError, KioskStats, LoopConfig, Outputs,
+};
 use crate::mqtt::{open_sink, MqttError};
 use crate::panel::{PanelError, PanelReader};
+use crate::site_sync::{SiteOutbox, SiteSyncError};
 
 /// Events a sink may owe before the oldest are dropped (and counted).
 pub const MAX_QUEUED_EVENTS: usize = 100_000;
@@ -57,6 +60,9 @@ pub enum SetupError {
     /// The MQTT sink.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The site this door belongs to.
+    #[error(transparent)]
+    Site(#[from] SiteSyncError),
     /// The framebuffer.
     #[error(transparent)]
     Framebuffer(#[from] FramebufferError),
@@ -140,6 +146,13 @@ impl Kiosk {
         model_id: String,
         accept_distance: f32,
     ) -> Result<Self, SetupError> {
+        let (news, news_inbox) = mpsc::channel();
+        // A door of a site catches its replica up before the index is built from it.
+        let site = config
+            .site
+            .as_ref()
+            .map(|site| SiteOutbox::start(site, &config.gallery.path, key, &model_id, news.clone()))
+            .transpose()?;
         let gallery = Gallery::open_existing(&config.gallery.path, key)?;
         gallery.check_model(&model_id)?;
         let index =
@@ -155,7 +168,7 @@ impl Kiosk {
                 "no [gallery] key_file: templates are stored in clear and the audit log is not sealed (anyone could rewrite it)"
             );
         }
-        let outputs = outputs(config, key, gallery)?;
+        let outputs = outputs(config, key, gallery, site, (news, news_inbox))?;
         let mut engine = DoorEngine::new(
             config.door.clone(),
             model_id,
@@ -228,9 +241,10 @@ fn outputs(
     config: &KioskConfig,
     key: Option<&TemplateKey>,
     gallery: Gallery,
+    site: Option<SiteOutbox>,
+    (news, news_inbox): (mpsc::Sender<DoorNews>, mpsc::Receiver<DoorNews>),
 ) -> Result<Outputs, SetupError> {
     let mut dispatcher = EventDispatcher::new(MAX_QUEUED_EVENTS);
-    let (news, news_inbox) = mpsc::channel();
     let audit = AuditLog::open(config.audit.clone(), key.map(ChainKey::from_template_key))?;
     let audit_head = audit.head_handle();
     dispatcher.add(Box::new(audit));
@@ -277,6 +291,10 @@ fn outputs(
             mqtt.port,
             mqtt.prefix(&config.door)
         );
+    }
+    if let Some(site) = site {
+        dispatcher.add(Box::new(site));
+        log::info!("events to the site database through the replica's outbox");
     }
     if let Some(dir) = &config.display.screen_dir {
         std::fs::create_dir_all(dir).map_err(|source| SetupError::ScreenDir {

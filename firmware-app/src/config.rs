@@ -12,6 +12,7 @@ use crate::panel::PanelConfig;
 use access::audit::AuditConfig;
 use access::decision::DecisionConfig;
 use door_io::door_inputs::DoorInputsConfig;
+use site::SiteConfig;
 
 /// `kiosk.toml`: one door (`cross/package/kiosk.toml` is a complete, commented example).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -42,6 +43,9 @@ pub struct KioskConfig {
     pub door_inputs: Option<DoorInputsConfig>,
     /// Events to an MQTT broker.
     pub mqtt: Option<MqttConfig>,
+    /// The site this door belongs to: its gallery becomes the site's replica, its events go to the
+    /// site database.
+    pub site: Option<SiteConfig>,
     /// Windows waiting for the network before a live camera starts dropping them.
     #[serde(default = "default_windows_in_flight")]
     pub max_windows_in_flight: usize,
@@ -185,11 +189,18 @@ impl KioskConfig {
             if mqtt.host.trim().is_empty() {
                 return Err("[mqtt] host is empty".into());
             }
+            mqtt.check_transport().map_err(|e| format!("[mqtt] {e}"))?;
             if !(1..=MAX_MQTT_QUEUED).contains(&mqtt.max_queued) {
                 return Err(format!(
                     "[mqtt] max_queued = {}: must be from 1 to {MAX_MQTT_QUEUED}",
                     mqtt.max_queued
                 ));
+            }
+        }
+        if let Some(site) = &self.site {
+            site.check().map_err(|e| format!("[site] {e}"))?;
+            if self.gallery.key_file.is_none() {
+                return Err("[site] needs [gallery] key_file: the site's templates are sealed under the site's template key".into());
             }
         }
         if !(1..=MAX_WINDOWS_IN_FLIGHT).contains(&self.max_windows_in_flight) {
@@ -222,7 +233,6 @@ impl KioskConfig {
             Some(&mut config.audit.path),
             config.display.screen_dir.as_mut(),
             config.display.framebuffer.as_mut(),
-            config.mqtt.as_mut().map(|m| &mut m.queue_path),
             config
                 .panel
                 .as_mut()
@@ -230,6 +240,8 @@ impl KioskConfig {
                 .map(|o| &mut o.key_file),
         ]
         .into_iter()
+        .chain(config.mqtt.iter_mut().flat_map(|mqtt| mqtt.files_mut()))
+        .chain(config.site.iter_mut().flat_map(|site| site.files_mut()))
         .flatten()
         {
             if relative.is_relative() {

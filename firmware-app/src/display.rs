@@ -62,6 +62,8 @@ pub struct Alarms {
     pub panel_offline: bool,
     /// A door input cannot be read.
     pub input_fault: bool,
+    /// The site database cannot be reached (the door decides from its replica).
+    pub site_offline: bool,
 }
 
 impl Alarms {
@@ -77,6 +79,8 @@ impl Alarms {
             EventKind::PanelOnline => self.panel_offline = false,
             EventKind::DoorInputFault { .. } => self.input_fault = true,
             EventKind::DoorInputRestored => self.input_fault = false,
+            EventKind::SiteOffline { .. } => self.site_offline = true,
+            EventKind::SiteOnline { .. } => self.site_offline = false,
             _ => {}
         }
     }
@@ -92,6 +96,9 @@ impl Alarms {
         }
         if self.input_fault {
             lines.push("DOOR INPUT FAULT");
+        }
+        if self.site_offline {
+            lines.push("SITE OFFLINE");
         }
         lines
     }

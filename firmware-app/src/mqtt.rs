@@ -10,8 +10,11 @@
 //! after a crash, up to [`COMPACT_EVERY`] acknowledged events can be sent again; consumers can tell
 //! them apart by `(door, at_ms, kind, track)`.
 //!
-//! The client needs the `mqtt` feature (rumqttc, plain TCP: put a local broker with a TLS bridge in
-//! front of a remote one). The queue and the configuration are always built.
+//! The connection is TLS (rustls, the broker's certificate verified against the site's authority in
+//! `ca_file`; a client certificate with `cert_file` and `key_file`, or a user name and a password
+//! from `password_file`), unless `plaintext` is set for a broker on the same host.
+//!
+//! The client needs the `mqtt` feature (rumqttc). The queue and the configuration are always built.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -37,6 +40,9 @@ pub enum MqttError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS settings or the password file.
+    #[error("mqtt: {0}")]
+    Tls(#[from] site::tls::TlsError),
     /// MQTT not built in.
     #[error("this build has no MQTT support: rebuild with `--features mqtt`")]
     NoMqttSupport,
@@ -57,8 +63,18 @@ pub struct MqttConfig {
     pub topic_prefix: Option<String>,
     /// User name, when the broker asks for one.
     pub username: Option<String>,
-    /// Its password.
-    pub password: Option<String>,
+    /// A file holding its password alone, only readable by its owner.
+    pub password_file: Option<PathBuf>,
+    /// The authority that signed the broker's certificate (PEM): the connection is TLS, and a broker
+    /// whose certificate does not chain to it, or does not name `host`, is refused.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), when the broker authenticates kiosks by certificate.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM), only readable by its owner.
+    pub key_file: Option<PathBuf>,
+    /// No TLS: only for a broker on the same host.
+    #[serde(default)]
+    pub plaintext: bool,
     /// Where events wait for the broker.
     pub queue_path: PathBuf,
     /// Beyond this many waiting events the oldest are dropped (and logged).
@@ -75,6 +91,33 @@ fn default_max_queued() -> usize {
 }
 
 impl MqttConfig {
+    /// Refuses settings that cannot work or would be unsafe.
+    pub fn check_transport(&self) -> Result<(), String> {
+        match (self.plaintext, &self.ca_file) {
+            (false, None) => Err::<(), String>("no ca_file: name the authority that signed the broker's certificate, or set plaintext for a broker on this host".into()),
+            (true, Some(_)) => Err("both plaintext and a ca_file: choose one".into()),
+            _ => Ok(()),
+        }?;
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("a client certificate needs both cert_file and key_file".into());
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            return Err("a password_file needs a username".into());
+        }
+        Ok(())
+    }
+
+    /// The files the settings name, for a caller that resolves relative paths.
+    pub fn files_mut(&mut self) -> [Option<&mut PathBuf>; 5] {
+        [
+            Some(&mut self.queue_path),
+            self.password_file.as_mut(),
+            self.ca_file.as_mut(),
+            self.cert_file.as_mut(),
+            self.key_file.as_mut(),
+        ]
+    }
+
     /// The topic prefix for `door`.
     pub fn prefix(&self, door: &str) -> String {
         self.topic_prefix
@@ -238,7 +281,10 @@ mod client {
     use std::thread::JoinHandle;
     use std::time::Duration;
 
-    use rumqttc::{Client, Connection, Event as Notification, LastWill, MqttOptions, Packet, QoS};
+    use rumqttc::{
+        Client, Connection, Event as Notification, LastWill, MqttOptions, Packet, QoS,
+        TlsConfiguration, Transport,
+    };
 
     use super::{DiskQueue, MqttConfig, MqttError};
     use access::events::{Event, EventSink, SinkError};
@@ -250,6 +296,7 @@ mod client {
     pub struct MqttSink {
         queue: Arc<Mutex<DiskQueue>>,
         connected: Arc<AtomicBool>,
+        last_error: Arc<Mutex<Option<String>>>,
         stop: Arc<AtomicBool>,
         worker: Option<JoinHandle<()>>,
     }
@@ -276,24 +323,38 @@ mod client {
                     QoS::AtLeastOnce,
                     true,
                 ));
-            if let (Some(user), Some(password)) = (&config.username, &config.password) {
-                options.set_credentials(user.clone(), password.clone());
+            if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
+                let password =
+                    access::gallery::read_private_file(file).map_err(site::tls::TlsError::from)?;
+                options.set_credentials(user.clone(), password.trim_end_matches(['\r', '\n']));
+            }
+            if let Some(ca_file) = &config.ca_file {
+                let client = config.cert_file.as_deref().zip(config.key_file.as_deref());
+                let tls = site::tls::client_config(ca_file, client)?;
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                    Arc::new(tls),
+                )));
             }
             let (client, connection) = Client::new(options, 16);
             let connected = Arc::new(AtomicBool::new(false));
+            let last_error = Arc::new(Mutex::new(None));
             let stop = Arc::new(AtomicBool::new(false));
             let worker = {
-                let (queue, connected, stop) = (queue.clone(), connected.clone(), stop.clone());
+                let link = Link {
+                    queue: queue.clone(),
+                    connected: connected.clone(),
+                    last_error: last_error.clone(),
+                    stop: stop.clone(),
+                };
                 std::thread::Builder::new()
                     .name("mqtt".into())
-                    .spawn(move || {
-                        publish_loop(client, connection, &prefix, &queue, &connected, &stop)
-                    })
+                    .spawn(move || publish_loop(client, connection, &prefix, &link))
                     .expect("spawning the MQTT thread")
             };
             Ok(MqttSink {
                 queue,
                 connected,
+                last_error,
                 stop,
                 worker: Some(worker),
             })
@@ -302,6 +363,12 @@ mod client {
         /// Whether the broker is connected now.
         pub fn is_connected(&self) -> bool {
             self.connected.load(Ordering::SeqCst)
+        }
+
+        /// Why the last attempt to reach the broker failed, if it did (a refused certificate, a
+        /// broker gone).
+        pub fn last_error(&self) -> Option<String> {
+            self.last_error.lock().ok().and_then(|e| e.clone())
         }
 
         /// Events not yet acknowledged by the broker.
@@ -336,20 +403,25 @@ mod client {
         }
     }
 
-    fn publish_loop(
-        client: Client,
-        mut connection: Connection,
-        prefix: &str,
-        queue: &Mutex<DiskQueue>,
-        connected: &AtomicBool,
-        stop: &AtomicBool,
-    ) {
+    /// What the publishing thread shares with the sink.
+    struct Link {
+        queue: Arc<Mutex<DiskQueue>>,
+        connected: Arc<AtomicBool>,
+        last_error: Arc<Mutex<Option<String>>>,
+        stop: Arc<AtomicBool>,
+    }
+
+    fn publish_loop(client: Client, mut connection: Connection, prefix: &str, link: &Link) {
+        let (queue, connected, stop) = (&*link.queue, &*link.connected, &*link.stop);
         // One event in flight at a time: the next acknowledgement is its own.
         let mut in_flight = false;
         while !stop.load(Ordering::SeqCst) {
             match connection.recv_timeout(POLL) {
                 Ok(Ok(Notification::Incoming(Packet::ConnAck(_)))) => {
                     log::info!("mqtt: connected");
+                    if let Ok(mut last) = link.last_error.lock() {
+                        *last = None;
+                    }
                     connected.store(true, Ordering::SeqCst);
                     in_flight = false;
                     // QoS 0, so that its (absent) acknowledgement is never taken for an event's.
@@ -370,8 +442,17 @@ mod client {
                 }
                 Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
                 Ok(Err(e)) => {
+                    let detail = describe(&e);
                     if connected.swap(false, Ordering::SeqCst) {
-                        log::warn!("mqtt: broker lost ({e}); events wait on disk");
+                        log::warn!("mqtt: broker lost ({detail}); events wait on disk");
+                    }
+                    if let Ok(mut last) = link.last_error.lock() {
+                        if last.as_deref() != Some(detail.as_str()) {
+                            log::error!(
+                                "mqtt: cannot reach the broker: {detail}; events wait on disk"
+                            );
+                        }
+                        *last = Some(detail);
                     }
                     in_flight = false;
                     pause(stop);
@@ -397,6 +478,18 @@ mod client {
                 break;
             }
         }
+    }
+
+    /// The error with every cause (rumqttc's own text hides a refused certificate's reason).
+    fn describe(error: &rumqttc::ConnectionError) -> String {
+        let mut text = error.to_string();
+        let mut cause = std::error::Error::source(error);
+        while let Some(current) = cause {
+            text.push_str(": ");
+            text.push_str(&current.to_string());
+            cause = current.source();
+        }
+        text
     }
 
     fn pause(stop: &AtomicBool) {

@@ -108,7 +108,11 @@ fn sink_config(dir: &Path, max_queued: usize) -> (MqttConfig, u16) {
         client_id: None,
         topic_prefix: None,
         username: None,
-        password: None,
+        password_file: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        plaintext: true,
         queue_path: dir.join("mqtt-queue.jsonl"),
         max_queued,
     };
@@ -294,4 +298,90 @@ fn a_broker_that_flaps_every_second_for_a_minute_loses_no_event() {
     );
     drop(sink);
     drop(broker);
+}
+
+/// A broker that takes kiosks over TLS only, with a client certificate of the site's authority,
+/// on `tls_port`; and, for the test's own subscriber, plain text on `plain_port`.
+fn tls_broker(
+    binary: &Path,
+    dir: &Path,
+    authority: &test_support::certificates::Authority,
+    (tls_port, plain_port): (u16, u16),
+) -> Broker {
+    let server = authority.server("broker");
+    let config = dir.join("mosquitto-tls.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "per_listener_settings true\nuser root\n\
+             listener {plain_port} 127.0.0.1\nallow_anonymous true\n\
+             listener {tls_port} 127.0.0.1\nallow_anonymous true\n\
+             cafile {}\ncertfile {}\nkeyfile {}\n\
+             require_certificate true\nuse_identity_as_username true\n",
+            authority.cert.display(),
+            server.cert.display(),
+            server.key.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary).arg("-c").arg(&config).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker(child)
+}
+
+#[test]
+fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_name() {
+    let Some(mosquitto) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let authority = test_support::certificates::Authority::new(dir.path(), "site-ca");
+    let stranger = test_support::certificates::Authority::new(dir.path(), "other-ca");
+    let kiosk = authority.client("kiosk-front");
+    let (mut config, tls_port) = sink_config(dir.path(), 100);
+    let plain_port = test_support::postgres_server::free_port();
+    let _broker = tls_broker(&mosquitto, dir.path(), &authority, (tls_port, plain_port));
+    let received = subscribe(plain_port);
+    config.plaintext = false;
+    config.ca_file = Some(authority.cert.clone());
+    config.cert_file = Some(kiosk.cert.clone());
+    config.key_file = Some(kiosk.key.clone());
+    config.host = "localhost".into();
+
+    let mut sink = MqttSink::start(&config, "front").unwrap();
+    sink.deliver(&event(1, EventKind::Granted)).unwrap();
+    wait_for("the event over TLS", || {
+        events_received(&received).len() == 1
+    });
+    wait_for("the queue to empty", || sink.waiting() == 0);
+    drop(sink);
+
+    // A broker whose certificate another authority signed: refused, the reason logged and kept.
+    let mut wrong = config.clone();
+    wrong.queue_path = dir.path().join("wrong-queue.jsonl");
+    wrong.ca_file = Some(stranger.cert.clone());
+    let mut sink = MqttSink::start(&wrong, "front").unwrap();
+    sink.deliver(&event(2, EventKind::Granted)).unwrap();
+    wait_for("the refusal", || sink.last_error().is_some());
+    let refusal = sink.last_error().unwrap();
+    assert!(refusal.to_lowercase().contains("certificate"), "{refusal}");
+    assert!(!sink.is_connected());
+    assert_eq!(sink.waiting(), 1, "the event waits on disk");
+    drop(sink);
+
+    // Without a client certificate the broker refuses the kiosk.
+    let mut anonymous = config.clone();
+    anonymous.queue_path = dir.path().join("anonymous-queue.jsonl");
+    anonymous.cert_file = None;
+    anonymous.key_file = None;
+    let mut sink = MqttSink::start(&anonymous, "front").unwrap();
+    sink.deliver(&event(3, EventKind::Granted)).unwrap();
+    wait_for("the broker's refusal", || sink.last_error().is_some());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!sink.is_connected());
+    assert_eq!(events_received(&received).len(), 1);
 }

@@ -96,6 +96,17 @@ pub enum EventKind {
         /// Why.
         detail: String,
     },
+    /// The site database answers (again) and the door's replica has caught up with it.
+    SiteOnline {
+        /// The site revision the replica now holds.
+        revision: i64,
+    },
+    /// The site database cannot be reached: the door decides from its replica and keeps its
+    /// events until the site is back.
+    SiteOffline {
+        /// What failed.
+        detail: String,
+    },
     /// The audit chain's newest line when this was published: stored by the other sinks, it anchors
     /// the log outside its own file (`kiosk verify-log` checks the log against every anchor).
     AuditHead {
@@ -134,6 +145,8 @@ impl EventKind {
             EventKind::Tamper { .. } => "tamper",
             EventKind::PanelOnline => "panel_online",
             EventKind::PanelOffline => "panel_offline",
+            EventKind::SiteOnline { .. } => "site_online",
+            EventKind::SiteOffline { .. } => "site_offline",
             EventKind::PanelReadDropped { .. } => "panel_read_dropped",
             EventKind::Started => "started",
             EventKind::Stopped => "stopped",

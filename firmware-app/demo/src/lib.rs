@@ -294,6 +294,7 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         panel: None,
         door_inputs: None,
         mqtt: None,
+        site: None,
         max_windows_in_flight: 2,
     };
     let mut kiosk = Kiosk::assemble(

@@ -7,8 +7,10 @@
 
 #![warn(missing_docs)]
 
+pub mod certificates;
 #[cfg(feature = "osdp")]
 pub mod osdp_panel;
+pub mod postgres_server;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -137,6 +137,12 @@ pub enum GalleryError {
     /// The disk is full; the change was rolled back.
     #[error("the disk holding the gallery is full; nothing was changed")]
     DiskFull,
+    /// A local change to a site's replica.
+    #[error("{path} is a site's replica: enrol, erase and change credentials at the site (`enrol ... --site URL`)")]
+    SiteReplica {
+        /// The gallery.
+        path: PathBuf,
+    },
     /// Another process (an enrolment, an erasure) held the gallery's write lock longer than the busy
     /// timeout; nothing was changed.
     #[error("the gallery is locked by another process (an enrolment or erasure in progress?); nothing was changed")]

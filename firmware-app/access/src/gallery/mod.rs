@@ -11,6 +11,7 @@
 
 mod error;
 mod people;
+mod replica;
 mod schema;
 mod sealing;
 mod stored_events;
@@ -28,9 +29,10 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 pub use error::GalleryError;
 use error::{corrupt, full};
 pub use people::{Erasure, NewTemplate, Person, Template};
+pub use replica::{new_pseudonym, Applied, OutboxEvent, SealedTemplate, SiteBatch, SiteChange};
 pub use schema::SCHEMA_VERSION;
 use sealing::{associated_data, open_sealed, seal, KEY_BYTES, NONCE_BYTES};
-pub use sealing::{read_key_file, TemplateKey};
+pub use sealing::{read_key_file, read_private_file, TemplateKey};
 
 /// The result of gallery operations.
 pub type Result<T> = std::result::Result<T, GalleryError>;

@@ -79,6 +79,7 @@ impl Gallery {
         if templates.is_empty() {
             return Err(GalleryError::NoTemplates);
         }
+        self.check_local_changes()?;
         self.check_model(model_id)?;
         let now = now_ms();
         let pseudonym = new_pseudonym();
@@ -127,6 +128,7 @@ impl Gallery {
 
     /// Gives `name` the credential number a panel knows them by, or takes it away (`None`).
     pub fn set_credential(&mut self, name: &str, credential: Option<u32>) -> Result<Person> {
+        self.check_local_changes()?;
         let person = self.person(name)?;
         let tx = self.connection.transaction().map_err(full)?;
         check_credential_free(&tx, credential, Some(person.id))?;
@@ -148,6 +150,7 @@ impl Gallery {
         model_id: &str,
         templates: &[NewTemplate],
     ) -> Result<Person> {
+        self.check_local_changes()?;
         self.check_model(model_id)?;
         let person = self.person(name)?;
         let tx = self.connection.transaction().map_err(full)?;
@@ -213,68 +216,15 @@ impl Gallery {
             let person_id: i64 = row.get(1)?;
             let pseudonym: String = row.get(2)?;
             let model_id: String = row.get(3)?;
-            let parts = row.get::<_, i64>(4)?;
-            let channels = row.get::<_, i64>(5)?;
-            let nonce: Option<Vec<u8>> = row.get(6)?;
-            let data: Vec<u8> = row.get(7)?;
-            let bytes = match (&self.cipher, nonce) {
-                (Some(cipher), Some(nonce)) if nonce.len() == NONCE_BYTES => {
-                    let mut sealed = nonce;
-                    sealed.extend_from_slice(&data);
-                    open_sealed(cipher, &sealed, &associated_data(&pseudonym, &model_id)).ok_or(
-                        GalleryError::TemplateTampered {
-                            id,
-                            pseudonym: pseudonym.clone(),
-                        },
-                    )?
-                }
-                (None, None) => data,
-                _ => return Err(GalleryError::TemplateTampered { id, pseudonym }),
-            };
-            // Shapes come from the file: a damaged or crafted one must not overflow the arithmetic.
-            let (parts, channels) = match (usize::try_from(parts), usize::try_from(channels)) {
-                (Ok(p), Ok(c))
-                    if (1..=MAX_TEMPLATE_SIDE).contains(&p)
-                        && (1..=MAX_TEMPLATE_SIDE).contains(&c) =>
-                {
-                    (p, c)
-                }
-                _ => {
-                    return Err(GalleryError::TemplateShape {
-                        id,
-                        parts,
-                        channels,
-                    })
-                }
-            };
-            let expected = parts * channels * 4;
-            if bytes.len() != expected {
-                return Err(GalleryError::TemplateSize {
-                    id,
-                    found: bytes.len(),
-                    expected,
-                    parts,
-                    channels,
-                });
-            }
-            let values = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let embedding = Embedding::new(parts, channels, values).map_err(|e| match e {
-                hstl::HstlError::NotFinite { value, .. } => GalleryError::TemplateNotFinite {
-                    id,
-                    pseudonym: pseudonym.clone(),
-                    value,
-                },
-                _ => GalleryError::TemplateSize {
-                    id,
-                    found: bytes.len(),
-                    expected,
-                    parts,
-                    channels,
-                },
-            })?;
+            let embedding = open_template(
+                self.cipher.as_ref(),
+                id,
+                &pseudonym,
+                &model_id,
+                (row.get(4)?, row.get(5)?),
+                row.get(6)?,
+                row.get(7)?,
+            )?;
             templates.push(Template {
                 id,
                 person_id,
@@ -287,6 +237,7 @@ impl Gallery {
     /// Right to erasure: the person, every template and every stored event that names their
     /// pseudonym, in one transaction.
     pub fn erase(&mut self, name: &str) -> Result<Erasure> {
+        self.check_local_changes()?;
         let person = self.person(name)?;
         let tx = self.connection.transaction().map_err(full)?;
         let events = tx
@@ -329,12 +280,7 @@ pub(super) fn insert_templates(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for template in templates {
-        let bytes: Vec<u8> = template
-            .embedding
-            .as_slice()
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let bytes = embedding_bytes(&template.embedding);
         let (nonce, data) = match cipher {
             Some(cipher) => {
                 let mut sealed = seal(cipher, &bytes, &associated_data(pseudonym, model_id))?;
@@ -358,6 +304,84 @@ pub(super) fn insert_templates(
             .map_err(full)?;
     }
     Ok(())
+}
+
+/// A stored template's embedding: opened under its owner and model when sealed, its recorded shape
+/// checked (a damaged or crafted shape must not overflow the arithmetic) and its values finite.
+pub(super) fn open_template(
+    cipher: Option<&ChaCha20Poly1305>,
+    id: i64,
+    pseudonym: &str,
+    model_id: &str,
+    (parts, channels): (i64, i64),
+    nonce: Option<Vec<u8>>,
+    data: Vec<u8>,
+) -> Result<Embedding> {
+    let tampered = || GalleryError::TemplateTampered {
+        id,
+        pseudonym: pseudonym.to_string(),
+    };
+    let bytes = match (cipher, nonce) {
+        (Some(cipher), Some(nonce)) if nonce.len() == NONCE_BYTES => {
+            let mut sealed = nonce;
+            sealed.extend_from_slice(&data);
+            open_sealed(cipher, &sealed, &associated_data(pseudonym, model_id))
+                .ok_or_else(tampered)?
+        }
+        (None, None) => data,
+        _ => return Err(tampered()),
+    };
+    let (parts, channels) = match (usize::try_from(parts), usize::try_from(channels)) {
+        (Ok(p), Ok(c))
+            if (1..=MAX_TEMPLATE_SIDE).contains(&p) && (1..=MAX_TEMPLATE_SIDE).contains(&c) =>
+        {
+            (p, c)
+        }
+        _ => {
+            return Err(GalleryError::TemplateShape {
+                id,
+                parts,
+                channels,
+            })
+        }
+    };
+    let expected = parts * channels * 4;
+    if bytes.len() != expected {
+        return Err(GalleryError::TemplateSize {
+            id,
+            found: bytes.len(),
+            expected,
+            parts,
+            channels,
+        });
+    }
+    let values = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Embedding::new(parts, channels, values).map_err(|e| match e {
+        hstl::HstlError::NotFinite { value, .. } => GalleryError::TemplateNotFinite {
+            id,
+            pseudonym: pseudonym.to_string(),
+            value,
+        },
+        _ => GalleryError::TemplateSize {
+            id,
+            found: bytes.len(),
+            expected,
+            parts,
+            channels,
+        },
+    })
+}
+
+/// An embedding as templates store it: its values, little-endian `f32`s.
+pub(super) fn embedding_bytes(embedding: &Embedding) -> Vec<u8> {
+    embedding
+        .as_slice()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
 }
 
 /// Refuses `credential` when someone other than `holder` has it: a panel would open the door for
@@ -384,14 +408,19 @@ fn check_credential_free(
 }
 
 pub(super) fn new_pseudonym() -> String {
-    let mut bytes = [0u8; PSEUDONYM_BYTES];
+    random_hex::<PSEUDONYM_BYTES>()
+}
+
+/// `N` random bytes as hex digits.
+pub(super) fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Marks a change of who is enrolled, in the transaction that makes it: watchers reload their index
 /// when the generation moves, and only then.
-fn bump_roster_generation(tx: &Transaction) -> Result<()> {
+pub(super) fn bump_roster_generation(tx: &Transaction) -> Result<()> {
     tx.execute(
         "INSERT INTO meta(key, value) VALUES ('roster_generation', 1) \
          ON CONFLICT(key) DO UPDATE SET value = value + 1",

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The schema this build writes. Older galleries are migrated forward on open; newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Each entry moves a gallery from schema version `index` to `index + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -43,6 +43,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE people ADD COLUMN credential INTEGER;
     CREATE UNIQUE INDEX people_by_credential ON people(credential) WHERE credential IS NOT NULL;
+",
+    "
+    CREATE TABLE site_outbox (
+        position INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        pseudonym TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX site_outbox_by_pseudonym ON site_outbox(pseudonym);
 ",
 ];
 

@@ -87,10 +87,21 @@ fn key_from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(key)
 }
 
-/// An `N`-byte key from a key file: hex digits, the file readable by its owner only (a key that
-/// others can read protects nothing, so it is refused rather than used). Every secret the kiosk
-/// keeps in a file (the template key, the OSDP secure channel key) is read here.
+/// An `N`-byte key from a key file: hex digits, the file readable by its owner only (see
+/// [`read_private_file`]). Every key the kiosk keeps in a file (the template key, the OSDP secure
+/// channel key) is read here.
 pub fn read_key_file<const N: usize>(path: &Path) -> Result<[u8; N]> {
+    let text = read_private_file(path)?;
+    key_from_hex(&text).ok_or_else(|| GalleryError::BadKeyFile {
+        path: path.to_path_buf(),
+        bytes: N,
+    })
+}
+
+/// The text of a file holding a secret (a key, a password), refused when others may read it: a
+/// secret that others can read protects nothing, so it is refused rather than used. Every secret
+/// the kiosk and its tools keep in a file is read here.
+pub fn read_private_file(path: &Path) -> Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let key_file = |source| GalleryError::KeyFile {
         path: path.to_path_buf(),
@@ -106,11 +117,7 @@ pub fn read_key_file<const N: usize>(path: &Path) -> Result<[u8; N]> {
             mode: mode & 0o777,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(key_file)?;
-    key_from_hex(&text).ok_or_else(|| GalleryError::BadKeyFile {
-        path: path.to_path_buf(),
-        bytes: N,
-    })
+    std::fs::read_to_string(path).map_err(key_file)
 }
 
 impl std::fmt::Debug for TemplateKey {

@@ -3,11 +3,14 @@
 //!   embedded; refused when a walk is unusable, with a warning when the person is close to someone
 //!   already enrolled.
 //! - `enrol list`, `enrol remove` (erasure: templates and stored events in one transaction).
+//! - With `--site URL` instead of `--gallery`, the same commands work on a site's database: people
+//!   are enrolled once, with their access groups, and every door of those groups receives them;
+//!   an erasure reaches every door. `enrol site ...` sets up the site: its schema, doors, groups.
 //! - `enrol extract`: a walk's normalised silhouettes, and a contact sheet to check them by eye.
 
 use std::path::{Path, PathBuf};
 
-use access::gallery::{Gallery, TemplateKey};
+use access::gallery::{new_pseudonym, Gallery, NewTemplate, SealedTemplate, TemplateKey};
 use access::matcher::MatchIndex;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -21,6 +24,7 @@ use silhouette::extract::{contact_sheet, extract_walks};
 use silhouette::normalise::PRETREATED_SIZE;
 use silhouette::source::{open_path, FrameSource};
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
+use site::{SiteAdmin, SiteConfig, SiteEnrolment};
 
 const CONTACT_SHEET_COLUMNS: u32 = 12;
 
@@ -31,33 +35,65 @@ struct Cli {
     command: Command,
 }
 
-/// Where the gallery is and how to open it.
+/// Where the people are: a door's own gallery, or a site's database.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Where {
+    /// A stand-alone door's gallery (SQLite).
+    #[arg(long)]
+    gallery: Option<PathBuf>,
+    /// A site's database: `postgresql://ROLE@HOST/DB?sslrootcert=CA.pem&passfile=FILE` (libpq's
+    /// settings; `sslcert=`/`sslkey=` for a client certificate, `sslmode=disable` on one host).
+    #[arg(long)]
+    site: Option<String>,
+}
+
+/// The people to work on, and the key of their templates.
 #[derive(clap::Args)]
 struct GalleryArgs {
-    #[arg(long)]
-    gallery: PathBuf,
-    /// A file holding the 64-hex-digit template key of an encrypted gallery.
+    #[command(flatten)]
+    place: Where,
+    /// A file holding the 64-hex-digit template key (of an encrypted gallery; of the site, whose
+    /// templates the station seals before they leave it).
     #[arg(long)]
     key_file: Option<PathBuf>,
 }
 
+/// The people of a door or of a site.
+enum People {
+    Door(Gallery),
+    Site(SiteAdmin),
+}
+
 impl GalleryArgs {
-    /// Opens the gallery, creating it only when `create` (an enrolment); reading and erasing never
-    /// create one, so a mistyped path is an error.
-    fn open(&self, create: bool) -> anyhow::Result<Gallery> {
-        let key = self
-            .key_file
+    /// The gallery or the site named.
+    fn people(&self, create: bool) -> anyhow::Result<People> {
+        match &self.place.site {
+            Some(url) => Ok(People::Site(connect_site(url)?)),
+            None => self.open(create).map(People::Door),
+        }
+    }
+
+    fn key(&self) -> anyhow::Result<Option<TemplateKey>> {
+        self.key_file
             .as_ref()
             .map(|path| {
                 TemplateKey::read_file(path).with_context(|| format!("key file {}", path.display()))
             })
-            .transpose()?;
+            .transpose()
+    }
+
+    /// Opens the gallery, creating it only when `create` (an enrolment); reading and erasing never
+    /// create one, so a mistyped path is an error.
+    fn open(&self, create: bool) -> anyhow::Result<Gallery> {
+        let key = self.key()?;
+        let path = self.place.gallery.as_deref().context("no --gallery")?;
         let opened = if create {
-            Gallery::open(&self.gallery, key.as_ref())
+            Gallery::open(path, key.as_ref())
         } else {
-            Gallery::open_existing(&self.gallery, key.as_ref())
+            Gallery::open_existing(path, key.as_ref())
         };
-        opened.with_context(|| format!("opening the gallery {}", self.gallery.display()))
+        opened.with_context(|| format!("opening the gallery {}", path.display()))
     }
 }
 
@@ -89,6 +125,10 @@ enum Command {
         /// the panel when they are granted.
         #[arg(long)]
         credential: Option<u32>,
+        /// With `--site`: an access group the person joins (repeat for several); they are let
+        /// through every door of their groups.
+        #[arg(long = "group", requires = "site")]
+        groups: Vec<String>,
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
@@ -122,6 +162,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Set up a site: its schema, its doors and access groups, who belongs to which group.
+    Site {
+        /// The site's database (as `--site` above), with the site owner's role.
+        #[arg(long)]
+        site: String,
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
     /// Extract the normalised uint8 [T,64,64] silhouettes of the main walker of a recording.
     Extract {
         /// A video file (needs the `video` feature) or a directory of images.
@@ -137,6 +185,87 @@ enum Command {
         #[arg(long)]
         background: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Create the site's schema, or migrate it to this build's.
+    Migrate,
+    /// Create an access group.
+    Group {
+        #[arg(long)]
+        name: String,
+    },
+    /// Register a door whose kiosk logs in as the database role `role` (create the role first).
+    Door {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+        /// An access group let through this door (repeat for several).
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+    },
+    /// Let an access group through a door.
+    Allow {
+        #[arg(long)]
+        door: String,
+        #[arg(long)]
+        group: String,
+    },
+    /// Stop letting an access group through a door.
+    Disallow {
+        #[arg(long)]
+        door: String,
+        #[arg(long)]
+        group: String,
+    },
+    /// Add someone enrolled to an access group.
+    Join {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        group: String,
+    },
+    /// Take someone out of an access group.
+    Leave {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        group: String,
+    },
+}
+
+fn connect_site(url: &str) -> anyhow::Result<SiteAdmin> {
+    let config = SiteConfig::from_url(url)?;
+    SiteAdmin::connect(&config).with_context(|| format!("site {}", config.server()))
+}
+
+fn site_command(url: &str, command: SiteCommand) -> anyhow::Result<()> {
+    if let SiteCommand::Migrate = command {
+        let config = SiteConfig::from_url(url)?;
+        let mut client = config.connect()?;
+        let version = site::migrate(&mut client)?;
+        println!("site {} at schema {version}", config.server());
+        return Ok(());
+    }
+    let mut site = connect_site(url)?;
+    match command {
+        SiteCommand::Migrate => unreachable!("handled above"),
+        SiteCommand::Group { name } => site.add_group(&name)?,
+        SiteCommand::Door { name, role, allow } => {
+            site.add_door(&name, &role)?;
+            for group in allow {
+                site.allow(&name, &group)?;
+            }
+        }
+        SiteCommand::Allow { door, group } => site.allow(&door, &group)?,
+        SiteCommand::Disallow { door, group } => site.disallow(&door, &group)?,
+        SiteCommand::Join { name, group } => site.join(&name, &group)?,
+        SiteCommand::Leave { name, group } => site.leave(&name, &group)?,
+    }
+    println!("done");
+    Ok(())
 }
 
 fn write_key(out: &Path) -> anyhow::Result<()> {
@@ -165,6 +294,7 @@ fn main() -> anyhow::Result<()> {
             warn_distance,
             append,
             credential,
+            groups,
             threads,
         } => add(
             &gallery,
@@ -175,6 +305,7 @@ fn main() -> anyhow::Result<()> {
             warn_distance,
             append,
             credential,
+            &groups,
             threads,
         ),
         Command::Credential {
@@ -183,8 +314,11 @@ fn main() -> anyhow::Result<()> {
             number,
             clear: _,
         } => {
-            let person = gallery.open(false)?.set_credential(&name, number)?;
-            match person.credential {
+            let credential = match gallery.people(false)? {
+                People::Door(mut door) => door.set_credential(&name, number)?.credential,
+                People::Site(mut site) => site.set_credential(&name, number)?.credential,
+            };
+            match credential {
                 Some(number) => println!("{name} has credential number {number}"),
                 None => println!("{name} has no credential number"),
             }
@@ -193,13 +327,25 @@ fn main() -> anyhow::Result<()> {
         Command::List { gallery } => list(&gallery),
         Command::Key { out } => write_key(&out),
         Command::Remove { gallery, name } => {
-            let erased = gallery.open(false)?.erase(&name)?;
-            println!(
-                "erased {name}: {} templates and {} stored events; the audit log refers to them as {}",
-                erased.templates, erased.events, erased.pseudonym
-            );
+            match gallery.people(false)? {
+                People::Door(mut door) => {
+                    let erased = door.erase(&name)?;
+                    println!(
+                        "erased {name}: {} templates and {} stored events; the audit log refers to them as {}",
+                        erased.templates, erased.events, erased.pseudonym
+                    );
+                }
+                People::Site(mut site) => {
+                    let erased = site.erase(&name)?;
+                    println!(
+                        "erased {name} at the site: {} templates and {} stored events; every door removes them at its next pull (seconds when online); audit logs refer to them as {}",
+                        erased.templates, erased.events, erased.pseudonym
+                    );
+                }
+            }
             Ok(())
         }
+        Command::Site { site, command } => site_command(&site, command),
         Command::Extract {
             input,
             output,
@@ -219,11 +365,17 @@ fn add(
     warn_distance: Option<f32>,
     append: bool,
     credential: Option<u32>,
+    groups: &[String],
     threads: usize,
 ) -> anyhow::Result<()> {
-    let mut gallery = gallery_args.open(!append)?;
     let model_id = model_id(model)?;
-    gallery.check_model(&model_id)?;
+    let mut people = gallery_args.people(!append)?;
+    if let People::Door(gallery) = &people {
+        gallery.check_model(&model_id)?;
+    }
+    if append && matches!(people, People::Site(_)) {
+        bail!("--append works on a door's gallery only: at a site, erase and enrol again with every walk");
+    }
     let warn_distance = match warn_distance {
         Some(distance) => Some(distance),
         None => OperatingPoint::load_for(model, &model_id)?.map(|p| p.accept_distance),
@@ -271,6 +423,15 @@ fn add(
         );
         templates.extend(made);
     }
+    let mut gallery = match people {
+        People::Door(gallery) => gallery,
+        People::Site(ref mut site) => {
+            let key = gallery_args
+                .key()?
+                .context("--site needs --key-file: the site's template key, to seal the templates before they leave this station")?;
+            return enrol_at_site(site, &key, name, credential, groups, &model_id, &templates);
+        }
+    };
     let index = MatchIndex::from_gallery(&gallery, embedder.embedding_shape(), threads)?;
     if let Some((identity, distance)) = nearest_enrolled(&index, &templates)? {
         let other = &index.identity(identity).name;
@@ -296,8 +457,75 @@ fn add(
     Ok(())
 }
 
+/// Seals `templates` under the site's key for a new pseudonym and enrols them at the site.
+fn enrol_at_site(
+    site: &mut SiteAdmin,
+    key: &TemplateKey,
+    name: &str,
+    credential: Option<u32>,
+    groups: &[String],
+    model_id: &str,
+    templates: &[NewTemplate],
+) -> anyhow::Result<()> {
+    let pseudonym = new_pseudonym();
+    let sealed = templates
+        .iter()
+        .map(|template| {
+            Ok(SealedTemplate {
+                parts: template.embedding.parts(),
+                channels: template.embedding.channels(),
+                frames: template.frames,
+                source: template.source.clone(),
+                sealed: key.seal_template(&pseudonym, model_id, &template.embedding)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let person = site.enrol(&SiteEnrolment {
+        name: name.to_string(),
+        pseudonym,
+        credential,
+        groups: groups.to_vec(),
+        model_id: model_id.to_string(),
+        templates: sealed,
+    })?;
+    if person.groups.is_empty() {
+        log::warn!(
+            "{name} belongs to no access group: no door lets them through (`enrol site join`)"
+        );
+    }
+    println!(
+        "{} enrolled at the site with {} templates (pseudonym {}), groups: {}",
+        person.name,
+        person.templates,
+        person.pseudonym,
+        person.groups.join(", ")
+    );
+    Ok(())
+}
+
 fn list(gallery_args: &GalleryArgs) -> anyhow::Result<()> {
-    let gallery = gallery_args.open(false)?;
+    let mut site = match gallery_args.people(false)? {
+        People::Site(site) => site,
+        People::Door(gallery) => return list_door(&gallery),
+    };
+    let people = site.people()?;
+    println!("site: {} people", people.len());
+    for person in people {
+        println!(
+            "  {:<24} {:>3} templates  {}  credential {}  groups {}",
+            person.name,
+            person.templates,
+            person.pseudonym,
+            person
+                .credential
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            person.groups.join(",")
+        );
+    }
+    Ok(())
+}
+
+fn list_door(gallery: &Gallery) -> anyhow::Result<()> {
     let people = gallery.people()?;
     println!(
         "{}: {} people, model {}{}",

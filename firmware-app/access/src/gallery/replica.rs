@@ -1,0 +1,552 @@
+//! The gallery as a door's replica of a site: people and their sealed templates applied in batches
+//! by revision, and the outbox of events that wait for the site.
+//!
+//! The site never holds the template key: an enrolment station seals each template under the site's
+//! key, with the person's pseudonym and the model id as associated data exactly as a local enrolment
+//! does, and the door stores the sealed bytes as they arrive. Each template is opened once on arrival,
+//! so a wrong key or a damaged template is refused before anything of its batch is kept.
+
+use super::people::{embedding_bytes, open_template, random_hex};
+use super::*;
+
+/// A template as a site stores it: sealed under the site's template key (nonce, then ciphertext and
+/// tag), with its shape in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedTemplate {
+    /// Parts of the embedding.
+    pub parts: usize,
+    /// Channels per part.
+    pub channels: usize,
+    /// Silhouettes the network saw.
+    pub frames: usize,
+    /// The recording or walk it was made from.
+    pub source: String,
+    /// `nonce || ciphertext+tag`.
+    pub sealed: Vec<u8>,
+}
+
+/// One person as a door's replica must hold them from now on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteChange {
+    /// Allowed through this door, with every template of this door's model.
+    Present {
+        /// Their pseudonym, the same at every door.
+        pseudonym: String,
+        /// Their name, for the door's screen.
+        name: String,
+        /// The number the door's panel knows them by.
+        credential: Option<u32>,
+        /// Their templates of this door's model.
+        templates: Vec<SealedTemplate>,
+    },
+    /// Not (or no longer) to be recognised at this door.
+    Absent {
+        /// Their pseudonym.
+        pseudonym: String,
+        /// Erased at the site: every stored event naming them goes too, and nothing naming them is
+        /// sent to the site again.
+        erased: bool,
+    },
+}
+
+/// Changes up to and including one site revision, applied together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteBatch {
+    /// The newest revision the batch covers.
+    pub revision: i64,
+    /// In revision order.
+    pub changes: Vec<SiteChange>,
+}
+
+/// What applying a batch did to the replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// People stored (new or replaced).
+    pub stored: usize,
+    /// People removed (no longer allowed here, or erased).
+    pub removed: usize,
+    /// Of those, erased at the site.
+    pub erased: usize,
+}
+
+/// An event waiting in the outbox for the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Position in the outbox.
+    pub position: i64,
+    /// Its id, fixed when it was stored, so that sending it twice stores it once.
+    pub event_id: String,
+    /// The person it names, if any.
+    pub pseudonym: Option<String>,
+    /// The event, serialised.
+    pub body: String,
+}
+
+impl TemplateKey {
+    /// `embedding` sealed for `pseudonym` and `model_id`, as a site stores it and as a door's replica
+    /// opens it.
+    pub fn seal_template(
+        &self,
+        pseudonym: &str,
+        model_id: &str,
+        embedding: &Embedding,
+    ) -> Result<Vec<u8>> {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        seal(
+            &cipher,
+            &embedding_bytes(embedding),
+            &associated_data(pseudonym, model_id),
+        )
+    }
+}
+
+/// A new random pseudonym, as every enrolment gives a person.
+pub fn new_pseudonym() -> String {
+    people::new_pseudonym()
+}
+
+impl Gallery {
+    /// The newest site revision this replica holds (0 before the first batch).
+    pub fn site_revision(&self) -> Result<i64> {
+        let stored: Option<Vec<u8>> = self
+            .connection
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'site_revision'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(stored
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Whether this gallery is a site's replica (people come from the site, not from local enrolment).
+    pub fn is_site_replica(&self) -> Result<bool> {
+        Ok(self.site_revision()? > 0)
+    }
+
+    /// Refuses a local enrolment, credential change or erasure in a site's replica: the next batch
+    /// from the site would undo it, and an erasure must reach every door.
+    pub(super) fn check_local_changes(&self) -> Result<()> {
+        if self.is_site_replica()? {
+            return Err(GalleryError::SiteReplica {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `batch` in one transaction: every template must open under this gallery's key for
+    /// its owner and `model_id`, or nothing of the batch is kept.
+    pub fn apply_site_batch(&mut self, model_id: &str, batch: &SiteBatch) -> Result<Applied> {
+        let Some(cipher) = self.cipher.clone() else {
+            return Err(GalleryError::KeyRequired);
+        };
+        self.check_model(model_id)?;
+        let now = now_ms();
+        let mut applied = Applied::default();
+        let tx = self.connection.transaction().map_err(full)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('model_id', ?1)",
+            params![model_id.as_bytes()],
+        )
+        .map_err(full)?;
+        for change in &batch.changes {
+            match change {
+                SiteChange::Absent { pseudonym, erased } => {
+                    if remove_by_pseudonym(&tx, pseudonym)? {
+                        applied.removed += 1;
+                    }
+                    if *erased {
+                        tx.execute("DELETE FROM events WHERE pseudonym = ?1", [pseudonym])
+                            .map_err(full)?;
+                        tx.execute("DELETE FROM site_outbox WHERE pseudonym = ?1", [pseudonym])
+                            .map_err(full)?;
+                        applied.erased += 1;
+                    }
+                }
+                SiteChange::Present {
+                    pseudonym,
+                    name,
+                    credential,
+                    templates,
+                } => {
+                    remove_by_pseudonym(&tx, pseudonym)?;
+                    // A name the site gave someone else since: theirs arrives in this batch or a
+                    // later one.
+                    tx.execute("DELETE FROM people WHERE name = ?1", [name])
+                        .map_err(full)?;
+                    if let Some(credential) = credential {
+                        tx.execute("DELETE FROM people WHERE credential = ?1", [credential])
+                            .map_err(full)?;
+                    }
+                    tx.execute(
+                        "INSERT INTO people(pseudonym, name, enrolled_at_ms, credential) VALUES (?1, ?2, ?3, ?4)",
+                        params![pseudonym, name, now, credential],
+                    )
+                    .map_err(full)?;
+                    let person_id = tx.last_insert_rowid();
+                    for template in templates {
+                        insert_sealed(&tx, &cipher, person_id, pseudonym, model_id, template, now)?;
+                    }
+                    applied.stored += 1;
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('site_revision', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![batch.revision.to_string().into_bytes()],
+        )
+        .map_err(full)?;
+        if applied.stored + applied.removed > 0 {
+            people::bump_roster_generation(&tx)?;
+        }
+        tx.commit().map_err(full)?;
+        self.roster_generation = self.current_roster_generation()?;
+        if applied.erased > 0 {
+            // Freed pages would still hold the names and templates until overwritten.
+            self.connection
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+                .map_err(full)?;
+        }
+        Ok(applied)
+    }
+
+    /// Stores `event` in the outbox for the site under a new id, without its person when they are
+    /// no longer enrolled here (erased while it was decided).
+    pub fn queue_for_site(&mut self, event: &Event) -> Result<()> {
+        let event_id = random_hex::<16>();
+        let body = serde_json::to_string(event).map_err(|e| GalleryError::Event(e.to_string()))?;
+        let stored = self
+            .connection
+            .execute(
+                "INSERT INTO site_outbox(event_id, pseudonym, body)
+                 SELECT ?1, ?2, ?3
+                 WHERE ?2 IS NULL OR EXISTS (SELECT 1 FROM people WHERE pseudonym = ?2)",
+                params![event_id, event.person.as_deref(), body],
+            )
+            .map_err(full)?;
+        if stored == 0 {
+            let anonymous = Event {
+                person: None,
+                ..event.clone()
+            };
+            let body = serde_json::to_string(&anonymous)
+                .map_err(|e| GalleryError::Event(e.to_string()))?;
+            self.connection
+                .execute(
+                    "INSERT INTO site_outbox(event_id, pseudonym, body) VALUES (?1, NULL, ?2)",
+                    params![event_id, body],
+                )
+                .map_err(full)?;
+        }
+        Ok(())
+    }
+
+    /// The oldest `limit` events waiting for the site.
+    pub fn site_outbox(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
+        let mut statement = self.connection.prepare(
+            "SELECT position, event_id, pseudonym, body FROM site_outbox ORDER BY position LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit as i64], |row| {
+            Ok(OutboxEvent {
+                position: row.get(0)?,
+                event_id: row.get(1)?,
+                pseudonym: row.get(2)?,
+                body: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Removes the outbox's events up to and including `position`: the site has committed them.
+    pub fn site_outbox_sent(&mut self, position: i64) -> Result<usize> {
+        Ok(self
+            .connection
+            .execute("DELETE FROM site_outbox WHERE position <= ?1", [position])
+            .map_err(full)?)
+    }
+
+    /// Events waiting for the site.
+    pub fn site_outbox_len(&self) -> Result<usize> {
+        Ok(self
+            .connection
+            .query_row("SELECT COUNT(*) FROM site_outbox", [], |row| {
+                row.get::<_, i64>(0)
+            })? as usize)
+    }
+}
+
+fn remove_by_pseudonym(tx: &Transaction, pseudonym: &str) -> Result<bool> {
+    let person: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM people WHERE pseudonym = ?1",
+            [pseudonym],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(person) = person else {
+        return Ok(false);
+    };
+    tx.execute("DELETE FROM templates WHERE person_id = ?1", [person])
+        .map_err(full)?;
+    tx.execute("DELETE FROM people WHERE id = ?1", [person])
+        .map_err(full)?;
+    Ok(true)
+}
+
+fn insert_sealed(
+    tx: &Transaction,
+    cipher: &ChaCha20Poly1305,
+    person_id: i64,
+    pseudonym: &str,
+    model_id: &str,
+    template: &SealedTemplate,
+    now: i64,
+) -> Result<()> {
+    if template.sealed.len() < NONCE_BYTES {
+        return Err(GalleryError::TemplateTampered {
+            id: 0,
+            pseudonym: pseudonym.to_string(),
+        });
+    }
+    let (nonce, data) = template.sealed.split_at(NONCE_BYTES);
+    let shape = (template.parts as i64, template.channels as i64);
+    open_template(
+        Some(cipher),
+        0,
+        pseudonym,
+        model_id,
+        shape,
+        Some(nonce.to_vec()),
+        data.to_vec(),
+    )?;
+    tx.execute(
+        "INSERT INTO templates(person_id, model_id, parts, channels, frames, source, nonce, data, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            person_id,
+            model_id,
+            shape.0,
+            shape.1,
+            template.frames as i64,
+            template.source,
+            nonce,
+            data,
+            now
+        ],
+    )
+    .map_err(full)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+
+    fn embedding(seed: f32) -> Embedding {
+        Embedding::new(3, 4, (0..12).map(|i| seed + i as f32).collect()).unwrap()
+    }
+
+    fn present(key: &TemplateKey, name: &str, seeds: &[f32]) -> SiteChange {
+        let pseudonym = new_pseudonym();
+        let templates = seeds
+            .iter()
+            .map(|&seed| SealedTemplate {
+                parts: 3,
+                channels: 4,
+                frames: 30,
+                source: format!("walk {seed}"),
+                sealed: key
+                    .seal_template(&pseudonym, "m", &embedding(seed))
+                    .unwrap(),
+            })
+            .collect();
+        SiteChange::Present {
+            pseudonym,
+            name: name.into(),
+            credential: None,
+            templates,
+        }
+    }
+
+    fn pseudonym(change: &SiteChange) -> String {
+        match change {
+            SiteChange::Present { pseudonym, .. } | SiteChange::Absent { pseudonym, .. } => {
+                pseudonym.clone()
+            }
+        }
+    }
+
+    fn replica(key: &TemplateKey) -> (tempfile::TempDir, Gallery) {
+        let dir = tempfile::tempdir().unwrap();
+        let gallery = Gallery::open(&dir.path().join("replica.db"), Some(key)).unwrap();
+        (dir, gallery)
+    }
+
+    fn granted(person: &str) -> Event {
+        Event {
+            at_ms: 5,
+            door: "front".into(),
+            kind: EventKind::Granted,
+            track: Some(1),
+            person: Some(person.into()),
+            figures: None,
+            model_id: "m".into(),
+            decided: None,
+            credential: None,
+        }
+    }
+
+    #[test]
+    fn templates_sealed_at_the_site_open_at_the_door_exactly() {
+        let key = TemplateKey::generate();
+        let (_dir, mut gallery) = replica(&key);
+        let ada = present(&key, "ada", &[1.0, 2.0]);
+        let applied = gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 7,
+                    changes: vec![ada.clone(), present(&key, "bob", &[5.0])],
+                },
+            )
+            .unwrap();
+        assert_eq!(applied.stored, 2);
+        assert_eq!(gallery.site_revision().unwrap(), 7);
+        let people = gallery.people().unwrap();
+        assert_eq!(people[0].pseudonym, pseudonym(&ada));
+        let templates = gallery.templates().unwrap();
+        assert_eq!(templates.len(), 3);
+        assert_eq!(templates[1].embedding, embedding(2.0));
+    }
+
+    #[test]
+    fn a_template_sealed_under_another_key_fails_the_whole_batch() {
+        let key = TemplateKey::generate();
+        let (_dir, mut gallery) = replica(&key);
+        let stranger_key = TemplateKey::generate();
+        let error = gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 3,
+                    changes: vec![
+                        present(&key, "ada", &[1.0]),
+                        present(&stranger_key, "eve", &[2.0]),
+                    ],
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(error, GalleryError::TemplateTampered { .. }),
+            "{error}"
+        );
+        assert!(gallery.people().unwrap().is_empty());
+        assert_eq!(gallery.site_revision().unwrap(), 0);
+    }
+
+    #[test]
+    fn an_erasure_takes_the_person_their_events_and_their_waiting_events() {
+        let key = TemplateKey::generate();
+        let (_dir, mut gallery) = replica(&key);
+        let ada = present(&key, "ada", &[1.0]);
+        let ada_pseudonym = pseudonym(&ada);
+        gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 1,
+                    changes: vec![ada, present(&key, "bob", &[3.0])],
+                },
+            )
+            .unwrap();
+        gallery
+            .record_decision_event(&granted(&ada_pseudonym))
+            .unwrap();
+        gallery.queue_for_site(&granted(&ada_pseudonym)).unwrap();
+        assert_eq!(gallery.site_outbox_len().unwrap(), 1);
+        let applied = gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 2,
+                    changes: vec![SiteChange::Absent {
+                        pseudonym: ada_pseudonym.clone(),
+                        erased: true,
+                    }],
+                },
+            )
+            .unwrap();
+        assert_eq!((applied.removed, applied.erased), (1, 1));
+        assert_eq!(gallery.people().unwrap().len(), 1);
+        assert_eq!(gallery.events_naming(&ada_pseudonym).unwrap(), 0);
+        assert_eq!(gallery.site_outbox_len().unwrap(), 0);
+        gallery.queue_for_site(&granted(&ada_pseudonym)).unwrap();
+        let waiting = gallery.site_outbox(10).unwrap();
+        assert_eq!(waiting[0].pseudonym, None);
+        assert!(!waiting[0].body.contains(&ada_pseudonym));
+    }
+
+    #[test]
+    fn a_replica_refuses_local_enrolment_and_erasure() {
+        let key = TemplateKey::generate();
+        let (_dir, mut gallery) = replica(&key);
+        gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 1,
+                    changes: vec![present(&key, "ada", &[1.0])],
+                },
+            )
+            .unwrap();
+        let template = NewTemplate {
+            embedding: embedding(1.0),
+            frames: 30,
+            source: "local".into(),
+        };
+        for error in [
+            gallery.enrol("bob", "m", &[template]).unwrap_err(),
+            gallery.erase("ada").unwrap_err(),
+        ] {
+            assert!(matches!(error, GalleryError::SiteReplica { .. }), "{error}");
+        }
+        assert!(gallery
+            .apply_site_batch(
+                "other-model",
+                &SiteBatch {
+                    revision: 2,
+                    changes: vec![]
+                }
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn the_outbox_keeps_order_and_ids_until_the_site_has_them() {
+        let key = TemplateKey::generate();
+        let (_dir, mut gallery) = replica(&key);
+        for _ in 0..3 {
+            gallery
+                .queue_for_site(&Event {
+                    person: None,
+                    ..granted("x")
+                })
+                .unwrap();
+        }
+        let first = gallery.site_outbox(2).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0].event_id, first[1].event_id);
+        assert_eq!(
+            first[0].event_id,
+            gallery.site_outbox(1).unwrap()[0].event_id
+        );
+        assert_eq!(gallery.site_outbox_sent(first[1].position).unwrap(), 2);
+        assert_eq!(gallery.site_outbox_len().unwrap(), 1);
+    }
+}

@@ -1,0 +1,188 @@
+//! The commands of a site, against a real PostgreSQL server started by the test: `enrol site`
+//! sets the site up, `enrol add/list/remove --site` work on its people, and a `kiosk` configured
+//! with `[site]` bootstraps its replica before deciding and sends its events to the site.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use access::gallery::{Gallery, TemplateKey};
+use hstl::OperatingPoint;
+use silhouette::source::FrameSource;
+use site::{SiteAdmin, SiteConfig};
+use synthetic_scene::{SceneConfig, SyntheticScene};
+use test_support::postgres_server::PostgresServer;
+
+fn run(command: &str, args: &[&str]) -> Output {
+    let binary = match command {
+        "enrol" => env!("CARGO_BIN_EXE_enrol"),
+        _ => env!("CARGO_BIN_EXE_kiosk"),
+    };
+    Command::new(binary)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn succeeded(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A synthetic walk-up written as PNG frames into `dir`.
+fn write_walk(dir: &Path, seed: u64) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut scene = SyntheticScene::new(SceneConfig::single_walker(seed, 320, 240));
+    while let Some(frame) = scene.next_frame().unwrap() {
+        frame
+            .image
+            .save(dir.join(format!("{:04}.png", frame.index)))
+            .unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[test]
+fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = PostgresServer::start(
+        &dir.path().join("server"),
+        "host all all 127.0.0.1/32 trust",
+        None,
+    ) else {
+        return;
+    };
+    let url = |role: &str| {
+        format!(
+            "postgresql://{role}@127.0.0.1:{}/postgres?sslmode=disable",
+            server.port()
+        )
+    };
+    let owner = url("postgres");
+    assert!(succeeded(&run("enrol", &["site", "--site", &owner, "migrate"])).contains("schema 1"));
+    SiteConfig::from_url(&owner)
+        .unwrap()
+        .connect()
+        .unwrap()
+        .batch_execute("CREATE ROLE front_door LOGIN")
+        .unwrap();
+    succeeded(&run(
+        "enrol",
+        &["site", "--site", &owner, "group", "--name", "lab"],
+    ));
+    succeeded(&run(
+        "enrol",
+        &[
+            "site",
+            "--site",
+            &owner,
+            "door",
+            "--name",
+            "front",
+            "--role",
+            "front_door",
+            "--allow",
+            "lab",
+        ],
+    ));
+
+    let model = test_support::seeded_model(dir.path());
+    let key_file = dir.path().join("site.key");
+    let key = TemplateKey::create_file(&key_file).unwrap();
+    let walk = write_walk(&dir.path().join("ada-walk"), 11);
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "add",
+            "--site",
+            &owner,
+            "--model",
+            model.to_str().unwrap(),
+            "--name",
+            "ada",
+            "--input",
+            walk.to_str().unwrap(),
+            "--group",
+            "lab",
+        ];
+        args.extend_from_slice(extra);
+        run("enrol", &args)
+    };
+    let refused = add(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--key-file"));
+    let added = succeeded(&add(&["--key-file", key_file.to_str().unwrap()]));
+    assert!(added.contains("ada enrolled at the site"), "{added}");
+    let listed = succeeded(&run("enrol", &["list", "--site", &owner]));
+    assert!(
+        listed.contains("ada") && listed.contains("groups lab"),
+        "{listed}"
+    );
+
+    // A kiosk of the front door: its replica is made and filled before it decides.
+    OperatingPoint {
+        model_id: hstl::model_id(&model).unwrap(),
+        accept_distance: 0.5,
+        target_fpir: 0.003,
+        fpir: 0.002,
+        fnir: 0.1,
+        mated_searches: 400,
+        non_mated_searches: 1000,
+        measured_on: "test".into(),
+    }
+    .save_for(&model)
+    .unwrap();
+    let config = dir.path().join("kiosk.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "door = \"front\"\n[model]\npath = \"model.onnx\"\n[source]\npath = \"ada-walk\"\n\
+             [gallery]\npath = \"replica.db\"\nkey_file = \"site.key\"\n\
+             [audit]\npath = \"audit/events.jsonl\"\nmax_file_bytes = 100000\nkeep_files = 2\n\
+             [site]\nurl = \"{}\"\nplaintext = true\n",
+            url("front_door").replace("?sslmode=disable", "")
+        ),
+    )
+    .unwrap();
+    succeeded(&run("kiosk", &["--config", config.to_str().unwrap()]));
+    let replica = Gallery::open_existing(&dir.path().join("replica.db"), Some(&key)).unwrap();
+    assert_eq!(replica.people().unwrap()[0].name, "ada");
+    let mut site = SiteAdmin::connect(&SiteConfig::from_url(&owner).unwrap()).unwrap();
+    let kinds: Vec<String> = site
+        .events(Some("front"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"started".to_string()) && kinds.contains(&"granted".to_string()),
+        "{kinds:?}"
+    );
+
+    let removed = succeeded(&run(
+        "enrol",
+        &["remove", "--site", &owner, "--name", "ada"],
+    ));
+    assert!(removed.contains("erased ada at the site"), "{removed}");
+    assert!(!succeeded(&run("enrol", &["list", "--site", &owner])).contains("ada"));
+    let local = run(
+        "enrol",
+        &[
+            "remove",
+            "--gallery",
+            dir.path().join("replica.db").to_str().unwrap(),
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "--name",
+            "ada",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&local.stderr).contains("site's replica"),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+}

@@ -1,0 +1,275 @@
+//! How a door or an enrolment station reaches the site database: the server, the role, its
+//! password or client certificate from files only readable by their owner, and TLS with the
+//! server's certificate verified against the site's own certificate authority.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use access::gallery::read_private_file;
+use postgres::config::{Host, SslMode};
+use serde::Deserialize;
+
+use crate::error::{Result, SiteError};
+use crate::tls;
+
+/// `[site]` in kiosk.toml, or `--site URL` of the tools.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// `postgresql://ROLE@HOST:PORT/DATABASE`, never with a password in it.
+    pub url: String,
+    /// The role's password, alone in a file only its owner can read.
+    pub password_file: Option<PathBuf>,
+    /// The certificate authority that signed the server's certificate (PEM). Required unless
+    /// `plaintext`: the connection is TLS, and a server whose certificate does not chain to it, or
+    /// does not name the host in `url`, is refused.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM chain), when the server authenticates doors by certificate.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM), only readable by its owner.
+    pub key_file: Option<PathBuf>,
+    /// No TLS at all: only for a server on the same host or a private test network.
+    #[serde(default)]
+    pub plaintext: bool,
+    /// How often a door asks for changes when no notification came, in seconds.
+    #[serde(default = "default_poll_interval_s")]
+    pub poll_interval_s: f64,
+    /// How long to wait for the server, in seconds.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: f64,
+}
+
+fn default_poll_interval_s() -> f64 {
+    30.0
+}
+
+fn default_connect_timeout_s() -> f64 {
+    5.0
+}
+
+impl SiteConfig {
+    /// Settings from a libpq-style URL: `postgresql://ROLE@HOST/DB?sslrootcert=CA.pem` (TLS, server
+    /// verified), `&sslcert=..&sslkey=..` (client certificate), `&passfile=..` (password file),
+    /// or `?sslmode=disable` (plain text).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (server, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut config = SiteConfig {
+            url: server.to_string(),
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            plaintext: false,
+            poll_interval_s: default_poll_interval_s(),
+            connect_timeout_s: default_connect_timeout_s(),
+        };
+        let mut passed_on = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "sslrootcert" => config.ca_file = Some(value.into()),
+                "sslcert" => config.cert_file = Some(value.into()),
+                "sslkey" => config.key_file = Some(value.into()),
+                "passfile" => config.password_file = Some(value.into()),
+                "sslmode" if value == "disable" => config.plaintext = true,
+                "sslmode" if value == "verify-full" => {}
+                "sslmode" => {
+                    return Err(SiteError::Settings(format!(
+                        "sslmode={value}: use verify-full (with sslrootcert) or disable"
+                    )))
+                }
+                _ => passed_on.push(pair),
+            }
+        }
+        if !passed_on.is_empty() {
+            config.url = format!("{server}?{}", passed_on.join("&"));
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Refuses settings that cannot work or would be unsafe, naming the setting.
+    pub fn check(&self) -> Result<()> {
+        let settings = |detail: String| Err(SiteError::Settings(detail));
+        let postgres = self.postgres_config()?;
+        if postgres.get_password().is_some() {
+            return settings(
+                "the url holds a password: put it in a file of its own (password_file, or passfile= in a --site url)".into(),
+            );
+        }
+        if postgres.get_user().is_none() {
+            return settings(format!("the url names no role: {}", self.server()));
+        }
+        if !(0.1..=3_600.0).contains(&self.poll_interval_s) {
+            return settings(format!(
+                "poll_interval_s = {}: between 0.1 and 3600 seconds",
+                self.poll_interval_s
+            ));
+        }
+        if !(0.5..=120.0).contains(&self.connect_timeout_s) {
+            return settings(format!(
+                "connect_timeout_s = {}: between 0.5 and 120 seconds",
+                self.connect_timeout_s
+            ));
+        }
+        match (self.plaintext, &self.ca_file) {
+            (false, None) => settings(format!(
+                "no ca_file for {}: name the certificate authority that signed the server's certificate (sslrootcert=), or set plaintext for a server on this host",
+                self.server()
+            )),
+            (true, Some(_)) => settings("both plaintext and a ca_file: choose one".into()),
+            _ => Ok(()),
+        }?;
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return settings("a client certificate needs both cert_file and key_file".into());
+        }
+        if self.plaintext && self.cert_file.is_some() {
+            return settings("a client certificate needs TLS: drop plaintext".into());
+        }
+        Ok(())
+    }
+
+    /// The files the settings name, for a caller that resolves relative paths.
+    pub fn files_mut(&mut self) -> [Option<&mut PathBuf>; 4] {
+        [
+            self.password_file.as_mut(),
+            self.ca_file.as_mut(),
+            self.cert_file.as_mut(),
+            self.key_file.as_mut(),
+        ]
+    }
+
+    /// The server, role and database, without credentials, for messages.
+    pub fn server(&self) -> String {
+        let Ok(config) = self.url.parse::<postgres::Config>() else {
+            return "(an unreadable url)".into();
+        };
+        let host = match config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            Some(Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}@{host}:{port}/{}",
+            config.get_user().unwrap_or("?"),
+            config.get_dbname().unwrap_or("?")
+        )
+    }
+
+    /// The role the url names.
+    pub fn role(&self) -> Option<String> {
+        self.url
+            .parse::<postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_user().map(str::to_string))
+    }
+
+    fn postgres_config(&self) -> Result<postgres::Config> {
+        self.url
+            .parse::<postgres::Config>()
+            .map_err(|e| SiteError::Settings(format!("url {}: {e}", self.server_hint())))
+    }
+
+    /// The url up to its credentials, for an error about the url itself.
+    fn server_hint(&self) -> String {
+        match self.url.rsplit_once('@') {
+            Some((_, rest)) => format!("...@{rest}"),
+            None => self.url.clone(),
+        }
+    }
+
+    /// A new connection to the site.
+    pub fn connect(&self) -> Result<postgres::Client> {
+        self.check()?;
+        let mut postgres = self.postgres_config()?;
+        let timeout = Duration::from_secs_f64(self.connect_timeout_s);
+        postgres
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout * 2)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .application_name("gait-kiosk");
+        if let Some(path) = &self.password_file {
+            let password = read_private_file(path).map_err(SiteError::Secret)?;
+            postgres.password(password.trim_end_matches(['\r', '\n']));
+        }
+        let connected = if self.plaintext {
+            postgres.ssl_mode(SslMode::Disable);
+            postgres.connect(postgres::NoTls)
+        } else {
+            postgres.ssl_mode(SslMode::Require);
+            postgres.connect(tokio_postgres_rustls::MakeRustlsConnect::new(self.tls()?))
+        };
+        connected.map_err(|source| SiteError::Connect {
+            server: self.server(),
+            source,
+        })
+    }
+
+    fn tls(&self) -> Result<rustls::ClientConfig> {
+        let ca_file = self
+            .ca_file
+            .as_deref()
+            .ok_or_else(|| SiteError::Settings("no ca_file".into()))?;
+        let client = self.cert_file.as_deref().zip(self.key_file.as_deref());
+        Ok(tls::client_config(ca_file, client)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_libpq_url_carries_the_files_and_the_rest_goes_to_the_client() {
+        let config = SiteConfig::from_url(
+            "postgresql://enrol@site.example:5433/gait?sslrootcert=/etc/gait/ca.pem&passfile=/etc/gait/pw&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(
+            config.ca_file.as_deref(),
+            Some(Path::new("/etc/gait/ca.pem"))
+        );
+        assert_eq!(
+            config.password_file.as_deref(),
+            Some(Path::new("/etc/gait/pw"))
+        );
+        assert_eq!(config.server(), "enrol@site.example:5433/gait");
+        assert!(config.url.ends_with("?application_name=x"));
+        assert_eq!(config.role().as_deref(), Some("enrol"));
+    }
+
+    #[test]
+    fn unsafe_or_impossible_settings_are_refused_by_name() {
+        for (url, expected) in [
+            ("postgresql://enrol@db/gait", "no ca_file"),
+            (
+                "postgresql://enrol:secret@db/gait?sslmode=disable",
+                "password",
+            ),
+            ("postgresql://db/gait?sslmode=disable", "no role"),
+            ("postgresql://enrol@db/gait?sslmode=require", "verify-full"),
+            (
+                "postgresql://enrol@db/gait?sslmode=disable&sslrootcert=ca.pem",
+                "choose one",
+            ),
+            (
+                "postgresql://enrol@db/gait?sslrootcert=ca.pem&sslcert=c.pem",
+                "key_file",
+            ),
+        ] {
+            let error = SiteConfig::from_url(url).unwrap_err().to_string();
+            assert!(error.contains(expected), "{url}: {error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+        let mut config = SiteConfig::from_url("postgresql://door@db/gait?sslmode=disable").unwrap();
+        config.poll_interval_s = f64::NAN;
+        assert!(config
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("poll_interval_s"));
+    }
+}
