@@ -2,98 +2,17 @@
 //! across a kiosk restart, and arrive in order, on their topics, once it is back.
 #![cfg(feature = "mqtt")]
 
+mod common;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use access::decision::DenialReason;
 use access::events::{Event, EventKind, EventSink};
+use common::broker::{mosquitto_binary, subscribe, tls_broker, Broker};
 use firmware_app::mqtt::{MqttConfig, MqttSink};
-use rumqttc::{Client, Event as Notification, MqttOptions, Packet, QoS};
-
-fn mosquitto_binary() -> Option<PathBuf> {
-    let found = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        if std::env::var("CI").is_ok() || std::env::var("REQUIRE_MOSQUITTO").is_ok() {
-            panic!("mosquitto is not installed (apt-get install mosquitto)");
-        }
-        eprintln!("SKIPPED: mosquitto is not installed");
-    }
-    found
-}
-
-struct Broker(Child);
-
-impl Broker {
-    fn start(binary: &Path, dir: &Path, port: u16) -> Broker {
-        let config = dir.join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
-                 persistence true\npersistence_location {}/\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(binary).arg("-c").arg(&config).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Broker(child)
-    }
-}
-
-impl Drop for Broker {
-    /// SIGTERM, so that the broker saves its sessions (the subscriber's subscription) as it would
-    /// on a real restart.
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
-
-/// Messages received under `kiosk/front/#` by a subscriber with a persistent session, which
-/// reconnects by itself when the broker comes back.
-fn subscribe(port: u16) -> Arc<Mutex<Vec<(String, String)>>> {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let mut options = MqttOptions::new("integrator", "127.0.0.1", port);
-    options.set_clean_session(false);
-    let (client, mut connection) = Client::new(options, 16);
-    client.subscribe("kiosk/front/#", QoS::AtLeastOnce).unwrap();
-    let sink = received.clone();
-    let (ready, subscribed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _client = client;
-        for notification in connection.iter() {
-            match notification {
-                Ok(Notification::Incoming(Packet::SubAck(_))) => {
-                    let _ = ready.send(());
-                }
-                Ok(Notification::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push((
-                    p.topic.clone(),
-                    String::from_utf8_lossy(&p.payload).into_owned(),
-                )),
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    });
-    subscribed
-        .recv_timeout(Duration::from_secs(10))
-        .expect("subscribed");
-    received
-}
 
 /// The sink's configuration for a broker on a free loopback port, its queue in `dir`; and the port.
 fn sink_config(dir: &Path, max_queued: usize) -> (MqttConfig, u16) {
@@ -186,7 +105,7 @@ fn events_wait_on_disk_for_the_broker_and_arrive_in_order() {
     assert_eq!(on_disk.lines().count(), 3);
 
     let broker = Broker::start(&mosquitto, dir.path(), port);
-    let received = subscribe(port);
+    let received = subscribe(port, "kiosk/front/#");
     let mut sink = MqttSink::start(&config, "front").unwrap();
     wait_for("three events", || events_received(&received).len() >= 3);
     assert_eq!(
@@ -241,7 +160,7 @@ fn a_broker_that_flaps_every_second_for_a_minute_loses_no_event() {
     let dir = tempfile::tempdir().unwrap();
     let (config, port) = sink_config(dir.path(), 10_000);
     let mut broker = Some(Broker::start(&mosquitto, dir.path(), port));
-    let received = subscribe(port);
+    let received = subscribe(port, "kiosk/front/#");
     let mut sink = MqttSink::start(&config, "front").unwrap();
 
     // One event every 100 ms (a busy door) while the broker is up for a second, then down for one.
@@ -300,39 +219,6 @@ fn a_broker_that_flaps_every_second_for_a_minute_loses_no_event() {
     drop(broker);
 }
 
-/// A broker that takes kiosks over TLS only, with a client certificate of the site's authority,
-/// on `tls_port`; and, for the test's own subscriber, plain text on `plain_port`.
-fn tls_broker(
-    binary: &Path,
-    dir: &Path,
-    authority: &test_support::certificates::Authority,
-    (tls_port, plain_port): (u16, u16),
-) -> Broker {
-    let server = authority.server("broker");
-    let config = dir.join("mosquitto-tls.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "per_listener_settings true\nuser root\n\
-             listener {plain_port} 127.0.0.1\nallow_anonymous true\n\
-             listener {tls_port} 127.0.0.1\nallow_anonymous true\n\
-             cafile {}\ncertfile {}\nkeyfile {}\n\
-             require_certificate true\nuse_identity_as_username true\n",
-            authority.cert.display(),
-            server.cert.display(),
-            server.key.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(binary).arg("-c").arg(&config).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker(child)
-}
-
 #[test]
 fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_name() {
     let Some(mosquitto) = mosquitto_binary() else {
@@ -345,7 +231,7 @@ fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_
     let (mut config, tls_port) = sink_config(dir.path(), 100);
     let plain_port = test_support::postgres_server::free_port();
     let _broker = tls_broker(&mosquitto, dir.path(), &authority, (tls_port, plain_port));
-    let received = subscribe(plain_port);
+    let received = subscribe(plain_port, "kiosk/front/#");
     config.plaintext = false;
     config.ca_file = Some(authority.cert.clone());
     config.cert_file = Some(kiosk.cert.clone());

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "mqtt")]
+pub mod broker;
+
 use std::path::PathBuf;
 
 /// The compact HSTL with OpenGait's initialisation (seed 7) written as ONNX into `dir`: its path, its model id and

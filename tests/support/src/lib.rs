@@ -1,5 +1,6 @@
 //! What the workspace's tests share: the third-party data in `../shared`, read in place, and a
-//! network with seeded weights for tests that need a model but not a trained one.
+//! network with seeded weights for tests that need a model but not a trained one, a PostgreSQL server
+//! (`postgres_server`) and TLS certificates (`certificates`) for the tests of a site.
 //!
 //! A test that needs `../shared` asks [`shared_path`]. Without the data it skips with a message,
 //! except under `REQUIRE_SHARED=1` (as CI runs), where it fails: a parity test never passes by not

@@ -264,10 +264,9 @@ impl Gallery {
 
     /// Removes the outbox's events up to and including `position`: the site has committed them.
     pub fn site_outbox_sent(&mut self, position: i64) -> Result<usize> {
-        Ok(self
-            .connection
+        self.connection
             .execute("DELETE FROM site_outbox WHERE position <= ?1", [position])
-            .map_err(full)?)
+            .map_err(full)
     }
 
     /// Events waiting for the site.
