@@ -93,14 +93,13 @@ fn default_max_queued() -> usize {
 impl MqttConfig {
     /// Refuses settings that cannot work or would be unsafe.
     pub fn check_transport(&self) -> Result<(), String> {
-        match (self.plaintext, &self.ca_file) {
-            (false, None) => Err::<(), String>("no ca_file: name the authority that signed the broker's certificate, or set plaintext for a broker on this host".into()),
-            (true, Some(_)) => Err("both plaintext and a ca_file: choose one".into()),
-            _ => Ok(()),
-        }?;
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("a client certificate needs both cert_file and key_file".into());
-        }
+        site::tls::check_settings(
+            "the broker",
+            self.plaintext,
+            self.ca_file.is_some(),
+            self.cert_file.is_some(),
+            self.key_file.is_some(),
+        )?;
         if self.password_file.is_some() && self.username.is_none() {
             return Err("a password_file needs a username".into());
         }
@@ -442,7 +441,7 @@ mod client {
                 }
                 Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
                 Ok(Err(e)) => {
-                    let detail = describe(&e);
+                    let detail = site::with_causes(&e);
                     if connected.swap(false, Ordering::SeqCst) {
                         log::warn!("mqtt: broker lost ({detail}); events wait on disk");
                     }
@@ -478,18 +477,6 @@ mod client {
                 break;
             }
         }
-    }
-
-    /// The error with every cause (rumqttc's own text hides a refused certificate's reason).
-    fn describe(error: &rumqttc::ConnectionError) -> String {
-        let mut text = error.to_string();
-        let mut cause = std::error::Error::source(error);
-        while let Some(current) = cause {
-            text.push_str(": ");
-            text.push_str(&current.to_string());
-            cause = current.source();
-        }
-        text
     }
 
     fn pause(stop: &AtomicBool) {

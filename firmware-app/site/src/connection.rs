@@ -112,20 +112,14 @@ impl SiteConfig {
                 self.connect_timeout_s
             ));
         }
-        match (self.plaintext, &self.ca_file) {
-            (false, None) => settings(format!(
-                "no ca_file for {}: name the certificate authority that signed the server's certificate (sslrootcert=), or set plaintext for a server on this host",
-                self.server()
-            )),
-            (true, Some(_)) => settings("both plaintext and a ca_file: choose one".into()),
-            _ => Ok(()),
-        }?;
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return settings("a client certificate needs both cert_file and key_file".into());
-        }
-        if self.plaintext && self.cert_file.is_some() {
-            return settings("a client certificate needs TLS: drop plaintext".into());
-        }
+        tls::check_settings(
+            &self.server(),
+            self.plaintext,
+            self.ca_file.is_some(),
+            self.cert_file.is_some(),
+            self.key_file.is_some(),
+        )
+        .map_err(SiteError::Settings)?;
         Ok(())
     }
 

@@ -100,8 +100,14 @@ fn describe(error: &postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
+    with_causes(error)
+}
+
+/// An error's text followed by each of its causes': clients' own texts often hide the reason (a
+/// refused certificate, a reset connection) in a cause.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
+    let mut cause = error.source();
     while let Some(current) = cause {
         text.push_str(": ");
         text.push_str(&current.to_string());

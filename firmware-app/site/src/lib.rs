@@ -22,5 +22,5 @@ pub mod tls;
 pub use admin::{SiteAdmin, SiteEnrolment, SiteErasure, SiteEvent, SitePerson};
 pub use connection::SiteConfig;
 pub use door::DoorLink;
-pub use error::{Result, SiteError};
+pub use error::{with_causes, Result, SiteError};
 pub use schema::{migrate, schema_version, SCHEMA_VERSION};

@@ -25,6 +25,33 @@ pub enum TlsError {
     Secret(#[from] GalleryError),
 }
 
+/// The one rule of a door's TLS settings, for the site and the broker alike: TLS (with the
+/// authority that signed `server`'s certificate) unless plain text is asked for, never both, and a
+/// client certificate only whole and only over TLS.
+pub fn check_settings(
+    server: &str,
+    plaintext: bool,
+    ca_file: bool,
+    cert_file: bool,
+    key_file: bool,
+) -> Result<(), String> {
+    if !plaintext && !ca_file {
+        return Err(format!(
+            "no ca_file for {server}: name the certificate authority that signed its certificate, or set plaintext for a server on this host"
+        ));
+    }
+    if plaintext && ca_file {
+        return Err("both plaintext and a ca_file: choose one".into());
+    }
+    if cert_file != key_file {
+        return Err("a client certificate needs both cert_file and key_file".into());
+    }
+    if plaintext && cert_file {
+        return Err("a client certificate needs TLS: drop plaintext".into());
+    }
+    Ok(())
+}
+
 /// A client that trusts the authority in `ca_file` (PEM) only, and presents `client` (a PEM
 /// certificate chain and its PEM private key, only readable by its owner) when given.
 pub fn client_config(

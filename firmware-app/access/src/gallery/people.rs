@@ -275,10 +275,6 @@ pub(super) fn insert_templates(
     templates: &[NewTemplate],
     now: i64,
 ) -> Result<()> {
-    let mut statement = tx.prepare(
-        "INSERT INTO templates(person_id, model_id, parts, channels, frames, source, nonce, data, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
     for template in templates {
         let bytes = embedding_bytes(&template.embedding);
         let (nonce, data) = match cipher {
@@ -289,20 +285,56 @@ pub(super) fn insert_templates(
             }
             None => (None, bytes),
         };
-        statement
-            .execute(params![
+        insert_template_row(
+            tx,
+            &TemplateRow {
                 person_id,
                 model_id,
-                template.embedding.parts() as i64,
-                template.embedding.channels() as i64,
-                template.frames as i64,
-                template.source,
-                nonce,
-                data,
-                now
-            ])
-            .map_err(full)?;
+                shape: (
+                    template.embedding.parts() as i64,
+                    template.embedding.channels() as i64,
+                ),
+                frames: template.frames as i64,
+                source: &template.source,
+                nonce: nonce.as_deref(),
+                data: &data,
+                now,
+            },
+        )?;
     }
+    Ok(())
+}
+
+/// One template as its row stores it.
+pub(super) struct TemplateRow<'a> {
+    pub person_id: i64,
+    pub model_id: &'a str,
+    pub shape: (i64, i64),
+    pub frames: i64,
+    pub source: &'a str,
+    /// `None` in a gallery without a key.
+    pub nonce: Option<&'a [u8]>,
+    pub data: &'a [u8],
+    pub now: i64,
+}
+
+pub(super) fn insert_template_row(tx: &Transaction<'_>, row: &TemplateRow) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO templates(person_id, model_id, parts, channels, frames, source, nonce, data, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        row.person_id,
+        row.model_id,
+        row.shape.0,
+        row.shape.1,
+        row.frames,
+        row.source,
+        row.nonce,
+        row.data,
+        row.now
+    ])
+    .map_err(full)?;
     Ok(())
 }
 

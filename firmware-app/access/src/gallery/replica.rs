@@ -6,7 +6,7 @@
 //! does, and the door stores the sealed bytes as they arrive. Each template is opened once on arrival,
 //! so a wrong key or a damaged template is refused before anything of its batch is kept.
 
-use super::people::{embedding_bytes, open_template, random_hex};
+use super::people::{embedding_bytes, insert_template_row, open_template, random_hex, TemplateRow};
 use super::*;
 
 /// A template as a site stores it: sealed under the site's template key (nonce, then ciphertext and
@@ -323,23 +323,19 @@ fn insert_sealed(
         Some(nonce.to_vec()),
         data.to_vec(),
     )?;
-    tx.execute(
-        "INSERT INTO templates(person_id, model_id, parts, channels, frames, source, nonce, data, created_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
+    insert_template_row(
+        tx,
+        &TemplateRow {
             person_id,
             model_id,
-            shape.0,
-            shape.1,
-            template.frames as i64,
-            template.source,
-            nonce,
+            shape,
+            frames: template.frames as i64,
+            source: &template.source,
+            nonce: Some(nonce),
             data,
-            now
-        ],
+            now,
+        },
     )
-    .map_err(full)?;
-    Ok(())
 }
 
 #[cfg(test)]
