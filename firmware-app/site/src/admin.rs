@@ -263,21 +263,25 @@ impl SiteAdmin {
 
     /// The person enrolled as `name`.
     pub fn person(&mut self, name: &str) -> Result<SitePerson> {
-        self.people()?
-            .into_iter()
-            .find(|p| p.name == name)
+        self.people_named(Some(name))?
+            .pop()
             .ok_or_else(|| SiteError::UnknownPerson(name.to_string()))
     }
 
     /// Everyone enrolled at the site, by name.
     pub fn people(&mut self) -> Result<Vec<SitePerson>> {
+        self.people_named(None)
+    }
+
+    /// The person called `name`, or everyone.
+    fn people_named(&mut self, name: Option<&str>) -> Result<Vec<SitePerson>> {
         let rows = self.client.query(
             "SELECT p.name, p.pseudonym, p.credential,
                     coalesce((SELECT array_agg(m.group_name ORDER BY m.group_name)
                               FROM gait_site.memberships m WHERE m.person_id = p.id), '{}'),
                     (SELECT count(*) FROM gait_site.templates t WHERE t.person_id = p.id)
-             FROM gait_site.people p ORDER BY p.name",
-            &[],
+             FROM gait_site.people p WHERE $1::text IS NULL OR p.name = $1 ORDER BY p.name",
+            &[&name],
         )?;
         rows.iter()
             .map(|row| {
