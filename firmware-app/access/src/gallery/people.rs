@@ -93,17 +93,8 @@ impl Gallery {
             return Err(GalleryError::AlreadyEnrolled(name.to_string()));
         }
         check_credential_free(&tx, credential, None)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('model_id', ?1)",
-            params![model_id.as_bytes()],
-        )
-        .map_err(full)?;
-        tx.execute(
-            "INSERT INTO people(pseudonym, name, enrolled_at_ms, credential) VALUES (?1, ?2, ?3, ?4)",
-            params![pseudonym, name, now, credential],
-        )
-        .map_err(full)?;
-        let person_id = tx.last_insert_rowid();
+        record_model(&tx, model_id)?;
+        let person_id = insert_person(&tx, &pseudonym, name, now, credential)?;
         insert_templates(
             &tx,
             self.cipher.as_ref(),
@@ -264,6 +255,32 @@ impl Gallery {
             events,
         })
     }
+}
+
+/// The model a gallery's templates belong to, stored with its first templates.
+pub(super) fn record_model(tx: &Transaction<'_>, model_id: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('model_id', ?1)",
+        params![model_id.as_bytes()],
+    )
+    .map_err(full)?;
+    Ok(())
+}
+
+/// A person's row; their row id.
+pub(super) fn insert_person(
+    tx: &Transaction<'_>,
+    pseudonym: &str,
+    name: &str,
+    now: i64,
+    credential: Option<u32>,
+) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO people(pseudonym, name, enrolled_at_ms, credential) VALUES (?1, ?2, ?3, ?4)",
+        params![pseudonym, name, now, credential],
+    )
+    .map_err(full)?;
+    Ok(tx.last_insert_rowid())
 }
 
 pub(super) fn insert_templates(

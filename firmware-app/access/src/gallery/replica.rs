@@ -6,7 +6,10 @@
 //! does, and the door stores the sealed bytes as they arrive. Each template is opened once on arrival,
 //! so a wrong key or a damaged template is refused before anything of its batch is kept.
 
-use super::people::{embedding_bytes, insert_template_row, open_template, random_hex, TemplateRow};
+use super::people::{
+    embedding_bytes, insert_person, insert_template_row, open_template, random_hex, record_model,
+    TemplateRow,
+};
 use super::*;
 
 /// A template as a site stores it: sealed under the site's template key (nonce, then ciphertext and
@@ -148,11 +151,7 @@ impl Gallery {
         let now = now_ms();
         let mut applied = Applied::default();
         let tx = self.connection.transaction().map_err(full)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('model_id', ?1)",
-            params![model_id.as_bytes()],
-        )
-        .map_err(full)?;
+        record_model(&tx, model_id)?;
         for change in &batch.changes {
             match change {
                 SiteChange::Absent { pseudonym, erased } => {
@@ -182,12 +181,7 @@ impl Gallery {
                         tx.execute("DELETE FROM people WHERE credential = ?1", [credential])
                             .map_err(full)?;
                     }
-                    tx.execute(
-                        "INSERT INTO people(pseudonym, name, enrolled_at_ms, credential) VALUES (?1, ?2, ?3, ?4)",
-                        params![pseudonym, name, now, credential],
-                    )
-                    .map_err(full)?;
-                    let person_id = tx.last_insert_rowid();
+                    let person_id = insert_person(&tx, pseudonym, name, now, *credential)?;
                     for template in templates {
                         insert_sealed(&tx, &cipher, person_id, pseudonym, model_id, template, now)?;
                     }
