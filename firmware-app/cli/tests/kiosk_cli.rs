@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use access::gallery::{Gallery, TemplateKey};
-use hstl::OperatingPoint;
 
 struct Door {
     dir: tempfile::TempDir,
@@ -34,18 +33,7 @@ impl Door {
 
     /// Writes an operating point for the model now in place.
     fn calibrate(&self, accept_distance: f32) {
-        OperatingPoint {
-            model_id: hstl::model_id(&self.model).unwrap(),
-            accept_distance,
-            target_fpir: 0.003,
-            fpir: 0.002,
-            fnir: 0.1,
-            mated_searches: 400,
-            non_mated_searches: 1000,
-            measured_on: "test".into(),
-        }
-        .save_for(&self.model)
-        .unwrap();
+        test_support::save_operating_point(&self.model, accept_distance);
     }
 
     fn config(&self, extra_decision: &str, gallery: &str) -> PathBuf {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use access::gallery::{Gallery, TemplateKey};
-use hstl::OperatingPoint;
 use silhouette::source::FrameSource;
 use site::{SiteAdmin, SiteConfig};
 use synthetic_scene::{SceneConfig, SyntheticScene};
@@ -123,18 +122,7 @@ fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
     );
 
     // A kiosk of the front door: its replica is made and filled before it decides.
-    OperatingPoint {
-        model_id: hstl::model_id(&model).unwrap(),
-        accept_distance: 0.5,
-        target_fpir: 0.003,
-        fpir: 0.002,
-        fnir: 0.1,
-        mated_searches: 400,
-        non_mated_searches: 1000,
-        measured_on: "test".into(),
-    }
-    .save_for(&model)
-    .unwrap();
+    test_support::save_operating_point(&model, 0.5);
     let config = dir.path().join("kiosk.toml");
     std::fs::write(
         &config,

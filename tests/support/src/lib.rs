@@ -68,6 +68,24 @@ pub fn seeded_model(dir: &Path) -> PathBuf {
     model
 }
 
+/// Saves beside `model` an operating point at `accept_distance`, as `calibrate thresholds --save`
+/// would (the other figures are plausible placeholders): for tests of a door that must run on a
+/// calibrated model.
+pub fn save_operating_point(model: &Path, accept_distance: f32) {
+    hstl::OperatingPoint {
+        model_id: hstl::model_id(model).expect("the model is readable"),
+        accept_distance,
+        target_fpir: 0.003,
+        fpir: 0.002,
+        fnir: 0.1,
+        mated_searches: 400,
+        non_mated_searches: 1000,
+        measured_on: "test".into(),
+    }
+    .save_for(model)
+    .expect("the operating point is written");
+}
+
 /// A body-like blob that sways from frame to frame, as `frames` silhouettes: a clip whose
 /// activations look like a walk's without reading `../shared`.
 pub fn swaying_blob(frames: usize) -> hstl::Silhouettes {
