@@ -4,6 +4,7 @@
 
 pub use crate::error::QuantizeError;
 use hstl::precision::INT8_LIMIT;
+use hstl::{Embedding, HstlError};
 
 /// Bins of an observer's histogram of magnitudes.
 const HISTOGRAM_BINS: usize = 2048;
@@ -135,6 +136,98 @@ impl ActivationObserver {
     }
 }
 
+/// How far reduced precision moves embeddings: over windows, the reference distance (the one the
+/// kiosk compares with its accept distance) between a window's embedding in reduced precision and
+/// in float.
+#[derive(Debug, Clone, Default)]
+pub struct Drift {
+    total: f64,
+    largest: f32,
+    windows: usize,
+}
+
+impl Drift {
+    /// Adds one window's pair of embeddings.
+    pub fn add(&mut self, float: &Embedding, reduced: &Embedding) -> Result<(), HstlError> {
+        let distance = float.distance(reduced)?;
+        self.total += distance as f64;
+        self.largest = self.largest.max(distance);
+        self.windows += 1;
+        Ok(())
+    }
+
+    /// The mean distance (zero before any window).
+    pub fn mean(&self) -> f32 {
+        if self.windows == 0 {
+            0.0
+        } else {
+            (self.total / self.windows as f64) as f32
+        }
+    }
+
+    /// The largest distance seen.
+    pub fn largest(&self) -> f32 {
+        self.largest
+    }
+
+    /// Windows measured.
+    pub fn windows(&self) -> usize {
+        self.windows
+    }
+}
+
+/// A uniform sample of at most `capacity` items from a stream of unknown length (reservoir
+/// sampling), drawn with a fixed seed so that the same walks always give the same sample.
+#[derive(Debug, Clone)]
+pub struct Reservoir<T> {
+    capacity: usize,
+    seen: u64,
+    items: Vec<T>,
+    state: u64,
+}
+
+impl<T> Reservoir<T> {
+    /// An empty sample that will keep at most `capacity` items.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            seen: 0,
+            items: Vec::with_capacity(capacity),
+            state: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// Offers one item of the stream; `make` is called only when the item is kept.
+    pub fn offer(&mut self, make: impl FnOnce() -> T) {
+        self.seen += 1;
+        if self.items.len() < self.capacity {
+            self.items.push(make());
+            return;
+        }
+        let slot = self.next_random() % self.seen;
+        if let Some(item) = self.items.get_mut(slot as usize) {
+            *item = make();
+        }
+    }
+
+    /// Items offered so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// The sample.
+    pub fn into_items(self) -> Vec<T> {
+        self.items
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +318,48 @@ mod tests {
             error(mse),
             error(min_max),
             error(percentile)
+        );
+    }
+
+    #[test]
+    fn drift_is_the_reference_distance_from_the_float_embedding() {
+        let float = Embedding::new(2, 2, vec![0.0, 0.0, 1.0, 1.0]).unwrap();
+        let near = Embedding::new(2, 2, vec![0.0, 0.5, 1.0, 1.0]).unwrap();
+        let far = Embedding::new(2, 2, vec![3.0, 4.0, 1.0, 1.0]).unwrap();
+        let mut drift = Drift::default();
+        assert_eq!(drift.mean(), 0.0);
+        drift.add(&float, &near).unwrap();
+        drift.add(&float, &far).unwrap();
+        assert_eq!(drift.windows(), 2);
+        assert_eq!(drift.mean(), (0.25 + 2.5) / 2.0);
+        assert_eq!(drift.largest(), 2.5);
+        let other_variant = Embedding::new(1, 4, vec![0.0; 4]).unwrap();
+        assert!(drift.add(&float, &other_variant).is_err());
+        assert_eq!(drift.windows(), 2);
+    }
+
+    #[test]
+    fn a_reservoir_keeps_a_uniform_repeatable_sample() {
+        let sample = |n: u32| {
+            let mut reservoir = Reservoir::new(100);
+            for i in 0..n {
+                reservoir.offer(|| i);
+            }
+            assert_eq!(reservoir.seen(), n as u64);
+            reservoir.into_items()
+        };
+        assert_eq!(sample(10), (0..10).collect::<Vec<_>>());
+        let kept = sample(10_000);
+        assert_eq!(kept, sample(10_000));
+        assert_eq!(kept.len(), 100);
+        let mut distinct = kept.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 100);
+        let late = kept.iter().filter(|&&i| i >= 5_000).count();
+        assert!(
+            (30..=70).contains(&late),
+            "{late} of 100 from the second half"
         );
     }
 }

@@ -13,11 +13,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use calibration::det_plot::write_det_png;
 use calibration::open_set::{LabelledWalk, OpenSetRates};
-use calibration::quantize::{ActivationObserver, ObserverKind};
+use calibration::quantize::{ActivationObserver, Drift, ObserverKind, Reservoir};
 use clap::{Args, Parser, Subcommand};
 use firmware_app::kiosk::window_input;
 use hstl::onnx_graph::{encode_model, write_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
-use hstl::{model_id, Embedder, OperatingPoint, Silhouettes, TractEmbedder, Weights};
+use hstl::{model_id, Embedder, Embedding, OperatingPoint, Silhouettes, TractEmbedder, Weights};
 use image::GrayImage;
 use ndarray::Array3;
 use silhouette::normalise::PRETREATED_SIZE;
@@ -79,6 +79,15 @@ enum Command {
         /// How an activation's range becomes its scale: `minmax`, `mse` or `percentile:P`.
         #[arg(long, default_value = "mse", value_parser = parse_observer)]
         observer: ObserverKind,
+        /// Convolutions left in float, by node name, comma-separated (those `--sensitivity` shows
+        /// cost the most).
+        #[arg(long, value_delimiter = ',')]
+        keep_float: Vec<String>,
+        /// Also measure, on this many of the windows (a fixed random sample; 64 is plenty), how far
+        /// each convolution alone in int8 moves the embedding from the float one, and how far the
+        /// model written does.
+        #[arg(long, value_name = "WINDOWS")]
+        sensitivity: Option<usize>,
         /// Where the int8 model goes.
         #[arg(long)]
         out: PathBuf,
@@ -130,14 +139,28 @@ fn parse_observer(text: &str) -> std::result::Result<ObserverKind, String> {
     }
 }
 
-/// Observes every 3-D convolution's input over the walks' windows and writes the int8 model.
-fn quantize(
-    model: &Path,
-    source: &WalkSource,
+/// What `calibrate quantize` was asked for.
+struct QuantizeRequest<'a> {
+    model: &'a Path,
+    source: WalkSource<'a>,
     observer: ObserverKind,
-    out: &Path,
+    keep_float: &'a [String],
+    sensitivity: Option<usize>,
+    out: &'a Path,
     threads: usize,
-) -> Result<()> {
+}
+
+/// Observes every 3-D convolution's input over the walks' windows and writes the int8 model.
+fn quantize(request: QuantizeRequest) -> Result<()> {
+    let QuantizeRequest {
+        model,
+        ref source,
+        observer,
+        keep_float,
+        sensitivity,
+        out,
+        threads,
+    } = request;
     let mut inputs = vec![model];
     if let WalkSource::Site(dir) = source {
         inputs.push(dir);
@@ -153,8 +176,10 @@ fn quantize(
     let probe = TractEmbedder::from_bytes(&probe, "convolution inputs", threads)?;
     let mut observers: BTreeMap<String, ActivationObserver> = BTreeMap::new();
     let mut observed = 0usize;
+    let mut sample = Reservoir::new(sensitivity.unwrap_or(0));
     source.visit(&WindowConfig::default(), |_, _, inputs| {
         for input in &inputs {
+            sample.offer(|| input.clone());
             for (name, _, values) in probe.run_all_outputs(input)? {
                 if let Some(convolution) = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX) {
                     observers
@@ -176,28 +201,120 @@ fn quantize(
             source.describe()
         );
     }
-    let mut int8_convolutions = BTreeMap::new();
+    if let Some(unknown) = keep_float.iter().find(|c| !observers.contains_key(*c)) {
+        bail!(
+            "--keep-float {unknown}: the model has no such 3-D convolution (it has {})",
+            observers.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut scales = BTreeMap::new();
     for (convolution, o) in &observers {
         let scale = o
             .scale()
             .with_context(|| format!("the input of {convolution}"))?;
         println!(
-            "{convolution:<16} clip at {:.5} (scale {scale:.3e})",
-            o.threshold()?
+            "{convolution:<16} clip at {:.5} (scale {scale:.3e}){}",
+            o.threshold()?,
+            if keep_float.contains(convolution) {
+                ", kept in float"
+            } else {
+                ""
+            }
         );
-        int8_convolutions.insert(convolution.clone(), scale);
+        scales.insert(convolution.clone(), scale);
     }
+    let int8_convolutions: BTreeMap<String, f32> = scales
+        .iter()
+        .filter(|(c, _)| !keep_float.contains(c))
+        .map(|(c, s)| (c.clone(), *s))
+        .collect();
+    if sensitivity.is_some() {
+        report_sensitivity(
+            model,
+            &weights,
+            &scales,
+            &int8_convolutions,
+            &sample.into_items(),
+            threads,
+        )?;
+    }
+    let int8_count = int8_convolutions.len();
     let options = ExportOptions {
         int8_convolutions,
         ..ExportOptions::default()
     };
     write_model(&weights, &options, out)?;
     println!(
-        "{}: {} convolutions in int8 ({observer:?} over {observed} windows of {}), {} bytes",
+        "{}: {int8_count} convolutions in int8 ({observer:?} over {observed} windows of {}), {} bytes",
         out.display(),
-        observers.len(),
         source.describe(),
         std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
+    );
+    Ok(())
+}
+
+/// Prints how far the embedding moves from the float model's, over `sample`, with each convolution
+/// alone in int8 and with the model about to be written: the measurement `--keep-float` is chosen
+/// from, in the reference distance and, where the float model has an operating point, as a share
+/// of its accept distance.
+fn report_sensitivity(
+    model: &Path,
+    weights: &Weights,
+    scales: &BTreeMap<String, f32>,
+    written: &BTreeMap<String, f32>,
+    sample: &[Silhouettes],
+    threads: usize,
+) -> Result<()> {
+    let float = TractEmbedder::load(model, threads)?;
+    let reference = sample
+        .iter()
+        .map(|window| Ok(float.embed(window)?))
+        .collect::<Result<Vec<Embedding>>>()?;
+    let accept_distance =
+        OperatingPoint::load_for(model, &model_id(model)?)?.map(|point| point.accept_distance);
+    let drift_of = |int8_convolutions: BTreeMap<String, f32>| -> Result<Drift> {
+        let options = ExportOptions {
+            int8_convolutions,
+            ..ExportOptions::default()
+        };
+        let trial = encode_model(weights, &options)?;
+        let trial = TractEmbedder::from_bytes(&trial, "sensitivity trial", threads)?;
+        let mut drift = Drift::default();
+        for (window, float) in sample.iter().zip(&reference) {
+            drift.add(float, &trial.embed(window)?)?;
+        }
+        Ok(drift)
+    };
+    let share = |distance: f32| {
+        accept_distance.map_or(String::new(), |accept| {
+            format!("  {:>6.2} %", 100.0 * distance / accept)
+        })
+    };
+    println!(
+        "sensitivity over {} windows: distance of the embedding from the float one{}",
+        sample.len(),
+        if accept_distance.is_some() {
+            " (mean, largest, mean as a share of the accept distance)"
+        } else {
+            " (mean, largest; no operating point beside the model for a share of the accept distance)"
+        }
+    );
+    for (convolution, scale) in scales {
+        let drift = drift_of(BTreeMap::from([(convolution.clone(), *scale)]))?;
+        println!(
+            "  {convolution:<16} alone in int8  {:.5}  {:.5}{}",
+            drift.mean(),
+            drift.largest(),
+            share(drift.mean())
+        );
+    }
+    let drift = drift_of(written.clone())?;
+    println!(
+        "  the model written ({} in int8)  {:.5}  {:.5}{}",
+        written.len(),
+        drift.mean(),
+        drift.largest(),
+        share(drift.mean())
     );
     Ok(())
 }
@@ -211,9 +328,19 @@ fn main() -> Result<()> {
             walks,
             subjects,
             observer,
+            keep_float,
+            sensitivity,
             out,
             threads,
-        } => quantize(&model, &walks.source(&subjects), observer, &out, threads),
+        } => quantize(QuantizeRequest {
+            model: &model,
+            source: walks.source(&subjects),
+            observer,
+            keep_float: &keep_float,
+            sensitivity,
+            out: &out,
+            threads,
+        }),
     }
 }
 

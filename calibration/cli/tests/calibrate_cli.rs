@@ -229,6 +229,60 @@ fn quantize_writes_an_int8_model_that_embeds_like_the_float_one() {
 
     let refused = casia_b_quantize(model_arg);
     assert!(!refused.status.success());
+
+    let partly = dir.path().join("model.partly-int8.onnx");
+    let quantize_keeping = |kept: &str| {
+        run_calibrate(&[
+            "quantize",
+            "--model",
+            model_arg,
+            "--casia-b",
+            data.to_str().unwrap(),
+            "--subjects",
+            "001",
+            "--views",
+            "090",
+            "--keep-float",
+            kept,
+            "--sensitivity",
+            "2",
+            "--out",
+            partly.to_str().unwrap(),
+        ])
+    };
+    let unknown = quantize_keeping("arme9.0.conv");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr.contains("--keep-float arme9.0.conv: the model has no such 3-D convolution"),
+        "{stderr}"
+    );
+    assert!(!partly.exists());
+
+    let first = report
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().next())
+        .expect("a convolution's clipping line");
+    let output = quantize_keeping(first);
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("12 convolutions in int8"), "{report}");
+    assert!(report.contains(", kept in float"), "{report}");
+    assert!(report.contains("sensitivity over 2 windows"), "{report}");
+    let alone: Vec<f32> = report
+        .lines()
+        .filter_map(|line| line.split("alone in int8").nth(1))
+        .map(|figures| figures.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(alone.len(), 13, "{report}");
+    assert!(alone.iter().all(|&d| d > 0.0 && d.is_finite()), "{report}");
+    assert_eq!(
+        hstl::TractEmbedder::load(&partly, 1)
+            .unwrap()
+            .int8_convolutions(),
+        12
+    );
 }
 
 #[test]
