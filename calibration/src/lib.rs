@@ -5,6 +5,7 @@
 //! precision ([`quantize`]).
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod det_plot;
 mod error;

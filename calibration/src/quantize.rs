@@ -176,6 +176,24 @@ impl Drift {
     }
 }
 
+/// The mean reference distance between two different embeddings of `embeddings`: the scale a drift
+/// is read against (zero for fewer than two).
+pub fn mean_pairwise_distance(embeddings: &[Embedding]) -> Result<f32, HstlError> {
+    let mut total = 0f64;
+    let mut pairs = 0u64;
+    for (i, a) in embeddings.iter().enumerate() {
+        for b in &embeddings[i + 1..] {
+            total += a.distance(b)? as f64;
+            pairs += 1;
+        }
+    }
+    Ok(if pairs == 0 {
+        0.0
+    } else {
+        (total / pairs as f64) as f32
+    })
+}
+
 /// A uniform sample of at most `capacity` items from a stream of unknown length (reservoir
 /// sampling), drawn with a fixed seed so that the same walks always give the same sample.
 #[derive(Debug, Clone)]
@@ -336,6 +354,14 @@ mod tests {
         let other_variant = Embedding::new(1, 4, vec![0.0; 4]).unwrap();
         assert!(drift.add(&float, &other_variant).is_err());
         assert_eq!(drift.windows(), 2);
+    }
+
+    #[test]
+    fn the_pairwise_scale_averages_every_pair_once() {
+        let at = |x: f32| Embedding::new(1, 1, vec![x]).unwrap();
+        assert_eq!(mean_pairwise_distance(&[at(0.0)]).unwrap(), 0.0);
+        let scale = mean_pairwise_distance(&[at(0.0), at(1.0), at(3.0)]).unwrap();
+        assert_eq!(scale, (1.0 + 3.0 + 2.0) / 3.0);
     }
 
     #[test]

@@ -285,6 +285,33 @@ mod kernel {
             blue: channel(&var.blue),
         })
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::mem::{offset_of, size_of};
+
+        /// The kernel writes its own structures' sizes through the pointers `layout` passes: these
+        /// are `fb_var_screeninfo` and `fb_fix_screeninfo` as <linux/fb.h> lays them out.
+        #[test]
+        fn the_structures_are_the_kernels_size_and_layout() {
+            assert_eq!(size_of::<VarScreenInfo>(), 160);
+            assert_eq!(offset_of!(VarScreenInfo, red), 32);
+            let long = size_of::<libc::c_ulong>();
+            assert_eq!(size_of::<FixScreenInfo>(), if long == 8 { 80 } else { 68 });
+            assert_eq!(
+                offset_of!(FixScreenInfo, line_length),
+                if long == 8 { 48 } else { 44 }
+            );
+        }
+
+        #[test]
+        fn a_file_that_is_not_a_framebuffer_is_an_error() {
+            let file = tempfile::tempfile().unwrap();
+            let error = layout(&file).unwrap_err();
+            assert_eq!(error.raw_os_error(), Some(libc::ENOTTY), "{error}");
+        }
+    }
 }
 
 #[cfg(test)]

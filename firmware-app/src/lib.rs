@@ -4,6 +4,7 @@
 //! framebuffer), the link to a site of many doors and enrolment. The binaries `kiosk` and `enrol` live in the `kiosk-cli` package.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod assembly;
 pub mod config;

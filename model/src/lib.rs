@@ -8,6 +8,7 @@
 //! - [`OperatingPoint`]: a model's calibrated accept distance, and [`accepts`], the one accept rule.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
 pub mod casia_b;

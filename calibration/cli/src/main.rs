@@ -6,6 +6,8 @@
 //! beside the model as its operating point (`MODEL.onnx.operating-point.json`): the distance every
 //! door running that model starts from, and may only tighten.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,7 +15,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use calibration::det_plot::write_det_png;
 use calibration::open_set::{LabelledWalk, OpenSetRates};
-use calibration::quantize::{ActivationObserver, Drift, ObserverKind, Reservoir};
+use calibration::quantize::{
+    mean_pairwise_distance, ActivationObserver, Drift, ObserverKind, Reservoir,
+};
 use clap::{Args, Parser, Subcommand};
 use firmware_app::kiosk::window_input;
 use hstl::onnx_graph::{encode_model, write_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
@@ -291,8 +295,9 @@ fn report_sensitivity(
         })
     };
     println!(
-        "sensitivity over {} windows: distance of the embedding from the float one{}",
+        "sensitivity over {} windows, whose float embeddings lie {:.5} apart on average: distance of the embedding from the float one{}",
         sample.len(),
+        mean_pairwise_distance(&reference)?,
         if accept_distance.is_some() {
             " (mean, largest, mean as a share of the accept distance)"
         } else {

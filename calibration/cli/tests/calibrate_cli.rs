@@ -190,8 +190,8 @@ fn quantize_writes_an_int8_model_that_embeds_like_the_float_one() {
     let model = test_support::seeded_model(dir.path());
     let int8 = dir.path().join("model.int8.onnx");
     let (model_arg, int8_arg) = (model.to_str().unwrap(), int8.to_str().unwrap());
-    let casia_b_quantize = |out: &str| {
-        run_calibrate(&[
+    let casia_b_quantize = |out: &str, options: &[&str]| {
+        let mut args = vec![
             "quantize",
             "--model",
             model_arg,
@@ -203,9 +203,11 @@ fn quantize_writes_an_int8_model_that_embeds_like_the_float_one() {
             "090",
             "--out",
             out,
-        ])
+        ];
+        args.extend(options);
+        run_calibrate(&args)
     };
-    let output = casia_b_quantize(int8_arg);
+    let output = casia_b_quantize(int8_arg, &[]);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{report}");
     assert!(report.contains("13 convolutions in int8"), "{report}");
@@ -227,29 +229,13 @@ fn quantize_writes_an_int8_model_that_embeds_like_the_float_one() {
         "int8 embedding off by {relative} of its norm"
     );
 
-    let refused = casia_b_quantize(model_arg);
+    let refused = casia_b_quantize(model_arg, &[]);
     assert!(!refused.status.success());
 
     let partly = dir.path().join("model.partly-int8.onnx");
-    let quantize_keeping = |kept: &str| {
-        run_calibrate(&[
-            "quantize",
-            "--model",
-            model_arg,
-            "--casia-b",
-            data.to_str().unwrap(),
-            "--subjects",
-            "001",
-            "--views",
-            "090",
-            "--keep-float",
-            kept,
-            "--sensitivity",
-            "2",
-            "--out",
-            partly.to_str().unwrap(),
-        ])
-    };
+    let partly_arg = partly.to_str().unwrap();
+    let quantize_keeping =
+        |kept: &str| casia_b_quantize(partly_arg, &["--keep-float", kept, "--sensitivity", "2"]);
     let unknown = quantize_keeping("arme9.0.conv");
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(!unknown.status.success());

@@ -7,6 +7,7 @@
 //! door.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod audit;
 pub mod decision;

@@ -7,6 +7,8 @@
 //! convolutional features still separate the body shapes and gaits of the synthetic people, and the
 //! accept threshold is calibrated on the enrolment walks the way an installer would on site.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! them, plays walk-ups through the whole kiosk (silhouettes, network, gallery, decision, audit log,
 //! status screens) and checks every decision against what should have happened.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use access::audit::{verify, AuditConfig, ChainKey};

@@ -10,6 +10,8 @@
 //! Nothing here knows about the network, the gallery or events: the kiosk turns what these report
 //! into its own events.
 
+#![forbid(unsafe_code)]
+
 mod error;
 
 pub mod door_inputs;

@@ -7,6 +7,7 @@
 //! lateral crossing as in CASIA-B's 90° view; larger angles approach the camera).
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::f32::consts::{PI, TAU};
 use std::time::Duration;

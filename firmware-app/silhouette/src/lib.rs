@@ -7,6 +7,7 @@
 //! silhouettes grouped by track.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod background;
 pub mod blobs;

@@ -12,6 +12,8 @@
 //! - [`SiteConfig`]: the server, the role, TLS with the server's certificate verified, and
 //!   credentials from files only their owner can read.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod connection;
 mod door;

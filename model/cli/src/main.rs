@@ -1,5 +1,7 @@
 //! `hstl`: export, initialise, inspect, run and benchmark HSTL gait models.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -7,6 +7,7 @@
 //! it must never panic, abort, overflow its stack or allocate without bound.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! running.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod certificates;
 #[cfg(feature = "osdp")]

@@ -8,6 +8,8 @@
 //!   an erasure reaches every door. `enrol site ...` sets up the site: its schema, doors, groups.
 //! - `enrol extract`: a walk's normalised silhouettes, and a contact sheet to check them by eye.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use access::gallery::{new_pseudonym, Gallery, NewTemplate, SealedTemplate, TemplateKey};

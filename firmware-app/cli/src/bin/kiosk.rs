@@ -1,5 +1,7 @@
 //! The door kiosk. `kiosk --config kiosk.toml` runs a door; `kiosk verify-log` checks its audit log.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -14,7 +14,10 @@ pub struct V4l2Camera {
     frame_rate: f64,
 }
 
-// nokhwa's camera is driven from one thread at a time; the source moves between threads whole.
+// SAFETY: with only nokhwa's V4L2 backend compiled in, the camera is a device file descriptor and
+// the buffers the kernel maps for it; V4L2 lets any thread issue its ioctls and read those buffers.
+// `V4l2Camera` owns the camera alone and is not `Sync`, so moving it whole to another thread can
+// never make two threads drive it at once.
 unsafe impl Send for V4l2Camera {}
 
 impl V4l2Camera {

@@ -30,7 +30,10 @@ pub struct VideoFile {
     finished: bool,
 }
 
-// The FFmpeg contexts are used from one thread at a time; the source moves between threads whole.
+// SAFETY: the demuxer, decoder and scaler contexts are plain heap objects that FFmpeg lets any
+// thread use, one at a time; nothing here is tied to the thread that made it (no thread-local state,
+// no callbacks registered elsewhere). `VideoFile` owns them alone and is not `Sync`, so moving it
+// whole to another thread can never make two threads use them at once.
 unsafe impl Send for VideoFile {}
 
 impl VideoFile {

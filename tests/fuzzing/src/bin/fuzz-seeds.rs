@@ -4,6 +4,8 @@
 //!
 //! `cargo run --workspace --bin fuzz-seeds -- fuzz/corpus` (from the repository root).
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use access::audit::{AuditConfig, AuditLog};
