@@ -6,7 +6,7 @@
 //! sources (files, the synthetic scene) wait instead, so that a replay is deterministic. Track ends and
 //! camera state travel on the same channel, behind the windows they follow, and are never dropped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -340,8 +340,11 @@ pub struct KioskStats {
     pub windows_dropped: u64,
     /// Decisions made.
     pub decisions: u64,
-    /// From the last frame of each deciding window to its event.
-    pub latencies: Vec<Duration>,
+    /// From the last frame of each deciding window to its event: the last [`LATENCIES_KEPT`]
+    /// decisions' (a kiosk runs for months).
+    pub recent_latencies: VecDeque<Duration>,
+    /// The longest latency of the whole run.
+    pub slowest: Duration,
     /// How long the run took.
     pub elapsed: Duration,
     /// Times the source failed.
@@ -356,11 +359,23 @@ impl KioskStats {
         self.frames as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// The median of the decision latencies (zero before the first decision).
+    /// The median latency of the recent decisions (zero before the first decision).
     pub fn median_latency(&self) -> Duration {
-        median_latency(&self.latencies)
+        let recent: Vec<Duration> = self.recent_latencies.iter().copied().collect();
+        median_latency(&recent)
+    }
+
+    fn record_latency(&mut self, latency: Duration) {
+        if self.recent_latencies.len() == LATENCIES_KEPT {
+            self.recent_latencies.pop_front();
+        }
+        self.recent_latencies.push_back(latency);
+        self.slowest = self.slowest.max(latency);
     }
 }
+
+/// Decisions whose latencies [`KioskStats`] keeps for its median.
+pub const LATENCIES_KEPT: usize = 1000;
 
 /// The median of decision latencies, the figure the kiosk and the demo report (zero for none).
 pub fn median_latency(latencies: &[Duration]) -> Duration {
@@ -597,7 +612,7 @@ impl<'a> DecisionLoop<'a> {
     /// A decision to the sinks, the status view and, when asked, a PNG of the screen.
     fn announce(&mut self, record: &DecisionRecord) {
         self.stats.decisions += 1;
-        self.stats.latencies.push(record.latency);
+        self.stats.record_latency(record.latency);
         self.outputs.dispatcher.publish(&record.event);
         self.view.state = match &record.decision.verdict {
             Verdict::Granted { .. } => DoorState::Granted {
@@ -636,7 +651,11 @@ impl<'a> DecisionLoop<'a> {
     }
 
     fn log_status(&self) {
-        let recent = &self.stats.latencies[self.stats.latencies.len().saturating_sub(100)..];
+        let latencies = &self.stats.recent_latencies;
+        let recent: Vec<Duration> = latencies
+            .range(latencies.len().saturating_sub(100)..)
+            .copied()
+            .collect();
         log::info!(
             "{:.1} frames/s, {} windows embedded, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight",
             self.view.frames_per_second,
@@ -644,7 +663,7 @@ impl<'a> DecisionLoop<'a> {
             self.stats.decisions,
             self.stats.tailgate_alarms,
             recent.len(),
-            median_latency(recent).as_secs_f64() * 1e3,
+            median_latency(&recent).as_secs_f64() * 1e3,
             self.in_flight.load(Ordering::SeqCst)
         );
     }
@@ -801,5 +820,26 @@ impl Capture {
             people_in_view,
             completed_at: Instant::now(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_run_keeps_a_bounded_number_of_latencies_and_the_slowest() {
+        let mut stats = KioskStats::default();
+        stats.record_latency(Duration::from_secs(9));
+        for ms in 0..(3 * LATENCIES_KEPT as u64) {
+            stats.record_latency(Duration::from_millis(ms % 200));
+        }
+        assert_eq!(stats.recent_latencies.len(), LATENCIES_KEPT);
+        assert_eq!(stats.slowest, Duration::from_secs(9));
+        let median = stats.median_latency();
+        assert!(
+            (Duration::from_millis(90)..=Duration::from_millis(110)).contains(&median),
+            "{median:?}"
+        );
     }
 }

@@ -104,7 +104,7 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
         )
     })?;
     log::info!(
-        "{} frames at {:.1} frames/s, {} windows embedded, {} dropped, {} decisions, {} tailgate alarms, median decision latency {:.0} ms{}",
+        "{} frames at {:.1} frames/s, {} windows embedded, {} dropped, {} decisions, {} tailgate alarms, decision latency {:.0} ms median of the last {}, {:.0} ms at most{}",
         stats.frames,
         stats.frames_per_second(),
         stats.windows_embedded,
@@ -112,6 +112,8 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
         stats.decisions,
         stats.tailgate_alarms,
         stats.median_latency().as_secs_f64() * 1e3,
+        stats.recent_latencies.len(),
+        stats.slowest.as_secs_f64() * 1e3,
         if stop.load(Ordering::SeqCst) { " (stopped by signal)" } else { "" }
     );
     let undelivered: Vec<String> = kiosk
