@@ -22,6 +22,7 @@ use crate::door_watch::{DoorLines, DoorWatch, WatchOutputs};
 use crate::framebuffer::{Framebuffer, FramebufferError};
 use crate::kiosk::{
     run, DecisionRecord, DoorEngine, DoorNews, KioskError, KioskStats, LoopConfig, Outputs,
+    StatusObserver, STATUS_EVERY,
 };
 use crate::mqtt::{open_sink, MqttError};
 use crate::panel::{PanelError, PanelReader};
@@ -203,6 +204,7 @@ impl Kiosk {
             live,
             silhouettes: self.silhouettes.clone(),
             max_windows_in_flight: self.max_windows_in_flight,
+            status_every: STATUS_EVERY,
         };
         run(
             source,
@@ -212,6 +214,11 @@ impl Kiosk {
             stop,
             on_decision,
         )
+    }
+
+    /// `on_status` sees the kiosk's health every [`STATUS_EVERY`] while it runs.
+    pub fn watch_status(&mut self, on_status: StatusObserver) {
+        self.outputs.on_status = Some(on_status);
     }
 
     /// Publishes an event of this door that is not a decision.
@@ -313,5 +320,6 @@ fn outputs(
             .transpose()?,
         audit_head: Some(audit_head),
         news: Some(news_inbox),
+        on_status: None,
     })
 }

@@ -7,7 +7,7 @@
 //! camera state travel on the same channel, behind the windows they follow, and are never dropped.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -302,6 +302,8 @@ pub struct Outputs {
     pub audit_head: Option<Arc<Mutex<Option<ChainHead>>>>,
     /// The door inputs' and the panel link's news.
     pub news: Option<Receiver<DoorNews>>,
+    /// Sees the kiosk's health every [`STATUS_EVERY`] (a soak's sampler, a fleet monitor).
+    pub on_status: Option<StatusObserver>,
 }
 
 impl Outputs {
@@ -328,6 +330,35 @@ pub const SCREEN_REFRESH: Duration = Duration::from_millis(200);
 
 /// How often a running kiosk logs its throughput, drops and latency.
 pub const STATUS_EVERY: Duration = Duration::from_secs(60);
+
+/// What sees a running kiosk's health (see [`Outputs::on_status`]).
+pub type StatusObserver = Box<dyn FnMut(&KioskStatus) + Send>;
+
+/// A running kiosk's health, taken every [`STATUS_EVERY`]: what it logs, and what
+/// [`Outputs::on_status`] sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KioskStatus {
+    /// Since the loop started.
+    pub uptime: Duration,
+    /// Frames read so far.
+    pub frames: u64,
+    /// Frames per second as the capture thread last measured them.
+    pub frames_per_second: f32,
+    /// Windows that went through the network so far.
+    pub windows_embedded: u64,
+    /// Windows dropped whole because the network was behind, so far.
+    pub windows_dropped: u64,
+    /// Windows waiting for the network now.
+    pub windows_in_flight: usize,
+    /// Decisions made so far.
+    pub decisions: u64,
+    /// The median latency of the last (at most) 100 decisions.
+    pub recent_median_latency: Duration,
+    /// Events each sink still owes, by sink.
+    pub pending_events: Vec<(String, usize)>,
+    /// Events dropped from full sink queues so far.
+    pub events_dropped: u64,
+}
 
 /// What a run of the loop did.
 #[derive(Debug, Clone, Default)]
@@ -393,6 +424,8 @@ pub struct LoopConfig {
     pub silhouettes: SilhouetteConfig,
     /// Windows waiting for the network at most.
     pub max_windows_in_flight: usize,
+    /// How often the kiosk reports its health ([`STATUS_EVERY`] on a door).
+    pub status_every: Duration,
 }
 
 /// Runs the loop until the source ends or `stop` is set: the capture thread cuts windows, this
@@ -410,20 +443,23 @@ pub fn run(
     let frame_rate = source.frame_rate();
     let (jobs, receiver) = mpsc::channel::<Job>();
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let counters = Arc::new(CaptureCounters::default());
     let capture = Capture {
         live: config.live,
         max_windows_in_flight: config.max_windows_in_flight.max(1),
         in_flight: in_flight.clone(),
         jobs,
         pipeline: SilhouettePipeline::new(config.silhouettes.clone()),
-        stats: CaptureStats::default(),
+        counters: counters.clone(),
     };
     let capture = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || capture.run(source.as_mut(), &stop))
         .map_err(|_| KioskError::CaptureThread)?;
 
-    let mut decisions = DecisionLoop::new(engine, outputs, frame_rate, in_flight);
+    let mut decisions =
+        DecisionLoop::new(engine, outputs, frame_rate, in_flight, counters, started);
+    decisions.status_every = config.status_every;
     loop {
         let source_ended = match receiver.recv_timeout(NEWS_POLL) {
             Ok(job) => {
@@ -441,8 +477,8 @@ pub fn run(
             break;
         }
     }
-    let captured = capture.join().map_err(|_| KioskError::CaptureThread)?;
-    decisions.finish(captured, started.elapsed())
+    capture.join().map_err(|_| KioskError::CaptureThread)?;
+    decisions.finish(started.elapsed())
 }
 
 /// The decision side of the loop: jobs from the capture thread in, decisions, alarms, anchors and
@@ -453,6 +489,11 @@ struct DecisionLoop<'a> {
     tailgate: TailgateWatch,
     frame_ms: f64,
     in_flight: Arc<AtomicUsize>,
+    counters: Arc<CaptureCounters>,
+    started: Instant,
+    status_every: Duration,
+    /// Dropped windows already reported by a `windows_dropped` event.
+    drops_reported: u64,
     stats: KioskStats,
     view: StatusView,
     screen: MemoryDisplay,
@@ -470,6 +511,8 @@ impl<'a> DecisionLoop<'a> {
         outputs: &'a mut Outputs,
         frame_rate: f64,
         in_flight: Arc<AtomicUsize>,
+        counters: Arc<CaptureCounters>,
+        started: Instant,
     ) -> Self {
         let view = StatusView {
             door: engine.door.clone(),
@@ -488,6 +531,10 @@ impl<'a> DecisionLoop<'a> {
             engine,
             outputs,
             in_flight,
+            counters,
+            started,
+            status_every: STATUS_EVERY,
+            drops_reported: 0,
             stats: KioskStats::default(),
             view,
             screen: MemoryDisplay::new(crate::display::SCREEN_WIDTH, crate::display::SCREEN_HEIGHT),
@@ -540,8 +587,8 @@ impl<'a> DecisionLoop<'a> {
         if let Some(alarm) = alarm {
             self.raise(alarm);
         }
-        if self.last_status.elapsed() >= STATUS_EVERY {
-            self.log_status();
+        if self.last_status.elapsed() >= self.status_every {
+            self.report_status();
             self.outputs
                 .anchor_audit_log(self.engine, &mut self.anchored);
             self.last_status = Instant::now();
@@ -650,22 +697,52 @@ impl<'a> DecisionLoop<'a> {
         });
     }
 
-    fn log_status(&self) {
+    /// The kiosk's health now: logged, handed to [`Outputs::on_status`], and windows dropped since
+    /// the last report published as one event (a months-long run does not wait for its end).
+    fn report_status(&mut self) {
+        self.report_dropped_windows();
         let latencies = &self.stats.recent_latencies;
         let recent: Vec<Duration> = latencies
             .range(latencies.len().saturating_sub(100)..)
             .copied()
             .collect();
+        let status = KioskStatus {
+            uptime: self.started.elapsed(),
+            frames: self.counters.frames.load(Ordering::Relaxed),
+            frames_per_second: self.view.frames_per_second,
+            windows_embedded: self.stats.windows_embedded,
+            windows_dropped: self.counters.windows_dropped.load(Ordering::Relaxed),
+            windows_in_flight: self.in_flight.load(Ordering::SeqCst),
+            decisions: self.stats.decisions,
+            recent_median_latency: median_latency(&recent),
+            pending_events: self.outputs.dispatcher.pending(),
+            events_dropped: self.outputs.dispatcher.dropped(),
+        };
         log::info!(
-            "{:.1} frames/s, {} windows embedded, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight",
-            self.view.frames_per_second,
-            self.stats.windows_embedded,
-            self.stats.decisions,
+            "{:.1} frames/s, {} windows embedded, {} dropped, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight",
+            status.frames_per_second,
+            status.windows_embedded,
+            status.windows_dropped,
+            status.decisions,
             self.stats.tailgate_alarms,
             recent.len(),
-            median_latency(&recent).as_secs_f64() * 1e3,
-            self.in_flight.load(Ordering::SeqCst)
+            status.recent_median_latency.as_secs_f64() * 1e3,
+            status.windows_in_flight
         );
+        if let Some(on_status) = self.outputs.on_status.as_mut() {
+            on_status(&status);
+        }
+    }
+
+    /// One `windows_dropped` event for the windows dropped since the last one.
+    fn report_dropped_windows(&mut self) {
+        let dropped = self.counters.windows_dropped.load(Ordering::Relaxed);
+        if dropped > self.drops_reported {
+            self.publish(EventKind::WindowsDropped {
+                count: dropped - self.drops_reported,
+            });
+            self.drops_reported = dropped;
+        }
     }
 
     /// Redraws the live screen at each decision and at least every [`SCREEN_REFRESH`]; a screen that
@@ -686,19 +763,11 @@ impl<'a> DecisionLoop<'a> {
 
     /// After the source: dropped windows reported, the audit log anchored, queued events offered once
     /// more.
-    fn finish(
-        mut self,
-        captured: CaptureStats,
-        elapsed: Duration,
-    ) -> Result<KioskStats, KioskError> {
-        self.stats.frames = captured.frames;
-        self.stats.windows_dropped = captured.windows_dropped;
+    fn finish(mut self, elapsed: Duration) -> Result<KioskStats, KioskError> {
+        self.stats.frames = self.counters.frames.load(Ordering::Relaxed);
+        self.stats.windows_dropped = self.counters.windows_dropped.load(Ordering::Relaxed);
         self.stats.elapsed = elapsed;
-        if self.stats.windows_dropped > 0 {
-            self.publish(EventKind::WindowsDropped {
-                count: self.stats.windows_dropped,
-            });
-        }
+        self.report_dropped_windows();
         self.outputs
             .anchor_audit_log(self.engine, &mut self.anchored);
         self.outputs.dispatcher.retry();
@@ -709,10 +778,11 @@ impl<'a> DecisionLoop<'a> {
     }
 }
 
+/// The capture thread's counts, read by the decision thread while both run.
 #[derive(Default)]
-struct CaptureStats {
-    frames: u64,
-    windows_dropped: u64,
+struct CaptureCounters {
+    frames: AtomicU64,
+    windows_dropped: AtomicU64,
 }
 
 /// The capture side of the loop: frames through the silhouette stage, windows and track ends to the
@@ -723,11 +793,11 @@ struct Capture {
     in_flight: Arc<AtomicUsize>,
     jobs: mpsc::Sender<Job>,
     pipeline: SilhouettePipeline,
-    stats: CaptureStats,
+    counters: Arc<CaptureCounters>,
 }
 
 impl Capture {
-    fn run(mut self, source: &mut dyn FrameSource, stop: &AtomicBool) -> CaptureStats {
+    fn run(mut self, source: &mut dyn FrameSource, stop: &AtomicBool) {
         let mut lost = false;
         let mut crowd = SteadyCount::default();
         let mut active: BTreeSet<TrackId> = BTreeSet::new();
@@ -752,7 +822,7 @@ impl Capture {
                 lost = false;
                 self.send(Job::SourceRestored);
             }
-            self.stats.frames += 1;
+            let frames = self.counters.frames.fetch_add(1, Ordering::Relaxed) + 1;
             let report = self.pipeline.process(&frame);
             let people_in_view = report.tracks.len() + report.occluded.len();
             if let Some((people, since)) = crowd.observe(frame.index, people_in_view) {
@@ -781,7 +851,7 @@ impl Capture {
                     self.send(Job::Preview {
                         silhouette: silhouette.clone(),
                         people_in_view,
-                        frames_per_second: self.stats.frames as f32
+                        frames_per_second: frames as f32
                             / started.elapsed().as_secs_f32().max(1e-3),
                     });
                 }
@@ -796,7 +866,6 @@ impl Capture {
                 at: Instant::now(),
             });
         }
-        self.stats
     }
 
     fn send(&self, job: Job) {
@@ -808,7 +877,9 @@ impl Capture {
     fn send_window(&mut self, window: Window, people_in_view: usize) {
         while self.in_flight.load(Ordering::SeqCst) >= self.max_windows_in_flight {
             if self.live {
-                self.stats.windows_dropped += 1;
+                self.counters
+                    .windows_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 log::warn!("inference behind: window of track {} dropped", window.track);
                 return;
             }

@@ -272,12 +272,17 @@ impl FrameSource for Unplugged {
     }
 }
 
-#[test]
-fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, model_id, embedder) = common::seeded_model(dir.path());
-    let gallery = Gallery::open(&dir.path().join("gallery.db"), None).unwrap();
-    let mut engine = common::door_engine(
+/// A door with an empty gallery and an audited output in `dir`.
+fn door_of_nobody(
+    dir: &std::path::Path,
+) -> (
+    firmware_app::kiosk::DoorEngine,
+    firmware_app::kiosk::Outputs,
+    access::audit::AuditConfig,
+) {
+    let (_, model_id, embedder) = common::seeded_model(dir);
+    let gallery = Gallery::open(&dir.join("gallery.db"), None).unwrap();
+    let engine = common::door_engine(
         "test door",
         &gallery,
         model_id,
@@ -285,7 +290,14 @@ fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
         DecisionConfig::default(),
         0.5,
     );
-    let (mut outputs, audit) = common::audited_outputs(dir.path());
+    let (outputs, audit) = common::audited_outputs(dir);
+    (engine, outputs, audit)
+}
+
+#[test]
+fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut engine, mut outputs, audit) = door_of_nobody(dir.path());
     let frames = scene(21).total_frames();
     let source = Unplugged {
         scene: scene(21),
@@ -309,4 +321,66 @@ fn a_camera_lost_mid_walk_is_reported_once_and_its_return_too() {
         .collect();
     assert_eq!(kinds, ["camera_lost", "camera_restored"], "{log}");
     assert!(log.contains("device unplugged"));
+}
+
+#[test]
+fn a_live_kiosk_reports_its_health_as_it_runs_and_every_dropped_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut engine, mut outputs, audit) = door_of_nobody(dir.path());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = seen.clone();
+    outputs.on_status = Some(Box::new(
+        move |status: &firmware_app::kiosk::KioskStatus| {
+            sampler.lock().unwrap().push(status.clone())
+        },
+    ));
+    let config = firmware_app::kiosk::LoopConfig {
+        live: true,
+        silhouettes: silhouette::SilhouetteConfig::default(),
+        max_windows_in_flight: 1,
+        status_every: std::time::Duration::ZERO,
+    };
+    let stats = firmware_app::kiosk::run(
+        Box::new(scene(21)),
+        &config,
+        &mut engine,
+        &mut outputs,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() > 10, "{} reports", seen.len());
+    for (before, after) in seen.iter().zip(seen.iter().skip(1)) {
+        assert!(after.uptime >= before.uptime);
+        assert!(after.frames >= before.frames);
+        assert!(after.windows_embedded >= before.windows_embedded);
+        assert!(after.windows_dropped >= before.windows_dropped);
+        assert!(after.decisions >= before.decisions);
+    }
+    let last = seen.last().unwrap();
+    assert!(last.frames <= stats.frames && last.windows_embedded <= stats.windows_embedded);
+    assert_eq!(last.pending_events.len(), 1, "{:?}", last.pending_events);
+    assert!(stats.windows_embedded > 0);
+    assert!(
+        stats.windows_dropped > 0,
+        "an unpaced scene outruns the network, one window in flight"
+    );
+
+    let log = std::fs::read_to_string(&audit.path).unwrap();
+    let reported: u64 = log
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"windows_dropped\""))
+        .map(|l| {
+            let count = l.split("\"count\":").nth(1).unwrap();
+            count[..count.find(|c: char| !c.is_ascii_digit()).unwrap()]
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        reported, stats.windows_dropped,
+        "every dropped window reported once"
+    );
 }

@@ -36,6 +36,7 @@ pub fn audited_outputs(
         framebuffer: None,
         audit_head: None,
         news: None,
+        on_status: None,
     };
     (outputs, audit)
 }
@@ -55,6 +56,7 @@ pub fn play(
         live,
         silhouettes: silhouette::SilhouetteConfig::default(),
         max_windows_in_flight: 2,
+        status_every: firmware_app::kiosk::STATUS_EVERY,
     };
     let stats = firmware_app::kiosk::run(
         source,
