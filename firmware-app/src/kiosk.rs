@@ -467,6 +467,7 @@ pub fn run(
                 false
             }
             Err(RecvTimeoutError::Timeout) => {
+                decisions.report_when_due();
                 decisions.refresh_screen(false);
                 false
             }
@@ -587,13 +588,18 @@ impl<'a> DecisionLoop<'a> {
         if let Some(alarm) = alarm {
             self.raise(alarm);
         }
+        self.report_when_due();
+        self.refresh_screen(decided);
+    }
+
+    /// The health report and the audit anchor, every `status_every`, busy or idle.
+    fn report_when_due(&mut self) {
         if self.last_status.elapsed() >= self.status_every {
             self.report_status();
             self.outputs
                 .anchor_audit_log(self.engine, &mut self.anchored);
             self.last_status = Instant::now();
         }
-        self.refresh_screen(decided);
     }
 
     /// One window through the engine; a grant starts the tailgate watch.
