@@ -354,8 +354,10 @@ pub struct KioskStatus {
     pub decisions: u64,
     /// The median latency of the last (at most) 100 decisions.
     pub recent_median_latency: Duration,
-    /// Events each sink still owes, by sink.
+    /// Events each sink has not taken yet, by sink.
     pub pending_events: Vec<(String, usize)>,
+    /// Events each sink took but has not passed on yet (the MQTT queue, the site outbox), by sink.
+    pub sink_backlogs: Vec<(String, usize)>,
     /// Events dropped from full sink queues so far.
     pub events_dropped: u64,
 }
@@ -722,6 +724,7 @@ impl<'a> DecisionLoop<'a> {
             decisions: self.stats.decisions,
             recent_median_latency: median_latency(&recent),
             pending_events: self.outputs.dispatcher.pending(),
+            sink_backlogs: self.outputs.dispatcher.backlogs(),
             events_dropped: self.outputs.dispatcher.dropped(),
         };
         log::info!(

@@ -391,6 +391,10 @@ mod client {
                 detail: e.to_string(),
             })
         }
+
+        fn backlog(&self) -> usize {
+            self.waiting()
+        }
     }
 
     impl Drop for MqttSink {

@@ -111,6 +111,10 @@ impl EventSink for SiteOutbox {
         let _ = self.nudge.send(());
         Ok(())
     }
+
+    fn backlog(&self) -> usize {
+        self.gallery.site_outbox_len().unwrap_or(0)
+    }
 }
 
 impl Drop for SiteOutbox {

@@ -100,6 +100,7 @@ fn events_wait_on_disk_for_the_broker_and_arrive_in_order() {
     .unwrap();
     assert!(!sink.is_connected());
     assert_eq!(sink.waiting(), 3);
+    assert_eq!(sink.backlog(), 3, "what the kiosk's health report shows");
     drop(sink);
     let on_disk = std::fs::read_to_string(&config.queue_path).unwrap();
     assert_eq!(on_disk.lines().count(), 3);

@@ -202,6 +202,11 @@ pub trait EventSink: Send {
     fn name(&self) -> &str;
     /// Takes one event, or refuses it (it is offered again later, in order).
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError>;
+    /// Events taken but not yet passed on beyond this machine (a broker's queue file, a site's
+    /// outbox); zero for a sink that acts at once.
+    fn backlog(&self) -> usize {
+        0
+    }
 }
 
 /// Per-sink queues so that one failing sink neither blocks the others nor loses events.
@@ -251,6 +256,14 @@ impl EventDispatcher {
         self.sinks
             .iter()
             .map(|(s, q)| (s.name().to_string(), q.len()))
+            .collect()
+    }
+
+    /// Each sink's backlog ([`EventSink::backlog`]), by name.
+    pub fn backlogs(&self) -> Vec<(String, usize)> {
+        self.sinks
+            .iter()
+            .map(|(s, _)| (s.name().to_string(), s.backlog()))
             .collect()
     }
 
