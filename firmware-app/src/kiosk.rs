@@ -360,6 +360,8 @@ pub struct KioskStatus {
     pub sink_backlogs: Vec<(String, usize)>,
     /// Events dropped from full sink queues so far.
     pub events_dropped: u64,
+    /// The process's resident memory now, in KiB, where the system says.
+    pub resident_kib: Option<u64>,
 }
 
 /// What a run of the loop did.
@@ -726,9 +728,10 @@ impl<'a> DecisionLoop<'a> {
             pending_events: self.outputs.dispatcher.pending(),
             sink_backlogs: self.outputs.dispatcher.backlogs(),
             events_dropped: self.outputs.dispatcher.dropped(),
+            resident_kib: hstl::process_memory::resident_kib(),
         };
         log::info!(
-            "{:.1} frames/s, {} windows embedded, {} dropped, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight",
+            "{:.1} frames/s, {} windows embedded, {} dropped, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight, {} MiB resident",
             status.frames_per_second,
             status.windows_embedded,
             status.windows_dropped,
@@ -736,7 +739,10 @@ impl<'a> DecisionLoop<'a> {
             self.stats.tailgate_alarms,
             recent.len(),
             status.recent_median_latency.as_secs_f64() * 1e3,
-            status.windows_in_flight
+            status.windows_in_flight,
+            status
+                .resident_kib
+                .map_or("?".to_string(), |k| (k / 1024).to_string())
         );
         if let Some(on_status) = self.outputs.on_status.as_mut() {
             on_status(&status);

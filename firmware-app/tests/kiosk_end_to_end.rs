@@ -363,6 +363,7 @@ fn a_live_kiosk_reports_its_health_as_it_runs_and_every_dropped_window_once() {
     assert!(last.frames <= stats.frames && last.windows_embedded <= stats.windows_embedded);
     assert_eq!(last.pending_events.len(), 1, "{:?}", last.pending_events);
     assert_eq!(last.sink_backlogs, [("audit log".to_string(), 0)]);
+    assert!(last.resident_kib.is_some_and(|k| k > 0));
     assert!(stats.windows_embedded > 0);
     assert!(
         stats.windows_dropped > 0,

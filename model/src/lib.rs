@@ -23,6 +23,7 @@ pub mod onnx_graph;
 pub mod operating_point;
 pub mod pickle;
 pub mod precision;
+pub mod process_memory;
 pub mod variant;
 pub mod weights;
 

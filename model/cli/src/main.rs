@@ -348,7 +348,7 @@ fn bench(
         .collect::<Result<_, _>>()?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let peak_mib = peak_rss_kib().map(|k| k as f64 / 1024.0);
+    let peak_mib = hstl::process_memory::peak_resident_kib().map(|k| k as f64 / 1024.0);
     if json {
         println!(
             "{{\"backend\":\"{:?}\",\"precision\":\"{:?}\",\"threads\":{threads},\"frames\":{frames},\"runs\":{runs},\"median_ms\":{median:.1},\"min_ms\":{:.1},\"max_ms\":{:.1},\"load_and_first_run_ms\":{prepare_ms:.0},\"peak_rss_mib\":{}}}",
@@ -412,15 +412,6 @@ fn print_profile(model: &Path, frames: usize, threads: usize, precision: Precisi
         );
     }
     Ok(())
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`).
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// A walking figure drawn as a trunk, a head and two swinging legs: plausible input for timing
