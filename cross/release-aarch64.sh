@@ -7,7 +7,8 @@
 # Debian's cross gcc links against its own glibc 2.36 and tract then needs GLIBC_2.35 (hypotf),
 # which JetPack 5 lacks; cargo-zigbuild links against the requested glibc instead.
 # Artefacts: target/dist/kiosk-aarch64-glibc<version>.tar.gz: bin/ (hstl, kiosk, enrol, calibrate),
-# etc/kiosk.toml, systemd/kiosk.service. The model is exported on site (`hstl export`).
+# model/ (the shipped trained model, its operating point and model card), etc/kiosk.toml,
+# systemd/kiosk.service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -eq 0 ]]; then
@@ -24,13 +25,15 @@ for glibc in "$@"; do
     cargo zigbuild --release -p hstl-cli -p kiosk-cli -p calibrate --features "$KIOSK_FEATURES" \
         --target "$target"
     stage=target/dist/kiosk-aarch64-glibc${glibc}
-    rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/etc" "$stage/systemd"
+    rm -rf "$stage" && mkdir -p "$stage/bin" "$stage/model" "$stage/etc" "$stage/systemd"
     for binary in hstl kiosk enrol calibrate; do
         path=target/aarch64-unknown-linux-gnu/release/$binary
         newest=$(objdump -T "$path" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
         echo "$binary for glibc ${glibc}: needs at most ${newest}"
         cp "$path" "$stage/bin/"
     done
+    cp model/weights/hstl-compact-casia-b.onnx model/weights/hstl-compact-casia-b.onnx.operating-point.json \
+        model/weights/README.md "$stage/model/"
     cp cross/package/kiosk.toml "$stage/etc/"
     cp cross/package/kiosk.service "$stage/systemd/"
     cp README.md "$stage/"

@@ -7,7 +7,9 @@
 //!
 //! Searches come from labelled walks by leaving each person out in turn: a person's first walks are
 //! their gallery; their other walks are mated searches against everyone's gallery, and all their walks
-//! are non-mated searches against the gallery of everyone else.
+//! are non-mated searches against the gallery of everyone else. A door's gallery is enrolled at its
+//! own camera, so walks are grouped by camera: people are enrolled and searched within one camera's
+//! walks (one CASIA-B view), and the searches of every camera are pooled.
 
 use hstl::Embedding;
 
@@ -18,6 +20,8 @@ use crate::thresholds::{most_permissive_threshold, ThresholdError};
 pub struct LabelledWalk {
     /// Who walked: searches are mated when the gallery holds this name.
     pub person: String,
+    /// The camera that saw it: galleries and searches never mix cameras.
+    pub camera: String,
     /// One embedding per window the kiosk would decide on.
     pub windows: Vec<Embedding>,
 }
@@ -44,60 +48,25 @@ pub struct OpenSetRates {
 }
 
 impl OpenSetRates {
-    /// Leave-one-person-out searches; the first `gallery_walks` walks of each person form the gallery.
+    /// Leave-one-person-out searches within each camera's walks, pooled; the first `gallery_walks`
+    /// walks of each person at a camera form their gallery there.
     pub fn leave_one_out(
         walks: &[LabelledWalk],
         gallery_walks: usize,
     ) -> Result<Self, ThresholdError> {
-        let mut gallery: Vec<(&str, &Embedding)> = Vec::new();
-        let mut probes: Vec<(&str, &Embedding)> = Vec::new();
-        let mut seen: Vec<(&str, usize)> = Vec::new();
+        let mut cameras: Vec<&str> = Vec::new();
         for walk in walks {
-            let count = match seen.iter_mut().find(|(p, _)| *p == walk.person) {
-                Some((_, n)) => n,
-                None => {
-                    seen.push((&walk.person, 0));
-                    &mut seen.last_mut().expect("just pushed").1
-                }
-            };
-            let into = if *count < gallery_walks {
-                &mut gallery
-            } else {
-                &mut probes
-            };
-            *count += 1;
-            into.extend(walk.windows.iter().map(|w| (walk.person.as_str(), w)));
-        }
-
-        let nearest = |probe: &Embedding,
-                       excluded: Option<&str>|
-         -> Result<Option<(f32, &str)>, ThresholdError> {
-            let mut best: Option<(f32, &str)> = None;
-            for (person, template) in &gallery {
-                if Some(*person) == excluded {
-                    continue;
-                }
-                let d = probe
-                    .distance(template)
-                    .map_err(|e| ThresholdError::Incomparable(e.to_string()))?;
-                if best.is_none_or(|(b, _)| d < b) {
-                    best = Some((d, person));
-                }
-            }
-            Ok(best)
-        };
-
-        let mut mated = Vec::with_capacity(probes.len());
-        for (person, window) in &probes {
-            if let Some((d, who)) = nearest(window, None)? {
-                mated.push((who == *person).then_some(d));
+            if !cameras.contains(&walk.camera.as_str()) {
+                cameras.push(&walk.camera);
             }
         }
+        let mut mated = Vec::new();
         let mut non_mated = Vec::new();
-        for (person, window) in gallery.iter().chain(&probes) {
-            if let Some((d, _)) = nearest(window, Some(person))? {
-                non_mated.push(d);
-            }
+        for camera in cameras {
+            let seen: Vec<&LabelledWalk> = walks.iter().filter(|w| w.camera == camera).collect();
+            let (camera_mated, camera_non_mated) = leave_one_out_searches(&seen, gallery_walks)?;
+            mated.extend(camera_mated);
+            non_mated.extend(camera_non_mated);
         }
         Self::new(mated, non_mated)
     }
@@ -206,6 +175,65 @@ impl OpenSetRates {
     }
 }
 
+/// The searches of one camera's walks: each mated search's distance to its own person (`None` when
+/// someone else was nearer), each non-mated search's distance to its nearest identity.
+fn leave_one_out_searches(
+    walks: &[&LabelledWalk],
+    gallery_walks: usize,
+) -> Result<(Vec<Option<f32>>, Vec<f32>), ThresholdError> {
+    let mut gallery: Vec<(&str, &Embedding)> = Vec::new();
+    let mut probes: Vec<(&str, &Embedding)> = Vec::new();
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for walk in walks {
+        let count = match seen.iter_mut().find(|(p, _)| *p == walk.person) {
+            Some((_, n)) => n,
+            None => {
+                seen.push((&walk.person, 0));
+                &mut seen.last_mut().expect("just pushed").1
+            }
+        };
+        let into = if *count < gallery_walks {
+            &mut gallery
+        } else {
+            &mut probes
+        };
+        *count += 1;
+        into.extend(walk.windows.iter().map(|w| (walk.person.as_str(), w)));
+    }
+
+    let nearest = |probe: &Embedding,
+                   excluded: Option<&str>|
+     -> Result<Option<(f32, &str)>, ThresholdError> {
+        let mut best: Option<(f32, &str)> = None;
+        for (person, template) in &gallery {
+            if Some(*person) == excluded {
+                continue;
+            }
+            let d = probe
+                .distance(template)
+                .map_err(|e| ThresholdError::Incomparable(e.to_string()))?;
+            if best.is_none_or(|(b, _)| d < b) {
+                best = Some((d, person));
+            }
+        }
+        Ok(best)
+    };
+
+    let mut mated = Vec::with_capacity(probes.len());
+    for (person, window) in &probes {
+        if let Some((d, who)) = nearest(window, None)? {
+            mated.push((who == *person).then_some(d));
+        }
+    }
+    let mut non_mated = Vec::new();
+    for (person, window) in gallery.iter().chain(&probes) {
+        if let Some((d, _)) = nearest(window, Some(person))? {
+            non_mated.push(d);
+        }
+    }
+    Ok((mated, non_mated))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +245,7 @@ mod tests {
     fn walk(person: &str, windows: &[f32]) -> LabelledWalk {
         LabelledWalk {
             person: person.into(),
+            camera: "door".into(),
             windows: windows.iter().map(|&x| emb(x)).collect(),
         }
     }
@@ -252,6 +281,32 @@ mod tests {
             (0.4, 0.25, 0.0)
         );
         assert_eq!(rates.fpir_resolution(), 0.25);
+    }
+
+    #[test]
+    fn galleries_and_searches_stay_within_one_camera() {
+        let at = |camera: &str, person: &str, x: f32| LabelledWalk {
+            camera: camera.into(),
+            ..walk(person, &[x])
+        };
+        // Seen from the side, A is near 0 and B near 10; seen from the front, A is near 100 and B
+        // near 110. Enrolled from the side only, A's frontal walk would be nearest B's side walk.
+        let walks = vec![
+            at("side", "A", 0.0),
+            at("side", "B", 10.0),
+            at("side", "A", 0.5),
+            at("front", "A", 100.0),
+            at("front", "B", 110.0),
+            at("front", "A", 100.5),
+        ];
+        let rates = OpenSetRates::leave_one_out(&walks, 1).unwrap();
+        // A's second walk at each camera, searched against that camera's gallery only.
+        assert_eq!(rates.mated_searches(), 2);
+        assert_eq!(rates.rank1_misses(), 0);
+        assert_eq!(rates.at(0.5).fnir, 0.0);
+        // Non-mated: every walk against the other person's gallery at its own camera.
+        assert_eq!(rates.non_mated_searches(), 6);
+        assert_eq!(rates.at(9.0).fpir, 0.0);
     }
 
     #[test]

@@ -137,10 +137,9 @@ impl Kiosk {
         Self::assemble(config, key.as_ref(), embedder, model_id, accept)
     }
 
-    /// The door of `config` on a network already loaded and an accept distance already decided (the
-    /// demo calibrates its own on the spot): gallery, engine and outputs as [`Kiosk::open`] makes
-    /// them.
-    pub fn assemble(
+    /// The door of `config` on a network already loaded and an accept distance already decided:
+    /// gallery, engine and outputs.
+    fn assemble(
         config: &KioskConfig,
         key: Option<&TemplateKey>,
         embedder: Box<dyn Embedder>,
@@ -214,6 +213,11 @@ impl Kiosk {
             stop,
             on_decision,
         )
+    }
+
+    /// The distance this door accepts searches up to.
+    pub fn accept_distance(&self) -> f32 {
+        self.engine.policy().accept_distance()
     }
 
     /// `on_status` sees the kiosk's health every [`STATUS_EVERY`] while it runs.

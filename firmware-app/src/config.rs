@@ -20,7 +20,8 @@ use site::SiteConfig;
 pub struct KioskConfig {
     /// The door's name in events and on the screen.
     pub door: String,
-    /// `[model]`: the network.
+    /// `[model]`: the network (default: the shipped model on the automatic backend).
+    #[serde(default)]
     pub model: ModelConfig,
     /// `[source]`: the camera or recording.
     pub source: SourceConfig,
@@ -59,7 +60,9 @@ fn default_windows_in_flight() -> usize {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// The ONNX model; its operating point must sit beside it.
+    /// The ONNX model; its operating point must sit beside it. Default: the shipped trained model
+    /// ([`hstl::shipped_model_path`]).
+    #[serde(default = "hstl::shipped_model_path")]
     pub path: PathBuf,
     /// `auto` (the default), `tract` or `ort`.
     #[serde(default)]
@@ -75,6 +78,17 @@ pub struct ModelConfig {
 
 fn default_threads() -> usize {
     2
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            path: hstl::shipped_model_path(),
+            backend: Backend::default(),
+            threads: default_threads(),
+            precision: Precision::default(),
+        }
+    }
 }
 
 /// Exactly one of `camera` (a V4L2 index) and `path` (a video file or image directory).
@@ -280,6 +294,18 @@ keep_files = 5
         let path = dir.path().join("kiosk.toml");
         std::fs::write(&path, text).unwrap();
         KioskConfig::load(&path)
+    }
+
+    #[test]
+    fn a_door_that_names_no_model_runs_the_shipped_one() {
+        let without_model = GOOD.replace("[model]\npath = \"hstl.onnx\"\n", "");
+        let config = load(&without_model).unwrap();
+        assert_eq!(config.model.path, hstl::shipped_model_path());
+        assert_eq!(config.model.threads, 2);
+        let without_path = GOOD.replace("path = \"hstl.onnx\"\n", "threads = 3\n");
+        let config = load(&without_path).unwrap();
+        assert_eq!(config.model.path, hstl::shipped_model_path());
+        assert_eq!(config.model.threads, 3);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Synthetic video → events, through the real enrolment path, gallery, network (seeded HSTL on tract),
-//! matcher, policy and sinks.
+//! Synthetic video → events, through the real enrolment path, gallery, network (the shipped trained
+//! model in the demo, a seeded HSTL elsewhere, on tract), matcher, policy and sinks.
 
 mod common;
 
@@ -28,8 +28,8 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
 
     assert_eq!(report.enrolled.len(), 2);
     assert!(report.enrolled.iter().all(|(_, templates)| *templates >= 2));
-    // Whether a decision is right depends on the network's weights (seeded, not trained); that every
-    // walk-up of a person is decided does not.
+    // Whether a decision is right depends on how alike the synthetic people are to the trained
+    // network (the demo's table reports it); that every walk-up of a person is decided does not.
     for walk_up in &report.walk_ups {
         if matches!(
             walk_up.expected,

@@ -6,6 +6,7 @@
 //! - [`backend`]: the [`Embedder`] implementations (tract; ONNX Runtime behind feature `ort`).
 //! - [`Embedding`] and its reference distance; [`Silhouettes`], the network input.
 //! - [`OperatingPoint`]: a model's calibrated accept distance, and [`accepts`], the one accept rule.
+//! - [`shipped`]: where the project's trained model is, the default of every tool.
 
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -24,6 +25,7 @@ pub mod operating_point;
 pub mod pickle;
 pub mod precision;
 pub mod process_memory;
+pub mod shipped;
 pub mod variant;
 pub mod weights;
 
@@ -33,5 +35,6 @@ pub use embedding::Embedding;
 pub use error::{HstlError, Result};
 pub use input::Silhouettes;
 pub use operating_point::{accepts, model_id, OperatingPoint};
+pub use shipped::{model_or_shipped, shipped_model_path};
 pub use variant::{Architecture, Variant};
 pub use weights::Weights;

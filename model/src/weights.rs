@@ -419,6 +419,23 @@ mod tests {
     }
 
     #[test]
+    fn a_compact_checkpoint_with_a_misshaped_key_is_named_as_compact() {
+        let mut state = Weights::seeded(Variant::Compact, 0).to_state_dict(None);
+        let fc = state
+            .entries
+            .iter_mut()
+            .find(|(k, _)| k == "Head0.fc_bin")
+            .unwrap();
+        fc.1.shape = vec![41, 64, 32];
+        let err = Weights::from_state_dict(state, Some(Variant::Compact)).unwrap_err();
+        assert!(
+            matches!(&err, HstlError::ShapeMismatch { key, .. } if key == "Head0.fc_bin")
+                && err.to_string().contains("compact"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn forcing_the_wrong_variant_fails_on_the_first_differing_key() {
         let casia = casia_b().to_state_dict(None);
         let err = Weights::from_state_dict(casia, Some(Variant::OuMvlp)).unwrap_err();

@@ -38,8 +38,9 @@ struct Cli {
 enum Command {
     /// Accept distance for a target false-positive identification rate, from labelled walks.
     Thresholds {
+        /// The ONNX model (default: the shipped trained model, or `$HSTL_MODEL`).
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         #[command(flatten)]
         walks: Walks,
         /// CASIA-B subjects searched (the test subjects by default).
@@ -71,9 +72,10 @@ enum Command {
     /// An int8 QDQ model from a float one: per-channel int8 weights and, for every 3-D convolution,
     /// an input scale observed on representative walks.
     Quantize {
-        /// A float model written by `hstl export`.
+        /// A float model written by `hstl export` (default: the shipped trained model, or
+        /// `$HSTL_MODEL`).
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// Representative walks.
         #[command(flatten)]
         walks: Walks,
@@ -181,7 +183,7 @@ fn quantize(request: QuantizeRequest) -> Result<()> {
     let mut observers: BTreeMap<String, ActivationObserver> = BTreeMap::new();
     let mut observed = 0usize;
     let mut sample = Reservoir::new(sensitivity.unwrap_or(0));
-    source.visit(&WindowConfig::default(), |_, _, inputs| {
+    source.visit(&WindowConfig::default(), |_, _, _, inputs| {
         for input in &inputs {
             sample.offer(|| input.clone());
             for (name, _, values) in probe.run_all_outputs(input)? {
@@ -338,7 +340,7 @@ fn main() -> Result<()> {
             out,
             threads,
         } => quantize(QuantizeRequest {
-            model: &model,
+            model: &hstl::model_or_shipped(model.as_deref()),
             source: walks.source(&subjects),
             observer,
             keep_float: &keep_float,
@@ -365,6 +367,12 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
     else {
         unreachable!("called for `thresholds`")
     };
+    if save && model.is_none() {
+        bail!(
+            "--save needs --model: the shipped model's operating point is the project's; calibrate a copy of the model for a site (and run the kiosk on that copy)"
+        );
+    }
+    let model = hstl::model_or_shipped(model.as_deref());
     let defaults = WindowConfig::default();
     let windows = WindowConfig {
         frames: window.unwrap_or(defaults.frames),
@@ -493,17 +501,18 @@ impl WalkSource<'_> {
             WalkSource::CasiaB {
                 subjects, views, ..
             } => format!(
-                "CASIA-B subjects {subjects}, views {}",
+                "CASIA-B subjects {subjects}, views {} (each view a door of its own: enrolled from normal walks, searched within the view)",
                 views.map_or("all".into(), |v| v.join(","))
             ),
         }
     }
 
-    /// Calls `visit(person, walk, network inputs)` for every walk, with the kiosk's windows of it.
+    /// Calls `visit(person, camera, walk, network inputs)` for every walk, with the kiosk's windows
+    /// of it. A site's walks are all its door camera's; each CASIA-B view is a camera of its own.
     fn visit(
         &self,
         windows: &WindowConfig,
-        mut visit: impl FnMut(&str, &str, Vec<Silhouettes>) -> Result<()>,
+        mut visit: impl FnMut(&str, &str, &str, Vec<Silhouettes>) -> Result<()>,
     ) -> Result<()> {
         match *self {
             WalkSource::Site(dir) => {
@@ -539,7 +548,7 @@ impl WalkSource<'_> {
                         let pixels = walk.as_standard_layout();
                         let pixels = pixels.as_slice().expect("a standard layout is contiguous");
                         let inputs = walk_inputs(windows, frames, pixels)?;
-                        visit(&person, &file.display().to_string(), inputs)?;
+                        visit(&person, SITE_CAMERA, &file.display().to_string(), inputs)?;
                     }
                 }
             }
@@ -549,10 +558,13 @@ impl WalkSource<'_> {
                 views,
             } => {
                 for subject in hstl::casia_b::parse_subjects(subjects)? {
-                    for walk in hstl::casia_b::read_subject(root, &subject, views)? {
+                    let mut walks = hstl::casia_b::read_subject(root, &subject, views)?;
+                    // People are enrolled from normal walks, as at a door: nm-01.. come first.
+                    walks.sort_by_key(|walk| !walk.condition.starts_with("nm-"));
+                    for walk in walks {
                         let inputs = walk_inputs(windows, walk.frames(), walk.pixels())?;
                         let name = format!("{subject} {} {}", walk.condition, walk.view);
-                        visit(&subject, &name, inputs)?;
+                        visit(&subject, &walk.view, &name, inputs)?;
                     }
                     log::info!("subject {subject} read");
                 }
@@ -561,6 +573,9 @@ impl WalkSource<'_> {
         Ok(())
     }
 }
+
+/// The one camera of a site's own recordings: its door's.
+const SITE_CAMERA: &str = "door";
 
 /// The entries of `dir` that `keep` keeps, in name order.
 fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
@@ -580,7 +595,7 @@ fn labelled_walks(
     windows: &WindowConfig,
 ) -> Result<Vec<LabelledWalk>> {
     let mut labelled = Vec::new();
-    source.visit(windows, |person, walk, inputs| {
+    source.visit(windows, |person, camera, walk, inputs| {
         if inputs.is_empty() {
             log::warn!("{walk}: gives the kiosk no window good enough to decide on; skipped");
             return Ok(());
@@ -591,6 +606,7 @@ fn labelled_walks(
             .collect::<Result<Vec<_>>>()?;
         labelled.push(LabelledWalk {
             person: person.to_string(),
+            camera: camera.to_string(),
             windows,
         });
         Ok(())

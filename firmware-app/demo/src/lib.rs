@@ -1,29 +1,29 @@
-//! The synthetic site: the whole kiosk on a fresh machine, with no camera, no files and no trained
-//! model. Synthetic people are enrolled from their own walks through the enrolment path, then walk-ups
-//! of enrolled people, strangers, a tailgating pair and a walker too close to the camera go through the
-//! kiosk loop, and each decision is checked against what should have happened.
+//! The synthetic site: the whole kiosk on a fresh machine, with no camera and no files of its own.
+//! Synthetic people are enrolled from their own walks through the enrolment path, then walk-ups of
+//! enrolled people, strangers, a tailgating pair and a walker too close to the camera go through the
+//! kiosk, and each decision is checked against what should have happened.
 //!
-//! The network is the kiosk's compact HSTL with OpenGait's initialisation (seed 7), not trained weights: random
-//! convolutional features still separate the body shapes and gaits of the synthetic people, and the
-//! accept threshold is calibrated on the enrolment walks the way an installer would on site.
+//! The network is the shipped trained model (`model/weights/`, trained on CASIA-B's real
+//! silhouettes), and the door accepts up to the model's calibrated operating point, as a real door
+//! does: the demo never tunes a threshold of its own on the people it then judges.
 
 #![forbid(unsafe_code)]
+
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use access::audit::AuditConfig;
+use access::audit::{verify, AuditConfig, ChainKey, Verification};
 use access::decision::{DecisionConfig, DenialReason, Verdict};
 use access::gallery::{Gallery, TemplateKey};
-use calibration::pairs::PairRates;
 use firmware_app::config::{DisplayConfig, GalleryConfig, KioskConfig, ModelConfig, SourceConfig};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::kiosk::{DecisionRecord, KioskStats};
 use firmware_app::Kiosk;
-use hstl::onnx_graph::{write_model, ExportOptions};
-use hstl::{model_id, Backend, Precision, TractEmbedder, Variant, Weights};
+use hstl::{model_id, Backend, Precision, TractEmbedder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
@@ -43,13 +43,14 @@ const TAILGATE_GAP_S: f32 = 0.9;
 /// A follower this far behind enters after the leader's grant but while the door is released.
 const FOLLOW_AFTER_GRANT_GAP_S: f32 = 2.6;
 const TOO_CLOSE_DEPTH_M: f32 = 1.3;
-const SEED_MODEL: u64 = 7;
 /// Everyone approaches the door from the same side, within this angle of the image plane.
 const APPROACH_ANGLE_MAX_DEG: f32 = 10.0;
 
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
     pub out_dir: PathBuf,
+    /// The network (default: the shipped model); it must carry its operating point.
+    pub model: PathBuf,
     pub people: usize,
     pub enrolment_walks: usize,
     pub strangers: usize,
@@ -61,6 +62,7 @@ impl DemoConfig {
     pub fn new(out_dir: PathBuf) -> Self {
         DemoConfig {
             out_dir,
+            model: hstl::shipped_model_path(),
             people: 4,
             enrolment_walks: 3,
             strangers: 2,
@@ -89,6 +91,8 @@ pub enum DemoError {
     Setup(#[from] firmware_app::SetupError),
     #[error(transparent)]
     Kiosk(#[from] firmware_app::kiosk::KioskError),
+    #[error(transparent)]
+    Audit(#[from] access::audit::AuditError),
     #[error("synthetic walk of {0} gave no walker")]
     NoWalk(String),
 }
@@ -138,10 +142,12 @@ impl WalkUpResult {
 #[derive(Debug, Clone)]
 pub struct DemoReport {
     pub enrolled: Vec<(String, usize)>,
+    /// Distances between templates of one person from different enrolment walks.
     pub genuine: Vec<f32>,
+    /// Distances between templates of two people.
     pub impostor: Vec<f32>,
     pub decision: DecisionConfig,
-    /// The equal-error distance of the enrolment walks.
+    /// The model's calibrated accept distance, which the door ran on.
     pub accept_distance: f32,
     pub walk_ups: Vec<WalkUpResult>,
     pub enrolment_time: Duration,
@@ -151,6 +157,8 @@ pub struct DemoReport {
     pub key_file: PathBuf,
     pub audit_log: PathBuf,
     pub screens: PathBuf,
+    /// The door the walk-ups went through.
+    pub door: KioskConfig,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
@@ -187,7 +195,24 @@ fn walk(identity: &WalkerIdentity, rng: &mut impl Rng, start_s: f32) -> Walk {
     }
 }
 
-pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
+/// The synthetic site before its kiosk opens: people enrolled from their own walks into the gallery,
+/// and the door's configuration (which a caller may change: the soak adds MQTT).
+#[derive(Debug, Clone)]
+pub struct EnrolledSite {
+    pub door: KioskConfig,
+    pub people: Vec<(String, WalkerIdentity)>,
+    /// Draws every later walk, so a run is reproducible from [`DemoConfig::seed`].
+    pub rng: ChaCha8Rng,
+    pub enrolled: Vec<(String, usize)>,
+    pub genuine: Vec<f32>,
+    pub impostor: Vec<f32>,
+    pub enrolment_time: Duration,
+    pub key_file: PathBuf,
+}
+
+/// Enrols `config.people` synthetic people, each from `config.enrolment_walks` walks of their own,
+/// with the enrolment path's windows and `config.model`, into a fresh gallery under `config.out_dir`.
+pub fn enrol_site(config: &DemoConfig) -> Result<EnrolledSite, DemoError> {
     let out = &config.out_dir;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let screens = out.join("screens");
@@ -195,15 +220,9 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         std::fs::remove_dir_all(&screens).map_err(io(&screens))?;
     }
     std::fs::create_dir_all(&screens).map_err(io(&screens))?;
-    let model = out.join("hstl_compact_seed7.onnx");
-    write_model(
-        &Weights::seeded(Variant::Compact, SEED_MODEL),
-        &ExportOptions::default(),
-        &model,
-    )?;
-    let model_id = model_id(&model)?;
-    let embedder = TractEmbedder::load(&model, config.threads)?;
-    log::info!("model {model_id}");
+    let model_id = model_id(&config.model)?;
+    let embedder = TractEmbedder::load(&config.model, config.threads)?;
+    log::info!("model {} ({model_id})", config.model.display());
 
     let gallery_path = out.join("gallery.db");
     for stale in ["gallery.db", "gallery.db-wal", "gallery.db-shm"] {
@@ -251,25 +270,17 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         enrolled.push((name.clone(), templates.len()));
     }
     let enrolment_time = enrolment_started.elapsed();
-
     let (genuine, impostor) = score_pairs(&walk_templates)?;
-    let (decision, accept_distance) = calibrate(&genuine, &impostor);
-    log::info!(
-        "calibrated on enrolment walks: accept up to {accept_distance:.4}, margin {:.4}",
-        decision.margin
-    );
 
-    drop(gallery);
     // Each run seals its log with its own new key: the last run's files would not verify.
     let audit_dir = out.join("audit");
     if audit_dir.exists() {
         std::fs::remove_dir_all(&audit_dir).map_err(io(&audit_dir))?;
     }
-    let audit_log = audit_dir.join("events.jsonl");
     let door = KioskConfig {
         door: "demo door".into(),
         model: ModelConfig {
-            path: model.clone(),
+            path: config.model.clone(),
             backend: Backend::Tract,
             threads: config.threads,
             precision: Precision::F32,
@@ -279,17 +290,18 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
             path: None,
         },
         gallery: GalleryConfig {
-            path: gallery_path.clone(),
+            path: gallery_path,
             key_file: Some(key_file.clone()),
         },
-        decision: decision.clone(),
+        // The model's calibrated operating point decides, as at a real door.
+        decision: DecisionConfig::default(),
         audit: AuditConfig {
-            path: audit_log.clone(),
+            path: audit_dir.join("events.jsonl"),
             max_file_bytes: 10 << 20,
             keep_files: 5,
         },
         display: DisplayConfig {
-            screen_dir: Some(screens.clone()),
+            screen_dir: Some(screens),
             framebuffer: None,
         },
         relay: None,
@@ -299,13 +311,32 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         site: None,
         max_windows_in_flight: 2,
     };
-    let mut kiosk = Kiosk::assemble(
-        &door,
-        Some(&key),
-        Box::new(embedder),
-        model_id.clone(),
-        accept_distance,
-    )?;
+    Ok(EnrolledSite {
+        door,
+        people,
+        rng,
+        enrolled,
+        genuine,
+        impostor,
+        enrolment_time,
+        key_file,
+    })
+}
+
+pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
+    let EnrolledSite {
+        door,
+        people,
+        mut rng,
+        enrolled,
+        genuine,
+        impostor,
+        enrolment_time,
+        key_file,
+    } = enrol_site(config)?;
+    let mut kiosk = Kiosk::open(&door)?;
+    let accept_distance = kiosk.accept_distance();
+    log::info!("accept up to {accept_distance:.4}, the model's calibrated operating point");
 
     let mut walk_ups: Vec<(String, Expected, Vec<Walk>)> = Vec::new();
     for (name, identity) in &people {
@@ -382,15 +413,20 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
         enrolled,
         genuine,
         impostor,
-        decision,
+        decision: door.decision.clone(),
         accept_distance,
         walk_ups: results,
         enrolment_time,
         kiosk_time: kiosk_started.elapsed(),
-        gallery: gallery_path,
+        gallery: door.gallery.path.clone(),
         key_file,
-        audit_log,
-        screens,
+        audit_log: door.audit.path.clone(),
+        screens: door
+            .display
+            .screen_dir
+            .clone()
+            .expect("the demo's door keeps its screens"),
+        door,
     })
 }
 
@@ -415,24 +451,22 @@ fn score_pairs(
     Ok((genuine, impostor))
 }
 
-/// The accept distance at the equal error rate of the enrolment pairs (`calibration::pairs`: genuine
-/// pairs are templates of one person from different walks, impostor pairs templates of two people),
-/// and a margin of a tenth of the gap between the two medians.
-pub fn calibrate(genuine: &[f32], impostor: &[f32]) -> (DecisionConfig, f32) {
-    let mut config = DecisionConfig::default();
-    let accept_distance = PairRates::new(genuine.to_vec(), impostor.to_vec())
-        .map(|rates| rates.equal_error_rate().threshold)
-        // Nothing to compare: accept only a replay of an enrolment window.
-        .unwrap_or(f32::MIN_POSITIVE);
-    config.margin = (median(impostor) - median(genuine)).max(0.0) / 10.0;
-    if !config.margin.is_finite() {
-        config.margin = 0.0;
-    }
-    (config, accept_distance)
-}
-
-fn median(values: &[f32]) -> f32 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f32::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f32::NAN)
+/// Verifies the site's audit log: its chain under the key derived from the template key, and every
+/// chain head the kiosk published into the gallery.
+pub fn verify_site_log(door: &KioskConfig) -> Result<Verification, DemoError> {
+    let key_file = door
+        .gallery
+        .key_file
+        .as_deref()
+        .expect("the synthetic site always has a template key");
+    let key = TemplateKey::read_file(key_file)?;
+    let heads = Gallery::open_existing(&door.gallery.path, Some(&key))?.audit_heads()?;
+    Ok(verify(
+        &AuditConfig {
+            max_file_bytes: u64::MAX,
+            ..door.audit.clone()
+        },
+        Some(&ChainKey::from_template_key(&key)),
+        &heads,
+    )?)
 }

@@ -1,17 +1,15 @@
-//! `kiosk-demo`: the synthetic site. Enrols synthetic people from their own walks, calibrates on
-//! them, plays walk-ups through the whole kiosk (silhouettes, network, gallery, decision, audit log,
+//! `kiosk-demo`: the synthetic site. Enrols synthetic people from their own walks with the shipped
+//! trained model, plays walk-ups through the whole kiosk (silhouettes, network, gallery, decision, audit log,
 //! status screens) and checks every decision against what should have happened.
 
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 
-use access::audit::{verify, AuditConfig, ChainKey};
 use access::decision::Verdict;
-use access::gallery::{Gallery, TemplateKey};
 use clap::Parser;
 use firmware_app::kiosk::median_latency;
-use kiosk_demo::{run_demo, DemoConfig, Expected};
+use kiosk_demo::{run_demo, verify_site_log, DemoConfig, Expected};
 
 #[derive(Parser)]
 #[command(about = "The door kiosk on a synthetic site: enrol, walk-ups, decisions, audit log")]
@@ -19,6 +17,9 @@ struct Cli {
     /// Where the gallery, audit log and screens go.
     #[arg(long, default_value = "kiosk-demo")]
     out: PathBuf,
+    /// The network (default: the shipped trained model); it must carry its operating point.
+    #[arg(long)]
+    model: Option<PathBuf>,
     #[arg(long, default_value_t = 4)]
     people: usize,
     #[arg(long, default_value_t = 2)]
@@ -28,28 +29,33 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    demo(cli.out, cli.people, cli.threads)
+    let mut config = DemoConfig::new(cli.out);
+    config.model = hstl::model_or_shipped(cli.model.as_deref());
+    config.people = cli.people;
+    config.threads = cli.threads;
+    demo(&config)
 }
 
-fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
-    let mut config = DemoConfig::new(out);
-    config.people = people;
-    config.threads = threads;
-    let report = run_demo(&config)?;
+fn demo(config: &DemoConfig) -> anyhow::Result<()> {
+    let report = run_demo(config)?;
     println!("enrolled (synthetic people, each from their own walks):");
     for (name, templates) in &report.enrolled {
         println!("  {name:<10} {templates} templates");
     }
     println!(
-        "calibrated on the enrolment walks: genuine distances {:.4}..{:.4}, impostor {:.4}..{:.4}",
-        min(&report.genuine),
-        max(&report.genuine),
-        min(&report.impostor),
-        max(&report.impostor)
+        "model {}: accept up to {:.4} (its calibrated operating point), margin {:.4}, {} agreeing windows",
+        config.model.display(),
+        report.accept_distance,
+        report.decision.margin,
+        report.decision.consensus_windows
     );
     println!(
-        "  accept up to {:.4}, margin {:.4}, {} agreeing windows",
-        report.accept_distance, report.decision.margin, report.decision.consensus_windows
+        "enrolment walks: genuine distances {} (templates of one person, different walks)",
+        spread(&report.genuine, report.accept_distance)
+    );
+    println!(
+        "                 impostor distances {} (templates of two people)",
+        spread(&report.impostor, report.accept_distance)
     );
     println!();
     println!(
@@ -130,16 +136,7 @@ fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
         report.kiosk_time.as_secs_f64(),
         frames as f64 / report.kiosk_time.as_secs_f64()
     );
-    let key = TemplateKey::read_file(&report.key_file)?;
-    let verified = verify(
-        &AuditConfig {
-            path: report.audit_log.clone(),
-            max_file_bytes: u64::MAX,
-            keep_files: 5,
-        },
-        Some(&ChainKey::from_template_key(&key)),
-        &Gallery::open_existing(&report.gallery, Some(&key))?.audit_heads()?,
-    )?;
+    let verified = verify_site_log(&report.door)?;
     println!(
         "audit log {} ({} events, chain intact, sealed with a key derived from {}; {} published heads match)",
         report.audit_log.display(),
@@ -149,16 +146,20 @@ fn demo(out: PathBuf, people: usize, threads: usize) -> anyhow::Result<()> {
     );
     println!("gallery {} (templates encrypted)", report.gallery.display());
     println!("status screens {}", report.screens.display());
-    println!(
-        "(the network has OpenGait's initial weights, not trained ones: wrong decisions here measure an untrained model)"
-    );
     Ok(())
 }
 
-fn min(values: &[f32]) -> f32 {
-    values.iter().copied().fold(f32::INFINITY, f32::min)
-}
-
-fn max(values: &[f32]) -> f32 {
-    values.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+/// Minimum, median and maximum of `distances`, and how many are within `accept_distance`.
+fn spread(distances: &[f32], accept_distance: f32) -> String {
+    let mut sorted = distances.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    match (sorted.first(), sorted.last()) {
+        (Some(first), Some(last)) => format!(
+            "{first:.4} / {:.4} / {last:.4} (min / median / max), {} of {} within the accept distance",
+            sorted[sorted.len() / 2],
+            sorted.iter().filter(|d| hstl::accepts(**d, accept_distance)).count(),
+            sorted.len()
+        ),
+        _ => "none".to_string(),
+    }
 }

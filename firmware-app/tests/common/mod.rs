@@ -17,6 +17,18 @@ pub fn seeded_model(dir: &std::path::Path) -> (PathBuf, String, hstl::TractEmbed
     (model, id, embedder)
 }
 
+/// The shipped trained model (`model/weights/`): its path, its model id, a tract embedder on 2
+/// threads and its calibrated accept distance.
+pub fn shipped_model() -> (PathBuf, String, hstl::TractEmbedder, f32) {
+    let model = hstl::shipped::source_tree_model();
+    let id = hstl::model_id(&model).unwrap();
+    let point = hstl::OperatingPoint::load_for(&model, &id)
+        .unwrap()
+        .expect("the shipped model carries its operating point");
+    let embedder = hstl::TractEmbedder::load(&model, 2).unwrap();
+    (model, id, embedder, point.accept_distance)
+}
+
 /// Kiosk outputs with one sink, a hash-chained audit log in `dir`.
 pub fn audited_outputs(
     dir: &std::path::Path,

@@ -52,8 +52,9 @@ enum Command {
     },
     /// Embed a silhouette clip (.npy, uint8 or float32, [T,64,44], [1,T,64,44] or [T,64,64]).
     Embed {
+        /// The ONNX model (default: the shipped trained model, or `$HSTL_MODEL`).
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         #[arg(long)]
         input: PathBuf,
         /// Where to write the float32 [parts, channels] embedding (.npy).
@@ -67,8 +68,9 @@ enum Command {
     /// Rank-1 on the CASIA-B protocol (gallery nm-01..04; probes NM, BG, CL; identical views
     /// excluded) through this runtime.
     Eval {
+        /// The ONNX model (default: the shipped trained model, or `$HSTL_MODEL`).
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// Directory of `casia-b_SSS.npz` bit-packed files or of OpenGait's `SSS/COND/VVV/*.pkl`.
         #[arg(long = "casia-b")]
         casia_b: PathBuf,
@@ -97,8 +99,9 @@ enum Command {
     },
     /// Time the network on one window of silhouettes and report peak memory.
     Bench {
+        /// The ONNX model (default: the shipped trained model, or `$HSTL_MODEL`).
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         #[arg(long, default_value_t = 30)]
         frames: usize,
         #[arg(long, default_value_t = 1)]
@@ -192,6 +195,7 @@ fn main() -> Result<()> {
             threads,
             runtime,
         } => {
+            let model = hstl::model_or_shipped(model.as_deref());
             check_output(&output, &[&model, &input])?;
             let embedder = runtime.open(&model, threads)?;
             let clip = Silhouettes::read_npy(&input)
@@ -225,6 +229,7 @@ fn main() -> Result<()> {
             runtime,
             json,
         } => {
+            let model = hstl::model_or_shipped(model.as_deref());
             let embedder = runtime.open(&model, threads)?;
             let subjects = hstl::casia_b::parse_subjects(&subjects)?;
             let table = evaluate(
@@ -259,6 +264,7 @@ fn main() -> Result<()> {
             json,
             profile,
         } => {
+            let model = hstl::model_or_shipped(model.as_deref());
             bench(&model, frames, threads, runs, &runtime, json)?;
             if profile {
                 print_profile(&model, frames, threads, runtime.precision)?;

@@ -99,6 +99,57 @@ fn init_inspect_embed_and_bench_a_seeded_model() {
     );
 }
 
+/// With no `--model`, the shipped trained model runs, or the one `HSTL_MODEL` names; a missing
+/// `HSTL_MODEL` file is named in the error rather than replaced by the shipped one.
+#[test]
+fn embed_without_a_model_runs_the_shipped_one_or_hstl_model() {
+    let dir = workdir("shipped");
+    let sils =
+        Array3::<u8>::from_shape_fn(
+            (30, 64, 64),
+            |(t, y, x)| {
+                if (x + t) % 9 < 4 && y > 5 {
+                    255
+                } else {
+                    0
+                }
+            },
+        );
+    let input = dir.join("walk.npy");
+    write_npy(&input, &sils).unwrap();
+    let output = dir.join("emb.npy");
+    let run = |model_env: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hstl"));
+        command
+            .args(["embed", "--input", arg(&input), "--output", arg(&output)])
+            .env("RUST_LOG", "warn")
+            .env_remove(hstl::shipped::MODEL_ENV);
+        if let Some(model) = model_env {
+            command.env(hstl::shipped::MODEL_ENV, model);
+        }
+        let out = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(None);
+    assert!(ok, "{text}");
+    assert!(text.contains("41x64 embedding"), "{text}");
+
+    let seeded = dir.join("seeded-casia-b.onnx");
+    let (ok, text) = hstl(&["init", "--variant", "casia-b", "--out", arg(&seeded)]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(Some(&seeded));
+    assert!(ok && text.contains("73x128 embedding"), "{text}");
+
+    let missing = dir.join("no-such-model.onnx");
+    let (ok, text) = run(Some(&missing));
+    assert!(!ok && text.contains("no-such-model.onnx"), "{text}");
+}
+
 #[test]
 fn seeded_checkpoints_export_like_published_ones() {
     let dir = workdir("pt");

@@ -110,9 +110,9 @@ enum Command {
         /// A video file or image directory; repeat for several walks (three or more recommended).
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
-        /// The ONNX model the kiosk runs.
+        /// The ONNX model the kiosk runs (default: the shipped trained model, or `$HSTL_MODEL`).
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// A recording of the empty scene to learn the background from first.
         #[arg(long)]
         background: Option<PathBuf>,
@@ -302,7 +302,7 @@ fn main() -> anyhow::Result<()> {
             &gallery,
             &name,
             &inputs,
-            &model,
+            &hstl::model_or_shipped(model.as_deref()),
             background,
             warn_distance,
             append,
