@@ -280,7 +280,7 @@ camera = 0
 path = "gallery.db"
 [decision]
 accept_distance = 0.8
-margin = 0.05
+relative_margin = 0.05
 consensus_windows = 2
 max_people_in_zone = 1
 [audit]
@@ -322,7 +322,7 @@ keep_files = 5
 
     #[test]
     fn mistakes_are_named() {
-        let misspelt = GOOD.replace("margin = 0.05", "margn = 0.05");
+        let misspelt = GOOD.replace("relative_margin = 0.05", "relative_margn = 0.05");
         assert!(load(&misspelt).unwrap_err().to_string().contains("margn"));
         let both = GOOD.replace("camera = 0", "camera = 0\npath = \"x.mp4\"");
         assert!(load(&both).unwrap_err().to_string().contains("exactly one"));
@@ -336,7 +336,8 @@ keep_files = 5
             ("accept_distance", "accept_distance = nan"),
             ("accept_distance", "accept_distance = inf"),
             ("accept_distance", "accept_distance = 0.0"),
-            ("margin", "margin = nan"),
+            ("relative_margin", "relative_margin = nan"),
+            ("relative_margin", "relative_margin = 0.9"),
             ("consensus_windows", "consensus_windows = 0"),
             ("max_people_in_zone", "max_people_in_zone = 0"),
             ("keep_files", "keep_files = 0"),

@@ -20,7 +20,8 @@ use crate::display::{draw_status, Alarms, DoorState, MemoryDisplay, StatusView};
 use crate::framebuffer::Framebuffer;
 use access::audit::ChainHead;
 use access::decision::{
-    Decision, DecisionPolicy, SteadyCount, TailgateAlarm, TailgateWatch, Verdict, WindowOutcome,
+    Decision, DecisionPolicy, SteadyArrivals, SteadyCount, TailgateAlarm, TailgateWatch, Verdict,
+    WindowOutcome,
 };
 use access::events::{now_ms, Event, EventDispatcher, EventKind};
 use access::gallery::Gallery;
@@ -272,6 +273,11 @@ enum Job {
     PeopleInView {
         frame: u64,
         people: usize,
+    },
+    /// Someone came into view at this frame of the source and stayed.
+    Arrived {
+        frame: u64,
+        track: TrackId,
     },
     SourceLost(String),
     SourceRestored,
@@ -580,7 +586,12 @@ impl<'a> DecisionLoop<'a> {
             }
             Job::PeopleInView { frame, people } => {
                 log::debug!("frame {frame}: {people} in view");
-                alarm = self.tailgate.people_in_view(frame, people);
+                self.tailgate.people_in_view(frame, people);
+                None
+            }
+            Job::Arrived { frame, track } => {
+                log::debug!("frame {frame}: track {track} arrived");
+                alarm = self.tailgate.arrived(frame, track);
                 None
             }
         };
@@ -815,6 +826,7 @@ impl Capture {
     fn run(mut self, source: &mut dyn FrameSource, stop: &AtomicBool) {
         let mut lost = false;
         let mut crowd = SteadyCount::default();
+        let mut arrivals = SteadyArrivals::default();
         let mut active: BTreeSet<TrackId> = BTreeSet::new();
         let started = Instant::now();
         while !stop.load(Ordering::SeqCst) {
@@ -846,12 +858,22 @@ impl Capture {
                     people,
                 });
             }
+            let in_view = report.tracks.iter().map(|t| t.track);
+            for (track, first) in
+                arrivals.observe(frame.index, in_view.chain(report.occluded.iter().copied()))
+            {
+                self.send(Job::Arrived {
+                    frame: first,
+                    track,
+                });
+            }
             active.extend(report.tracks.iter().map(|t| t.track));
             for window in report.windows {
                 self.send_window(window, people_in_view);
             }
             for track in report.ended {
                 active.remove(&track);
+                arrivals.ended(track);
                 self.send(Job::TrackEnded {
                     track,
                     at: Instant::now(),

@@ -10,7 +10,7 @@ fn door_verdict(accept_distance: f32, distance: f32) -> Verdict {
     let mut policy = DecisionPolicy::new(
         DecisionConfig {
             consensus_windows: 1,
-            margin: 0.0,
+            relative_margin: 0.0,
             ..DecisionConfig::default()
         },
         accept_distance,

@@ -1,7 +1,8 @@
 //! The open-set decision policy (`ARCHITECTURE.md`, "Where each rule lives"), per track:
 //!
 //! - a window *votes* for an identity only when its distance is under the accept threshold **and** the
-//!   second identity is at least `margin` farther; otherwise it votes unknown or ambiguous — there is no
+//!   second identity is farther by at least `relative_margin` of the accept distance; otherwise it votes
+//!   unknown or ambiguous — there is no
 //!   dead zone between "match" and "unknown";
 //! - the track is granted when its last `consensus_windows` votes name the same identity, and denied
 //!   when they are all unknown; an undecided track is denied when it ends, with the reason its votes
@@ -29,8 +30,10 @@ use silhouette::windows::{Window, WindowQuality};
 pub struct DecisionConfig {
     /// Tightens the model's calibrated accept distance (its operating point); it can never loosen it.
     pub accept_distance: Option<f32>,
-    /// ... and the second identity is at least this much farther.
-    pub margin: f32,
+    /// ... and the second identity is farther by at least this fraction of the accept distance. A
+    /// fraction, not a distance, so that one value means the same on every model: distances of an
+    /// untrained network are thousandths, a trained one's several units.
+    pub relative_margin: f32,
     /// Consecutive agreeing windows needed to decide.
     pub consensus_windows: usize,
     /// People allowed in the decision zone at a grant.
@@ -44,7 +47,7 @@ impl Default for DecisionConfig {
     fn default() -> Self {
         DecisionConfig {
             accept_distance: None,
-            margin: 0.05,
+            relative_margin: 0.05,
             consensus_windows: 2,
             max_people_in_zone: 1,
             tailgate_watch_ms: 3_000,
@@ -62,10 +65,12 @@ impl DecisionConfig {
                 ));
             }
         }
-        if !(self.margin.is_finite() && (0.0..=MAX_MARGIN).contains(&self.margin)) {
+        if !(self.relative_margin.is_finite()
+            && (0.0..=MAX_RELATIVE_MARGIN).contains(&self.relative_margin))
+        {
             return Err(format!(
-                "margin = {}: must be from 0 to {MAX_MARGIN}",
-                self.margin
+                "relative_margin = {}: must be from 0 to {MAX_RELATIVE_MARGIN} (a fraction of the accept distance)",
+                self.relative_margin
             ));
         }
         if !(1..=MAX_CONSENSUS_WINDOWS).contains(&self.consensus_windows) {
@@ -90,8 +95,9 @@ impl DecisionConfig {
     }
 }
 
-/// A margin is a difference of distances; a trained model's distances are of order one.
-pub const MAX_MARGIN: f32 = 10.0;
+/// Past half the accept distance, two enrolled people who both match would almost never be told
+/// apart: every grant would be ambiguous.
+pub const MAX_RELATIVE_MARGIN: f32 = 0.5;
 /// Windows overlap by half, so ten agreeing windows already span several seconds of walking.
 pub const MAX_CONSENSUS_WINDOWS: usize = 10;
 /// The most `max_people_in_zone` may be.
@@ -155,17 +161,34 @@ pub struct TailgateAlarm {
     pub frames_after_grant: u64,
 }
 
-/// Watches the number of people in view, in source frames, for the time after each grant.
+/// Watches who comes into view, in source frames, for the time after each grant.
+///
+/// Everyone who arrives while the door is released counts, also after the granted person has left
+/// the view: someone who walks in through a door released for another is a tailgater whether or not
+/// the two were seen together (a fast walker can leave the view before a follower enters it). The
+/// alarm rings when the people in view at the grant (the granted person among them) and those who
+/// arrived since are more than `max_people_in_zone`.
 ///
 /// Grants are decided some frames after they are seen (the network runs behind the camera), so the
-/// counts of the frames in between are kept and checked when the grant arrives.
+/// counts and arrivals of the frames in between are kept and checked when the grant arrives.
 #[derive(Debug, Clone)]
 pub struct TailgateWatch {
     max_people: usize,
     watch_frames: u64,
     /// (frame, people) at every change of the count, oldest first.
     changes: std::collections::VecDeque<(u64, usize)>,
-    open: Option<(u64, TrackId)>,
+    /// (first frame, track) of every steady arrival, oldest first.
+    arrivals: std::collections::VecDeque<(u64, TrackId)>,
+    open: Option<Release>,
+}
+
+/// A grant being watched.
+#[derive(Debug, Clone, Copy)]
+struct Release {
+    granted_at: u64,
+    track: TrackId,
+    /// People the door may have let in so far: those in view at the grant and every arrival since.
+    involved: usize,
 }
 
 impl TailgateWatch {
@@ -176,45 +199,68 @@ impl TailgateWatch {
             watch_frames: (config.tailgate_watch_ms as f64 / 1000.0 * frames_per_second).ceil()
                 as u64,
             changes: Default::default(),
+            arrivals: Default::default(),
             open: None,
         }
     }
 
-    /// The count of people in view changed at `frame`.
-    pub fn people_in_view(&mut self, frame: u64, people: usize) -> Option<TailgateAlarm> {
-        self.changes.push_back((frame, people));
-        while self
-            .changes
-            .front()
-            .is_some_and(|&(f, _)| f + 4 * self.watch_frames.max(1) < frame)
-            && self.changes.len() > 1
-        {
+    /// What is older than any grant still to be decided can be forgotten.
+    fn forget_before(&mut self, frame: u64) {
+        let horizon = frame.saturating_sub(4 * self.watch_frames.max(1));
+        while self.changes.len() > 1 && self.changes.front().is_some_and(|&(f, _)| f < horizon) {
             self.changes.pop_front();
         }
-        let (granted_at, track) = self.open?;
-        if frame > granted_at + self.watch_frames {
+        while self.arrivals.front().is_some_and(|&(f, _)| f < horizon) {
+            self.arrivals.pop_front();
+        }
+    }
+
+    /// The count of people in view changed at `frame`.
+    pub fn people_in_view(&mut self, frame: u64, people: usize) {
+        self.changes.push_back((frame, people));
+        self.forget_before(frame);
+    }
+
+    /// `track` came into view at `frame` and stayed (see [`SteadyArrivals`]).
+    pub fn arrived(&mut self, frame: u64, track: TrackId) -> Option<TailgateAlarm> {
+        self.arrivals.push_back((frame, track));
+        self.forget_before(frame);
+        let release = self.open.as_mut()?;
+        if frame > release.granted_at + self.watch_frames {
             self.open = None;
             return None;
         }
-        (people > self.max_people).then(|| {
+        if frame <= release.granted_at || track == release.track {
+            return None;
+        }
+        release.involved += 1;
+        self.alarm_if_too_many(frame)
+    }
+
+    fn alarm_if_too_many(&mut self, frame: u64) -> Option<TailgateAlarm> {
+        let release = self.open?;
+        (release.involved > self.max_people).then(|| {
             self.open = None;
             TailgateAlarm {
-                granted_track: track,
-                frames_after_grant: frame.saturating_sub(granted_at),
+                granted_track: release.track,
+                frames_after_grant: frame.saturating_sub(release.granted_at),
             }
         })
+    }
+
+    fn in_view_at(&self, frame: u64) -> usize {
+        self.changes
+            .iter()
+            .take_while(|&&(f, _)| f <= frame)
+            .last()
+            .map_or(0, |&(_, people)| people)
     }
 
     /// The most people in view at any frame from `first` to `last`: the decision zone over the whole
     /// window a decision rests on, not only at its last frame (two walkers can merge into one blob
     /// just then).
     pub fn most_in_view(&self, first: u64, last: u64) -> usize {
-        let at_start = self
-            .changes
-            .iter()
-            .take_while(|&&(f, _)| f <= first)
-            .last()
-            .map_or(0, |&(_, people)| people);
+        let at_start = self.in_view_at(first);
         self.changes
             .iter()
             .filter(|&&(f, _)| f > first && f <= last)
@@ -224,18 +270,30 @@ impl TailgateWatch {
 
     /// `track` was granted on a window ending at `frame`.
     pub fn granted(&mut self, frame: u64, track: TrackId) -> Option<TailgateAlarm> {
-        let end = frame + self.watch_frames;
-        let seen = self
-            .changes
-            .iter()
-            .find(|&&(f, people)| f > frame && f <= end && people > self.max_people);
-        if let Some(&(f, _)) = seen {
-            return Some(TailgateAlarm {
-                granted_track: track,
-                frames_after_grant: f - frame,
-            });
+        // The granted person is there even when the count, steadied over some frames, lags.
+        self.open = Some(Release {
+            granted_at: frame,
+            track,
+            involved: self.in_view_at(frame).max(1),
+        });
+        if let Some(alarm) = self.alarm_if_too_many(frame) {
+            return Some(alarm);
         }
-        self.open = Some((frame, track));
+        let end = frame + self.watch_frames;
+        let since: Vec<u64> = self
+            .arrivals
+            .iter()
+            .filter(|&&(f, t)| f > frame && f <= end && t != track)
+            .map(|&(f, _)| f)
+            .collect();
+        for f in since {
+            if let Some(release) = self.open.as_mut() {
+                release.involved += 1;
+            }
+            if let Some(alarm) = self.alarm_if_too_many(f) {
+                return Some(alarm);
+            }
+        }
         None
     }
 }
@@ -319,6 +377,40 @@ impl SteadyCount {
             return Some((count, since));
         }
         None
+    }
+}
+
+/// Tracks that came into view and stayed [`STEADY_FRAMES`] frames: people arriving, not a blob that
+/// split for a frame or two.
+#[derive(Debug, Default)]
+pub struct SteadyArrivals {
+    /// Per track in view: its first frame, frames seen, and whether it was reported.
+    tracks: HashMap<TrackId, (u64, u64, bool)>,
+}
+
+impl SteadyArrivals {
+    /// The tracks seen in `frame`; returns those that became steady with it, each with its first
+    /// frame.
+    pub fn observe(
+        &mut self,
+        frame: u64,
+        tracks: impl IntoIterator<Item = TrackId>,
+    ) -> Vec<(TrackId, u64)> {
+        let mut steady = Vec::new();
+        for track in tracks {
+            let (first, seen, reported) = self.tracks.entry(track).or_insert((frame, 0, false));
+            *seen += 1;
+            if !*reported && *seen >= STEADY_FRAMES {
+                *reported = true;
+                steady.push((track, *first));
+            }
+        }
+        steady
+    }
+
+    /// `track` left the view.
+    pub fn ended(&mut self, track: TrackId) {
+        self.tracks.remove(&track);
     }
 }
 
@@ -425,7 +517,7 @@ impl DecisionPolicy {
         let margin = ranking.second.as_ref().map(|s| s.distance - best.distance);
         let vote = if !hstl::accepts(best.distance, self.accept_distance) {
             Vote::Unknown
-        } else if margin.is_some_and(|m| m < self.config.margin) {
+        } else if margin.is_some_and(|m| m < self.config.relative_margin * self.accept_distance) {
             Vote::Ambiguous
         } else {
             Vote::Identity(best.identity)
@@ -593,7 +685,7 @@ mod tests {
     fn policy() -> DecisionPolicy {
         DecisionPolicy::new(
             DecisionConfig {
-                margin: 0.2,
+                relative_margin: 0.2,
                 consensus_windows: 2,
                 max_people_in_zone: 1,
                 ..DecisionConfig::default()
@@ -764,24 +856,28 @@ mod tests {
     fn a_follower_within_the_watch_raises_one_alarm() {
         let config = DecisionConfig::default();
         let mut watch = TailgateWatch::new(&config, 25.0);
-        assert_eq!(watch.people_in_view(10, 1), None);
+        watch.people_in_view(10, 1);
+        assert_eq!(watch.arrived(10, 7), None);
         assert_eq!(watch.granted(100, 7), None);
+        watch.people_in_view(120, 2);
         assert_eq!(
-            watch.people_in_view(120, 2),
+            watch.arrived(120, 8),
             Some(TailgateAlarm {
                 granted_track: 7,
                 frames_after_grant: 20
             })
         );
-        assert_eq!(watch.people_in_view(121, 3), None, "one alarm per grant");
+        assert_eq!(watch.arrived(121, 9), None, "one alarm per grant");
     }
 
     #[test]
     fn a_follower_seen_before_the_grant_was_decided_still_counts() {
         let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
         watch.people_in_view(10, 1);
+        watch.arrived(10, 7);
         // The camera is ahead of the network: frame 130 was seen before the grant of frame 100.
         watch.people_in_view(130, 2);
+        watch.arrived(130, 8);
         assert_eq!(
             watch.granted(100, 7),
             Some(TailgateAlarm {
@@ -792,12 +888,78 @@ mod tests {
     }
 
     #[test]
+    fn someone_walking_in_after_the_granted_person_left_the_view_is_a_tailgater() {
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(10, 1);
+        watch.arrived(10, 7);
+        assert_eq!(watch.granted(100, 7), None);
+        // The granted person leaves and the follower enters within a few frames: the steadied
+        // count never changes.
+        assert_eq!(
+            watch.arrived(112, 8),
+            Some(TailgateAlarm {
+                granted_track: 7,
+                frames_after_grant: 12
+            })
+        );
+        let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
+        watch.people_in_view(10, 1);
+        watch.arrived(112, 8);
+        assert!(
+            watch.granted(100, 7).is_some(),
+            "also with the camera ahead of the network"
+        );
+    }
+
+    #[test]
+    fn a_door_for_two_lets_one_companion_in_and_not_a_third() {
+        let config = DecisionConfig {
+            max_people_in_zone: 2,
+            ..DecisionConfig::default()
+        };
+        let mut watch = TailgateWatch::new(&config, 25.0);
+        watch.people_in_view(10, 1);
+        assert_eq!(watch.granted(100, 7), None);
+        assert_eq!(watch.arrived(110, 8), None, "a companion");
+        watch.people_in_view(120, 1);
+        assert!(
+            watch.arrived(130, 9).is_some(),
+            "a third person, though never more than two in view"
+        );
+    }
+
+    #[test]
     fn someone_arriving_after_the_door_closed_is_no_tailgater() {
         let mut watch = TailgateWatch::new(&DecisionConfig::default(), 25.0);
         watch.people_in_view(10, 1);
         watch.granted(100, 7);
-        assert_eq!(watch.people_in_view(100 + 75 + 1, 2), None);
-        assert_eq!(watch.people_in_view(200, 1), None);
+        assert_eq!(watch.arrived(100 + 75 + 1, 8), None);
+        assert_eq!(watch.arrived(200, 9), None);
+    }
+
+    #[test]
+    fn arrivals_are_tracks_that_stay() {
+        let mut arrivals = SteadyArrivals::default();
+        let mut steady = Vec::new();
+        for frame in 0..20u64 {
+            let mut tracks = vec![1];
+            // Track 2 flickers for two frames; track 3 comes at frame 8 and stays.
+            if frame == 4 || frame == 5 {
+                tracks.push(2);
+            }
+            if frame >= 8 {
+                tracks.push(3);
+            }
+            steady.extend(arrivals.observe(frame, tracks));
+        }
+        assert_eq!(steady, vec![(1, 0), (3, 8)]);
+        arrivals.ended(3);
+        let again: Vec<_> = (20..30u64).flat_map(|f| arrivals.observe(f, [3])).collect();
+        assert_eq!(
+            again,
+            vec![(3, 20)],
+            "a track that ended and is seen again arrives again"
+        );
     }
 
     #[test]
@@ -865,17 +1027,17 @@ mod tests {
             ),
             (
                 DecisionConfig {
-                    margin: f32::NAN,
+                    relative_margin: f32::NAN,
                     ..Default::default()
                 },
-                "margin",
+                "relative_margin",
             ),
             (
                 DecisionConfig {
-                    margin: f32::INFINITY,
+                    relative_margin: f32::INFINITY,
                     ..Default::default()
                 },
-                "margin",
+                "relative_margin",
             ),
             (
                 DecisionConfig {

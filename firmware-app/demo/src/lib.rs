@@ -39,9 +39,11 @@ const FRAME_RATE: f64 = 25.0;
 const LEAD_IN_S: f32 = 1.5;
 /// The follower of a tailgating pair enters this long after the leader.
 const TAILGATE_GAP_S: f32 = 0.9;
+/// A follower who slips in sets off when the leader has covered this share of their crossing: they
+/// enter the view after the leader's grant, while the leader is still in view and the door released,
+/// however fast either walks.
+const FOLLOW_AFTER_GRANT_SHARE: f32 = 0.75;
 /// A walker this close to the camera is cut by the top and bottom of the image.
-/// A follower this far behind enters after the leader's grant but while the door is released.
-const FOLLOW_AFTER_GRANT_GAP_S: f32 = 2.6;
 const TOO_CLOSE_DEPTH_M: f32 = 1.3;
 /// Everyone approaches the door from the same side, within this angle of the image plane.
 const APPROACH_ANGLE_MAX_DEG: f32 = 10.0;
@@ -66,7 +68,7 @@ impl DemoConfig {
             people: 4,
             enrolment_walks: 3,
             strangers: 2,
-            seed: 2026,
+            seed: 1,
             threads: 2,
         }
     }
@@ -169,7 +171,11 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
 }
 
 fn scene(seed: u64, walks: Vec<Walk>) -> SyntheticScene {
-    SyntheticScene::new(SceneConfig {
+    SyntheticScene::new(scene_config(seed, walks))
+}
+
+fn scene_config(seed: u64, walks: Vec<Walk>) -> SceneConfig {
+    SceneConfig {
         width: WIDTH,
         height: HEIGHT,
         frame_rate: FRAME_RATE,
@@ -181,7 +187,7 @@ fn scene(seed: u64, walks: Vec<Walk>) -> SyntheticScene {
         light_drift: false,
         exposure_steps: false,
         empty_lead_in_s: LEAD_IN_S,
-    })
+    }
 }
 
 fn walk(identity: &WalkerIdentity, rng: &mut impl Rng, start_s: f32) -> Walk {
@@ -376,9 +382,10 @@ pub fn run_demo(config: &DemoConfig) -> Result<DemoReport, DemoError> {
             Expected::Denied(DenialReason::PoorQuality),
             vec![close],
         ));
+        let crossing_s = scene_config(0, Vec::new()).walk_end_s(&leader) - leader.start_s;
         let slipping_in = Walk {
             identity: WalkerIdentity::random(&mut rng),
-            start_s: LEAD_IN_S + FOLLOW_AFTER_GRANT_GAP_S,
+            start_s: LEAD_IN_S + FOLLOW_AFTER_GRANT_SHARE * crossing_s,
             ..leader.clone()
         };
         walk_ups.push((

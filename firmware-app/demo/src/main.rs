@@ -22,6 +22,12 @@ struct Cli {
     model: Option<PathBuf>,
     #[arg(long, default_value_t = 4)]
     people: usize,
+    /// Strangers who walk up on their own.
+    #[arg(long, default_value_t = 2)]
+    strangers: usize,
+    /// Another synthetic site: its people, strangers and walks.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     #[arg(long, default_value_t = 2)]
     threads: usize,
 }
@@ -32,6 +38,8 @@ fn main() -> anyhow::Result<()> {
     let mut config = DemoConfig::new(cli.out);
     config.model = hstl::model_or_shipped(cli.model.as_deref());
     config.people = cli.people;
+    config.strangers = cli.strangers;
+    config.seed = cli.seed;
     config.threads = cli.threads;
     demo(&config)
 }
@@ -43,10 +51,11 @@ fn demo(config: &DemoConfig) -> anyhow::Result<()> {
         println!("  {name:<10} {templates} templates");
     }
     println!(
-        "model {}: accept up to {:.4} (its calibrated operating point), margin {:.4}, {} agreeing windows",
+        "model {}: accept up to {:.4} (its calibrated operating point), second identity at least {:.4} farther ({:.0} %), {} agreeing windows",
         config.model.display(),
         report.accept_distance,
-        report.decision.margin,
+        report.decision.relative_margin * report.accept_distance,
+        report.decision.relative_margin * 100.0,
         report.decision.consensus_windows
     );
     println!(

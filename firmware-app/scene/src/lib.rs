@@ -33,24 +33,49 @@ const EXPOSURE_STEP_MEAN_INTERVAL_S: f32 = 4.0;
 const SHADOW_DARKENING: f32 = 0.45;
 
 /// What makes one walker look and move like themselves.
+///
+/// A silhouette is normalised to its height before the network sees it, so height alone tells people
+/// apart no better than it does on a real camera: what does is the body's proportions (legs, torso
+/// depth, shoulders, head), its posture, what is worn and carried, and how the limbs move. Each is
+/// drawn on its own, over the range adults show, so that two people rarely agree on all of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WalkerIdentity {
     /// Standing height.
     pub height_m: f32,
     /// Leg length (hip joint to floor) over height.
     pub leg_fraction: f32,
-    /// Multiplies every body width and limb thickness.
+    /// Multiplies every limb's thickness and the hips' breadth.
     pub girth: f32,
+    /// Multiplies the chest-to-back depth of the torso (a slight or a heavy build, a belly).
+    pub torso_depth: f32,
+    /// Multiplies the breadth of the shoulders.
+    pub shoulder_breadth: f32,
+    /// Multiplies the size of the head.
+    pub head_scale: f32,
+    /// How far the head is carried forward of the shoulders, over height.
+    pub head_forward: f32,
+    /// Multiplies the length of the arms.
+    pub arm_length: f32,
     /// Multiplies the nominal stride length and hip swing.
     pub stride_scale: f32,
     /// Full gait cycles (two steps) per second.
     pub cadence_hz: f32,
+    /// Multiplies how far the knee bends as the leg swings through.
+    pub knee_lift: f32,
+    /// Multiplies the rise and fall of the hips over a stride.
+    pub bounce: f32,
     /// Peak arm swing either side of vertical.
     pub arm_swing_deg: f32,
+    /// Bend of the elbow when the arm hangs.
+    pub elbow_bend_deg: f32,
     /// Forward lean of the torso.
     pub lean_deg: f32,
-    /// A shoulder bag at the hip.
-    pub carries_bag: bool,
+    /// What the hair adds to the head's outline.
+    pub hair: Hair,
+    /// What is carried.
+    pub carrying: Carrying,
+    /// What the legs wear.
+    pub legwear: Legwear,
     /// A coat to mid-thigh over the shirt.
     pub wears_coat: bool,
     /// Grey level of the shirt (or coat).
@@ -59,6 +84,43 @@ pub struct WalkerIdentity {
     pub trousers_grey: u8,
     /// Grey level of the face and hands.
     pub skin_grey: u8,
+    /// Grey level of a bag or backpack.
+    pub bag_grey: u8,
+}
+
+/// What the hair adds to the head's outline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hair {
+    /// Nothing beyond the head.
+    Short,
+    /// Hair down the back of the neck to the shoulders.
+    Long,
+    /// A bun at the back of the head.
+    Bun,
+}
+
+/// What the legs wear, which shapes the lower body's outline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legwear {
+    /// Trousers that follow the legs.
+    Trousers,
+    /// Loose trousers, wider at the shins.
+    WideTrousers,
+    /// A skirt to the knees over bare shins.
+    Skirt,
+    /// Shorts over bare legs.
+    Shorts,
+}
+
+/// What a walker carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrying {
+    /// Empty-handed.
+    Nothing,
+    /// A bag on a strap over the shoulder, at the hip.
+    ShoulderBag,
+    /// A backpack.
+    Backpack,
 }
 
 impl WalkerIdentity {
@@ -74,13 +136,36 @@ impl WalkerIdentity {
         };
         Self {
             height_m: rng.random_range(1.55..1.95),
-            leg_fraction: rng.random_range(0.45..0.52),
-            girth: rng.random_range(0.85..1.25),
-            stride_scale: rng.random_range(0.85..1.15),
+            leg_fraction: rng.random_range(0.44..0.53),
+            girth: rng.random_range(0.8..1.3),
+            torso_depth: rng.random_range(0.8..1.45),
+            shoulder_breadth: rng.random_range(0.85..1.2),
+            head_scale: rng.random_range(0.88..1.15),
+            head_forward: rng.random_range(0.0..0.045),
+            arm_length: rng.random_range(0.92..1.08),
+            stride_scale: rng.random_range(0.8..1.2),
             cadence_hz: rng.random_range(0.8..1.05),
-            arm_swing_deg: rng.random_range(12.0..38.0),
-            lean_deg: rng.random_range(-2.0..9.0),
-            carries_bag: rng.random_bool(0.25),
+            knee_lift: rng.random_range(0.65..1.35),
+            bounce: rng.random_range(0.4..2.2),
+            arm_swing_deg: rng.random_range(8.0..40.0),
+            elbow_bend_deg: rng.random_range(5.0..35.0),
+            lean_deg: rng.random_range(-3.0..10.0),
+            hair: match rng.random_range(0..4) {
+                0 => Hair::Long,
+                1 => Hair::Bun,
+                _ => Hair::Short,
+            },
+            carrying: match rng.random_range(0..8) {
+                0 | 1 => Carrying::ShoulderBag,
+                2 => Carrying::Backpack,
+                _ => Carrying::Nothing,
+            },
+            legwear: match rng.random_range(0..8) {
+                0 | 1 => Legwear::WideTrousers,
+                2 => Legwear::Skirt,
+                3 => Legwear::Shorts,
+                _ => Legwear::Trousers,
+            },
             wears_coat: rng.random_bool(0.2),
             shirt_grey: clothing(rng),
             trousers_grey: clothing(rng),
@@ -89,6 +174,7 @@ impl WalkerIdentity {
             } else {
                 rng.random_range(190..225)
             },
+            bag_grey: clothing(rng),
         }
     }
 
@@ -522,12 +608,12 @@ fn pose(c: &SceneConfig, walk: &Walk, t: f32) -> Option<(Vec<Capsule>, f32)> {
     let height = id.height_m;
     let leg = id.leg_fraction * height;
     let (thigh, shank) = (0.52 * leg, 0.48 * leg);
-    let hip_y = leg - 0.012 * height * (2.0 * phase).cos() * motion;
+    let hip_y = leg - 0.012 * id.bounce * height * (2.0 * phase).cos() * motion;
     let shoulder_y = 0.815 * height;
     let lean = id.lean_deg.to_radians();
     let lateral = (-direction.1, direction.0);
     let hip_half = 0.085 * height * id.girth;
-    let shoulder_half = 0.115 * height * id.girth;
+    let shoulder_half = 0.115 * height * id.shoulder_breadth;
     let f = c.focal_px();
     let (cx, cy) = (c.width as f32 / 2.0, c.height as f32 / 2.0);
     // Body frame (forward, up, lateral) in metres → pixel coordinates and depth.
@@ -555,7 +641,9 @@ fn pose(c: &SceneConfig, walk: &Walk, t: f32) -> Option<(Vec<Capsule>, f32)> {
         let p = phase + offset;
         let thigh_angle = swing * p.sin();
         let knee_flex =
-            (0.08 + 0.8 * p.cos().max(0.0).powi(2) + 0.15 * (-p.cos()).max(0.0)) * motion + 0.05;
+            (0.08 + 0.8 * id.knee_lift * p.cos().max(0.0).powi(2) + 0.15 * (-p.cos()).max(0.0))
+                * motion
+                + 0.05;
         let shank_angle = thigh_angle - knee_flex;
         let hip = (0.0, hip_y, side * hip_half);
         let knee = (
@@ -574,8 +662,19 @@ fn pose(c: &SceneConfig, walk: &Walk, t: f32) -> Option<(Vec<Capsule>, f32)> {
             ankle.1 - 0.03 * height + 0.02,
             side * hip_half,
         );
-        limb(hip, knee, 0.048 * height * id.girth, id.trousers_grey);
-        limb(knee, ankle, 0.033 * height * id.girth, id.trousers_grey);
+        let (thigh_radius, shank_radius, shank_grey) = match id.legwear {
+            Legwear::Trousers => (0.048, 0.033, id.trousers_grey),
+            Legwear::WideTrousers => (0.056, 0.05, id.trousers_grey),
+            Legwear::Skirt => (0.042, 0.026, id.skin_grey),
+            Legwear::Shorts => (0.046, 0.027, id.skin_grey),
+        };
+        limb(
+            hip,
+            knee,
+            thigh_radius * height * id.girth,
+            id.trousers_grey,
+        );
+        limb(knee, ankle, shank_radius * height * id.girth, shank_grey);
         limb(
             ankle,
             toe,
@@ -589,15 +688,16 @@ fn pose(c: &SceneConfig, walk: &Walk, t: f32) -> Option<(Vec<Capsule>, f32)> {
             shoulder_y - 0.02 * height,
             side * shoulder_half,
         );
-        let elbow_flex = 0.2 + 0.25 * (side * p.sin()).max(0.0) * motion;
+        let elbow_flex = id.elbow_bend_deg.to_radians() + 0.25 * (side * p.sin()).max(0.0) * motion;
+        let (upper_arm, forearm) = (0.18 * height * id.arm_length, 0.16 * height * id.arm_length);
         let elbow = (
-            shoulder.0 + 0.18 * height * arm_angle.sin(),
-            shoulder.1 - 0.18 * height * arm_angle.cos(),
+            shoulder.0 + upper_arm * arm_angle.sin(),
+            shoulder.1 - upper_arm * arm_angle.cos(),
             side * shoulder_half * 1.05,
         );
         let wrist = (
-            elbow.0 + 0.16 * height * (arm_angle + elbow_flex).sin(),
-            elbow.1 - 0.16 * height * (arm_angle + elbow_flex).cos(),
+            elbow.0 + forearm * (arm_angle + elbow_flex).sin(),
+            elbow.1 - forearm * (arm_angle + elbow_flex).cos(),
             side * shoulder_half * 1.05,
         );
         limb(shoulder, elbow, 0.03 * height * id.girth, id.shirt_grey);
@@ -605,7 +705,8 @@ fn pose(c: &SceneConfig, walk: &Walk, t: f32) -> Option<(Vec<Capsule>, f32)> {
         limb(wrist, wrist, 0.028 * height, id.skin_grey);
     }
     // The torso seen from the walking angle: its depth in profile, its width from the front.
-    let torso_radius = (0.07 * angle.cos() + 0.1 * angle.sin()) * height * id.girth;
+    let torso_radius =
+        (0.07 * id.torso_depth * angle.cos() + 0.1 * id.shoulder_breadth * angle.sin()) * height;
     let neck = (shoulder_y * lean.sin(), shoulder_y + 0.02 * height, 0.0);
     limb(
         (0.0, hip_y + 0.03 * height, 0.0),
@@ -613,6 +714,14 @@ fn pose(c: &SceneConfig, walk: &Walk, t: f32) -> Option<(Vec<Capsule>, f32)> {
         torso_radius,
         id.shirt_grey,
     );
+    if id.legwear == Legwear::Skirt {
+        limb(
+            (0.0, hip_y + 0.02 * height, 0.0),
+            (0.0, hip_y - 0.8 * thigh, 0.0),
+            torso_radius,
+            id.trousers_grey,
+        );
+    }
     if id.wears_coat {
         limb(
             (0.0, 0.33 * height, 0.0),
@@ -621,22 +730,53 @@ fn pose(c: &SceneConfig, walk: &Walk, t: f32) -> Option<(Vec<Capsule>, f32)> {
             id.shirt_grey.saturating_sub(20),
         );
     }
-    let head = (neck.0 + 0.02 * height, 0.93 * height, 0.0);
+    let head = (
+        neck.0 + (0.02 + id.head_forward) * height,
+        0.93 * height,
+        0.0,
+    );
+    let head_radius = 0.064 * height * id.head_scale;
     limb(neck, head, 0.03 * height, id.skin_grey);
-    limb(head, head, 0.064 * height, id.skin_grey);
-    if id.carries_bag {
-        let bag = (
-            -0.04 + 0.03 * phase.sin() * motion,
-            0.5 * height,
-            shoulder_half * 1.2,
-        );
-        limb((0.0, shoulder_y, shoulder_half), bag, 0.008 * height, 40);
-        limb(
-            (bag.0 - 0.03 * height, bag.1, bag.2),
-            (bag.0 + 0.03 * height, bag.1 - 0.04 * height, bag.2),
-            0.06 * height,
-            id.trousers_grey.wrapping_add(90),
-        );
+    limb(head, head, head_radius, id.skin_grey);
+    let hair_grey = id.trousers_grey.min(60);
+    match id.hair {
+        Hair::Short => {}
+        Hair::Long => limb(
+            (head.0 - 0.5 * head_radius, head.1, 0.0),
+            (neck.0 - 0.7 * head_radius, shoulder_y, 0.0),
+            0.7 * head_radius,
+            hair_grey,
+        ),
+        Hair::Bun => {
+            let bun = (head.0 - head_radius, head.1 + 0.3 * head_radius, 0.0);
+            limb(bun, bun, 0.45 * head_radius, hair_grey);
+        }
+    }
+    match id.carrying {
+        Carrying::Nothing => {}
+        Carrying::ShoulderBag => {
+            let bag = (
+                -0.04 + 0.03 * phase.sin() * motion,
+                0.5 * height,
+                shoulder_half * 1.2,
+            );
+            limb((0.0, shoulder_y, shoulder_half), bag, 0.008 * height, 40);
+            limb(
+                (bag.0 - 0.03 * height, bag.1, bag.2),
+                (bag.0 + 0.03 * height, bag.1 - 0.04 * height, bag.2),
+                0.06 * height,
+                id.bag_grey,
+            );
+        }
+        Carrying::Backpack => {
+            let behind = -(torso_radius + 0.05 * height);
+            limb(
+                (behind + neck.0 * 0.8, shoulder_y - 0.06 * height, 0.0),
+                (behind + neck.0 * 0.4, shoulder_y - 0.26 * height, 0.0),
+                0.065 * height,
+                id.bag_grey,
+            );
+        }
     }
     Some((body, position.1))
 }

@@ -118,7 +118,7 @@ pub fn door_engine_without_margin(
         model_id,
         embedder,
         access::decision::DecisionConfig {
-            margin: 0.0,
+            relative_margin: 0.0,
             ..access::decision::DecisionConfig::default()
         },
         accept_distance,

@@ -149,8 +149,7 @@ pub fn extract_blobs(labels: &GrayImage, config: &BlobConfig) -> Vec<Blob> {
     let cleaned = foreground
         .erode(open_radius)
         .dilate(open_radius)
-        .dilate(close_radius)
-        .erode(close_radius);
+        .close(close_radius);
     let runs = cleaned.runs();
     let (component_of_run, components) = connected_components(&runs);
     let min_height = (config.min_height_fraction * h as f32) as u32;
@@ -464,6 +463,24 @@ mod tests {
             person.mask.get_pixel(55 - 40, 55 - 10).0[0],
             255,
             "hole filled"
+        );
+    }
+
+    #[test]
+    fn a_person_the_frame_cuts_keeps_touching_its_edges() {
+        let mut labels = GrayImage::new(200, 150);
+        rect(&mut labels, 0, 0, 60, 150);
+        let blobs = extract_blobs(&labels, &BlobConfig::default());
+        assert_eq!(blobs.len(), 1);
+        assert_eq!(
+            blobs[0].bbox,
+            BoundingBox {
+                x0: 0,
+                y0: 0,
+                x1: 60,
+                y1: 150
+            },
+            "the quality gates must see that the frame cuts this person"
         );
     }
 
