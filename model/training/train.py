@@ -43,11 +43,11 @@ def flush_denormals(model):
     with torch.no_grad():
         for parameter in model.parameters():
             denormal = (parameter.abs() < tiny) & (parameter != 0)
-            count = int(denormal.sum())
-            if count:
-                parameter[denormal] = 0.0
-                flushed += count
-    return flushed
+            # Counted on the device and read once: a read per parameter would stall a GPU ~100 times
+            # an iteration.
+            flushed = flushed + denormal.sum()
+            parameter.masked_fill_(denormal, 0.0)
+    return int(flushed)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
