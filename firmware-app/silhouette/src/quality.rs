@@ -95,15 +95,19 @@ impl Default for QualityConfig {
     }
 }
 
-/// Checks one blob of a track; `previous_height` is the track's blob height in its previous frame.
+/// Checks one blob of a track; `previous_height` is the track's blob height in its previous frame, and
+/// `shaved_px` how far the blob stage's closing pulls a shape the frame cuts in from the edge
+/// ([`crate::blobs::BlobConfig::close_radius_px`]): without it, a person too close to the camera, cut
+/// at the top and bottom, would seem to end short of the edges and pass as whole.
 pub fn check_frame(
     bbox: &BoundingBox,
     image_size: (u32, u32),
     previous_height: Option<u32>,
+    shaved_px: u32,
     config: &QualityConfig,
 ) -> Result<(), FrameRejection> {
     let (w, h) = image_size;
-    let m = config.border_margin_px;
+    let m = config.border_margin_px + shaved_px;
     if bbox.y0 < m || bbox.y1 + m > h {
         return Err(FrameRejection::TouchesTopOrBottom);
     }
@@ -269,36 +273,66 @@ mod tests {
         let c = QualityConfig::default();
         let size = (320, 240);
         assert_eq!(
-            check_frame(&bbox(100, 20, 140, 200), size, None, &c),
+            check_frame(&bbox(100, 20, 140, 200), size, None, 0, &c),
             Ok(())
         );
         assert_eq!(
-            check_frame(&bbox(100, 0, 140, 200), size, None, &c),
+            check_frame(&bbox(100, 0, 140, 200), size, None, 0, &c),
             Err(FrameRejection::TouchesTopOrBottom)
         );
         assert_eq!(
-            check_frame(&bbox(100, 20, 140, 240), size, None, &c),
+            check_frame(&bbox(100, 20, 140, 240), size, None, 0, &c),
             Err(FrameRejection::TouchesTopOrBottom)
         );
         assert_eq!(
-            check_frame(&bbox(0, 20, 40, 200), size, None, &c),
+            check_frame(&bbox(0, 20, 40, 200), size, None, 0, &c),
             Err(FrameRejection::TouchesSide)
         );
         assert_eq!(
-            check_frame(&bbox(100, 20, 110, 50), size, None, &c),
+            check_frame(&bbox(100, 20, 110, 50), size, None, 0, &c),
             Err(FrameRejection::TooShort)
         );
         assert_eq!(
-            check_frame(&bbox(50, 20, 250, 200), size, None, &c),
+            check_frame(&bbox(50, 20, 250, 200), size, None, 0, &c),
             Err(FrameRejection::ImplausibleAspect)
         );
         assert_eq!(
-            check_frame(&bbox(100, 20, 140, 200), size, Some(120), &c),
+            check_frame(&bbox(100, 20, 140, 200), size, Some(120), 0, &c),
             Err(FrameRejection::HeightJump)
         );
         assert_eq!(
-            check_frame(&bbox(100, 20, 140, 200), size, Some(170), &c),
+            check_frame(&bbox(100, 20, 140, 200), size, Some(170), 0, &c),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_person_the_frame_cuts_is_refused_though_the_closing_shaves_the_cut() {
+        use crate::background::FOREGROUND;
+        use crate::blobs::{extract_blobs, BlobConfig};
+        let (w, h) = (320, 240);
+        let blobs_config = BlobConfig::default();
+        // Cut by the top and bottom of the frame, as someone too close to the camera is.
+        let labels = GrayImage::from_fn(w, h, |x, _| {
+            image::Luma([if (100..160).contains(&x) {
+                FOREGROUND
+            } else {
+                0
+            }])
+        });
+        let blobs = extract_blobs(&labels, &blobs_config);
+        assert_eq!(blobs.len(), 1);
+        let shaved = blobs_config.close_radius_px(h) as u32;
+        assert!(blobs[0].bbox.y0 > 0, "the closing pulls the cut edge in");
+        assert_eq!(
+            check_frame(
+                &blobs[0].bbox,
+                (w, h),
+                None,
+                shaved,
+                &QualityConfig::default()
+            ),
+            Err(FrameRejection::TouchesTopOrBottom)
         );
     }
 

@@ -172,10 +172,16 @@ impl SilhouettePipeline {
                     row[x0..x1].fill(255);
                 }
             }
-            let silhouette = check_frame(&blob.bbox, size, state.last_height, &self.config.quality)
-                .and_then(|()| {
-                    pretreat_placed(&blob.mask, blob.bbox.x0, size.0).map_err(FrameRejection::from)
-                });
+            let silhouette = check_frame(
+                &blob.bbox,
+                size,
+                state.last_height,
+                self.config.blobs.close_radius_px(size.1) as u32,
+                &self.config.quality,
+            )
+            .and_then(|()| {
+                pretreat_placed(&blob.mask, blob.bbox.x0, size.0).map_err(FrameRejection::from)
+            });
             state.last_height = Some(blob.bbox.height());
             let observation = Observation {
                 frame_index: frame.index,

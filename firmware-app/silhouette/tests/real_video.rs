@@ -11,6 +11,7 @@ use ndarray::Array3;
 use ndarray_npy::NpzReader;
 use silhouette::evaluation::silhouette_iou;
 use silhouette::extract::{extract_walks, replay, Extraction};
+use silhouette::quality::FrameRejection;
 use silhouette::source::VideoFile;
 use silhouette::windows::{cut_walk, Window, WindowConfig, WindowQuality};
 use silhouette::{SilhouetteConfig, SilhouettePipeline, TrackId};
@@ -217,6 +218,7 @@ fn ucb_clips_give_whole_walks() {
         .collect();
     clips.sort();
     assert_eq!(clips.len(), 9);
+    let mut whole_walks = 0;
     for clip in clips {
         let extraction = extract(&clip, None);
         let walk = extraction.main_walk().expect("a walker");
@@ -236,16 +238,26 @@ fn ucb_clips_give_whole_walks() {
             "{}: every frame decoded",
             clip.display()
         );
+        // These clips carry the recorder's overlays burned in (a tracking box around the walker, a
+        // frame-rate caption at the bottom left, an inset at the bottom right); where the walker
+        // comes near the frame's edge they merge with it, and the 60° and 105° walks leave through
+        // the edge. Those frames are of a person the frame cuts, and the edge gates refuse them.
+        let cut: usize = [
+            FrameRejection::TouchesTopOrBottom,
+            FrameRejection::TouchesSide,
+        ]
+        .iter()
+        .filter_map(|r| walk.rejections.get(r))
+        .sum();
         assert!(
-            walk.silhouettes.len() >= 30,
-            "{}: a whole walk gives at least one window",
+            walk.silhouettes.len() * 4 >= (seen - cut) * 3,
+            "{}: most frames of the walk where it is whole in the frame pass the gates",
             clip.display()
         );
-        assert!(
-            walk.silhouettes.len() * 4 >= seen * 3,
-            "{}: most frames of the walk pass the gates",
-            clip.display()
-        );
+        if walk.silhouettes.len() < 30 {
+            continue;
+        }
+        whole_walks += 1;
         assert_eq!(walk.walking, Ok(()), "{}", clip.display());
         let windows = cut_walk(&walk.silhouettes, &WindowConfig::default());
         assert!(
@@ -255,16 +267,18 @@ fn ucb_clips_give_whole_walks() {
             windows.iter().map(|w| &w.quality).collect::<Vec<_>>()
         );
     }
+    // 105_001_nm-01 is whole in the frame for 27 frames, less than a window.
+    assert_eq!(whole_walks, 8, "clips whose walk gives at least one window");
 }
 
 /// The walker gate was tuned on CASIA-B's subjects 001–064 and the vehicles of `video03`; these are
 /// the walks and the footage it was not tuned on.
 #[test]
-fn traffic_footage_shows_no_walking_person_but_its_cyclist() {
+fn traffic_footage_shows_no_walking_person() {
     let Some(dir) = test_support::shared_path("data/bgslibrary-dataset") else {
         return;
     };
-    for (clip, walkers) in [("video03.avi", 0), ("video02.avi", 1)] {
+    for (clip, walkers) in [("video03.avi", 0), ("video02.avi", 0)] {
         let windows = door_windows(&dir.join(clip));
         let mut tracks: BTreeMap<TrackId, (usize, Vec<String>)> = BTreeMap::new();
         for window in &windows {
@@ -283,7 +297,7 @@ fn traffic_footage_shows_no_walking_person_but_its_cyclist() {
         let with_walker = tracks.values().filter(|(good, _)| *good > 0).count();
         assert_eq!(
             with_walker, walkers,
-            "{clip}: tracks with a window of a walking person (video02's cyclist pedals)"
+            "{clip}: tracks with a window of a walking person"
         );
         assert!(
             tracks.values().any(|(_, refused)| !refused.is_empty()),

@@ -73,17 +73,6 @@ impl BitMask {
         self.rows(r, true).columns(r, true)
     }
 
-    /// Square-window closing of radius `r` that never removes a pixel. The erosion counts outside the
-    /// image as clear, so a plain closing would shave `r` pixels off a shape the frame's edge cuts:
-    /// a person too close to the camera would seem to end short of the edge and pass as whole.
-    pub fn close(&self, r: usize) -> Self {
-        let mut closed = self.dilate(r).erode(r);
-        for (a, &b) in closed.words.iter_mut().zip(&self.words) {
-            *a |= b;
-        }
-        closed
-    }
-
     /// Closes gaps of up to `2r` pixels within each column.
     pub fn close_columns(&self, r: usize) -> Self {
         self.columns(r, false).columns(r, true)
@@ -345,27 +334,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn closing_fills_gaps_and_keeps_what_touches_the_edges() {
-        let (w, h) = (70, 20);
-        let mut bytes = vec![0u8; w * h];
-        // A bar cut by the top, left and bottom edges of the frame, with a one-pixel slit inside.
-        for y in 0..h {
-            for x in 0..10 {
-                if x != 5 || !(5..15).contains(&y) {
-                    bytes[y * w + x] = 255;
-                }
-            }
-        }
-        let mask = BitMask::from_top_bits(&bytes, w, h);
-        let closed = mask.close(2);
-        let pixels = pixels_of(&closed);
-        let bar: Vec<bool> = (0..w * h).map(|i| i % w < 10).collect();
-        assert_eq!(pixels, bar, "the slit closed, the edges kept");
-        let plain = window(&window(&pixels_of(&mask), w, h, 2, false), w, h, 2, true);
-        assert!(!plain[0], "a plain closing shaves the edge off");
     }
 
     #[test]
