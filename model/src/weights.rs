@@ -436,6 +436,33 @@ mod tests {
     }
 
     #[test]
+    fn a_compact_onnx_with_a_misshaped_weight_is_named_as_compact() {
+        use crate::onnx_graph::{build_model, ExportOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = build_model(
+            &Weights::seeded(Variant::Compact, 1),
+            &ExportOptions::default(),
+        )
+        .unwrap();
+        let fc = model
+            .graph
+            .as_mut()
+            .unwrap()
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == "Head0.fc_bin")
+            .unwrap();
+        fc.dims = vec![41, 32, 64];
+        let path = dir.path().join("misshaped.onnx");
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        let err = Weights::from_onnx(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("Head0.fc_bin") && err.contains("compact"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn forcing_the_wrong_variant_fails_on_the_first_differing_key() {
         let casia = casia_b().to_state_dict(None);
         let err = Weights::from_state_dict(casia, Some(Variant::OuMvlp)).unwrap_err();
