@@ -16,10 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use tract_linalg::mmm::{
     AsInputValue, EagerPackedInput, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
     PackedExoticFact, Query,
 };
+use tract_linalg::multithread::{current_tract_executor, Executor};
 use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_linalg::{MmmDispatch, WeightType};
 use tract_onnx::model::ParsingContext;
@@ -549,48 +551,34 @@ fn pack_columns(
     packed.fill(0);
     // A panel reads its few columns from every row of the im2col matrix: in a matrix of the whole
     // clip, rows lie pages apart and every read misses. So the matrix is made a block of columns at
-    // a time, small enough for the cache, and that block's panels packed from it.
+    // a time, small enough for the cache, and that block's panels packed from it. Blocks are
+    // independent: they are shared among the executor's threads, as the product that follows is.
     let block_columns = (IM2COL_BLOCK_BYTES / k).max(r) / r * r;
-    let mut block = vec![0u8; k * block_columns];
-    let zeros = vec![0u8; r];
-    for first in (0..n).step_by(block_columns) {
+    let k4 = format.k_alignment() == 4;
+    // Each thread makes its blocks in one buffer of its own: a fresh one per block would be mapped
+    // and faulted in anew every time.
+    let scratch = || vec![0u8; k * block_columns];
+    let pack_block = |block: &mut Vec<u8>, (index, out): (usize, &mut [u8])| {
+        let first = index * block_columns;
         let width = block_columns.min(n - first);
         let block = &mut block[..k * width];
         im2col(input, volume, first..first + width, block);
-        let panels = first / r..(first + width).div_ceil(r);
-        for (panel, out) in packed[panels.start * panel_bytes..panels.end * panel_bytes]
-            .chunks_exact_mut(panel_bytes)
-            .enumerate()
-        {
-            let (start, columns) = (panel * r, r.min(width - panel * r));
-            let row = |index: usize| -> &[u8] {
-                if index < k {
-                    &block[index * width + start..][..columns]
-                } else {
-                    &zeros[..columns]
-                }
-            };
-            if format.k_alignment() == 4 {
-                for (group, out) in out.chunks_exact_mut(4 * r).take(k.div_ceil(4)).enumerate() {
-                    let lanes = [0, 1, 2, 3].map(|lane| row(4 * group + lane));
-                    let quads = out.chunks_exact_mut(4);
-                    for ((((quad, &a), &b), &c), &d) in quads
-                        .zip(lanes[0])
-                        .zip(lanes[1])
-                        .zip(lanes[2])
-                        .zip(lanes[3])
-                    {
-                        // Assembled in a register: four byte stores read back as one word stall
-                        // store forwarding.
-                        let word = u32::from_le_bytes([a, b, c, d]);
-                        quad.copy_from_slice(&word.to_le_bytes());
-                    }
-                }
-            } else {
-                for (index, out) in out.chunks_exact_mut(r).take(k).enumerate() {
-                    copy_short(&mut out[..columns], row(index));
-                }
-            }
+        pack_panels(block, width, k, r, k4, panel_bytes, out);
+    };
+    let block_bytes = block_columns / r * panel_bytes;
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.install(|| {
+            packed
+                .par_chunks_mut(block_bytes)
+                .enumerate()
+                .for_each_init(scratch, pack_block)
+        }),
+        _ => {
+            let mut block = scratch();
+            packed
+                .chunks_mut(block_bytes)
+                .enumerate()
+                .for_each(|item| pack_block(&mut block, item))
         }
     }
     Ok(Box::new(EagerPackedInput {
@@ -603,6 +591,51 @@ fn pack_columns(
         panel_bytes,
         mn: n,
     }))
+}
+
+/// The panels of one block of the im2col matrix (`k` rows of `width` columns) into `out`, `r`
+/// columns a panel: k-major, or by groups of four k when `k4`.
+fn pack_panels(
+    block: &[u8],
+    width: usize,
+    k: usize,
+    r: usize,
+    k4: bool,
+    panel_bytes: usize,
+    out: &mut [u8],
+) {
+    let zeros = vec![0u8; r];
+    for (panel, out) in out.chunks_exact_mut(panel_bytes).enumerate() {
+        let (start, columns) = (panel * r, r.min(width - panel * r));
+        let row = |index: usize| -> &[u8] {
+            if index < k {
+                &block[index * width + start..][..columns]
+            } else {
+                &zeros[..columns]
+            }
+        };
+        if k4 {
+            for (group, out) in out.chunks_exact_mut(4 * r).take(k.div_ceil(4)).enumerate() {
+                let lanes = [0, 1, 2, 3].map(|lane| row(4 * group + lane));
+                let quads = out.chunks_exact_mut(4);
+                for ((((quad, &a), &b), &c), &d) in quads
+                    .zip(lanes[0])
+                    .zip(lanes[1])
+                    .zip(lanes[2])
+                    .zip(lanes[3])
+                {
+                    // Assembled in a register: four byte stores read back as one word stall
+                    // store forwarding.
+                    let word = u32::from_le_bytes([a, b, c, d]);
+                    quad.copy_from_slice(&word.to_le_bytes());
+                }
+            }
+        } else {
+            for (index, out) in out.chunks_exact_mut(r).take(k).enumerate() {
+                copy_short(&mut out[..columns], row(index));
+            }
+        }
+    }
 }
 
 /// `to.copy_from_slice(from)` for the few bytes of a panel row: at the panel widths of the kernels
@@ -833,6 +866,32 @@ mod tests {
                 .to_vec();
             assert_eq!(got, want, "{} packing {packing}", mmm.name());
         }
+    }
+
+    #[test]
+    fn the_executors_threads_pack_the_same_columns() {
+        use tract_linalg::multithread::multithread_tract_scope;
+        // Four input channels make a 108-row im2col matrix: a clip of 3,200 columns spans two
+        // blocks, and two threads pack one each.
+        let (c, t, h, w, m) = (4, 8, 20, 20, 5);
+        let input: Vec<f32> = (0..c * t * h * w)
+            .map(|i| ((i * 29) % 89) as f32 / 89.0 * 2.0 - 1.0)
+            .collect();
+        let weights: Vec<i8> = (0..m * c * KERNEL_VOLUME)
+            .map(|i| (((i * 17) % 251) as i32 - 125) as i8)
+            .collect();
+        let op = Int8Convolution::new(
+            &Tensor::from_shape(&[m, c, 3, 3, 3], &weights).unwrap(),
+            &[0.02],
+            1.0 / 127.0,
+            None,
+        )
+        .unwrap();
+        assert!(t * h * w > IM2COL_BLOCK_BYTES / (c * KERNEL_VOLUME));
+        let clip = || Tensor::from_shape(&[1, c, t, h, w], &input).unwrap();
+        let alone = run(&op, clip());
+        let shared = multithread_tract_scope(Executor::multithread(2), || run(&op, clip()));
+        assert_eq!(alone, shared);
     }
 
     #[test]
