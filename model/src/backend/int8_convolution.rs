@@ -617,17 +617,13 @@ fn pack_panels(
         if k4 {
             for (group, out) in out.chunks_exact_mut(4 * r).take(k.div_ceil(4)).enumerate() {
                 let lanes = [0, 1, 2, 3].map(|lane| row(4 * group + lane));
-                let quads = out.chunks_exact_mut(4);
-                for ((((quad, &a), &b), &c), &d) in quads
-                    .zip(lanes[0])
-                    .zip(lanes[1])
-                    .zip(lanes[2])
-                    .zip(lanes[3])
-                {
-                    // Assembled in a register: four byte stores read back as one word stall
-                    // store forwarding.
-                    let word = u32::from_le_bytes([a, b, c, d]);
-                    quad.copy_from_slice(&word.to_le_bytes());
+                // A whole panel of the kernels' widths is interleaved at a width known to the
+                // compiler, which then does it with vector shuffles.
+                match columns {
+                    8 => interleave4::<8>(lanes, out),
+                    16 => interleave4::<16>(lanes, out),
+                    32 => interleave4::<32>(lanes, out),
+                    _ => interleave4_any(lanes, out),
                 }
             }
         } else {
@@ -635,6 +631,33 @@ fn pack_panels(
                 copy_short(&mut out[..columns], row(index));
             }
         }
+    }
+}
+
+/// Four rows of `R` bytes into `R` groups of four: `out[4 i + lane] = lanes[lane][i]`.
+fn interleave4<const R: usize>(lanes: [&[u8]; 4], out: &mut [u8]) {
+    let [a, b, c, d] = lanes.map(|lane| &lane[..R]);
+    let out = &mut out[..4 * R];
+    for i in 0..R {
+        out[4 * i] = a[i];
+        out[4 * i + 1] = b[i];
+        out[4 * i + 2] = c[i];
+        out[4 * i + 3] = d[i];
+    }
+}
+
+/// [`interleave4`] for a width known only at run time (a clip's last, narrower panel).
+fn interleave4_any(lanes: [&[u8]; 4], out: &mut [u8]) {
+    let quads = out.chunks_exact_mut(4);
+    for ((((quad, &a), &b), &c), &d) in quads
+        .zip(lanes[0])
+        .zip(lanes[1])
+        .zip(lanes[2])
+        .zip(lanes[3])
+    {
+        // Assembled in a register: four byte stores read back as one word stall store forwarding.
+        let word = u32::from_le_bytes([a, b, c, d]);
+        quad.copy_from_slice(&word.to_le_bytes());
     }
 }
 
