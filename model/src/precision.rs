@@ -7,7 +7,13 @@ pub const INT8_LIMIT: f32 = 127.0;
 
 /// ONNX `QuantizeLinear` with zero point 0: `x / scale` rounded half to even, saturated to int8.
 pub fn quantize_linear(x: f32, scale: f32) -> i8 {
-    (x / scale).round_ties_even().clamp(-128.0, 127.0) as i8
+    // Adding and taking away 1.5 · 2²³ rounds a float of magnitude below 2²² to an integer, half to
+    // even (IEEE's default rounding), in two instructions that vectorise; `round_ties_even` is a
+    // libm call on baseline x86-64, and was a tenth of an int8 window. Saturating first keeps the
+    // value in that range; the bounds are integers, so the order does not change the result.
+    const ROUND: f32 = 12_582_912.0;
+    let saturated = (x / scale).clamp(-128.0, 127.0);
+    ((saturated + ROUND) - ROUND) as i8
 }
 
 /// Weights as int8 with one scale per output channel.
@@ -59,6 +65,28 @@ mod tests {
         let q = |x| quantize_linear(x, 0.5);
         assert_eq!([q(0.25), q(0.75), q(1.25), q(-0.25)], [0, 2, 2, 0]);
         assert_eq!([q(1000.0), q(-1000.0)], [127, -128]);
+    }
+
+    #[test]
+    fn quantize_linear_is_the_rounding_onnx_specifies_everywhere() {
+        let onnx = |x: f32, scale: f32| (x / scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+        // Every quarter step over and beyond the int8 range, and values between.
+        for i in -1200..=1200 {
+            let x = i as f32 / 4.0;
+            assert_eq!(quantize_linear(x, 1.0), onnx(x, 1.0), "{x}");
+            let y = x * 0.731 + 0.0001;
+            assert_eq!(quantize_linear(y, 0.37), onnx(y, 0.37), "{y}");
+        }
+        for x in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            1e30,
+            -1e-30,
+        ] {
+            assert_eq!(quantize_linear(x, 0.1), onnx(x, 0.1), "{x}");
+        }
     }
 
     #[test]
