@@ -18,6 +18,7 @@ use super::Embedder;
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
+use crate::model_info::{FileKind, ModelInfo};
 use crate::variant::{INPUT_HEIGHT, INPUT_WIDTH};
 
 /// Where ONNX Runtime's library is looked for first (then `libonnxruntime.so` on the library
@@ -59,6 +60,15 @@ fn runtime() -> Result<&'static Environment> {
         .map_err(|e| HstlError::OnnxRuntime(e.clone()))
 }
 
+/// Whether `path` is a QDQ model (`calibrate quantize`). TensorRT builds int8 layers only with its
+/// INT8 flag set; their scales are the file's own (explicit quantization), so it needs no calibration
+/// table. A file that cannot be read is left for ONNX Runtime to refuse with its own reason.
+fn is_quantized(path: &Path) -> bool {
+    ModelInfo::of_path(path).is_ok_and(|info| {
+        matches!(info.kind, FileKind::Onnx { int8_convolutions, .. } if int8_convolutions > 0)
+    })
+}
+
 impl OrtEmbedder {
     /// Opens `path` with TensorRT (engines cached in `<model>.trt-cache/`), CUDA or the CPU,
     /// whichever the installed ONNX Runtime offers first; `threads` sizes the CPU thread pool.
@@ -77,6 +87,7 @@ impl OrtEmbedder {
             ep::TensorRT::default()
                 .with_engine_cache(true)
                 .with_engine_cache_path(cache.display())
+                .with_int8(is_quantized(path))
                 .build(),
             ep::CUDA::default().build(),
             ep::CPU::default().build(),
@@ -185,5 +196,32 @@ impl Embedder for OrtEmbedder {
             "ONNX Runtime, {} execution provider first, {} CPU thread(s)",
             self.provider, self.threads
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::onnx_graph::{write_model, ExportOptions};
+    use crate::variant::Variant;
+    use crate::weights::Weights;
+
+    #[test]
+    fn tensorrt_is_asked_for_int8_exactly_for_a_qdq_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let weights = Weights::seeded(Variant::Compact, 3);
+        let float = dir.path().join("float.onnx");
+        write_model(&weights, &ExportOptions::default(), &float).unwrap();
+        let int8 = dir.path().join("int8.onnx");
+        let options = ExportOptions {
+            int8_convolutions: BTreeMap::from([("arme1.0".to_string(), 0.01)]),
+            ..ExportOptions::default()
+        };
+        write_model(&weights, &options, &int8).unwrap();
+        assert!(!is_quantized(&float));
+        assert!(is_quantized(&int8));
+        assert!(!is_quantized(&dir.path().join("missing.onnx")));
     }
 }
