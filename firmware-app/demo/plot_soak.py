@@ -35,7 +35,8 @@ def plot(rows, out, title):
     memory.set_ylim(bottom=0)
     rate.plot(minutes, [r["frames_per_second"] for r in rows])
     rate.set_title("frames per second")
-    rate.set_ylim(bottom=0)
+    # Headroom above the steady rate, which would otherwise lie on the frame of the plot.
+    rate.set_ylim(0, 1.2 * max(r["frames_per_second"] for r in rows))
     windows.plot(minutes, [r["windows_dropped"] for r in rows], label="dropped (total)")
     windows.plot(minutes, [r["windows_in_flight"] for r in rows], label="in flight")
     windows.set_title("windows")
