@@ -323,14 +323,21 @@ impl GainHistogram {
 /// calling thread.
 fn run_bands<T: Send>(bands: Vec<T>, work: impl Fn(usize, T) + Sync) {
     let work = &work;
+    // Joined one by one, not left to the scope: the scope returns when the closures end, while a
+    // thread may still be running its thread-local destructors.
     std::thread::scope(|scope| {
         let mut bands = bands.into_iter().enumerate();
         let first = bands.next();
-        for (b, band) in bands {
-            scope.spawn(move || work(b, band));
-        }
+        let workers: Vec<_> = bands
+            .map(|(b, band)| scope.spawn(move || work(b, band)))
+            .collect();
         if let Some((b, band)) = first {
             work(b, band);
+        }
+        for worker in workers {
+            if let Err(panic) = worker.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
     });
 }

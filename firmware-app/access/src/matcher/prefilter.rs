@@ -144,15 +144,23 @@ impl Prefilter {
         ];
         let threads = threads.min(count.div_ceil(templates_per_thread_min)).max(1);
         let per_thread = count.div_ceil(threads).max(1);
+        // Joined one by one, not left to the scope: the scope returns when the closures end, while
+        // a thread may still be running its thread-local destructors.
         std::thread::scope(|scope| {
-            for ((codes, allowances), out) in self
+            let workers: Vec<_> = self
                 .codes
                 .chunks(per_thread * stride)
                 .zip(self.allowances.chunks(per_thread * self.parts))
                 .zip(bounds.chunks_mut(per_thread))
-            {
-                let probe = &probe;
-                scope.spawn(move || probe.bound_all(codes, allowances, out));
+                .map(|((codes, allowances), out)| {
+                    let probe = &probe;
+                    scope.spawn(move || probe.bound_all(codes, allowances, out))
+                })
+                .collect();
+            for worker in workers {
+                if let Err(panic) = worker.join() {
+                    std::panic::resume_unwind(panic);
+                }
             }
         });
         bounds
