@@ -211,6 +211,21 @@ fn models_with_the_wrong_interface_or_bytes_are_refused() {
         .unwrap();
     assert!(err.to_string().contains("rank 5"), "{err}");
 
+    let mut dangling = build_model(
+        &Weights::seeded(Variant::Compact, 0),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    dangling.graph.as_mut().unwrap().output[0].name = "nowhere".into();
+    let err = TractEmbedder::from_bytes(&dangling.encode_to_vec(), "dangling.onnx", 1)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("outputs [\"nowhere\"] are produced by no node"),
+        "{err}"
+    );
+
     let path = temp_path("garbage.onnx");
     std::fs::write(&path, [0x08u8, 0x07, 0xff, 0xff, 0x01]).unwrap();
     let err = TractEmbedder::load(&path, 1).err().unwrap();

@@ -87,6 +87,9 @@ impl TractEmbedder {
     ) -> Result<Self> {
         let int8_convolutions = int8_convolution::fuse_qdq_convolutions(&mut proto)
             .map_err(|e| bad_model(source, format!("{e:#}")))?;
+        if let Some(graph) = &proto.graph {
+            check_outputs_defined(graph).map_err(|message| bad_model(source, message))?;
+        }
         let parsed = onnx
             .parse(&proto, dir)
             .map_err(|e| bad_model(source, format!("not a loadable ONNX model: {e:#}")))?;
@@ -272,6 +275,36 @@ impl TractEmbedder {
     pub fn int8_convolutions(&self) -> usize {
         self.int8_convolutions
     }
+}
+
+/// Every output of `graph`, and of the graphs its nodes carry as attributes, is one of its inputs,
+/// initializers or node outputs: tract's reader panics on an output that names nothing.
+fn check_outputs_defined(graph: &tract_onnx::pb::GraphProto) -> std::result::Result<(), String> {
+    let defined: HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|input| input.name.as_str())
+        .chain(graph.initializer.iter().map(|tensor| tensor.name.as_str()))
+        .chain(graph.node.iter().flat_map(|node| node.output.iter().map(String::as_str)))
+        .collect();
+    let undefined: Vec<&str> = graph
+        .output
+        .iter()
+        .map(|output| output.name.as_str())
+        .filter(|name| !defined.contains(name))
+        .collect();
+    if !undefined.is_empty() {
+        return Err(format!(
+            "graph {:?}: outputs {undefined:?} are produced by no node, input or initializer",
+            graph.name
+        ));
+    }
+    graph
+        .node
+        .iter()
+        .flat_map(|node| &node.attribute)
+        .flat_map(|attribute| attribute.g.iter().chain(&attribute.graphs))
+        .try_for_each(check_outputs_defined)
 }
 
 /// The clip as the plan's input: f32, or f16 for a half-precision plan.
