@@ -7,13 +7,15 @@ pub const INT8_LIMIT: f32 = 127.0;
 
 /// ONNX `QuantizeLinear` with zero point 0: `x / scale` rounded half to even, saturated to int8.
 pub fn quantize_linear(x: f32, scale: f32) -> i8 {
-    // Adding and taking away 1.5 · 2²³ rounds a float of magnitude below 2²² to an integer, half to
-    // even (IEEE's default rounding), in two instructions that vectorise; `round_ties_even` is a
-    // libm call on baseline x86-64, and was a tenth of an int8 window. Saturating first keeps the
-    // value in that range; the bounds are integers, so the order does not change the result.
+    // Adding 1.5 · 2²³ to a float of magnitude below 2²² rounds it to an integer, half to even
+    // (IEEE's default rounding), and leaves that integer in the low bits of the sum's mantissa, two's
+    // complement: its low byte is the int8. Every step vectorises; `round_ties_even` is a libm call
+    // on baseline x86-64, and a float-to-int8 cast is a scalar conversion per value. NaN is 0, as
+    // ONNX's cast gives it.
     const ROUND: f32 = 12_582_912.0;
-    let saturated = (x / scale).clamp(-128.0, 127.0);
-    ((saturated + ROUND) - ROUND) as i8
+    let scaled = x / scale;
+    let saturated = if scaled.is_nan() { 0.0 } else { scaled }.clamp(-128.0, 127.0);
+    (saturated + ROUND).to_bits() as u8 as i8
 }
 
 /// Weights as int8 with one scale per output channel.

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use tract_linalg::mmm::{
@@ -370,7 +370,12 @@ pub struct Int8Convolution {
     /// Per output channel: the input scale times the channel's weight scale.
     output_scales: Arc<Vec<f32>>,
     bias: Option<Arc<Vec<f32>>>,
+    /// The weights packed for each kernel that ran them, and its packing.
+    packed_weights: Arc<Mutex<Vec<PackedWeights>>>,
 }
+
+/// Weights packed for a kernel (its name) and packing (its index among the kernel's).
+type PackedWeights = ((String, usize), Arc<Box<dyn MMMInputValue>>);
 
 impl PartialEq for Int8Convolution {
     fn eq(&self, other: &Self) -> bool {
@@ -426,6 +431,7 @@ impl Int8Convolution {
             input_scale,
             output_scales: Arc::new(output_scales),
             bias: bias.map(Arc::new),
+            packed_weights: Arc::default(),
         })
     }
 
@@ -441,24 +447,81 @@ impl Int8Convolution {
     fn convolve(&self, input: &[f32], volume: [usize; 3], output: &mut [f32]) -> TractResult<()> {
         let (m, k) = (self.out_channels(), self.weights.shape()[1]);
         let n: usize = volume.iter().product();
-        let quantized: Vec<u8> = input
-            .iter()
-            .map(|&x| quantize_linear(x, self.input_scale) as u8)
-            .collect();
+        let mut quantized = vec![0u8; input.len()];
+        on_executor_chunks(
+            &mut quantized,
+            QUANTIZE_CHUNK,
+            input,
+            QUANTIZE_CHUNK,
+            |_, out, values| {
+                for (q, &x) in out.iter_mut().zip(values) {
+                    *q = quantize_linear(x, self.input_scale) as u8;
+                }
+            },
+        );
         let query = int8_query(m, k, n);
         let (mmm, packing, _) = MmmDispatch::native()
             .pick(&query)
             .context("tract-linalg has no int8 matrix kernel for this CPU")?;
-        let sums = int8_sums(&*mmm, packing, &self.weights, &quantized, volume)?;
+        let weights = self.packed_weights(&*mmm, packing)?;
+        let sums = int8_sums(&*mmm, packing, &**weights, m, &quantized, volume)?;
         let sums = sums.try_as_plain_ram()?.as_slice::<i32>()?;
-        for (channel, (out, acc)) in output.chunks_mut(n).zip(sums.chunks(n)).enumerate() {
+        on_executor_chunks(output, n, sums, n, |channel, out, acc| {
             let scale = self.output_scales[channel];
             let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
             for (o, &s) in out.iter_mut().zip(acc) {
                 *o = s as f32 * scale + bias;
             }
-        }
+        });
         Ok(())
+    }
+
+    /// The weights packed for kernel `mmm` and its packing `packing`: packed on first use, then
+    /// kept, since the weights never change and the kernel changes only with the clip's length.
+    fn packed_weights(
+        &self,
+        mmm: &dyn MatMatMul,
+        packing: usize,
+    ) -> TractResult<Arc<Box<dyn MMMInputValue>>> {
+        let mut packed = self
+            .packed_weights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (mmm.name().to_string(), packing);
+        if let Some((_, weights)) = packed.iter().find(|(k, _)| *k == key) {
+            return Ok(weights.clone());
+        }
+        let weights = Arc::new(mmm.packings()[packing].0.prepare_one(&self.weights, 1, 0)?);
+        packed.push((key, weights.clone()));
+        Ok(weights)
+    }
+}
+
+/// Input values quantized per task: enough to outweigh handing the task to a thread.
+const QUANTIZE_CHUNK: usize = 64 * 1024;
+
+/// `work(index, out_chunk, input_chunk)` over `out` and `input` cut into chunks of `out_len` and
+/// `input_len` items, on the executor's threads when it has several.
+fn on_executor_chunks<O: Send, I: Sync>(
+    out: &mut [O],
+    out_len: usize,
+    input: &[I],
+    input_len: usize,
+    work: impl Fn(usize, &mut [O], &[I]) + Sync,
+) {
+    let task = |(index, (out, input)): (usize, (&mut [O], &[I]))| work(index, out, input);
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.install(|| {
+            out.par_chunks_mut(out_len)
+                .zip(input.par_chunks(input_len))
+                .enumerate()
+                .for_each(task)
+        }),
+        _ => out
+            .chunks_mut(out_len)
+            .zip(input.chunks(input_len))
+            .enumerate()
+            .for_each(task),
     }
 }
 
@@ -477,31 +540,31 @@ fn int8_query(m: usize, k: usize, n: usize) -> Query {
     }
 }
 
-/// `weights` `[m, k]` times the im2col matrix of `input` `[C, T, H, W]` (int8 values as their
-/// bytes), in int32 `[m, n]`, on the kernel `mmm` with its packing `packing`.
+/// The packed `[m, k]` weights `weights` times the im2col matrix of `input` `[C, T, H, W]` (int8
+/// values as their bytes), in int32 `[m, n]`, on the kernel `mmm` with its packing `packing`.
 fn int8_sums(
     mmm: &dyn MatMatMul,
     packing: usize,
-    weights: &Tensor,
+    weights: &dyn MMMInputValue,
+    m: usize,
     input: &[u8],
     volume: [usize; 3],
 ) -> TractResult<Tensor> {
-    let (m, k) = (weights.shape()[0], weights.shape()[1]);
+    let k = weights.k();
     let n: usize = volume.iter().product();
-    let (pack_a, pack_b) = &mmm.packings()[packing];
-    let a = pack_a.prepare_one(weights, 1, 0)?;
-    let b = pack_columns(&**pack_b, input, volume, k)?;
-    let mut sums = Tensor::zero::<i32>(&[m, n])?;
-    // SAFETY: `a` is [m, k] and `b` is [k, n], packed in the kernel's own packing `packing`, and
-    // `sums` is a contiguous [m, n] int32 tensor viewed with m on axis 0 and n on axis 1, as the
-    // kernel's `c_view` describes; all three outlive the call.
+    let b = pack_columns(&*mmm.packings()[packing].1, input, volume, k)?;
+    // SAFETY: the product below stores every element of `[m, n]`.
+    let mut sums = unsafe { Tensor::uninitialized::<i32>(&[m, n])? };
+    // SAFETY: `weights` is [m, k] and `b` is [k, n], packed in the kernel's own packing `packing`,
+    // and `sums` is a contiguous [m, n] int32 tensor viewed with m on axis 0 and n on axis 1, as
+    // the kernel's `c_view` describes; all three outlive the call.
     unsafe {
         mmm.run(
             m,
             n,
             &[
                 FusedSpec::AddMatMul {
-                    a: AsInputValue::Borrowed(&*a),
+                    a: AsInputValue::Borrowed(weights),
                     b: AsInputValue::Borrowed(&*b),
                     packing,
                 },
@@ -545,10 +608,9 @@ fn pack_columns(
             return format.prepare_one(&Tensor::from_shape(&[k, n], &columns)?, 0, 1);
         };
     let r = format.r();
-    // SAFETY: the blob is filled with zeros before anything reads it.
+    // SAFETY: every byte is written by `pack_panels` before anything reads it.
     let mut blob = unsafe { Blob::new_for_size_and_align(n.div_ceil(r) * panel_bytes, alignment) };
     let packed = blob.as_bytes_mut();
-    packed.fill(0);
     // A panel reads its few columns from every row of the im2col matrix: in a matrix of the whole
     // clip, rows lie pages apart and every read misses. So the matrix is made a block of columns at
     // a time, small enough for the cache, and that block's panels packed from it. Blocks are
@@ -605,6 +667,17 @@ fn pack_panels(
     out: &mut [u8],
 ) {
     let panels = width.div_ceil(r);
+    // What the rows below do not reach is zero: a panel's end padding, and the columns a last,
+    // narrower panel lacks.
+    let rows_bytes = if k4 { k.div_ceil(4) * 4 * r } else { k * r };
+    if rows_bytes < panel_bytes {
+        for panel in out.chunks_exact_mut(panel_bytes).take(panels) {
+            panel[rows_bytes..].fill(0);
+        }
+    }
+    if width % r != 0 {
+        out[(panels - 1) * panel_bytes..][..panel_bytes].fill(0);
+    }
     if !k4 {
         for (panel, out) in out.chunks_exact_mut(panel_bytes).take(panels).enumerate() {
             let (start, columns) = (panel * r, r.min(width - panel * r));
@@ -617,39 +690,114 @@ fn pack_panels(
         }
         return;
     }
-    // Four rows at a time are interleaved along the whole block, where the compiler vectorises the
-    // shuffle, and the result dealt out to the panels a run of `4 r` bytes each: interleaving panel
-    // by panel spent more on slicing than on bytes (8 columns a panel on AVX-512 VNNI).
+    match r {
+        8 => pack_k4::<8>(block, width, k, panel_bytes, out),
+        16 => pack_k4::<16>(block, width, k, panel_bytes, out),
+        _ => pack_k4_any(block, width, k, r, panel_bytes, out),
+    }
+}
+
+/// The k4 panels of a block at the panel width `R` of the common kernels (8 columns on AVX-512
+/// VNNI and arm64 SDOT, 16 on AMX): each run of `4 R` bytes is four rows' `R` columns interleaved,
+/// of sizes the compiler knows, so the shuffle is vectorised and the store is one move.
+fn pack_k4<const R: usize>(
+    block: &[u8],
+    width: usize,
+    k: usize,
+    panel_bytes: usize,
+    out: &mut [u8],
+) {
     let zeros = vec![0u8; width];
-    let mut quads = vec![0u8; 4 * width];
+    let whole = width / R;
     for group in 0..k.div_ceil(4) {
-        let lanes = [0, 1, 2, 3].map(|lane| match 4 * group + lane {
+        let row = |lane: usize| match 4 * group + lane {
             index if index < k => &block[index * width..][..width],
             _ => &zeros[..],
-        });
-        interleave4(lanes, &mut quads);
-        for (panel, run) in quads.chunks(4 * r).enumerate() {
-            out[panel * panel_bytes + group * 4 * r..][..run.len()].copy_from_slice(run);
+        };
+        let (a, b, c, d) = (row(0), row(1), row(2), row(3));
+        for panel in 0..whole {
+            let first = panel * R;
+            let (a, b, c, d) = (
+                &a[first..][..R],
+                &b[first..][..R],
+                &c[first..][..R],
+                &d[first..][..R],
+            );
+            let run = &mut out[panel * panel_bytes + group * 4 * R..][..4 * R];
+            for eight in 0..R / 8 {
+                let columns = 8 * eight..8 * eight + 8;
+                interleave_eight(
+                    [
+                        &a[columns.clone()],
+                        &b[columns.clone()],
+                        &c[columns.clone()],
+                        &d[columns],
+                    ],
+                    &mut run[32 * eight..][..32],
+                );
+            }
+        }
+        for column in whole * R..width {
+            let at = whole * panel_bytes + group * 4 * R + 4 * (column - whole * R);
+            out[at..at + 4].copy_from_slice(&[a[column], b[column], c[column], d[column]]);
         }
     }
 }
 
-/// Four rows into groups of four: `out[4 i + lane] = lanes[lane][i]`.
-fn interleave4(lanes: [&[u8]; 4], out: &mut [u8]) {
-    const STEP: usize = 16;
-    let width = lanes[0].len();
-    let whole = width / STEP * STEP;
-    for (chunk, out) in out[..4 * whole].chunks_exact_mut(4 * STEP).enumerate() {
-        let [a, b, c, d] = lanes.map(|lane| &lane[chunk * STEP..][..STEP]);
-        for i in 0..STEP {
-            out[4 * i] = a[i];
-            out[4 * i + 1] = b[i];
-            out[4 * i + 2] = c[i];
-            out[4 * i + 3] = d[i];
+/// Four rows of eight bytes into groups of four, `out[4 i + lane] = rows[lane][i]`, with SSE2's
+/// byte and word unpacking: the compiler leaves the plain loop at a byte a move on baseline x86-64,
+/// where it was most of the packing.
+#[cfg(target_arch = "x86_64")]
+fn interleave_eight(rows: [&[u8]; 4], out: &mut [u8]) {
+    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+    unsafe { interleave_eight_sse2(rows, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn interleave_eight_sse2(rows: [&[u8]; 4], out: &mut [u8]) {
+    use std::arch::x86_64::{
+        _mm_cvtsi128_si64, _mm_cvtsi64_si128, _mm_unpackhi_epi16, _mm_unpackhi_epi64,
+        _mm_unpacklo_epi16, _mm_unpacklo_epi8,
+    };
+    let [a, b, c, d] = rows.map(|row| {
+        _mm_cvtsi64_si128(i64::from_le_bytes(
+            row[..8].try_into().expect("eight bytes"),
+        ))
+    });
+    let (ab, cd) = (_mm_unpacklo_epi8(a, b), _mm_unpacklo_epi8(c, d));
+    for (half, quads) in [_mm_unpacklo_epi16(ab, cd), _mm_unpackhi_epi16(ab, cd)]
+        .into_iter()
+        .enumerate()
+    {
+        let high = _mm_unpackhi_epi64(quads, quads);
+        out[16 * half..][..8].copy_from_slice(&_mm_cvtsi128_si64(quads).to_le_bytes());
+        out[16 * half + 8..][..8].copy_from_slice(&_mm_cvtsi128_si64(high).to_le_bytes());
+    }
+}
+
+/// Four rows of eight bytes into groups of four, `out[4 i + lane] = rows[lane][i]`: a loop the
+/// compiler turns into interleaving stores where the target has them (arm64's `st4`).
+#[cfg(not(target_arch = "x86_64"))]
+fn interleave_eight(rows: [&[u8]; 4], out: &mut [u8]) {
+    let out = &mut out[..32];
+    for column in 0..8 {
+        for (lane, row) in rows.iter().enumerate() {
+            out[4 * column + lane] = row[column];
         }
     }
-    for i in whole..width {
-        out[4 * i..][..4].copy_from_slice(&[lanes[0][i], lanes[1][i], lanes[2][i], lanes[3][i]]);
+}
+
+/// The k4 panels of a block at any other panel width `r`, element by element; the rows past `k`
+/// that complete the last group of four are zero.
+fn pack_k4_any(block: &[u8], width: usize, k: usize, r: usize, panel_bytes: usize, out: &mut [u8]) {
+    for row in 0..k.div_ceil(4) * 4 {
+        let (group, lane) = (row / 4, row % 4);
+        let values = (row < k).then(|| &block[row * width..][..width]);
+        for column in 0..width {
+            out[column / r * panel_bytes + group * 4 * r + 4 * (column % r) + lane] =
+                values.map_or(0, |values| values[column]);
+        }
     }
 }
 
@@ -703,8 +851,11 @@ fn im2col(input: &[u8], [t, h, w]: [usize; 3], columns: Range<usize>, out: &mut 
             }
         }
         if let Some(column) = edge(dw, w) {
+            // One byte a line: a store, where a fill of unknown length calls `memset`.
             for line in columns.start / w..(columns.end - 1) / w + 1 {
-                zero(out, line * w + column, 1);
+                if columns.contains(&(line * w + column)) {
+                    out[line * w + column - columns.start] = 0;
+                }
             }
         }
     }
@@ -742,8 +893,9 @@ impl EvalOp for Int8Convolution {
         let n: usize = volume.iter().product();
         let ram = input.try_as_plain_ram()?;
         let data = ram.as_slice::<f32>()?;
-        let mut output =
-            Tensor::zero::<f32>(&[batch, self.out_channels(), shape[2], shape[3], shape[4]])?;
+        let output_shape = [batch, self.out_channels(), shape[2], shape[3], shape[4]];
+        // SAFETY: `convolve` writes every output value of every item.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
         let mut ram = output.try_as_plain_ram_mut()?;
         for (item, out) in ram
             .as_slice_mut::<f32>()?
@@ -872,7 +1024,11 @@ mod tests {
         let suitable = MmmDispatch::native().suitable(&int8_query(m, k, n));
         assert!(!suitable.is_empty());
         for (mmm, packing, _) in suitable {
-            let sums = int8_sums(&*mmm, packing, &weights, &bytes, [t, h, w]).unwrap();
+            let packed = mmm.packings()[packing]
+                .0
+                .prepare_one(&weights, 1, 0)
+                .unwrap();
+            let sums = int8_sums(&*mmm, packing, &*packed, m, &bytes, [t, h, w]).unwrap();
             let got = sums
                 .try_as_plain_ram()
                 .unwrap()
@@ -907,6 +1063,22 @@ mod tests {
         let alone = run(&op, clip());
         let shared = multithread_tract_scope(Executor::multithread(2), || run(&op, clip()));
         assert_eq!(alone, shared);
+    }
+
+    #[test]
+    fn the_panel_widths_of_the_common_kernels_pack_as_element_by_element() {
+        // Rows that do not fill the last group of four, and a last panel short of columns.
+        let (k, width): (usize, usize) = (27, 45);
+        let block: Vec<u8> = (0..k * width).map(|i| (i * 7 % 251) as u8).collect();
+        for r in [8, 16] {
+            let panel_bytes = k.div_ceil(4) * 4 * r + 64;
+            let panels = width.div_ceil(r);
+            let mut fast = vec![0xa5; panels * panel_bytes];
+            pack_panels(&block, width, k, r, true, panel_bytes, &mut fast);
+            let mut plain = vec![0; panels * panel_bytes];
+            pack_k4_any(&block, width, k, r, panel_bytes, &mut plain);
+            assert_eq!(fast, plain, "{r} columns a panel");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::input::Silhouettes;
 mod int8_convolution;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
+mod separable_max_pool;
 mod strided_max;
 pub mod tract;
 

@@ -17,6 +17,7 @@ use tract_onnx::tract_core::transform::ModelTransform;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::int8_convolution;
+use super::separable_max_pool::replace_max_pools;
 use super::strided_max::replace_max_reductions;
 use super::{Embedder, Precision};
 use crate::embedding::Embedding;
@@ -178,6 +179,7 @@ impl TractEmbedder {
                     half_precision_up_to_the_pooling(&mut m)?;
                 }
                 replace_max_reductions(&mut m)?;
+                replace_max_pools(&mut m)?;
                 m.into_optimized()
             })
             .and_then(|m| m.into_runnable())
@@ -285,7 +287,12 @@ fn check_outputs_defined(graph: &tract_onnx::pb::GraphProto) -> std::result::Res
         .iter()
         .map(|input| input.name.as_str())
         .chain(graph.initializer.iter().map(|tensor| tensor.name.as_str()))
-        .chain(graph.node.iter().flat_map(|node| node.output.iter().map(String::as_str)))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|node| node.output.iter().map(String::as_str)),
+        )
         .collect();
     let undefined: Vec<&str> = graph
         .output
