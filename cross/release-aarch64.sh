@@ -7,7 +7,8 @@
 # Debian's cross gcc links against its own glibc 2.36 and tract then needs GLIBC_2.35 (hypotf),
 # which JetPack 5 lacks; cargo-zigbuild links against the requested glibc instead.
 # Artefacts: target/dist/kiosk-aarch64-glibc<version>.tar.gz: bin/ (hstl, kiosk, enrol, calibrate),
-# model/ (the shipped trained model, its operating point and model card), etc/kiosk.toml,
+# model/ (the shipped trained model in float and int8, each with its operating point, and the model
+# card), etc/kiosk.toml,
 # systemd/kiosk.service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +33,10 @@ for glibc in "$@"; do
         echo "$binary for glibc ${glibc}: needs at most ${newest}"
         cp "$path" "$stage/bin/"
     done
-    cp model/weights/hstl-compact-casia-b.onnx model/weights/hstl-compact-casia-b.onnx.operating-point.json \
-        model/weights/README.md "$stage/model/"
+    for model in hstl-compact-casia-b.onnx hstl-compact-casia-b.int8.onnx; do
+        cp "model/weights/$model" "model/weights/$model.operating-point.json" "$stage/model/"
+    done
+    cp model/weights/README.md "$stage/model/"
     cp cross/package/kiosk.toml "$stage/etc/"
     cp cross/package/kiosk.service "$stage/systemd/"
     cp README.md "$stage/"

@@ -97,6 +97,32 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
     }
 }
 
+#[test]
+fn the_shipped_int8_model_runs_the_door_at_its_own_operating_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = DemoConfig::new(dir.path().to_path_buf());
+    let float = hstl::shipped_model_path();
+    config.model = float.with_extension("int8.onnx");
+    config.people = 2;
+    config.enrolment_walks = 2;
+    config.strangers = 1;
+    let report = run_demo(&config).unwrap();
+
+    let float_point = hstl::OperatingPoint::load_for(&float, &hstl::model_id(&float).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_ne!(report.accept_distance, float_point.accept_distance);
+    for walk_up in &report.walk_ups {
+        assert!(
+            walk_up.correct(),
+            "{}: expected {:?}, got {:?}",
+            walk_up.label,
+            walk_up.expected,
+            walk_up.verdict().map(|r| &r.decision.verdict)
+        );
+    }
+}
+
 fn scene(seed: u64) -> SyntheticScene {
     SyntheticScene::new(SceneConfig::single_walker(seed, 320, 240))
 }
