@@ -30,6 +30,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 
+use super::executor::{on_executor_chunks, share_per_thread};
 use crate::precision::quantize_linear;
 
 /// The ONNX operator name the loader gives a fused convolution (never written to a file).
@@ -448,17 +449,12 @@ impl Int8Convolution {
         let (m, k) = (self.out_channels(), self.weights.shape()[1]);
         let n: usize = volume.iter().product();
         let mut quantized = vec![0u8; input.len()];
-        on_executor_chunks(
-            &mut quantized,
-            QUANTIZE_CHUNK,
-            input,
-            QUANTIZE_CHUNK,
-            |_, out, values| {
-                for (q, &x) in out.iter_mut().zip(values) {
-                    *q = quantize_linear(x, self.input_scale) as u8;
-                }
-            },
-        );
+        let share = share_per_thread(input.len(), MIN_TASK);
+        on_executor_chunks(&mut quantized, share, input, share, |_, out, values| {
+            for (q, &x) in out.iter_mut().zip(values) {
+                *q = quantize_linear(x, self.input_scale) as u8;
+            }
+        });
         let query = int8_query(m, k, n);
         let (mmm, packing, _) = MmmDispatch::native()
             .pick(&query)
@@ -466,13 +462,23 @@ impl Int8Convolution {
         let weights = self.packed_weights(&*mmm, packing)?;
         let sums = int8_sums(&*mmm, packing, &**weights, m, &quantized, volume)?;
         let sums = sums.try_as_plain_ram()?.as_slice::<i32>()?;
-        on_executor_chunks(output, n, sums, n, |channel, out, acc| {
-            let scale = self.output_scales[channel];
-            let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
-            for (o, &s) in out.iter_mut().zip(acc) {
-                *o = s as f32 * scale + bias;
-            }
-        });
+        let channels = share_per_thread(m, MIN_TASK.div_ceil(n));
+        on_executor_chunks(
+            output,
+            channels * n,
+            sums,
+            channels * n,
+            |task, out, acc| {
+                for (index, (out, acc)) in out.chunks_mut(n).zip(acc.chunks(n)).enumerate() {
+                    let channel = task * channels + index;
+                    let scale = self.output_scales[channel];
+                    let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
+                    for (o, &s) in out.iter_mut().zip(acc) {
+                        *o = s as f32 * scale + bias;
+                    }
+                }
+            },
+        );
         Ok(())
     }
 
@@ -497,33 +503,8 @@ impl Int8Convolution {
     }
 }
 
-/// Input values quantized per task: enough to outweigh handing the task to a thread.
-const QUANTIZE_CHUNK: usize = 64 * 1024;
-
-/// `work(index, out_chunk, input_chunk)` over `out` and `input` cut into chunks of `out_len` and
-/// `input_len` items, on the executor's threads when it has several.
-fn on_executor_chunks<O: Send, I: Sync>(
-    out: &mut [O],
-    out_len: usize,
-    input: &[I],
-    input_len: usize,
-    work: impl Fn(usize, &mut [O], &[I]) + Sync,
-) {
-    let task = |(index, (out, input)): (usize, (&mut [O], &[I]))| work(index, out, input);
-    match current_tract_executor() {
-        Executor::MultiThread(pool) => pool.install(|| {
-            out.par_chunks_mut(out_len)
-                .zip(input.par_chunks(input_len))
-                .enumerate()
-                .for_each(task)
-        }),
-        _ => out
-            .chunks_mut(out_len)
-            .zip(input.chunks(input_len))
-            .enumerate()
-            .for_each(task),
-    }
-}
+/// Fewest values quantized or rescaled by one task: enough to outweigh handing the task to a thread.
+const MIN_TASK: usize = 16 * 1024;
 
 /// What the convolution asks of tract-linalg: `[m, k]` int8 weights times `[k, n]` int8 columns,
 /// summed and stored in int32.

@@ -10,11 +10,13 @@ use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
 
+mod executor;
 mod int8_convolution;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
 mod separable_max_pool;
 mod strided_max;
+mod threaded_pow;
 pub mod tract;
 
 /// Turns a silhouette clip into an embedding. Implementations are shareable between threads.

@@ -19,6 +19,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use super::int8_convolution;
 use super::separable_max_pool::replace_max_pools;
 use super::strided_max::replace_max_reductions;
+use super::threaded_pow::replace_constant_powers;
 use super::{Embedder, Precision};
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
@@ -180,6 +181,7 @@ impl TractEmbedder {
                 }
                 replace_max_reductions(&mut m)?;
                 replace_max_pools(&mut m)?;
+                replace_constant_powers(&mut m)?;
                 m.into_optimized()
             })
             .and_then(|m| m.into_runnable())
