@@ -656,7 +656,7 @@ fn pack_panels(
             panel[rows_bytes..].fill(0);
         }
     }
-    if width % r != 0 {
+    if !width.is_multiple_of(r) {
         out[(panels - 1) * panel_bytes..][..panel_bytes].fill(0);
     }
     if !k4 {
