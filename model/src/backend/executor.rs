@@ -32,9 +32,13 @@ pub fn on_executor_chunks<O: Send, I: Sync>(
 /// Items per task for `len` items: an equal share for each of the executor's threads, and at least
 /// `min_items`, below which handing a task to a thread costs more than it saves.
 pub fn share_per_thread(len: usize, min_items: usize) -> usize {
-    let threads = match current_tract_executor() {
+    len.div_ceil(executor_threads()).max(min_items)
+}
+
+/// How many threads the executor runs work on.
+pub fn executor_threads() -> usize {
+    match current_tract_executor() {
         Executor::MultiThread(pool) => pool.current_num_threads(),
         _ => 1,
-    };
-    len.div_ceil(threads).max(min_items)
+    }
 }

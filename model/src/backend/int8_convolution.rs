@@ -21,7 +21,7 @@ use tract_linalg::mmm::{
     AsInputValue, EagerPackedInput, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
     PackedExoticFact, Query,
 };
-use tract_linalg::multithread::{current_tract_executor, Executor};
+use tract_linalg::multithread::{current_tract_executor, multithread_tract_scope, Executor};
 use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_linalg::{MmmDispatch, WeightType};
 use tract_onnx::model::ParsingContext;
@@ -30,7 +30,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 
-use super::executor::{on_executor_chunks, share_per_thread};
+use super::executor::{executor_threads, on_executor_chunks, share_per_thread};
 use crate::precision::quantize_linear;
 
 /// The ONNX operator name the loader gives a fused convolution (never written to a file).
@@ -444,8 +444,32 @@ impl Int8Convolution {
         self.weights.shape()[1] / KERNEL_VOLUME
     }
 
-    /// One item of the batch: `input` `[C, T, H, W]` into `output` `[M, T, H, W]`.
+    /// One item of the batch: `input` `[C, T, H, W]` into `output` `[M, T, H, W]`, on the int8
+    /// kernel tract-linalg picks for this CPU.
     fn convolve(&self, input: &[f32], volume: [usize; 3], output: &mut [f32]) -> TractResult<()> {
+        let (m, k) = (self.out_channels(), self.weights.shape()[1]);
+        let n: usize = volume.iter().product();
+        let (mmm, packing, _) = MmmDispatch::native()
+            .pick(&int8_query(m, k, n))
+            .context("tract-linalg has no int8 matrix kernel for this CPU")?;
+        self.convolve_on(&*mmm, packing, input, volume, output)
+    }
+
+    /// [`Self::convolve`] on kernel `mmm` with its packing `packing`.
+    ///
+    /// The clip is quantized once; then each block of output columns is made whole on one thread:
+    /// its im2col columns packed, multiplied by the weights, scaled back to float. A block's
+    /// packed columns and sums stay in that core's cache from the moment they are made to the
+    /// moment they are used; made for the whole clip first, they went out to memory and back,
+    /// which is what kept two threads from halving the time.
+    fn convolve_on(
+        &self,
+        mmm: &dyn MatMatMul,
+        packing: usize,
+        input: &[f32],
+        volume: [usize; 3],
+        output: &mut [f32],
+    ) -> TractResult<()> {
         let (m, k) = (self.out_channels(), self.weights.shape()[1]);
         let n: usize = volume.iter().product();
         let mut quantized = vec![0u8; input.len()];
@@ -455,31 +479,51 @@ impl Int8Convolution {
                 *q = quantize_linear(x, self.input_scale) as u8;
             }
         });
-        let query = int8_query(m, k, n);
-        let (mmm, packing, _) = MmmDispatch::native()
-            .pick(&query)
-            .context("tract-linalg has no int8 matrix kernel for this CPU")?;
-        let weights = self.packed_weights(&*mmm, packing)?;
-        let sums = int8_sums(&*mmm, packing, &**weights, m, &quantized, volume)?;
-        let sums = sums.try_as_plain_ram()?.as_slice::<i32>()?;
-        let channels = share_per_thread(m, MIN_TASK.div_ceil(n));
-        on_executor_chunks(
-            output,
-            channels * n,
-            sums,
-            channels * n,
-            |task, out, acc| {
-                for (index, (out, acc)) in out.chunks_mut(n).zip(acc.chunks(n)).enumerate() {
-                    let channel = task * channels + index;
-                    let scale = self.output_scales[channel];
-                    let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
-                    for (o, &s) in out.iter_mut().zip(acc) {
-                        *o = s as f32 * scale + bias;
-                    }
+        let weights = self.packed_weights(mmm, packing)?;
+        let columns = ColumnPacking::of(&*mmm.packings()[packing].1, k);
+        let block_columns = columns.block_columns(k, n);
+        // Each block's part of every output channel: the channels' rows cut at the block edges.
+        let mut blocks: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(block_columns))
+            .map(|_| Vec::with_capacity(m))
+            .collect();
+        for row in output.chunks_mut(n) {
+            for (block, part) in blocks.iter_mut().zip(row.chunks_mut(block_columns)) {
+                block.push(part);
+            }
+        }
+        let run_block = |scratch: &mut Vec<u8>, (index, rows): (usize, Vec<&mut [f32]>)| {
+            let first = index * block_columns;
+            let width = rows.first().map_or(0, |row| row.len());
+            let packed = columns.pack(&quantized, volume, first..first + width, k, scratch)?;
+            let sums = int8_sums(mmm, packing, &**weights, &*packed, m, width)?;
+            let sums = sums.try_as_plain_ram()?.as_slice::<i32>()?;
+            for (channel, (row, acc)) in rows.into_iter().zip(sums.chunks(width)).enumerate() {
+                let scale = self.output_scales[channel];
+                let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
+                for (o, &s) in row.iter_mut().zip(acc) {
+                    *o = s as f32 * scale + bias;
                 }
-            },
-        );
-        Ok(())
+            }
+            TractResult::Ok(())
+        };
+        // Each thread makes its blocks' columns in one buffer of its own: a fresh one per block
+        // would be mapped and faulted in anew every time.
+        let scratch = || vec![0u8; k * block_columns];
+        match current_tract_executor() {
+            Executor::MultiThread(pool) if blocks.len() > 1 => pool.install(|| {
+                blocks
+                    .into_par_iter()
+                    .enumerate()
+                    .try_for_each_init(scratch, run_block)
+            }),
+            _ => {
+                let mut block = scratch();
+                blocks
+                    .into_iter()
+                    .enumerate()
+                    .try_for_each(|item| run_block(&mut block, item))
+            }
+        }
     }
 
     /// The weights packed for kernel `mmm` and its packing `packing`: packed on first use, then
@@ -521,119 +565,142 @@ fn int8_query(m: usize, k: usize, n: usize) -> Query {
     }
 }
 
-/// The packed `[m, k]` weights `weights` times the im2col matrix of `input` `[C, T, H, W]` (int8
-/// values as their bytes), in int32 `[m, n]`, on the kernel `mmm` with its packing `packing`.
+/// The packed `[m, k]` weights `weights` times the packed `[k, n]` columns `columns`, in int32
+/// `[m, n]`, on the kernel `mmm` with its packing `packing`, on the calling thread: the blocks are
+/// what the executor's threads share.
 fn int8_sums(
     mmm: &dyn MatMatMul,
     packing: usize,
     weights: &dyn MMMInputValue,
+    columns: &dyn MMMInputValue,
     m: usize,
-    input: &[u8],
-    volume: [usize; 3],
+    n: usize,
 ) -> TractResult<Tensor> {
-    let k = weights.k();
-    let n: usize = volume.iter().product();
-    let b = pack_columns(&*mmm.packings()[packing].1, input, volume, k)?;
     // SAFETY: the product below stores every element of `[m, n]`.
     let mut sums = unsafe { Tensor::uninitialized::<i32>(&[m, n])? };
-    // SAFETY: `weights` is [m, k] and `b` is [k, n], packed in the kernel's own packing `packing`,
-    // and `sums` is a contiguous [m, n] int32 tensor viewed with m on axis 0 and n on axis 1, as
-    // the kernel's `c_view` describes; all three outlive the call.
-    unsafe {
+    // SAFETY: `weights` is [m, k] and `columns` is [k, n], packed in the kernel's own packing
+    // `packing`, and `sums` is a contiguous [m, n] int32 tensor viewed with m on axis 0 and n on
+    // axis 1, as the kernel's `c_view` describes; all three outlive the call.
+    multithread_tract_scope(Executor::SingleThread, || unsafe {
         mmm.run(
             m,
             n,
             &[
                 FusedSpec::AddMatMul {
                     a: AsInputValue::Borrowed(weights),
-                    b: AsInputValue::Borrowed(&*b),
+                    b: AsInputValue::Borrowed(columns),
                     packing,
                 },
                 FusedSpec::Store(mmm.c_view(Some(0), Some(1)).wrap(&sums.view_mut())),
             ],
-        )?;
-    }
+        )
+    })?;
     Ok(sums)
 }
 
-/// The im2col matrix `[C · 27, T · H · W]` of `input` `[C, T, H, W]` (the 27 shifted copies, zero
-/// outside: the int8 image of the float zero padding), packed for the kernel as `format` says.
+/// How a kernel takes its im2col columns (`[C · 27, T · H · W]` of an input `[C, T, H, W]`: the 27
+/// shifted copies, zero outside, the int8 image of the float zero padding).
 ///
 /// The two int8 layouts tract-linalg's kernels use are packed here: panels of `r` columns, k-major
 /// (NEON, AVX2) or by groups of four k (VNNI, AMX, dot product). tract's generic packer took 5 to
 /// 10 times as long as the int8 product itself on AMX. Any other layout goes through the format's
 /// own packer.
-fn pack_columns(
-    format: &dyn MMMInputFormat,
-    input: &[u8],
-    volume: [usize; 3],
-    k: usize,
-) -> TractResult<Box<dyn MMMInputValue>> {
-    let n: usize = volume.iter().product();
-    let (panel_bytes, alignment, own_format): (_, _, Box<dyn MMMInputFormat>) =
-        if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
-            (k4.single_panel_len(k), k4.alignment(), Box::new(k4.clone()))
-        } else if let Some(plain) = format
+enum ColumnPacking<'a> {
+    Panels {
+        format: Box<dyn MMMInputFormat>,
+        r: usize,
+        k4: bool,
+        panel_bytes: usize,
+        alignment: usize,
+    },
+    Other(&'a dyn MMMInputFormat),
+}
+
+impl<'a> ColumnPacking<'a> {
+    fn of(format: &'a dyn MMMInputFormat, k: usize) -> Self {
+        let r = format.r();
+        let k4 = format.k_alignment() == 4;
+        if let Some(panels) = format.downcast_ref::<PackedI8K4>() {
+            ColumnPacking::Panels {
+                format: Box::new(panels.clone()),
+                r,
+                k4,
+                panel_bytes: panels.single_panel_len(k),
+                alignment: panels.alignment(),
+            }
+        } else if let Some(panels) = format
             .downcast_ref::<PackedFormat>()
             .filter(|f| f.dt == i8::datum_type())
         {
-            (
-                plain.single_panel_len(k),
-                plain.alignment(),
-                Box::new(plain.clone()),
-            )
+            ColumnPacking::Panels {
+                format: Box::new(panels.clone()),
+                r,
+                k4,
+                panel_bytes: panels.single_panel_len(k),
+                alignment: panels.alignment(),
+            }
         } else {
-            let mut columns = vec![0u8; k * n];
-            im2col(input, volume, 0..n, &mut columns);
-            let columns: Vec<i8> = columns.iter().map(|&v| v as i8).collect();
-            return format.prepare_one(&Tensor::from_shape(&[k, n], &columns)?, 0, 1);
-        };
-    let r = format.r();
-    // SAFETY: every byte is written by `pack_panels` before anything reads it.
-    let mut blob = unsafe { Blob::new_for_size_and_align(n.div_ceil(r) * panel_bytes, alignment) };
-    let packed = blob.as_bytes_mut();
-    // A panel reads its few columns from every row of the im2col matrix: in a matrix of the whole
-    // clip, rows lie pages apart and every read misses. So the matrix is made a block of columns at
-    // a time, small enough for the cache, and that block's panels packed from it. Blocks are
-    // independent: they are shared among the executor's threads, as the product that follows is.
-    let block_columns = (IM2COL_BLOCK_BYTES / k).max(r) / r * r;
-    let k4 = format.k_alignment() == 4;
-    // Each thread makes its blocks in one buffer of its own: a fresh one per block would be mapped
-    // and faulted in anew every time.
-    let scratch = || vec![0u8; k * block_columns];
-    let pack_block = |block: &mut Vec<u8>, (index, out): (usize, &mut [u8])| {
-        let first = index * block_columns;
-        let width = block_columns.min(n - first);
-        let block = &mut block[..k * width];
-        im2col(input, volume, first..first + width, block);
-        pack_panels(block, width, k, r, k4, panel_bytes, out);
-    };
-    let block_bytes = block_columns / r * panel_bytes;
-    match current_tract_executor() {
-        Executor::MultiThread(pool) => pool.install(|| {
-            packed
-                .par_chunks_mut(block_bytes)
-                .enumerate()
-                .for_each_init(scratch, pack_block)
-        }),
-        _ => {
-            let mut block = scratch();
-            packed
-                .chunks_mut(block_bytes)
-                .enumerate()
-                .for_each(|item| pack_block(&mut block, item))
+            ColumnPacking::Other(format)
         }
     }
-    Ok(Box::new(EagerPackedInput {
-        fact: PackedExoticFact {
-            format: own_format,
-            mn: n.to_dim(),
-            k,
-        },
-        packed: Arc::new(blob),
-        panel_bytes,
-        mn: n,
-    }))
+
+    /// Columns made and packed at a time, of `n`: a panel reads its few columns from every row of
+    /// the im2col matrix, and in a matrix of the whole clip rows lie pages apart and every read
+    /// misses; a block small enough for the cache is made, then packed. Short clips (late layers,
+    /// after the FTA's pooling over time) are cut finer, four blocks for each of the executor's
+    /// threads, so that the threads finish together.
+    fn block_columns(&self, k: usize, n: usize) -> usize {
+        let r = match self {
+            ColumnPacking::Panels { r, .. } => *r,
+            ColumnPacking::Other(format) => format.r(),
+        };
+        let fits_the_cache = IM2COL_BLOCK_BYTES / k;
+        let balanced = n.div_ceil(4 * executor_threads());
+        fits_the_cache.min(balanced).max(r).div_ceil(r) * r
+    }
+
+    /// The columns `columns` of the im2col matrix of `input` (int8 values as their bytes),
+    /// packed; `block` is room for them unpacked.
+    fn pack(
+        &self,
+        input: &[u8],
+        volume: [usize; 3],
+        columns: Range<usize>,
+        k: usize,
+        block: &mut [u8],
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        let width = columns.len();
+        let block = &mut block[..k * width];
+        im2col(input, volume, columns, block);
+        let ColumnPacking::Panels {
+            format,
+            r,
+            k4,
+            panel_bytes,
+            alignment,
+        } = self
+        else {
+            let ColumnPacking::Other(format) = self else {
+                unreachable!("two kinds of packing")
+            };
+            let values: Vec<i8> = block.iter().map(|&v| v as i8).collect();
+            return format.prepare_one(&Tensor::from_shape(&[k, width], &values)?, 0, 1);
+        };
+        let bytes = width.div_ceil(*r) * panel_bytes;
+        // SAFETY: every byte is written by `pack_panels` before anything reads it.
+        let mut blob = unsafe { Blob::new_for_size_and_align(bytes, *alignment) };
+        pack_panels(block, width, k, *r, *k4, *panel_bytes, blob.as_bytes_mut());
+        Ok(Box::new(EagerPackedInput {
+            fact: PackedExoticFact {
+                format: format.clone(),
+                mn: width.to_dim(),
+                k,
+            },
+            packed: Arc::new(blob),
+            panel_bytes: *panel_bytes,
+            mn: width,
+        }))
+    }
 }
 
 /// The panels of one block of the im2col matrix (`k` rows of `width` columns) into `out`, `r`
@@ -987,35 +1054,37 @@ mod tests {
 
     #[test]
     fn every_int8_kernel_of_this_cpu_sums_the_packed_columns_exactly() {
-        // Blocks of columns that end mid-frame and mid-line, and a clip of several blocks.
+        // Blocks of columns that end mid-frame and mid-line, and a clip of several blocks. Input
+        // and weight scales of 1 make every output value its int32 sum, exactly.
         let (c, t, h, w, m) = (2, 20, 20, 30, 9);
         assert!(c * KERNEL_VOLUME * t * h * w > 2 * IM2COL_BLOCK_BYTES);
         let input: Vec<i8> = (0..c * t * h * w)
             .map(|i| ((i * 37) % 255) as i32 - 127)
             .map(|v| v as i8)
             .collect();
-        let bytes: Vec<u8> = input.iter().map(|&v| v as u8).collect();
+        let values: Vec<f32> = input.iter().map(|&v| f32::from(v)).collect();
         let weights: Vec<i8> = (0..m * c * KERNEL_VOLUME)
             .map(|i| ((i * 11) % 255) as i32 - 127)
             .map(|v| v as i8)
             .collect();
         let (k, n) = (c * KERNEL_VOLUME, t * h * w);
-        let want = reference_sums(&input, [c, t, h, w], &weights);
-        let weights = Tensor::from_shape(&[m, k], &weights).unwrap();
+        let want: Vec<f32> = reference_sums(&input, [c, t, h, w], &weights)
+            .iter()
+            .map(|&sum| sum as f32)
+            .collect();
+        let op = Int8Convolution::new(
+            &Tensor::from_shape(&[m, c, 3, 3, 3], &weights).unwrap(),
+            &[1.0],
+            1.0,
+            None,
+        )
+        .unwrap();
         let suitable = MmmDispatch::native().suitable(&int8_query(m, k, n));
         assert!(!suitable.is_empty());
         for (mmm, packing, _) in suitable {
-            let packed = mmm.packings()[packing]
-                .0
-                .prepare_one(&weights, 1, 0)
+            let mut got = vec![f32::NAN; m * n];
+            op.convolve_on(&*mmm, packing, &values, [t, h, w], &mut got)
                 .unwrap();
-            let sums = int8_sums(&*mmm, packing, &*packed, m, &bytes, [t, h, w]).unwrap();
-            let got = sums
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<i32>()
-                .unwrap()
-                .to_vec();
             assert_eq!(got, want, "{} packing {packing}", mmm.name());
         }
     }
