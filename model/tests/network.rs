@@ -226,6 +226,14 @@ fn models_with_the_wrong_interface_or_bytes_are_refused() {
         "{err}"
     );
 
+    // Found by the onnx_model fuzzer: a Flatten whose axis lies past its input's rank makes
+    // tract's shape inference index out of bounds.
+    let flatten = include_bytes!("../../fuzz/regressions/onnx_model/flatten-axis-past-the-rank");
+    let err = TractEmbedder::from_bytes(flatten, "flatten.onnx", 1)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("tract failed on it"), "{err}");
+
     let path = temp_path("garbage.onnx");
     std::fs::write(&path, [0x08u8, 0x07, 0xff, 0xff, 0x01]).unwrap();
     let err = TractEmbedder::load(&path, 1).err().unwrap();

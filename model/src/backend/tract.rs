@@ -92,8 +92,7 @@ impl TractEmbedder {
         if let Some(graph) = &proto.graph {
             check_outputs_defined(graph).map_err(|message| bad_model(source, message))?;
         }
-        let parsed = onnx
-            .parse(&proto, dir)
+        let parsed = contained(|| onnx.parse(&proto, dir))
             .map_err(|e| bad_model(source, format!("not a loadable ONNX model: {e:#}")))?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(bad_model(
@@ -122,8 +121,7 @@ impl TractEmbedder {
                 )));
             }
         }
-        let probe = with_clip_length(model.clone(), PROBE_FRAMES)
-            .and_then(|m| m.into_typed())
+        let probe = contained(|| with_clip_length(model.clone(), PROBE_FRAMES)?.into_typed())
             .map_err(|e| bad(format!("does not accept silhouettes [1, T, 64, 44]: {e:#}")))?;
         let output = probe.output_fact(0).map_err(|e| bad(e.to_string()))?;
         let dims: Option<Vec<usize>> = output.shape.as_concrete().map(|d| d.to_vec());
@@ -172,25 +170,27 @@ impl TractEmbedder {
             return Ok(plan);
         }
         let started = std::time::Instant::now();
-        let plan = with_clip_length(self.model.clone(), frames)
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .and_then(|mut m| {
-                if self.precision == Precision::F16 {
-                    half_precision_up_to_the_pooling(&mut m)?;
-                }
-                replace_max_reductions(&mut m)?;
-                replace_max_pools(&mut m)?;
-                replace_constant_powers(&mut m)?;
-                m.into_optimized()
-            })
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| {
-                bad_model(
-                    &self.source,
-                    format!("cannot build a plan for {frames} frames: {e:#}"),
-                )
-            })?;
+        let plan = contained(|| {
+            with_clip_length(self.model.clone(), frames)
+                .and_then(|m| m.into_typed())
+                .and_then(|m| m.into_decluttered())
+                .and_then(|mut m| {
+                    if self.precision == Precision::F16 {
+                        half_precision_up_to_the_pooling(&mut m)?;
+                    }
+                    replace_max_reductions(&mut m)?;
+                    replace_max_pools(&mut m)?;
+                    replace_constant_powers(&mut m)?;
+                    m.into_optimized()
+                })
+                .and_then(|m| m.into_runnable())
+        })
+        .map_err(|e| {
+            bad_model(
+                &self.source,
+                format!("cannot build a plan for {frames} frames: {e:#}"),
+            )
+        })?;
         log::debug!("tract plan for T={frames} built in {:?}", started.elapsed());
         let mut plans = self
             .plans
@@ -279,6 +279,21 @@ impl TractEmbedder {
     pub fn int8_convolutions(&self) -> usize {
         self.int8_convolutions
     }
+}
+
+/// Runs tract's reading or planning of a model, a panic inside tract turned into an error. tract
+/// reads the models it was written for, but some malformed files (an axis past a tensor's rank, say)
+/// make its shape inference index out of bounds: a broken model file must be refused with a reason,
+/// not crash the door.
+fn contained<T>(work: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|message| message.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(TractError::msg(format!("tract failed on it: {message}")))
+    })
 }
 
 /// Every output of `graph`, and of the graphs its nodes carry as attributes, is one of its inputs,

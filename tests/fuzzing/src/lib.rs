@@ -145,6 +145,11 @@ pub fn casia_b_archive(data: &[u8]) {
 
 /// An ONNX model: `hstl inspect`'s reading, then tract's loading with the interface checks.
 pub fn onnx_model(data: &[u8]) {
+    // libFuzzer's harness aborts in the panic hook, before a panic unwinds; the model loader turns
+    // a panic inside tract into an error (a broken file is refused, not a crash), which needs the
+    // unwinding. A panic that escapes the loader still aborts, at the harness's boundary.
+    static PRINTING_HOOK: std::sync::Once = std::sync::Once::new();
+    PRINTING_HOOK.call_once(|| std::panic::set_hook(Box::new(|panic| eprintln!("{panic}"))));
     let (_scratch, path) = Scratch::with("model.onnx", data);
     let _ = hstl::model_info::ModelInfo::of_path(&path);
     let _ = hstl::TractEmbedder::from_bytes(data, "fuzzed model", 1);
