@@ -11,7 +11,7 @@ use access::gallery::{Gallery, TemplateKey};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
 use firmware_app::kiosk::DecisionRecord;
-use kiosk_demo::{run_demo, DemoConfig, Expected};
+use kiosk_demo::{run_demo, DemoConfig, DemoReport, Expected};
 use silhouette::frame::Frame;
 use silhouette::source::{FrameSource, SourceError};
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
@@ -30,15 +30,7 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
     assert!(report.enrolled.iter().all(|(_, templates)| *templates >= 2));
     // The synthetic people differ as people do (proportions, posture, clothing, gait), and the
     // trained network tells them apart at its calibrated operating point.
-    for walk_up in &report.walk_ups {
-        assert!(
-            walk_up.correct(),
-            "{}: expected {:?}, got {:?}",
-            walk_up.label,
-            walk_up.expected,
-            walk_up.verdict().map(|r| &r.decision.verdict)
-        );
-    }
+    assert_every_walk_up_decided_right(&report);
     let decisions: usize = report.walk_ups.iter().map(|w| w.decisions.len()).sum();
     let audit = AuditConfig {
         path: report.audit_log.clone(),
@@ -112,6 +104,10 @@ fn the_shipped_int8_model_runs_the_door_at_its_own_operating_point() {
         .unwrap()
         .unwrap();
     assert_ne!(report.accept_distance, float_point.accept_distance);
+    assert_every_walk_up_decided_right(&report);
+}
+
+fn assert_every_walk_up_decided_right(report: &DemoReport) {
     for walk_up in &report.walk_ups {
         assert!(
             walk_up.correct(),

@@ -14,6 +14,7 @@ mod executor;
 mod int8_convolution;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
+mod plan_rewrite;
 mod separable_max_pool;
 mod strided_max;
 mod threaded_pow;

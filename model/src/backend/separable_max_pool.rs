@@ -14,6 +14,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{MaxPool, PoolSpec};
 
+use super::plan_rewrite::replace_each;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct SeparableMaxPool {
     pool_spec: PoolSpec,
@@ -139,34 +141,24 @@ impl TypedOp for SeparableMaxPool {
 /// dilation, no index output, a known input shape and no window wholly in the padding by
 /// [`SeparableMaxPool`]; returns how many.
 pub fn replace_max_pools(model: &mut TypedModel) -> TractResult<usize> {
-    let candidates: Vec<(usize, SeparableMaxPool)> = model
-        .nodes()
-        .iter()
-        .filter_map(|node| {
-            let pool = node.op_as::<MaxPool>()?;
-            let fact = model.outlet_fact(node.inputs[0]).ok()?;
-            let shape: Vec<usize> = fact
-                .shape
-                .iter()
-                .map(|d| d.to_usize().ok())
-                .collect::<Option<_>>()?;
-            let spec = &pool.pool_spec;
-            let supported = fact.datum_type == f32::datum_type()
-                && pool.with_index_outputs.is_none()
-                && !spec.data_format.c_is_last()
-                && spec.dilations().iter().all(|&d| d == 1);
-            let op = SeparableMaxPool {
-                pool_spec: spec.clone(),
-            };
-            (supported && op.windows(&shape).is_some()).then_some((node.id, op))
-        })
-        .collect();
-    let replaced = candidates.len();
-    for (id, op) in candidates {
-        let node = model.node(id);
-        TypedModelPatch::replace_single_op(model, node, &node.inputs, op)?.apply(model)?;
-    }
-    Ok(replaced)
+    replace_each(model, |model, node| {
+        let pool = node.op_as::<MaxPool>()?;
+        let fact = model.outlet_fact(node.inputs[0]).ok()?;
+        let shape: Vec<usize> = fact
+            .shape
+            .iter()
+            .map(|d| d.to_usize().ok())
+            .collect::<Option<_>>()?;
+        let spec = &pool.pool_spec;
+        let supported = fact.datum_type == f32::datum_type()
+            && pool.with_index_outputs.is_none()
+            && !spec.data_format.c_is_last()
+            && spec.dilations().iter().all(|&d| d == 1);
+        let op = SeparableMaxPool {
+            pool_spec: spec.clone(),
+        };
+        (supported && op.windows(&shape).is_some()).then_some(op)
+    })
 }
 
 #[cfg(test)]

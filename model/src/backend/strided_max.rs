@@ -11,6 +11,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 
+use super::plan_rewrite::replace_each;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct StridedMax {
     axis: usize,
@@ -70,22 +72,13 @@ impl TypedOp for StridedMax {
 
 /// Replaces every single-axis f32 `Reduce<Max>` of `model` by [`StridedMax`]; returns how many.
 pub fn replace_max_reductions(model: &mut TypedModel) -> TractResult<usize> {
-    let candidates: Vec<(usize, usize)> = model
-        .nodes()
-        .iter()
-        .filter_map(|node| {
-            let reduce = node.op_as::<Reduce>()?;
-            let is_f32 = model.outlet_fact(node.inputs[0]).ok()?.datum_type == f32::datum_type();
-            (reduce.reducer == Reducer::Max && reduce.axes.len() == 1 && is_f32)
-                .then(|| (node.id, reduce.axes[0]))
+    replace_each(model, |model, node| {
+        let reduce = node.op_as::<Reduce>()?;
+        let is_f32 = model.outlet_fact(node.inputs[0]).ok()?.datum_type == f32::datum_type();
+        (reduce.reducer == Reducer::Max && reduce.axes.len() == 1 && is_f32).then(|| StridedMax {
+            axis: reduce.axes[0],
         })
-        .collect();
-    for &(id, axis) in &candidates {
-        let node = model.node(id);
-        TypedModelPatch::replace_single_op(model, node, &node.inputs, StridedMax { axis })?
-            .apply(model)?;
-    }
-    Ok(candidates.len())
+    })
 }
 
 #[cfg(test)]

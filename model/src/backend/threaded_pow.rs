@@ -11,6 +11,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::PowConst;
 
 use super::executor::{on_executor_chunks, share_per_thread};
+use super::plan_rewrite::replace_each;
 
 /// Fewest values raised by one task: enough to outweigh handing the task to a thread.
 const MIN_TASK: usize = 4096;
@@ -70,23 +71,15 @@ impl TypedOp for ThreadedPow {
 
 /// Replaces every f32 `PowConst` of `model` by [`ThreadedPow`]; returns how many.
 pub fn replace_constant_powers(model: &mut TypedModel) -> TractResult<usize> {
-    let candidates: Vec<(usize, f32)> = model
-        .nodes()
-        .iter()
-        .filter_map(|node| {
-            let element_wise = node.op_as::<ElementWiseOp>()?;
-            let power = element_wise.0.downcast_ref::<PowConst>()?;
-            let is_f32 = model.outlet_fact(node.inputs[0]).ok()?.datum_type == f32::datum_type();
-            let keeps_f32 = element_wise.1.is_none_or(|dt| dt == f32::datum_type());
-            (is_f32 && keeps_f32).then_some((node.id, power.exponent))
+    replace_each(model, |model, node| {
+        let element_wise = node.op_as::<ElementWiseOp>()?;
+        let power = element_wise.0.downcast_ref::<PowConst>()?;
+        let is_f32 = model.outlet_fact(node.inputs[0]).ok()?.datum_type == f32::datum_type();
+        let keeps_f32 = element_wise.1.is_none_or(|dt| dt == f32::datum_type());
+        (is_f32 && keeps_f32).then_some(ThreadedPow {
+            exponent: power.exponent,
         })
-        .collect();
-    for &(id, exponent) in &candidates {
-        let node = model.node(id);
-        TypedModelPatch::replace_single_op(model, node, &node.inputs, ThreadedPow { exponent })?
-            .apply(model)?;
-    }
-    Ok(candidates.len())
+    })
 }
 
 #[cfg(test)]
