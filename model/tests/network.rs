@@ -226,6 +226,17 @@ fn models_with_the_wrong_interface_or_bytes_are_refused() {
         "{err}"
     );
 
+    let mut outputless = build_model(
+        &Weights::seeded(Variant::Compact, 0),
+        &ExportOptions::default(),
+    )
+    .unwrap();
+    outputless.graph.as_mut().unwrap().output.clear();
+    let err = TractEmbedder::from_bytes(&outputless.encode_to_vec(), "outputless.onnx", 1)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("has no output"), "{err}");
+
     // Found by the onnx_model fuzzer: a Flatten whose axis lies past its input's rank makes
     // tract's shape inference index out of bounds.
     let flatten = include_bytes!("../../fuzz/regressions/onnx_model/flatten-axis-past-the-rank");

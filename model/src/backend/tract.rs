@@ -92,7 +92,7 @@ impl TractEmbedder {
         if let Some(graph) = &proto.graph {
             check_outputs_defined(graph).map_err(|message| bad_model(source, message))?;
         }
-        let parsed = contained(|| onnx.parse(&proto, dir))
+        let parsed = contained(|| onnx.parse(&proto, dir), tract_panicked)
             .map_err(|e| bad_model(source, format!("not a loadable ONNX model: {e:#}")))?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(bad_model(
@@ -100,7 +100,10 @@ impl TractEmbedder {
                 format!("inputs {:?} are not defined", parsed.unresolved_inputs),
             ));
         }
-        let mut embedder = Self::from_model(parsed.model, source.to_path_buf(), threads)?;
+        let mut embedder = contained(
+            || Self::from_model(parsed.model, source.to_path_buf(), threads),
+            |message| bad_model(source, tract_panicked(message).to_string()),
+        )?;
         embedder.int8_convolutions = int8_convolutions;
         Ok(embedder)
     }
@@ -121,8 +124,18 @@ impl TractEmbedder {
                 )));
             }
         }
-        let probe = contained(|| with_clip_length(model.clone(), PROBE_FRAMES)?.into_typed())
+        let probe = with_clip_length(model.clone(), PROBE_FRAMES)
+            .and_then(|m| m.into_typed())
             .map_err(|e| bad(format!("does not accept silhouettes [1, T, 64, 44]: {e:#}")))?;
+        let outputs = probe
+            .output_outlets()
+            .map_err(|e| bad(e.to_string()))?
+            .len();
+        if outputs == 0 {
+            return Err(bad(
+                "has no output; an HSTL model gives embeddings [1, parts, channels]".into(),
+            ));
+        }
         let output = probe.output_fact(0).map_err(|e| bad(e.to_string()))?;
         let dims: Option<Vec<usize>> = output.shape.as_concrete().map(|d| d.to_vec());
         let embedding_shape = match dims.as_deref() {
@@ -170,21 +183,24 @@ impl TractEmbedder {
             return Ok(plan);
         }
         let started = std::time::Instant::now();
-        let plan = contained(|| {
-            with_clip_length(self.model.clone(), frames)
-                .and_then(|m| m.into_typed())
-                .and_then(|m| m.into_decluttered())
-                .and_then(|mut m| {
-                    if self.precision == Precision::F16 {
-                        half_precision_up_to_the_pooling(&mut m)?;
-                    }
-                    replace_max_reductions(&mut m)?;
-                    replace_max_pools(&mut m)?;
-                    replace_constant_powers(&mut m)?;
-                    m.into_optimized()
-                })
-                .and_then(|m| m.into_runnable())
-        })
+        let plan = contained(
+            || {
+                with_clip_length(self.model.clone(), frames)
+                    .and_then(|m| m.into_typed())
+                    .and_then(|m| m.into_decluttered())
+                    .and_then(|mut m| {
+                        if self.precision == Precision::F16 {
+                            half_precision_up_to_the_pooling(&mut m)?;
+                        }
+                        replace_max_reductions(&mut m)?;
+                        replace_max_pools(&mut m)?;
+                        replace_constant_powers(&mut m)?;
+                        m.into_optimized()
+                    })
+                    .and_then(|m| m.into_runnable())
+            },
+            tract_panicked,
+        )
         .map_err(|e| {
             bad_model(
                 &self.source,
@@ -281,19 +297,27 @@ impl TractEmbedder {
     }
 }
 
-/// Runs tract's reading or planning of a model, a panic inside tract turned into an error. tract
-/// reads the models it was written for, but some malformed files (an axis past a tensor's rank, say)
-/// make its shape inference index out of bounds: a broken model file must be refused with a reason,
-/// not crash the door.
-fn contained<T>(work: impl FnOnce() -> TractResult<T>) -> TractResult<T> {
+/// Runs tract's reading or planning of a model, a panic inside tract turned into an error by
+/// `panicked`. tract reads the models it was written for, but some malformed files (an axis past a
+/// tensor's rank, a graph without outputs) make it index out of bounds: a broken model file must be
+/// refused with a reason, not crash the door.
+fn contained<T, E>(
+    work: impl FnOnce() -> std::result::Result<T, E>,
+    panicked: impl FnOnce(String) -> E,
+) -> std::result::Result<T, E> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
             .map(|message| message.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        Err(TractError::msg(format!("tract failed on it: {message}")))
+        Err(panicked(message))
     })
+}
+
+/// What a panic inside tract becomes.
+fn tract_panicked(message: String) -> TractError {
+    TractError::msg(format!("tract failed on it: {message}"))
 }
 
 /// Every output of `graph`, and of the graphs its nodes carry as attributes, is one of its inputs,
