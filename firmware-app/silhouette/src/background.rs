@@ -188,8 +188,9 @@ impl BackgroundModel {
         let config = &self.config;
         let pixels = frame.as_raw();
         let held = held.map(|h| h.as_raw().as_slice());
-        // Pixels are independent: split the image into one contiguous band per worker.
-        let band = frame.len().div_ceil(self.workers);
+        // Pixels are independent: split the image into one contiguous band per worker (at least a
+        // pixel a band: a frame with no pixels, from a camera gone wrong, has no bands at all).
+        let band = frame.len().div_ceil(self.workers).max(1);
         let bands: Vec<_> = self
             .modes
             .chunks_mut(band)
@@ -263,8 +264,8 @@ impl BackgroundModel {
         let (w, h) = (self.width as usize, self.height as usize);
         let (config, ratios, modes) = (&self.config, &self.ratios, &self.modes);
         // Each worker relabels whole rows; the ratios, read across band edges, are final by now.
-        let rows_per_band = h.div_ceil(self.workers);
-        let bands: Vec<&mut [u8]> = self.labels.chunks_mut(rows_per_band * w).collect();
+        let rows_per_band = h.div_ceil(self.workers).max(1);
+        let bands: Vec<&mut [u8]> = self.labels.chunks_mut((rows_per_band * w).max(1)).collect();
         run_bands(bands, |b, labels| {
             label_shadow_rows(config, ratios, modes, (w, h), b * rows_per_band, labels);
         });
@@ -626,6 +627,16 @@ mod tests {
 
     fn count(labels: &GrayImage, label: u8) -> usize {
         labels.iter().filter(|&&v| v == label).count()
+    }
+
+    #[test]
+    fn frames_without_pixels_are_classified_without_a_panic() {
+        // Found by the silhouette_frames fuzzer: a frame with no pixels made zero-sized bands.
+        for (width, height) in [(0, 0), (0, 5), (5, 0)] {
+            let mut model = BackgroundModel::new(BackgroundConfig::default(), width, height);
+            let frame = GrayImage::new(width, height);
+            assert!(model.apply(&frame, None).is_empty());
+        }
     }
 
     #[test]
