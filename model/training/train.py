@@ -13,6 +13,7 @@ The defaults are the CPU recipe of the compact variant (README.md); `--variant c
 
 import argparse
 import json
+import math
 import signal
 import re
 import sys
@@ -24,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from augment import WalkAugmentation, parse_kinds  # noqa: E402
 from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
 from evaluate import embed_walks, rank1_table  # noqa: E402
 from hstl_net import HSTL, VARIANTS  # noqa: E402
@@ -60,7 +62,12 @@ def parse_args(argv=None):
     parser.add_argument("--validation-frames", type=int, default=None, help="frames per validation walk (default: all)")
     parser.add_argument("--views", default=None, help="comma-separated views to train on (default: all)")
     parser.add_argument("--iterations", type=int, default=12_000)
-    parser.add_argument("--milestones", default="9000,11000", help="iterations where the learning rate drops 10x")
+    parser.add_argument("--schedule", choices=("steps", "cosine"), default="steps", help="steps: ÷10 at each milestone; cosine: from --lr down to --lr x --final-lr-ratio")
+    parser.add_argument("--milestones", default="9000,11000", help="iterations where the learning rate drops 10x (steps only)")
+    parser.add_argument("--final-lr-ratio", type=float, default=0.01, help="cosine only: the last iteration's rate over --lr")
+    parser.add_argument("--augment", default="none", help="whole-walk augmentation: flip,affine,erase,corrupt, 'all' or 'none' (augment.py)")
+    parser.add_argument("--init", default=None, help="weights to start from when there is no checkpoint to resume (a checkpoint or a {'model'} file)")
+    parser.add_argument("--average-from", type=int, default=None, help="keep the mean of the weights of every iteration from here on, saved beside each checkpoint")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD only")
@@ -104,6 +111,59 @@ def save_checkpoint(directory, model, optimizer, scheduler, iteration):
     return path
 
 
+def averaged_path(checkpoint):
+    return checkpoint.with_name(checkpoint.stem + "-averaged.pt")
+
+
+def save_averaged(checkpoint, averaged, count, iteration):
+    """The running mean of the weights, as a file `hstl export` reads like any checkpoint."""
+    path = averaged_path(checkpoint)
+    partial = path.with_suffix(".pt.partial")
+    torch.save({"model": averaged, "averaged_iterations": count, "iteration": iteration}, partial)
+    partial.replace(path)
+
+
+def fold_into_average(averaged, count, model):
+    """Adds the model's current weights to the running mean of `count` earlier ones."""
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            value = value.detach().to("cpu", torch.float32)
+            if name not in averaged:
+                averaged[name] = value.clone()
+            else:
+                averaged[name] += (value - averaged[name]) / (count + 1)
+    return count + 1
+
+
+def load_initial_weights(model, path):
+    """Starts from other weights: every tensor whose name and shape match; a classifier for another
+    number of training subjects is left as initialised. Returns the names left."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise ValueError(f"{path}: not this network's weights (unknown tensors {unknown[:3]})")
+    matching = {name: value for name, value in state.items() if own[name].shape == value.shape}
+    model.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))
+
+
+def make_scheduler(args, optimizer):
+    if args.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: cosine_factor(args, iteration))
+    milestones = [int(m) for m in args.milestones.split(",") if m]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+
+
+def cosine_factor(args, iteration):
+    """Linear warm-up, then half a cosine from 1 down to `--final-lr-ratio` at the last iteration."""
+    if iteration < args.warmup:
+        return (iteration + 1) / args.warmup
+    progress = min(1.0, (iteration - args.warmup) / max(1, args.iterations - args.warmup))
+    return args.final_lr_ratio + (1.0 - args.final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def make_optimizer(args, model):
     if args.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
@@ -111,7 +171,10 @@ def make_optimizer(args, model):
 
 
 def warm_up(optimizer, args, iteration):
-    """Linear warm-up to the base rate over the first `--warmup` iterations; the milestones come after."""
+    """Linear warm-up to the base rate over the first `--warmup` iterations; the milestones come after.
+    The cosine schedule has its warm-up built in."""
+    if args.schedule == "cosine":
+        return
     if iteration < args.warmup:
         for group in optimizer.param_groups:
             group["lr"] = args.lr * (iteration + 1) / args.warmup
@@ -166,16 +229,22 @@ def train(args):
 
     model = HSTL(classes=len(subjects), variant=VARIANTS[args.variant])
     optimizer = make_optimizer(args, model)
-    milestones = [int(m) for m in args.milestones.split(",") if m]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    scheduler = make_scheduler(args, optimizer)
     iteration = 0
+    averaged, averaged_count = {}, 0
     resume = latest_checkpoint(checkpoints)
+    if resume is None and args.init:
+        left = load_initial_weights(model, args.init)
+        print(f"starting from {args.init}" + (f" (initialised afresh: {', '.join(left)})" if left else ""), flush=True)
     if resume is not None:
         state = torch.load(resume, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         iteration = state["iteration"]
+        if averaged_path(resume).exists():
+            saved_average = torch.load(averaged_path(resume), map_location="cpu", weights_only=True)
+            averaged, averaged_count = saved_average["model"], saved_average["averaged_iterations"]
         flushed = flush_denormals(model)
         print(f"resumed from {resume} at iteration {iteration} ({flushed} denormal weights set to 0)", flush=True)
     model.to(device).train()
@@ -186,12 +255,14 @@ def train(args):
 
     # A fresh stream per resumed run: deterministic for a given (seed, starting iteration).
     batches = TripletBatches(sequences, args.batch_p, args.batch_k, args.frames, np.random.default_rng([args.seed, iteration]))
+    augment = WalkAugmentation(parse_kinds(args.augment), np.random.default_rng([args.seed, iteration, 1]))
     mixed_precision = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=mixed_precision)
     output.mkdir(parents=True, exist_ok=True)
     log = open(output / "log.jsonl", "a")
     print(
-        f"{args.variant}: {len(sequences)} walks of {len(subjects)} subjects ({len(validation)} held out); batch {args.batch_p}x{args.batch_k}x{args.frames} frames "
+        f"{args.variant}: {len(sequences)} walks of {len(subjects)} subjects ({len(validation)} held out); batch {args.batch_p}x{args.batch_k}x{args.frames} frames, "
+        f"augmented: {', '.join(sorted(augment.kinds)) or 'no'} "
         f"on {device}{' with fp16' if mixed_precision else ''}",
         flush=True,
     )
@@ -208,7 +279,7 @@ def train(args):
                 break
             warm_up(optimizer, args, iteration)
             clips, labels = batches.next()
-            sils = torch.from_numpy(clips).to(device, non_blocking=True)
+            sils = torch.from_numpy(augment(clips)).to(device, non_blocking=True)
             labels = torch.from_numpy(labels).to(device)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=mixed_precision):
                 embeddings, _, logits = model(sils)
@@ -224,6 +295,8 @@ def train(args):
             flush_denormals(model)
             scheduler.step()
             iteration += 1
+            if args.average_from is not None and iteration > args.average_from:
+                averaged_count = fold_into_average(averaged, averaged_count, model)
             window.append((loss.item(), triplet.item(), identity.item(), accuracy, active))
 
             if iteration % args.log_every == 0 or iteration == args.iterations:
@@ -247,9 +320,13 @@ def train(args):
                 window.clear()
             if iteration % args.save_every == 0:
                 saved = save_checkpoint(checkpoints, model, optimizer, scheduler, iteration)
+                if averaged_count:
+                    save_averaged(saved, averaged, averaged_count, iteration)
 
     if saved is None or not saved.name.endswith(f"{iteration:05d}.pt"):
         saved = save_checkpoint(checkpoints, model, optimizer, scheduler, iteration)
+        if averaged_count:
+            save_averaged(saved, averaged, averaged_count, iteration)
     log.close()
     print(f"checkpoint {saved} at iteration {iteration}", flush=True)
     return saved

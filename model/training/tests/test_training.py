@@ -24,6 +24,7 @@ PARITY = SHARED / "parity"
 CASIA_B = SHARED / "data" / "casia-b" / "silhouettes"
 sys.path.insert(0, str(TRAINING))
 
+from augment import Strengths, WalkAugmentation, parse_kinds  # noqa: E402
 from casia_b import TripletBatches, load_sequences, parse_subjects  # noqa: E402
 from hstl_net import HSTL, PARTS, VARIANTS, network_input, part_distance, variant_of  # noqa: E402
 import hstl_net  # noqa: E402
@@ -303,3 +304,97 @@ def test_denormal_weights_are_set_to_zero_and_normal_ones_kept():
     assert train.flush_denormals(layer) == 2
     assert layer.weight.tolist() == [[0.0, 0.0, 0.5], [tiny, 0.0, -1.0]]
     assert train.flush_denormals(layer) == 0
+
+
+def asymmetric_walks(count=6, frames=5):
+    """Clips of a left-leaning figure on a background, each frame slightly different."""
+    clips = np.zeros((count, frames, 64, 44), dtype=np.float32)
+    for frame in range(frames):
+        clips[:, frame, 8:60, 6 + frame : 20 + frame] = 1.0
+    return clips
+
+
+def test_a_walk_is_mirrored_whole_or_not_at_all():
+    clips = asymmetric_walks(count=32)
+    augmented = WalkAugmentation({"flip"}, np.random.default_rng(3))(clips)
+    mirrored = [np.array_equal(a, c[..., ::-1]) for a, c in zip(augmented, clips)]
+    kept = [np.array_equal(a, c) for a, c in zip(augmented, clips)]
+    assert all(m != k for m, k in zip(mirrored, kept)), "every clip is exactly one of the two"
+    assert 4 <= sum(mirrored) <= 28
+
+
+def test_augmentation_is_repeatable_from_its_seed_and_none_leaves_walks_alone():
+    clips = asymmetric_walks()
+    first = WalkAugmentation(parse_kinds("all"), np.random.default_rng(11))(clips)
+    second = WalkAugmentation(parse_kinds("all"), np.random.default_rng(11))(clips)
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == clips.shape and first.dtype == np.float32
+    assert 0.0 <= first.min() and first.max() <= 1.0
+    assert not np.array_equal(first, clips)
+    assert WalkAugmentation(parse_kinds("none"), np.random.default_rng(11))(clips) is clips
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        parse_kinds("flip,mirror")
+
+
+def test_a_geometric_change_is_the_same_in_every_frame_of_a_walk():
+    still = np.repeat(asymmetric_walks(count=8, frames=1), 4, axis=1)
+    warped = WalkAugmentation({"affine", "erase"}, np.random.default_rng(5), Strengths(affine=1.0, erase=1.0))(still)
+    for clip in warped:
+        for frame in clip[1:]:
+            np.testing.assert_array_equal(frame, clip[0])
+    assert not np.array_equal(warped, still)
+
+
+@pytest.mark.parametrize("kind", range(5))
+def test_each_background_model_corruption_changes_frames_differently(kind):
+    augmentation = WalkAugmentation({"corrupt"}, np.random.default_rng(0))
+    augmentation.rng = np.random.default_rng(0)
+    original = np.repeat(asymmetric_walks(count=1, frames=1), 6, axis=1)[0]
+    chosen = {0: augmentation._ragged, 1: augmentation._holes, 2: augmentation._merged_legs,
+              3: augmentation._shadow, 4: augmentation._low_resolution}[kind]
+    walkers = np.zeros((6, 64, 44), dtype=np.float32)
+    walkers[:, 10:62, 12:16] = 1.0  # two legs a few pixels apart, and a body
+    walkers[:, 40:62, 20:24] = 1.0
+    walkers[:, 10:40, 12:24] = 1.0
+    frames = torch.from_numpy(walkers if kind in (2, 3) else original)[:, None]
+    corrupted = chosen(frames)[:, 0].numpy()
+    assert corrupted.shape == frames[:, 0].shape
+    assert not np.array_equal(corrupted, frames[:, 0].numpy())
+    assert 0.0 <= corrupted.min() and corrupted.max() <= 1.0
+    if kind in (0, 1):
+        assert not all(np.array_equal(corrupted[0], f) for f in corrupted[1:]), "drawn afresh per frame"
+
+
+def test_the_cosine_schedule_warms_up_then_falls_to_its_final_rate():
+    args = train.parse_args(["--data", "x", "--output", "y", "--schedule", "cosine", "--iterations", "1000",
+                             "--warmup", "100", "--lr", "1e-3", "--final-lr-ratio", "0.01"])
+    factors = [train.cosine_factor(args, i) for i in range(1000)]
+    assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0)
+    assert factors[100] == pytest.approx(1.0)
+    assert factors[550] == pytest.approx(0.505, abs=1e-3)
+    assert train.cosine_factor(args, 1000) == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(factors[100:], factors[101:]))
+
+
+def test_a_run_starts_from_other_weights_and_keeps_their_average(tmp_path):
+    source = HSTL(classes=6, variant=hstl_net.COMPACT)
+    weights = tmp_path / "start.pt"
+    torch.save({"model": source.state_dict()}, weights)
+    output = tmp_path / "run"
+    common = [
+        "--data", str(shared(CASIA_B)), "--subjects", "001-004", "--views", "090", "--output", str(output),
+        "--batch-p", "2", "--batch-k", "2", "--frames", "9", "--log-every", "1", "--save-every", "2",
+        "--validation-subjects", "", "--variant", "compact", "--init", str(weights), "--lr", "0",
+        "--schedule", "cosine", "--warmup", "0", "--augment", "all", "--average-from", "1", "--weight-decay", "0",
+    ]
+    model = HSTL(classes=4, variant=hstl_net.COMPACT)
+    assert train.load_initial_weights(model, weights) == ["Head1.fc_bin"]
+    first = train.train(train.parse_args(common + ["--iterations", "2"]))
+    state = torch.load(first, map_location="cpu", weights_only=True)
+    learnt = {name for name, _ in source.named_parameters()} - {"Head1.fc_bin"}
+    for name in learnt:
+        torch.testing.assert_close(state["model"][name], source.state_dict()[name], msg=f"{name} moved at a rate of 0")
+    averaged = torch.load(train.averaged_path(first), map_location="cpu", weights_only=True)
+    assert averaged["averaged_iterations"] == 1
+    second = train.train(train.parse_args(common + ["--iterations", "4"]))
+    assert torch.load(train.averaged_path(second), map_location="cpu", weights_only=True)["averaged_iterations"] == 3
