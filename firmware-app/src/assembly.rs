@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 
 use access::audit::{AuditError, AuditLog, ChainKey};
 use access::decision::{accept_distance, AcceptDistanceError, DecisionPolicy};
+use access::event_store::EventStore;
 use access::events::{EventDispatcher, EventKind};
 use access::gallery::{Gallery, GalleryError, TemplateKey};
 use access::matcher::{MatchError, MatchIndex};
@@ -259,7 +260,7 @@ fn outputs(
     let audit = AuditLog::open(config.audit.clone(), key.map(ChainKey::from_template_key))?;
     let audit_head = audit.head_handle();
     dispatcher.add(Box::new(audit));
-    dispatcher.add(Box::new(gallery));
+    dispatcher.add(Box::new(EventStore::of(&gallery)?));
     let mut watch_outputs = WatchOutputs::default();
     if let Some(relay) = &config.relay {
         let door_relay = DoorRelay::start(open_line(relay)?, relay)?;

@@ -321,6 +321,22 @@ keep_files = 5
     }
 
     #[test]
+    fn a_mistyped_setting_beside_the_tls_settings_is_named() {
+        for section in [
+            "[mqtt]\nhost = \"broker\"\nqueue_path = \"q.jsonl\"\nplaintext = true\n",
+            "[site]\nurl = \"postgresql://front@site/gait\"\nplaintext = true\n",
+        ] {
+            for typo in ["ca_flie = \"ca.pem\"", "plaintxt = true"] {
+                let error = load(&format!("{GOOD}\n{section}{typo}\n"))
+                    .unwrap_err()
+                    .to_string();
+                let key = typo.split(" =").next().unwrap();
+                assert!(error.contains(key), "{section}{typo}: {error}");
+            }
+        }
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let misspelt = GOOD.replace("relative_margin = 0.05", "relative_margn = 0.05");
         assert!(load(&misspelt).unwrap_err().to_string().contains("margn"));

@@ -12,8 +12,8 @@ use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::Text;
 use image::GrayImage;
 
-use access::decision::DenialReason;
 use access::events::EventKind;
+use access::vocabulary::DenialReason;
 use door_io::indication::{Indication, LedColor};
 
 /// Width of the status screen, pixels.

@@ -263,7 +263,7 @@ pub fn open_line(config: &RelayConfig) -> Result<Box<dyn OutputLine>, RelayError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use access::decision::DenialReason;
+    use access::vocabulary::DenialReason;
     use std::time::Instant;
 
     /// Records every level the relay drives, with when; can be told to fail.

@@ -6,7 +6,6 @@ use hstl::Embedder;
 
 use std::collections::BTreeMap;
 
-use crate::kiosk::window_input;
 use access::gallery::NewTemplate;
 use access::matcher::{MatchError, MatchIndex};
 use silhouette::extract::replay;
@@ -15,6 +14,7 @@ use silhouette::source::{FrameSource, SourceError};
 use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
 use silhouette::SilhouettePipeline;
+use walk_embedding::network_input;
 
 /// Why a recording gives no templates.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,7 @@ pub fn templates_from_windows(
             error,
         };
         let embedding = embedder
-            .embed(&window_input(&window.silhouettes).map_err(embed_error)?)
+            .embed(&network_input(&window.silhouettes).map_err(embed_error)?)
             .map_err(embed_error)?;
         templates.push(NewTemplate {
             embedding,

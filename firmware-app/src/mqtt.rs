@@ -22,6 +22,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+pub use site::tls::TlsSettings;
 
 use access::events::Event;
 use access::line_file::append_whole_line;
@@ -65,16 +66,9 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// A file holding its password alone, only readable by its owner.
     pub password_file: Option<PathBuf>,
-    /// The authority that signed the broker's certificate (PEM): the connection is TLS, and a broker
-    /// whose certificate does not chain to it, or does not name `host`, is refused.
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate (PEM), when the broker authenticates kiosks by certificate.
-    pub cert_file: Option<PathBuf>,
-    /// Its private key (PEM), only readable by its owner.
-    pub key_file: Option<PathBuf>,
-    /// No TLS: only for a broker on the same host.
-    #[serde(default)]
-    pub plaintext: bool,
+    /// TLS to the broker, verified against the site's authority (the host is `host`).
+    #[serde(flatten)]
+    pub tls: TlsSettings,
     /// Where events wait for the broker.
     pub queue_path: PathBuf,
     /// Beyond this many waiting events the oldest are dropped (and logged).
@@ -93,13 +87,7 @@ fn default_max_queued() -> usize {
 impl MqttConfig {
     /// Refuses settings that cannot work or would be unsafe.
     pub fn check_transport(&self) -> Result<(), String> {
-        site::tls::check_settings(
-            "the broker",
-            self.plaintext,
-            self.ca_file.is_some(),
-            self.cert_file.is_some(),
-            self.key_file.is_some(),
-        )?;
+        self.tls.check("the broker")?;
         if self.password_file.is_some() && self.username.is_none() {
             return Err("a password_file needs a username".into());
         }
@@ -108,12 +96,13 @@ impl MqttConfig {
 
     /// The files the settings name, for a caller that resolves relative paths.
     pub fn files_mut(&mut self) -> [Option<&mut PathBuf>; 5] {
+        let [ca_file, cert_file, key_file] = self.tls.files_mut();
         [
             Some(&mut self.queue_path),
             self.password_file.as_mut(),
-            self.ca_file.as_mut(),
-            self.cert_file.as_mut(),
-            self.key_file.as_mut(),
+            ca_file,
+            cert_file,
+            key_file,
         ]
     }
 
@@ -323,13 +312,11 @@ mod client {
                     true,
                 ));
             if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
-                let password =
-                    access::gallery::read_private_file(file).map_err(site::tls::TlsError::from)?;
+                let password = access::secret_file::read_private_file(file)
+                    .map_err(site::tls::TlsError::from)?;
                 options.set_credentials(user.clone(), password.trim_end_matches(['\r', '\n']));
             }
-            if let Some(ca_file) = &config.ca_file {
-                let client = config.cert_file.as_deref().zip(config.key_file.as_deref());
-                let tls = site::tls::client_config(ca_file, client)?;
+            if let Some(tls) = config.tls.client_config()? {
                 options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                     Arc::new(tls),
                 )));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use access::events::{Event, EventKind, EventSink, SinkError};
-use access::gallery::GalleryError;
+use access::secret_file::SecretFileError;
 use door_io::line::open_output;
 use door_io::osdp::OsdpConfig;
 #[cfg(feature = "osdp")]
@@ -104,7 +104,7 @@ pub enum PanelError {
     Io(#[from] DoorIoError),
     /// The secure channel key file.
     #[error("[panel.osdp] {0}")]
-    Key(#[from] GalleryError),
+    Key(#[from] SecretFileError),
 }
 
 enum Link {
@@ -172,7 +172,7 @@ impl PanelReader {
         osdp: &OsdpConfig,
         news: Sender<DoorNews>,
     ) -> Result<Self, PanelError> {
-        let key = access::gallery::read_key_file::<16>(&osdp.key_file)?;
+        let key = access::secret_file::read_key_file::<16>(&osdp.key_file)?;
         let peripheral =
             OsdpPeripheral::open(osdp, key, config.max_read_age(), link_notices(news.clone()))?;
         Ok(Self::osdp(config, peripheral, news))
@@ -341,7 +341,7 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    use access::decision::DenialReason;
+    use access::vocabulary::DenialReason;
     use door_io::line::OutputLine;
     use door_io::wiegand::WiegandTiming;
 

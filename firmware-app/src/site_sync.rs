@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use access::event_store::EventStore;
 use access::events::{Event, EventKind, EventSink, SinkError};
 use access::gallery::{Gallery, GalleryError, TemplateKey};
 use site::{DoorLink, SiteConfig, SiteError};
@@ -48,7 +49,7 @@ pub enum SiteSyncError {
 /// The door's outbox for the site, as an event sink; it owns the link thread and stops it when
 /// dropped.
 pub struct SiteOutbox {
-    gallery: Gallery,
+    outbox: EventStore,
     nudge: Sender<()>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -67,6 +68,7 @@ impl SiteOutbox {
     ) -> Result<Self, SiteSyncError> {
         config.check()?;
         let mut replica = Gallery::open(gallery_path, key)?;
+        let mut link_outbox = EventStore::of(&replica)?;
         let mut link = Link {
             config: config.clone(),
             model_id: model_id.to_string(),
@@ -74,7 +76,7 @@ impl SiteOutbox {
             online: None,
             news,
         };
-        match link.connect_and_catch_up(&mut replica) {
+        match link.connect_and_catch_up(&mut replica, &mut link_outbox) {
             Ok(()) => {}
             Err(LinkError::Site(error)) if error.is_outage() => link.report_offline(&error),
             Err(LinkError::Site(error)) => return Err(error.into()),
@@ -86,11 +88,11 @@ impl SiteOutbox {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("site link".into())
-                .spawn(move || link.run(replica, nudged, stop))
+                .spawn(move || link.run(replica, link_outbox, nudged, stop))
                 .expect("spawning the site link thread")
         };
         Ok(SiteOutbox {
-            gallery: Gallery::open_existing(gallery_path, key)?,
+            outbox: EventStore::open_existing(gallery_path, key)?,
             nudge,
             stop,
             thread: Some(thread),
@@ -104,7 +106,7 @@ impl EventSink for SiteOutbox {
     }
 
     fn deliver(&mut self, event: &Event) -> Result<(), SinkError> {
-        self.gallery.queue_for_site(event).map_err(|e| SinkError {
+        self.outbox.queue_for_site(event).map_err(|e| SinkError {
             sink: "site outbox".into(),
             detail: e.to_string(),
         })?;
@@ -113,7 +115,7 @@ impl EventSink for SiteOutbox {
     }
 
     fn backlog(&self) -> usize {
-        self.gallery.site_outbox_len().unwrap_or(0)
+        self.outbox.site_outbox_len().unwrap_or(0)
     }
 }
 
@@ -163,11 +165,17 @@ struct Link {
 }
 
 impl Link {
-    fn run(mut self, mut replica: Gallery, nudged: Receiver<()>, stop: Arc<AtomicBool>) {
+    fn run(
+        mut self,
+        mut replica: Gallery,
+        mut outbox: EventStore,
+        nudged: Receiver<()>,
+        stop: Arc<AtomicBool>,
+    ) {
         let poll = Duration::from_secs_f64(self.config.poll_interval_s);
         let mut retry = Duration::from_millis(500);
         while !stop.load(Ordering::Relaxed) {
-            match self.connect_and_catch_up(&mut replica) {
+            match self.connect_and_catch_up(&mut replica, &mut outbox) {
                 Ok(()) => retry = Duration::from_millis(500),
                 Err(LinkError::Site(error)) => {
                     if error.is_outage() {
@@ -191,7 +199,7 @@ impl Link {
         }
         // A clean stop sends what the door said last (its stop event) while the site is there.
         if let Some(door) = self.door.as_mut().filter(|door| !door.is_closed()) {
-            if let Err(error) = upload_outbox(door, &mut replica) {
+            if let Err(error) = upload_outbox(door, &mut outbox) {
                 log::warn!("site: the last events wait in the outbox for the next start: {error}");
             }
         }
@@ -199,7 +207,11 @@ impl Link {
 
     /// Connects when not connected, applies every change the site has, uploads every event
     /// waiting, and reports the site online once that is done.
-    fn connect_and_catch_up(&mut self, replica: &mut Gallery) -> Result<(), LinkError> {
+    fn connect_and_catch_up(
+        &mut self,
+        replica: &mut Gallery,
+        outbox: &mut EventStore,
+    ) -> Result<(), LinkError> {
         if self.door.as_ref().is_none_or(DoorLink::is_closed) {
             self.door = Some(DoorLink::connect(&self.config, &self.model_id)?);
         }
@@ -214,7 +226,7 @@ impl Link {
                 applied.erased
             );
         }
-        upload_outbox(door, replica)?;
+        upload_outbox(door, outbox)?;
         if self.online != Some(true) {
             self.online = Some(true);
             let revision = replica.site_revision()?;
@@ -265,14 +277,14 @@ impl Link {
 
 /// Sends every event waiting in the outbox, oldest first, removing each batch once the site has
 /// committed it.
-fn upload_outbox(door: &mut DoorLink, replica: &mut Gallery) -> Result<(), LinkError> {
+fn upload_outbox(door: &mut DoorLink, outbox: &mut EventStore) -> Result<(), LinkError> {
     loop {
-        let waiting = replica.site_outbox(EVENTS_PER_UPLOAD)?;
+        let waiting = outbox.site_outbox(EVENTS_PER_UPLOAD)?;
         let Some(last) = waiting.last() else {
             return Ok(());
         };
         door.upload(&waiting)?;
-        replica.site_outbox_sent(last.position)?;
+        outbox.site_outbox_sent(last.position)?;
     }
 }
 

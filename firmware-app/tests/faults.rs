@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use access::audit::{verify, AuditConfig, AuditLog, ChainKey};
-use access::decision::DenialReason;
 use access::events::{Event, EventKind};
 use access::gallery::{Gallery, GalleryError};
+use access::vocabulary::DenialReason;
 use firmware_app::mqtt::DiskQueue;
 use rand::{Rng, SeedableRng};
 use silhouette::frame::Frame;

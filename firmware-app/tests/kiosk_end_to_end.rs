@@ -3,11 +3,12 @@
 
 mod common;
 
-use access::audit::{verify, AuditConfig, ChainHead, ChainKey};
-use access::decision::DenialReason;
+use access::audit::{verify, AuditConfig, ChainKey};
 use access::decision::{DecisionConfig, Verdict};
+use access::event_store::EventStore;
 use access::events::{Event, EventKind};
 use access::gallery::{Gallery, TemplateKey};
+use access::vocabulary::{ChainHead, DenialReason};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
 use firmware_app::kiosk::DecisionRecord;
@@ -45,7 +46,7 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
     // Decisions, tailgate alarms, the started and stopped events, and the chain heads published
     // after each walk-up, each checked against the log.
     let key = TemplateKey::read_file(&report.key_file).unwrap();
-    let stored = Gallery::open_existing(&report.gallery, Some(&key)).unwrap();
+    let stored = EventStore::open_existing(&report.gallery, Some(&key)).unwrap();
     let heads: Vec<ChainHead> = stored
         .event_bodies("audit_head")
         .unwrap()
@@ -154,9 +155,9 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
     let gallery_path = dir.path().join("gallery.db");
     let (_gallery, mut engine) = replay_door(dir.path(), &gallery_path);
     let (mut outputs, audit) = common::audited_outputs(dir.path());
-    outputs
-        .dispatcher
-        .add(Box::new(Gallery::open(&gallery_path, None).unwrap()));
+    outputs.dispatcher.add(Box::new(
+        EventStore::open_existing(&gallery_path, None).unwrap(),
+    ));
     // A plain file stands in for /dev/fb0, with a 32-bit layout wider than the screen.
     let fb_path = dir.path().join("fb0");
     let fb_layout = PixelLayout {
@@ -208,7 +209,7 @@ fn an_enrolled_walk_replayed_is_granted_and_another_walker_is_unknown() {
     let log = std::fs::read_to_string(&audit.path).unwrap();
     assert_eq!(verify(&audit, None, &[]).unwrap().events, 2, "{log}");
     assert_eq!(
-        Gallery::open(&gallery_path, None)
+        EventStore::open_existing(&gallery_path, None)
             .unwrap()
             .event_count()
             .unwrap(),
@@ -225,7 +226,7 @@ fn a_person_erased_while_the_kiosk_runs_is_refused_at_the_next_walk_up_and_never
     engine.watch_gallery(Gallery::open_existing(&gallery_path, None).unwrap());
     let (mut outputs, audit) = common::audited_outputs(dir.path());
     outputs.dispatcher.add(Box::new(
-        Gallery::open_existing(&gallery_path, None).unwrap(),
+        EventStore::open_existing(&gallery_path, None).unwrap(),
     ));
 
     let before = common::play(Box::new(scene(11)), false, &mut engine, &mut outputs).0;
@@ -250,7 +251,7 @@ fn a_person_erased_while_the_kiosk_runs_is_refused_at_the_next_walk_up_and_never
         "the erased person's own walk is a stranger's now"
     );
     assert_eq!(after[0].event.person, None);
-    let stored = Gallery::open_existing(&gallery_path, None).unwrap();
+    let stored = EventStore::open_existing(&gallery_path, None).unwrap();
     assert_eq!(stored.event_count().unwrap(), 1, "the denial only");
     assert_eq!(stored.events_naming(&ada).unwrap(), 0);
     let log = std::fs::read_to_string(&audit.path).unwrap();

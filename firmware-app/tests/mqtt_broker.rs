@@ -4,13 +4,14 @@
 
 mod common;
 
+use site::tls::TlsSettings;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use access::decision::DenialReason;
 use access::events::{Event, EventKind, EventSink};
+use access::vocabulary::DenialReason;
 use common::broker::{mosquitto_binary, subscribe, tls_broker, Broker};
 use firmware_app::mqtt::{MqttConfig, MqttSink};
 
@@ -28,10 +29,10 @@ fn sink_config(dir: &Path, max_queued: usize) -> (MqttConfig, u16) {
         topic_prefix: None,
         username: None,
         password_file: None,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        plaintext: true,
+        tls: TlsSettings {
+            plaintext: true,
+            ..TlsSettings::default()
+        },
         queue_path: dir.join("mqtt-queue.jsonl"),
         max_queued,
     };
@@ -233,10 +234,12 @@ fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_
     let plain_port = test_support::postgres_server::free_port();
     let _broker = tls_broker(&mosquitto, dir.path(), &authority, (tls_port, plain_port));
     let received = subscribe(plain_port, "kiosk/front/#");
-    config.plaintext = false;
-    config.ca_file = Some(authority.cert.clone());
-    config.cert_file = Some(kiosk.cert.clone());
-    config.key_file = Some(kiosk.key.clone());
+    config.tls = TlsSettings {
+        ca_file: Some(authority.cert.clone()),
+        cert_file: Some(kiosk.cert.clone()),
+        key_file: Some(kiosk.key.clone()),
+        plaintext: false,
+    };
     config.host = "localhost".into();
 
     let mut sink = MqttSink::start(&config, "front").unwrap();
@@ -250,7 +253,7 @@ fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_
     // A broker whose certificate another authority signed: refused, the reason logged and kept.
     let mut wrong = config.clone();
     wrong.queue_path = dir.path().join("wrong-queue.jsonl");
-    wrong.ca_file = Some(stranger.cert.clone());
+    wrong.tls.ca_file = Some(stranger.cert.clone());
     let mut sink = MqttSink::start(&wrong, "front").unwrap();
     sink.deliver(&event(2, EventKind::Granted)).unwrap();
     wait_for("the refusal", || sink.last_error().is_some());
@@ -263,8 +266,8 @@ fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_
     // Without a client certificate the broker refuses the kiosk.
     let mut anonymous = config.clone();
     anonymous.queue_path = dir.path().join("anonymous-queue.jsonl");
-    anonymous.cert_file = None;
-    anonymous.key_file = None;
+    anonymous.tls.cert_file = None;
+    anonymous.tls.key_file = None;
     let mut sink = MqttSink::start(&anonymous, "front").unwrap();
     sink.deliver(&event(3, EventKind::Granted)).unwrap();
     wait_for("the broker's refusal", || sink.last_error().is_some());

@@ -10,11 +10,13 @@
 
 mod common;
 
+use site::tls::TlsSettings;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use access::decision::Verdict;
+use access::event_store::EventStore;
 use access::gallery::{new_pseudonym, Gallery, SealedTemplate, TemplateKey};
 use common::broker::{mosquitto_binary, subscribe, tls_broker};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
@@ -67,10 +69,12 @@ impl Site {
             topic_prefix: None,
             username: None,
             password_file: None,
-            ca_file: Some(self.authority.cert.clone()),
-            cert_file: Some(certificate.cert),
-            key_file: Some(certificate.key),
-            plaintext: false,
+            tls: TlsSettings {
+                ca_file: Some(self.authority.cert.clone()),
+                cert_file: Some(certificate.cert),
+                key_file: Some(certificate.key),
+                plaintext: false,
+            },
             queue_path: door_dir.join("mqtt-queue.jsonl"),
             max_queued: 1_000,
         }
@@ -82,6 +86,7 @@ struct Door {
     outputs: Outputs,
     audit: std::path::PathBuf,
     replica: Gallery,
+    replica_events: EventStore,
 }
 
 impl Door {
@@ -114,6 +119,7 @@ impl Door {
             engine,
             outputs,
             audit: audit.path,
+            replica_events: EventStore::of(&replica).unwrap(),
             replica,
         }
     }
@@ -280,7 +286,7 @@ fn a_site_of_three_doors_enrols_once_erases_everywhere_and_survives_its_server()
     wait_until("the outboxes drain after the restart", || {
         [&front, &lab, &side]
             .iter()
-            .all(|door| door.replica.site_outbox_len().unwrap() == 0)
+            .all(|door| door.replica_events.site_outbox_len().unwrap() == 0)
     });
 
     // Erased at the site while the lab door's kiosk is stopped: refused at the running doors within
@@ -307,7 +313,7 @@ fn a_site_of_three_doors_enrols_once_erases_everywhere_and_survives_its_server()
     wait_until("the last events reach the site", || {
         [&front, &lab, &side]
             .iter()
-            .all(|door| door.replica.site_outbox_len().unwrap() == 0)
+            .all(|door| door.replica_events.site_outbox_len().unwrap() == 0)
     });
     let mut admin = SiteAdmin::connect(&station_config).unwrap();
     for (name, door) in [("front", &front), ("lab", &lab), ("side", &side)] {

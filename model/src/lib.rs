@@ -12,10 +12,12 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
+#[cfg(any(test, feature = "datasets"))]
 pub mod casia_b;
 pub mod checkpoint;
 pub mod embedding;
 pub mod error;
+#[cfg(any(test, feature = "datasets"))]
 pub mod evaluation;
 pub mod files;
 pub mod input;

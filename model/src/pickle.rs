@@ -213,6 +213,59 @@ enum StackItem {
     Value(Value, u32),
 }
 
+/// The opcodes this reader runs, named as Python's `pickletools` names them (protocols 0-5; the
+/// text-mode opcodes of protocol 0, which checkpoints never use, are left out).
+mod op {
+    pub const ADDITEMS: u8 = 0x90;
+    pub const APPEND: u8 = b'a';
+    pub const APPENDS: u8 = b'e';
+    pub const BINBYTES: u8 = b'B';
+    pub const BINFLOAT: u8 = b'G';
+    pub const BINGET: u8 = b'h';
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const BININT2: u8 = b'M';
+    pub const BINPERSID: u8 = b'Q';
+    pub const BINPUT: u8 = b'q';
+    pub const BINSTRING: u8 = b'T';
+    pub const BINUNICODE: u8 = b'X';
+    pub const BINUNICODE8: u8 = 0x8d;
+    pub const BUILD: u8 = b'b';
+    pub const BYTEARRAY8: u8 = 0x96;
+    pub const DUP: u8 = b'2';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const EMPTY_SET: u8 = 0x8f;
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const FRAME: u8 = 0x95;
+    pub const FROZENSET: u8 = 0x91;
+    pub const GLOBAL: u8 = b'c';
+    pub const LONG1: u8 = 0x8a;
+    pub const LONG_BINGET: u8 = b'j';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const MARK: u8 = b'(';
+    pub const MEMOIZE: u8 = 0x94;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const NEWOBJ: u8 = 0x81;
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NONE: u8 = b'N';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const PROTO: u8 = 0x80;
+    pub const REDUCE: u8 = b'R';
+    pub const SETITEM: u8 = b's';
+    pub const SETITEMS: u8 = b'u';
+    pub const SHORT_BINBYTES: u8 = b'C';
+    pub const SHORT_BINSTRING: u8 = b'U';
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const STOP: u8 = b'.';
+    pub const TUPLE: u8 = b't';
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE2: u8 = 0x86;
+    pub const TUPLE3: u8 = 0x87;
+}
+
 /// Containers nested deeper than this are refused: a state dict nests a few levels, and dropping or
 /// cloning a value walks its nesting recursively, so a crafted pickle could overflow the stack.
 pub const MAX_NESTING: u32 = 64;
@@ -629,224 +682,275 @@ impl<'a> Machine<'a> {
     fn run(&mut self) -> Result<Value, HstlError> {
         loop {
             let opcode = self.u8()?;
-            match opcode {
-                0x80 => {
-                    let protocol = self.u8()?;
-                    if protocol > 5 {
-                        return Err(
-                            self.error(format!("pickle protocol {protocol} is not supported"))
-                        );
-                    }
-                }
-                0x95 => {
-                    self.u64()?;
-                }
-                b'.' => return self.pop(),
-                b'(' => self.stack.push(StackItem::Mark),
-                b'}' => self.push_container(Value::Dict(Vec::new()), 0)?,
-                b']' => self.push_container(Value::List(Vec::new()), 0)?,
-                b')' => self.push_container(Value::Tuple(Vec::new()), 0)?,
-                0x8f => self.push_container(Value::List(Vec::new()), 0)?,
-                b't' => {
-                    let (items, inner) = self.pop_to_mark()?;
-                    self.push_container(Value::Tuple(items), inner)?;
-                }
-                0x91 => {
-                    let (items, inner) = self.pop_to_mark()?;
-                    self.push_container(Value::List(items), inner)?;
-                }
-                0x85..=0x87 => {
-                    let n = (opcode - 0x84) as usize;
-                    let mut items = Vec::with_capacity(n);
-                    let mut inner = 0;
-                    for _ in 0..n {
-                        let (item, depth) = self.pop_with_depth()?;
-                        inner = inner.max(depth);
-                        items.push(item);
-                    }
-                    items.reverse();
-                    self.push_container(Value::Tuple(items), inner)?;
-                }
-                b'q' => {
-                    let index = self.u8()? as u32;
-                    self.memo_put(index)?;
-                }
-                b'r' => {
-                    let index = self.u32()?;
-                    self.memo_put(index)?;
-                }
-                0x94 => {
-                    let index = self.memo.len() as u32;
-                    self.memo_put(index)?;
-                }
-                b'h' => {
-                    let index = self.u8()? as u32;
-                    let (v, depth) = self.memo_get(index)?;
-                    self.stack.push(StackItem::Value(v, depth));
-                }
-                b'j' => {
-                    let index = self.u32()?;
-                    let (v, depth) = self.memo_get(index)?;
-                    self.stack.push(StackItem::Value(v, depth));
-                }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let v = self.utf8(n)?;
-                    self.push(v);
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let v = self.utf8(n)?;
-                    self.push(v);
-                }
-                0x8d => {
-                    let n =
-                        usize::try_from(self.u64()?).map_err(|_| self.error("string too long"))?;
-                    let v = self.utf8(n)?;
-                    self.push(v);
-                }
-                b'U' => {
-                    let n = self.u8()? as usize;
-                    let v = self.take(n)?;
-                    self.push(Value::Str(String::from_utf8_lossy(v).into_owned()));
-                }
-                b'T' => {
-                    let n = self.u32()? as usize;
-                    let v = self.take(n)?;
-                    self.push(Value::Str(String::from_utf8_lossy(v).into_owned()));
-                }
-                0x96 => {
-                    let n = self.u64()?;
-                    let n = usize::try_from(n).map_err(|_| self.error("bytearray too large"))?;
-                    let raw = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(raw));
-                }
-                b'C' => {
-                    let n = self.u8()? as usize;
-                    let v = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(v));
-                }
-                b'B' => {
-                    let n = self.u32()? as usize;
-                    let v = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(v));
-                }
-                b'J' => {
-                    let v = self.u32()? as i32;
-                    self.push(Value::Int(v as i64));
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(v as i64));
-                }
-                b'M' => {
-                    let v = self.u16()?;
-                    self.push(Value::Int(v as i64));
-                }
-                0x8a => {
-                    let n = self.u8()? as usize;
-                    if n > 8 {
-                        return Err(self.error("integer wider than 64 bits"));
-                    }
-                    let raw = self.take(n)?;
-                    let mut buf = if raw.last().is_some_and(|&b| b & 0x80 != 0) {
-                        [0xffu8; 8]
-                    } else {
-                        [0u8; 8]
-                    };
-                    buf[..n].copy_from_slice(raw);
-                    self.push(Value::Int(i64::from_le_bytes(buf)));
-                }
-                b'G' => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.push(Value::Float(f64::from_be_bytes(a)));
-                }
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
-                b'N' => self.push(Value::None),
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.push(Value::Global { module, name });
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module, name) {
-                        (Value::Str(module), Value::Str(name)) => {
-                            self.push(Value::Global { module, name })
-                        }
-                        _ => return Err(self.error("STACK_GLOBAL needs two strings")),
-                    }
-                }
-                b'R' => {
-                    let (args, args_depth) = self.pop_with_depth()?;
-                    let (callable, callable_depth) = self.pop_with_depth()?;
-                    let v = self.reduce(callable, args)?;
-                    self.push_container(v, args_depth.max(callable_depth))?;
-                }
-                0x81 => {
-                    let (args, args_depth) = self.pop_with_depth()?;
-                    let (class, class_depth) = self.pop_with_depth()?;
-                    self.push_container(
-                        Value::Object {
-                            callable: Box::new(class),
-                            args: Box::new(args),
-                        },
-                        args_depth.max(class_depth),
-                    )?;
-                }
-                b'b' => {
-                    // Only numpy arrays need their state; other objects' state (e.g. a state_dict's
-                    // `_metadata`) is not needed.
-                    let state = self.pop()?;
-                    if is_numpy_reconstruct(self.top()?) {
-                        let array = self.numpy_array(state)?;
-                        *self.top()? = array;
-                    }
-                }
-                b's' => {
-                    let (v, v_depth) = self.pop_with_depth()?;
-                    let (k, k_depth) = self.pop_with_depth()?;
-                    self.set_items(vec![k, v], v_depth.max(k_depth))?;
-                }
-                b'u' => {
-                    let (items, inner) = self.pop_to_mark()?;
-                    self.set_items(items, inner)?;
-                }
-                b'a' => {
-                    let (v, depth) = self.pop_with_depth()?;
-                    self.append_items(vec![v], depth)?;
-                }
-                b'e' | 0x90 => {
-                    let (items, inner) = self.pop_to_mark()?;
-                    self.append_items(items, inner)?;
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    let v = self.persistent_load(pid)?;
-                    self.push(v);
-                }
-                b'0' => {
-                    self.stack.pop();
-                }
-                b'1' => {
-                    self.pop_to_mark()?;
-                }
-                b'2' => {
-                    let (v, depth) = self.top_with_depth()?;
-                    let (v, depth) = (v.clone(), *depth);
-                    self.copy(&v)?;
-                    self.stack.push(StackItem::Value(v, depth));
-                }
-                other => {
-                    self.pos -= 1;
-                    return Err(self.error(format!("unsupported pickle opcode 0x{other:02x}")));
-                }
+            if opcode == op::STOP {
+                return self.pop();
+            }
+            let known = self.framing(opcode)?
+                || self.containers(opcode)?
+                || self.memo(opcode)?
+                || self.scalars(opcode)?
+                || self.objects(opcode)?
+                || self.stack_items(opcode)?;
+            if !known {
+                self.pos -= 1;
+                return Err(self.error(format!("unsupported pickle opcode 0x{opcode:02x}")));
             }
         }
+    }
+
+    /// Runs `opcode` when it is one of the protocol header and frames, which carry nothing the reader needs; `false` when it is not.
+    fn framing(&mut self, opcode: u8) -> Result<bool, HstlError> {
+        match opcode {
+            op::PROTO => {
+                let protocol = self.u8()?;
+                if protocol > 5 {
+                    return Err(self.error(format!("pickle protocol {protocol} is not supported")));
+                }
+            }
+            op::FRAME => {
+                self.u64()?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Runs `opcode` when it is one of marks, empty and filled containers, and items set or appended; `false` when it is not.
+    fn containers(&mut self, opcode: u8) -> Result<bool, HstlError> {
+        match opcode {
+            op::MARK => self.stack.push(StackItem::Mark),
+            op::EMPTY_DICT => self.push_container(Value::Dict(Vec::new()), 0)?,
+            op::EMPTY_LIST => self.push_container(Value::List(Vec::new()), 0)?,
+            op::EMPTY_TUPLE => self.push_container(Value::Tuple(Vec::new()), 0)?,
+            op::EMPTY_SET => self.push_container(Value::List(Vec::new()), 0)?,
+            op::TUPLE => {
+                let (items, inner) = self.pop_to_mark()?;
+                self.push_container(Value::Tuple(items), inner)?;
+            }
+            op::FROZENSET => {
+                let (items, inner) = self.pop_to_mark()?;
+                self.push_container(Value::List(items), inner)?;
+            }
+            op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                let n = (opcode - op::TUPLE1 + 1) as usize;
+                let mut items = Vec::with_capacity(n);
+                let mut inner = 0;
+                for _ in 0..n {
+                    let (item, depth) = self.pop_with_depth()?;
+                    inner = inner.max(depth);
+                    items.push(item);
+                }
+                items.reverse();
+                self.push_container(Value::Tuple(items), inner)?;
+            }
+            op::SETITEM => {
+                let (v, v_depth) = self.pop_with_depth()?;
+                let (k, k_depth) = self.pop_with_depth()?;
+                self.set_items(vec![k, v], v_depth.max(k_depth))?;
+            }
+            op::SETITEMS => {
+                let (items, inner) = self.pop_to_mark()?;
+                self.set_items(items, inner)?;
+            }
+            op::APPEND => {
+                let (v, depth) = self.pop_with_depth()?;
+                self.append_items(vec![v], depth)?;
+            }
+            op::APPENDS | op::ADDITEMS => {
+                let (items, inner) = self.pop_to_mark()?;
+                self.append_items(items, inner)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Runs `opcode` when it is one of the memo: values stored and fetched again by index; `false` when it is not.
+    fn memo(&mut self, opcode: u8) -> Result<bool, HstlError> {
+        match opcode {
+            op::BINPUT => {
+                let index = self.u8()? as u32;
+                self.memo_put(index)?;
+            }
+            op::LONG_BINPUT => {
+                let index = self.u32()?;
+                self.memo_put(index)?;
+            }
+            op::MEMOIZE => {
+                let index = self.memo.len() as u32;
+                self.memo_put(index)?;
+            }
+            op::BINGET => {
+                let index = self.u8()? as u32;
+                let (v, depth) = self.memo_get(index)?;
+                self.stack.push(StackItem::Value(v, depth));
+            }
+            op::LONG_BINGET => {
+                let index = self.u32()?;
+                let (v, depth) = self.memo_get(index)?;
+                self.stack.push(StackItem::Value(v, depth));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Runs `opcode` when it is one of strings, bytes, numbers, booleans and `None`; `false` when it is not.
+    fn scalars(&mut self, opcode: u8) -> Result<bool, HstlError> {
+        match opcode {
+            op::BINUNICODE => {
+                let n = self.u32()? as usize;
+                let v = self.utf8(n)?;
+                self.push(v);
+            }
+            op::SHORT_BINUNICODE => {
+                let n = self.u8()? as usize;
+                let v = self.utf8(n)?;
+                self.push(v);
+            }
+            op::BINUNICODE8 => {
+                let n = usize::try_from(self.u64()?).map_err(|_| self.error("string too long"))?;
+                let v = self.utf8(n)?;
+                self.push(v);
+            }
+            op::SHORT_BINSTRING => {
+                let n = self.u8()? as usize;
+                let v = self.take(n)?;
+                self.push(Value::Str(String::from_utf8_lossy(v).into_owned()));
+            }
+            op::BINSTRING => {
+                let n = self.u32()? as usize;
+                let v = self.take(n)?;
+                self.push(Value::Str(String::from_utf8_lossy(v).into_owned()));
+            }
+            op::BYTEARRAY8 => {
+                let n = self.u64()?;
+                let n = usize::try_from(n).map_err(|_| self.error("bytearray too large"))?;
+                let raw = self.take(n)?.to_vec();
+                self.push(Value::Bytes(raw));
+            }
+            op::SHORT_BINBYTES => {
+                let n = self.u8()? as usize;
+                let v = self.take(n)?.to_vec();
+                self.push(Value::Bytes(v));
+            }
+            op::BINBYTES => {
+                let n = self.u32()? as usize;
+                let v = self.take(n)?.to_vec();
+                self.push(Value::Bytes(v));
+            }
+            op::BININT => {
+                let v = self.u32()? as i32;
+                self.push(Value::Int(v as i64));
+            }
+            op::BININT1 => {
+                let v = self.u8()?;
+                self.push(Value::Int(v as i64));
+            }
+            op::BININT2 => {
+                let v = self.u16()?;
+                self.push(Value::Int(v as i64));
+            }
+            op::LONG1 => {
+                let n = self.u8()? as usize;
+                if n > 8 {
+                    return Err(self.error("integer wider than 64 bits"));
+                }
+                let raw = self.take(n)?;
+                let mut buf = if raw.last().is_some_and(|&b| b & 0x80 != 0) {
+                    [0xffu8; 8]
+                } else {
+                    [0u8; 8]
+                };
+                buf[..n].copy_from_slice(raw);
+                self.push(Value::Int(i64::from_le_bytes(buf)));
+            }
+            op::BINFLOAT => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                self.push(Value::Float(f64::from_be_bytes(a)));
+            }
+            op::NEWTRUE => self.push(Value::Bool(true)),
+            op::NEWFALSE => self.push(Value::Bool(false)),
+            op::NONE => self.push(Value::None),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Runs `opcode` when it is one of globals, calls, object construction and state, and persistent ids (tensor storages); `false` when it is not.
+    fn objects(&mut self, opcode: u8) -> Result<bool, HstlError> {
+        match opcode {
+            op::GLOBAL => {
+                let module = self.line()?;
+                let name = self.line()?;
+                self.push(Value::Global { module, name });
+            }
+            op::STACK_GLOBAL => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (module, name) {
+                    (Value::Str(module), Value::Str(name)) => {
+                        self.push(Value::Global { module, name })
+                    }
+                    _ => return Err(self.error("STACK_GLOBAL needs two strings")),
+                }
+            }
+            op::REDUCE => {
+                let (args, args_depth) = self.pop_with_depth()?;
+                let (callable, callable_depth) = self.pop_with_depth()?;
+                let v = self.reduce(callable, args)?;
+                self.push_container(v, args_depth.max(callable_depth))?;
+            }
+            op::NEWOBJ => {
+                let (args, args_depth) = self.pop_with_depth()?;
+                let (class, class_depth) = self.pop_with_depth()?;
+                self.push_container(
+                    Value::Object {
+                        callable: Box::new(class),
+                        args: Box::new(args),
+                    },
+                    args_depth.max(class_depth),
+                )?;
+            }
+            op::BUILD => {
+                // Only numpy arrays need their state; other objects' state (e.g. a state_dict's
+                // `_metadata`) is not needed.
+                let state = self.pop()?;
+                if is_numpy_reconstruct(self.top()?) {
+                    let array = self.numpy_array(state)?;
+                    *self.top()? = array;
+                }
+            }
+            op::BINPERSID => {
+                let pid = self.pop()?;
+                let v = self.persistent_load(pid)?;
+                self.push(v);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Runs `opcode` when it is one of dropping and duplicating stack items; `false` when it is not.
+    fn stack_items(&mut self, opcode: u8) -> Result<bool, HstlError> {
+        match opcode {
+            op::POP => {
+                self.stack.pop();
+            }
+            op::POP_MARK => {
+                self.pop_to_mark()?;
+            }
+            op::DUP => {
+                let (v, depth) = self.top_with_depth()?;
+                let (v, depth) = (v.clone(), *depth);
+                self.copy(&v)?;
+                self.stack.push(StackItem::Value(v, depth));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 

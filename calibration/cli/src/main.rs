@@ -19,13 +19,13 @@ use calibration::quantize::{
     mean_pairwise_distance, ActivationObserver, Drift, ObserverKind, Reservoir,
 };
 use clap::{Args, Parser, Subcommand};
-use firmware_app::kiosk::window_input;
 use hstl::onnx_graph::{encode_model, write_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
 use hstl::{model_id, Embedder, Embedding, OperatingPoint, Silhouettes, TractEmbedder, Weights};
 use image::GrayImage;
 use ndarray::Array3;
 use silhouette::normalise::PRETREATED_SIZE;
 use silhouette::windows::{cut_walk, WindowConfig, WindowQuality};
+use walk_embedding::network_input;
 
 #[derive(Parser)]
 #[command(name = "calibrate", version, about = "Calibrate the kiosk's decisions")]
@@ -478,7 +478,7 @@ fn walk_inputs(windows: &WindowConfig, frames: usize, pixels: &[u8]) -> Result<V
     cut_walk(&silhouettes, windows)
         .into_iter()
         .filter(|w| w.quality == WindowQuality::Good)
-        .map(|w| Ok(window_input(&w.silhouettes)?))
+        .map(|w| Ok(network_input(&w.silhouettes)?))
         .collect()
 }
 

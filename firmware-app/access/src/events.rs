@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use silhouette::tracking::TrackId;
 
-use crate::decision::{DenialReason, MatchFigures};
+use crate::vocabulary::{DenialReason, MatchFigures};
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

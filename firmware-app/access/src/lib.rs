@@ -11,12 +11,16 @@
 
 pub mod audit;
 pub mod decision;
+pub mod event_store;
 pub mod events;
 pub mod gallery;
 pub mod line_file;
 pub mod matcher;
+pub mod secret_file;
+pub mod vocabulary;
 
 pub use decision::{DecisionConfig, DecisionPolicy, Verdict};
+pub use event_store::EventStore;
 pub use events::{Event, EventDispatcher, EventKind, EventSink};
 pub use gallery::{Gallery, GalleryError, TemplateKey};
 pub use matcher::MatchIndex;

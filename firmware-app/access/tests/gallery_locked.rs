@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use access::event_store::EventStore;
 use access::events::{Event, EventDispatcher, EventKind, EventSink};
 use access::gallery::{Gallery, NewTemplate, TemplateKey};
 use hstl::Embedding;
@@ -57,8 +58,10 @@ fn a_gallery_locked_by_another_process_delays_events_and_loses_none() {
         .enrol("Ada", "model", &[template])
         .unwrap();
     let mut dispatcher = EventDispatcher::new(100);
-    dispatcher.add(Box::new(Gallery::open_existing(&path, Some(&key)).unwrap()));
-    let mut direct = Gallery::open_existing(&path, Some(&key)).unwrap();
+    dispatcher.add(Box::new(
+        EventStore::open_existing(&path, Some(&key)).unwrap(),
+    ));
+    let mut direct = EventStore::open_existing(&path, Some(&key)).unwrap();
 
     let (mut child, output) = hold_lock(&path);
     let refused = direct.deliver(&event(EventKind::Started)).unwrap_err();
@@ -69,6 +72,7 @@ fn a_gallery_locked_by_another_process_delays_events_and_loses_none() {
     dispatcher.publish(&event(EventKind::Granted));
     assert_eq!(dispatcher.pending(), [("gallery database".to_string(), 1)]);
     let reader = Gallery::open_existing(&path, Some(&key)).unwrap();
+    let reader_events = EventStore::of(&reader).unwrap();
     assert_eq!(
         reader.people().unwrap().len(),
         1,
@@ -81,10 +85,10 @@ fn a_gallery_locked_by_another_process_delays_events_and_loses_none() {
     assert_eq!(dispatcher.pending(), [("gallery database".to_string(), 0)]);
     let stored: Vec<String> = [EventKind::Granted, EventKind::Stopped]
         .iter()
-        .flat_map(|kind| reader.event_bodies(kind.label()).unwrap())
+        .flat_map(|kind| reader_events.event_bodies(kind.label()).unwrap())
         .collect();
     assert_eq!(stored.len(), 2, "both events stored once the lock is gone");
-    assert_eq!(reader.event_count().unwrap(), 2, "and nothing else");
+    assert_eq!(reader_events.event_count().unwrap(), 2, "and nothing else");
 }
 
 /// A child process that holds the write lock of `path`, once it holds it, with its output (kept open

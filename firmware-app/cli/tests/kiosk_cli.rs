@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use access::event_store::EventStore;
 use access::gallery::{Gallery, TemplateKey};
 
 struct Door {
@@ -437,8 +438,8 @@ fn a_kiosk_started_while_another_process_holds_the_gallery_refuses_then_starts_o
         String::from_utf8_lossy(&run.stderr)
     );
     let key = TemplateKey::read_file(&door.path("template.key")).unwrap();
-    let gallery = Gallery::open_existing(&door.path("gallery.db"), Some(&key)).unwrap();
-    assert_eq!(gallery.event_bodies("started").unwrap().len(), 1);
-    assert_eq!(gallery.event_bodies("stopped").unwrap().len(), 1);
+    let events = EventStore::open_existing(&door.path("gallery.db"), Some(&key)).unwrap();
+    assert_eq!(events.event_bodies("started").unwrap().len(), 1);
+    assert_eq!(events.event_bodies("stopped").unwrap().len(), 1);
     verify_log(&config);
 }

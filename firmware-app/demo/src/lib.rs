@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use access::audit::{verify, AuditConfig, ChainKey, Verification};
-use access::decision::{DecisionConfig, DenialReason, Verdict};
+use access::decision::{DecisionConfig, Verdict};
+use access::event_store::EventStore;
 use access::gallery::{Gallery, TemplateKey};
+use access::vocabulary::DenialReason;
 use firmware_app::config::{DisplayConfig, GalleryConfig, KioskConfig, ModelConfig, SourceConfig};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::kiosk::{DecisionRecord, KioskStats};
@@ -467,7 +469,7 @@ pub fn verify_site_log(door: &KioskConfig) -> Result<Verification, DemoError> {
         .as_deref()
         .expect("the synthetic site always has a template key");
     let key = TemplateKey::read_file(key_file)?;
-    let heads = Gallery::open_existing(&door.gallery.path, Some(&key))?.audit_heads()?;
+    let heads = EventStore::open_existing(&door.gallery.path, Some(&key))?.audit_heads()?;
     Ok(verify(
         &AuditConfig {
             max_file_bytes: u64::MAX,

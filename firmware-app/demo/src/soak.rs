@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use access::decision::{DenialReason, Verdict};
+use access::decision::Verdict;
+use access::vocabulary::DenialReason;
 use firmware_app::kiosk::{DecisionRecord, KioskStats, KioskStatus};
 use firmware_app::mqtt::MqttConfig;
 use firmware_app::Kiosk;

@@ -12,6 +12,7 @@
 pub mod background;
 pub mod blobs;
 mod error;
+#[cfg(any(test, feature = "evaluation"))]
 pub mod evaluation;
 pub mod extract;
 pub mod frame;

@@ -6,7 +6,8 @@
 
 use std::time::Instant;
 
-use access::gallery::{new_pseudonym, Gallery, OutboxEvent, SealedTemplate, TemplateKey};
+use access::event_store::OutboxEvent;
+use access::gallery::{new_pseudonym, Gallery, SealedTemplate, TemplateKey};
 use hstl::Embedding;
 use site::{migrate, DoorLink, SiteAdmin, SiteConfig, SiteEnrolment};
 use test_support::postgres_server::PostgresServer;

@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use access::gallery::read_private_file;
+use access::secret_file::read_private_file;
 use postgres::config::{Host, SslMode};
 use serde::Deserialize;
 
 use crate::error::{Result, SiteError};
-use crate::tls;
+use crate::tls::TlsSettings;
 
 /// `[site]` in kiosk.toml, or `--site URL` of the tools.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -20,17 +20,9 @@ pub struct SiteConfig {
     pub url: String,
     /// The role's password, alone in a file only its owner can read.
     pub password_file: Option<PathBuf>,
-    /// The certificate authority that signed the server's certificate (PEM). Required unless
-    /// `plaintext`: the connection is TLS, and a server whose certificate does not chain to it, or
-    /// does not name the host in `url`, is refused.
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate (PEM chain), when the server authenticates doors by certificate.
-    pub cert_file: Option<PathBuf>,
-    /// Its private key (PEM), only readable by its owner.
-    pub key_file: Option<PathBuf>,
-    /// No TLS at all: only for a server on the same host or a private test network.
-    #[serde(default)]
-    pub plaintext: bool,
+    /// TLS to the server, verified against the site's authority (the host is the one in `url`).
+    #[serde(flatten)]
+    pub tls: TlsSettings,
     /// How often a door asks for changes when no notification came, in seconds.
     #[serde(default = "default_poll_interval_s")]
     pub poll_interval_s: f64,
@@ -56,10 +48,7 @@ impl SiteConfig {
         let mut config = SiteConfig {
             url: server.to_string(),
             password_file: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            plaintext: false,
+            tls: TlsSettings::default(),
             poll_interval_s: default_poll_interval_s(),
             connect_timeout_s: default_connect_timeout_s(),
         };
@@ -67,11 +56,11 @@ impl SiteConfig {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
-                "sslrootcert" => config.ca_file = Some(value.into()),
-                "sslcert" => config.cert_file = Some(value.into()),
-                "sslkey" => config.key_file = Some(value.into()),
+                "sslrootcert" => config.tls.ca_file = Some(value.into()),
+                "sslcert" => config.tls.cert_file = Some(value.into()),
+                "sslkey" => config.tls.key_file = Some(value.into()),
                 "passfile" => config.password_file = Some(value.into()),
-                "sslmode" if value == "disable" => config.plaintext = true,
+                "sslmode" if value == "disable" => config.tls.plaintext = true,
                 "sslmode" if value == "verify-full" => {}
                 "sslmode" => {
                     return Err(SiteError::Settings(format!(
@@ -112,25 +101,16 @@ impl SiteConfig {
                 self.connect_timeout_s
             ));
         }
-        tls::check_settings(
-            &self.server(),
-            self.plaintext,
-            self.ca_file.is_some(),
-            self.cert_file.is_some(),
-            self.key_file.is_some(),
-        )
-        .map_err(SiteError::Settings)?;
+        self.tls
+            .check(&self.server())
+            .map_err(SiteError::Settings)?;
         Ok(())
     }
 
     /// The files the settings name, for a caller that resolves relative paths.
     pub fn files_mut(&mut self) -> [Option<&mut PathBuf>; 4] {
-        [
-            self.password_file.as_mut(),
-            self.ca_file.as_mut(),
-            self.cert_file.as_mut(),
-            self.key_file.as_mut(),
-        ]
+        let [ca_file, cert_file, key_file] = self.tls.files_mut();
+        [self.password_file.as_mut(), ca_file, cert_file, key_file]
     }
 
     /// The server, role and database, without credentials, for messages.
@@ -188,26 +168,20 @@ impl SiteConfig {
             let password = read_private_file(path).map_err(SiteError::Secret)?;
             postgres.password(password.trim_end_matches(['\r', '\n']));
         }
-        let connected = if self.plaintext {
-            postgres.ssl_mode(SslMode::Disable);
-            postgres.connect(postgres::NoTls)
-        } else {
-            postgres.ssl_mode(SslMode::Require);
-            postgres.connect(tokio_postgres_rustls::MakeRustlsConnect::new(self.tls()?))
+        let connected = match self.tls.client_config()? {
+            None => {
+                postgres.ssl_mode(SslMode::Disable);
+                postgres.connect(postgres::NoTls)
+            }
+            Some(tls) => {
+                postgres.ssl_mode(SslMode::Require);
+                postgres.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+            }
         };
         connected.map_err(|source| SiteError::Connect {
             server: self.server(),
             source,
         })
-    }
-
-    fn tls(&self) -> Result<rustls::ClientConfig> {
-        let ca_file = self
-            .ca_file
-            .as_deref()
-            .ok_or_else(|| SiteError::Settings("no ca_file".into()))?;
-        let client = self.cert_file.as_deref().zip(self.key_file.as_deref());
-        Ok(tls::client_config(ca_file, client)?)
     }
 }
 
@@ -223,7 +197,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.ca_file.as_deref(),
+            config.tls.ca_file.as_deref(),
             Some(Path::new("/etc/gait/ca.pem"))
         );
         assert_eq!(

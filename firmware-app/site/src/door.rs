@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use access::gallery::{OutboxEvent, SealedTemplate, SiteBatch, SiteChange};
+use access::event_store::OutboxEvent;
+use access::gallery::{SealedTemplate, SiteBatch, SiteChange};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel};
 

@@ -1,6 +1,6 @@
 //! Why a site operation failed, naming the server, the file or the person concerned.
 
-use access::gallery::GalleryError;
+use access::secret_file::SecretFileError;
 
 use crate::tls::TlsError;
 
@@ -18,7 +18,7 @@ pub enum SiteError {
     Tls(#[from] TlsError),
     /// A password file or a client key readable by others, or not readable at all.
     #[error(transparent)]
-    Secret(GalleryError),
+    Secret(SecretFileError),
     /// The server cannot be reached, or refused the connection (authentication, certificate).
     #[error("site database {server}: {}", describe(source))]
     Connect {

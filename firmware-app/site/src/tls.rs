@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use access::gallery::{read_private_file, GalleryError};
+use access::secret_file::{read_private_file, SecretFileError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
 
 /// A file of the TLS settings that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -22,39 +23,75 @@ pub enum TlsError {
     },
     /// A private key others may read, or that cannot be read.
     #[error(transparent)]
-    Secret(#[from] GalleryError),
+    Secret(#[from] SecretFileError),
 }
 
-/// The one rule of a door's TLS settings, for the site and the broker alike: TLS (with the
-/// authority that signed `server`'s certificate) unless plain text is asked for, never both, and a
-/// client certificate only whole and only over TLS.
-pub fn check_settings(
-    server: &str,
-    plaintext: bool,
-    ca_file: bool,
-    cert_file: bool,
-    key_file: bool,
-) -> Result<(), String> {
-    if !plaintext && !ca_file {
-        return Err(format!(
-            "no ca_file for {server}: name the certificate authority that signed its certificate, or set plaintext for a server on this host"
-        ));
+/// The TLS settings of a door's connections, the same for the site (`[site]`) and the MQTT broker
+/// (`[mqtt]`), flattened into both.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct TlsSettings {
+    /// The certificate authority that signed the server's certificate (PEM). Required unless
+    /// `plaintext`: the connection is TLS, and a server whose certificate does not chain to it, or
+    /// does not name the host connected to, is refused.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM chain), when the server authenticates doors by certificate.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM), only readable by its owner.
+    pub key_file: Option<PathBuf>,
+    /// No TLS at all: only for a server on the same host or a private test network.
+    #[serde(default)]
+    pub plaintext: bool,
+}
+
+impl TlsSettings {
+    /// The one rule of a door's TLS settings: TLS (with the authority that signed `server`'s
+    /// certificate) unless plain text is asked for, never both, and a client certificate only whole
+    /// and only over TLS.
+    pub fn check(&self, server: &str) -> Result<(), String> {
+        let (ca_file, cert_file, key_file) = (
+            self.ca_file.is_some(),
+            self.cert_file.is_some(),
+            self.key_file.is_some(),
+        );
+        if !self.plaintext && !ca_file {
+            return Err(format!(
+                "no ca_file for {server}: name the certificate authority that signed its certificate, or set plaintext for a server on this host"
+            ));
+        }
+        if self.plaintext && ca_file {
+            return Err("both plaintext and a ca_file: choose one".into());
+        }
+        if cert_file != key_file {
+            return Err("a client certificate needs both cert_file and key_file".into());
+        }
+        if self.plaintext && cert_file {
+            return Err("a client certificate needs TLS: drop plaintext".into());
+        }
+        Ok(())
     }
-    if plaintext && ca_file {
-        return Err("both plaintext and a ca_file: choose one".into());
+
+    /// The TLS client these settings describe, or none when they name no authority (plain text).
+    pub fn client_config(&self) -> Result<Option<rustls::ClientConfig>, TlsError> {
+        let Some(ca_file) = &self.ca_file else {
+            return Ok(None);
+        };
+        let client = self.cert_file.as_deref().zip(self.key_file.as_deref());
+        client_config(ca_file, client).map(Some)
     }
-    if cert_file != key_file {
-        return Err("a client certificate needs both cert_file and key_file".into());
+
+    /// The files the settings name, for a caller that resolves relative paths.
+    pub fn files_mut(&mut self) -> [Option<&mut PathBuf>; 3] {
+        [
+            self.ca_file.as_mut(),
+            self.cert_file.as_mut(),
+            self.key_file.as_mut(),
+        ]
     }
-    if plaintext && cert_file {
-        return Err("a client certificate needs TLS: drop plaintext".into());
-    }
-    Ok(())
 }
 
 /// A client that trusts the authority in `ca_file` (PEM) only, and presents `client` (a PEM
 /// certificate chain and its PEM private key, only readable by its owner) when given.
-pub fn client_config(
+fn client_config(
     ca_file: &Path,
     client: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, TlsError> {

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use access::gallery::{new_pseudonym, Gallery, OutboxEvent, SealedTemplate, TemplateKey};
+use access::event_store::OutboxEvent;
+use access::gallery::{new_pseudonym, Gallery, SealedTemplate, TemplateKey};
 use hstl::Embedding;
 use site::{migrate, DoorLink, SiteAdmin, SiteConfig, SiteEnrolment, SiteError};
 use test_support::certificates::Authority;

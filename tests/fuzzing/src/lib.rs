@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use access::audit::{repair_torn_end, verify, AuditConfig, AuditLog, ChainKey};
-use access::decision::DenialReason;
 use access::events::{Event, EventKind};
 use access::gallery::{Gallery, TemplateKey};
 use access::matcher::{Identity, MatchIndex};
+use access::vocabulary::DenialReason;
 use firmware_app::config::KioskConfig;
 use firmware_app::mqtt::DiskQueue;
 use hstl::Embedding;

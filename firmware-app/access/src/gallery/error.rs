@@ -42,33 +42,12 @@ pub enum GalleryError {
     /// A key was given for an unencrypted gallery.
     #[error("a key is configured but the gallery was created unencrypted; its templates would stay in clear")]
     NotEncrypted,
-    /// The key file cannot be read.
-    #[error("reading the key file {path}: {source}")]
-    KeyFile {
-        /// The key file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-    /// The key file can be read by other users.
-    #[error("the key file {path} can be read by others (mode {mode:o}): `chmod 600` it, owned by the kiosk's user")]
-    KeyExposed {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// A key file was refused.
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
     /// The key is not 64 hex digits.
     #[error("a key must be {KEY_BYTES} bytes written as {} hex digits", KEY_BYTES * 2)]
     BadKey,
-    /// A key of another length is not `bytes` bytes of hex digits.
-    #[error("the key in {path} must be {bytes} bytes written as {} hex digits", bytes * 2)]
-    BadKeyFile {
-        /// The key file.
-        path: PathBuf,
-        /// The key's length.
-        bytes: usize,
-    },
     /// The gallery was enrolled with another model.
     #[error("the gallery was enrolled with model {gallery}, the kiosk runs model {model}: re-enrol or use the matching model")]
     ModelMismatch {
@@ -174,7 +153,7 @@ pub(super) fn corrupt(path: &Path, error: rusqlite::Error) -> GalleryError {
 }
 
 /// SQLite's errors that a kiosk meets in operation, told apart from the rest.
-pub(super) fn full(error: rusqlite::Error) -> GalleryError {
+pub(crate) fn full(error: rusqlite::Error) -> GalleryError {
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => GalleryError::DiskFull,
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => GalleryError::Locked,

@@ -14,25 +14,26 @@ mod people;
 mod replica;
 mod schema;
 mod sealing;
-mod stored_events;
 
 use std::path::{Path, PathBuf};
 
-use crate::audit::ChainHead;
-use crate::events::{now_ms, Event, EventKind, EventSink, SinkError};
+use crate::events::now_ms;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hstl::Embedding;
 use rand::RngCore;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 
+use error::corrupt;
+pub(crate) use error::full;
 pub use error::GalleryError;
-use error::{corrupt, full};
+pub(crate) use people::random_hex;
 pub use people::{Erasure, NewTemplate, Person, Template};
-pub use replica::{new_pseudonym, Applied, OutboxEvent, SealedTemplate, SiteBatch, SiteChange};
+pub use replica::{new_pseudonym, Applied, SealedTemplate, SiteBatch, SiteChange};
+pub(crate) use schema::open_connection;
 pub use schema::SCHEMA_VERSION;
+pub use sealing::TemplateKey;
 use sealing::{associated_data, open_sealed, seal, KEY_BYTES, NONCE_BYTES};
-pub use sealing::{read_key_file, read_private_file, TemplateKey};
 
 /// The result of gallery operations.
 pub type Result<T> = std::result::Result<T, GalleryError>;
@@ -52,7 +53,7 @@ impl Gallery {
     /// Opens (creating and migrating as needed) the gallery at `path`. A new gallery is encrypted when a
     /// key is given; an existing one must be opened with the key it was created with.
     pub fn open(path: &Path, key: Option<&TemplateKey>) -> Result<Self> {
-        let connection = Connection::open(path).map_err(|e| corrupt(path, e))?;
+        let connection = schema::open_connection(path)?;
         let mut gallery = Gallery {
             connection,
             path: path.to_path_buf(),
@@ -60,7 +61,6 @@ impl Gallery {
             data_version: 0,
             roster_generation: 0,
         };
-        gallery.configure()?;
         gallery.migrate()?;
         gallery.check_key()?;
         gallery.data_version = gallery.current_data_version()?;
@@ -146,6 +146,7 @@ impl Gallery {
     }
 
     /// Limits the database file to `pages` pages, the way a nearly full disk would.
+    #[cfg(test)]
     pub fn limit_pages(&self, pages: u64) -> Result<()> {
         self.connection
             .pragma_update(None, "max_page_count", pages as i64)?;
@@ -156,6 +157,8 @@ impl Gallery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_store::EventStore;
+    use crate::events::Event;
 
     fn embedding(seed: f32) -> Embedding {
         Embedding::new(3, 4, (0..12).map(|i| seed + i as f32).collect()).unwrap()
@@ -296,16 +299,17 @@ mod tests {
             .enrol("ada-lovelace", "m", &[template(1.0), template(2.0)])
             .unwrap();
         gallery.enrol("bob", "m", &[template(3.0)]).unwrap();
-        gallery
+        let mut events = EventStore::of(&gallery).unwrap();
+        events
             .record_event(1, "granted", Some(&ada.pseudonym), "{}")
             .unwrap();
-        gallery.record_event(2, "denied", None, "{}").unwrap();
+        events.record_event(2, "denied", None, "{}").unwrap();
         let erased = gallery.erase("ada-lovelace").unwrap();
         assert_eq!((erased.templates, erased.events), (2, 1));
         assert_eq!(gallery.people().unwrap().len(), 1);
         assert_eq!(gallery.templates().unwrap().len(), 1);
-        assert_eq!(gallery.event_count().unwrap(), 1);
-        drop(gallery);
+        assert_eq!(events.event_count().unwrap(), 1);
+        drop((gallery, events));
         let raw = std::fs::read(&path).unwrap();
         assert!(!raw.windows(12).any(|w| w == b"ada-lovelace"));
         assert!(matches!(
@@ -320,7 +324,8 @@ mod tests {
         let mut kiosk = Gallery::open(&path, None).unwrap();
         kiosk.enrol("ada", "m", &[template(1.0)]).unwrap();
         let mut sink = Gallery::open_existing(&path, None).unwrap();
-        sink.record_event(5, "granted", None, "{}").unwrap();
+        let mut sink_events = EventStore::of(&sink).unwrap();
+        sink_events.record_event(5, "granted", None, "{}").unwrap();
         assert!(
             !kiosk.roster_changed_elsewhere().unwrap(),
             "the kiosk's own events must not make it forget the votes of everyone in view"
@@ -329,7 +334,7 @@ mod tests {
         assert!(kiosk.roster_changed_elsewhere().unwrap());
         sink.add_templates("grace", "m", &[template(3.0)]).unwrap();
         assert!(kiosk.roster_changed_elsewhere().unwrap());
-        sink.record_event(6, "denied", None, "{}").unwrap();
+        sink_events.record_event(6, "denied", None, "{}").unwrap();
         assert!(!kiosk.roster_changed_elsewhere().unwrap());
     }
 
@@ -349,7 +354,8 @@ mod tests {
             decided: None,
             credential: None,
         };
-        assert!(kiosk.record_decision_event(&granted).unwrap());
+        let mut kiosk_events = EventStore::of(&kiosk).unwrap();
+        assert!(kiosk_events.record_decision_event(&granted).unwrap());
         let mut tool = Gallery::open_existing(&path, None).unwrap();
         tool.erase("ada").unwrap();
         assert!(kiosk.roster_changed_elsewhere().unwrap());
@@ -357,10 +363,10 @@ mod tests {
             !kiosk.roster_changed_elsewhere().unwrap(),
             "asked again, nothing new"
         );
-        assert!(!kiosk.record_decision_event(&granted).unwrap());
-        assert_eq!(kiosk.event_count().unwrap(), 1);
-        assert_eq!(kiosk.events_naming(&ada.pseudonym).unwrap(), 0);
-        drop((kiosk, tool));
+        assert!(!kiosk_events.record_decision_event(&granted).unwrap());
+        assert_eq!(kiosk_events.event_count().unwrap(), 1);
+        assert_eq!(kiosk_events.events_naming(&ada.pseudonym).unwrap(), 0);
+        drop((kiosk, kiosk_events, tool));
         let raw = std::fs::read(&path).unwrap();
         let pseudonym = ada.pseudonym.as_bytes();
         assert!(!raw.windows(pseudonym.len()).any(|w| w == pseudonym));

@@ -461,7 +461,7 @@ pub(super) fn new_pseudonym() -> String {
 }
 
 /// `N` random bytes as hex digits.
-pub(super) fn random_hex<const N: usize>() -> String {
+pub(crate) fn random_hex<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -6,10 +6,7 @@
 //! does, and the door stores the sealed bytes as they arrive. Each template is opened once on arrival,
 //! so a wrong key or a damaged template is refused before anything of its batch is kept.
 
-use super::people::{
-    embedding_bytes, insert_person, insert_template_row, open_template, random_hex, record_model,
-    TemplateRow,
-};
+use super::people::{insert_person, insert_template_row, open_template, record_model, TemplateRow};
 use super::*;
 
 /// A template as a site stores it: sealed under the site's template key (nonce, then ciphertext and
@@ -70,37 +67,6 @@ pub struct Applied {
     pub removed: usize,
     /// Of those, erased at the site.
     pub erased: usize,
-}
-
-/// An event waiting in the outbox for the site.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxEvent {
-    /// Position in the outbox.
-    pub position: i64,
-    /// Its id, fixed when it was stored, so that sending it twice stores it once.
-    pub event_id: String,
-    /// The person it names, if any.
-    pub pseudonym: Option<String>,
-    /// The event, serialised.
-    pub body: String,
-}
-
-impl TemplateKey {
-    /// `embedding` sealed for `pseudonym` and `model_id`, as a site stores it and as a door's replica
-    /// opens it.
-    pub fn seal_template(
-        &self,
-        pseudonym: &str,
-        model_id: &str,
-        embedding: &Embedding,
-    ) -> Result<Vec<u8>> {
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
-        seal(
-            &cipher,
-            &embedding_bytes(embedding),
-            &associated_data(pseudonym, model_id),
-        )
-    }
 }
 
 /// A new random pseudonym, as every enrolment gives a person.
@@ -208,69 +174,6 @@ impl Gallery {
         }
         Ok(applied)
     }
-
-    /// Stores `event` in the outbox for the site under a new id, without its person when they are
-    /// no longer enrolled here (erased while it was decided).
-    pub fn queue_for_site(&mut self, event: &Event) -> Result<()> {
-        let event_id = random_hex::<16>();
-        let body = serde_json::to_string(event).map_err(|e| GalleryError::Event(e.to_string()))?;
-        let stored = self
-            .connection
-            .execute(
-                "INSERT INTO site_outbox(event_id, pseudonym, body)
-                 SELECT ?1, ?2, ?3
-                 WHERE ?2 IS NULL OR EXISTS (SELECT 1 FROM people WHERE pseudonym = ?2)",
-                params![event_id, event.person.as_deref(), body],
-            )
-            .map_err(full)?;
-        if stored == 0 {
-            let anonymous = Event {
-                person: None,
-                ..event.clone()
-            };
-            let body = serde_json::to_string(&anonymous)
-                .map_err(|e| GalleryError::Event(e.to_string()))?;
-            self.connection
-                .execute(
-                    "INSERT INTO site_outbox(event_id, pseudonym, body) VALUES (?1, NULL, ?2)",
-                    params![event_id, body],
-                )
-                .map_err(full)?;
-        }
-        Ok(())
-    }
-
-    /// The oldest `limit` events waiting for the site.
-    pub fn site_outbox(&self, limit: usize) -> Result<Vec<OutboxEvent>> {
-        let mut statement = self.connection.prepare(
-            "SELECT position, event_id, pseudonym, body FROM site_outbox ORDER BY position LIMIT ?1",
-        )?;
-        let rows = statement.query_map([limit as i64], |row| {
-            Ok(OutboxEvent {
-                position: row.get(0)?,
-                event_id: row.get(1)?,
-                pseudonym: row.get(2)?,
-                body: row.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
-    }
-
-    /// Removes the outbox's events up to and including `position`: the site has committed them.
-    pub fn site_outbox_sent(&mut self, position: i64) -> Result<usize> {
-        self.connection
-            .execute("DELETE FROM site_outbox WHERE position <= ?1", [position])
-            .map_err(full)
-    }
-
-    /// Events waiting for the site.
-    pub fn site_outbox_len(&self) -> Result<usize> {
-        Ok(self
-            .connection
-            .query_row("SELECT COUNT(*) FROM site_outbox", [], |row| {
-                row.get::<_, i64>(0)
-            })? as usize)
-    }
 }
 
 fn remove_by_pseudonym(tx: &Transaction, pseudonym: &str) -> Result<bool> {
@@ -335,7 +238,8 @@ fn insert_sealed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventKind;
+    use crate::event_store::EventStore;
+    use crate::events::{Event, EventKind};
 
     fn embedding(seed: f32) -> Embedding {
         Embedding::new(3, 4, (0..12).map(|i| seed + i as f32).collect()).unwrap()
@@ -454,11 +358,12 @@ mod tests {
                 },
             )
             .unwrap();
-        gallery
+        let mut events = EventStore::of(&gallery).unwrap();
+        events
             .record_decision_event(&granted(&ada_pseudonym))
             .unwrap();
-        gallery.queue_for_site(&granted(&ada_pseudonym)).unwrap();
-        assert_eq!(gallery.site_outbox_len().unwrap(), 1);
+        events.queue_for_site(&granted(&ada_pseudonym)).unwrap();
+        assert_eq!(events.site_outbox_len().unwrap(), 1);
         let applied = gallery
             .apply_site_batch(
                 "m",
@@ -473,10 +378,10 @@ mod tests {
             .unwrap();
         assert_eq!((applied.removed, applied.erased), (1, 1));
         assert_eq!(gallery.people().unwrap().len(), 1);
-        assert_eq!(gallery.events_naming(&ada_pseudonym).unwrap(), 0);
-        assert_eq!(gallery.site_outbox_len().unwrap(), 0);
-        gallery.queue_for_site(&granted(&ada_pseudonym)).unwrap();
-        let waiting = gallery.site_outbox(10).unwrap();
+        assert_eq!(events.events_naming(&ada_pseudonym).unwrap(), 0);
+        assert_eq!(events.site_outbox_len().unwrap(), 0);
+        events.queue_for_site(&granted(&ada_pseudonym)).unwrap();
+        let waiting = events.site_outbox(10).unwrap();
         assert_eq!(waiting[0].pseudonym, None);
         assert!(!waiting[0].body.contains(&ada_pseudonym));
     }
@@ -519,23 +424,24 @@ mod tests {
     #[test]
     fn the_outbox_keeps_order_and_ids_until_the_site_has_them() {
         let key = TemplateKey::generate();
-        let (_dir, mut gallery) = replica(&key);
+        let (_dir, gallery) = replica(&key);
+        let mut events = EventStore::of(&gallery).unwrap();
         for _ in 0..3 {
-            gallery
+            events
                 .queue_for_site(&Event {
                     person: None,
                     ..granted("x")
                 })
                 .unwrap();
         }
-        let first = gallery.site_outbox(2).unwrap();
+        let first = events.site_outbox(2).unwrap();
         assert_eq!(first.len(), 2);
         assert_ne!(first[0].event_id, first[1].event_id);
         assert_eq!(
             first[0].event_id,
-            gallery.site_outbox(1).unwrap()[0].event_id
+            events.site_outbox(1).unwrap()[0].event_id
         );
-        assert_eq!(gallery.site_outbox_sent(first[1].position).unwrap(), 2);
-        assert_eq!(gallery.site_outbox_len().unwrap(), 1);
+        assert_eq!(events.site_outbox_sent(first[1].position).unwrap(), 2);
+        assert_eq!(events.site_outbox_len().unwrap(), 1);
     }
 }

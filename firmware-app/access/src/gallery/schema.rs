@@ -55,33 +55,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ",
 ];
 
-impl Gallery {
-    pub(super) fn configure(&mut self) -> Result<()> {
-        let path = self.path.clone();
-        let checked: String = self
-            .connection
-            .query_row("PRAGMA quick_check", [], |row| row.get(0))
-            .map_err(|e| corrupt(&path, e))?;
-        if checked != "ok" {
-            return Err(GalleryError::Corrupt {
-                path,
-                detail: checked,
-            });
-        }
-        // SQLite quietly opens a file it may not write read-only; every write would then fail later.
-        if self.connection.is_readonly(rusqlite::MAIN_DB)? {
-            return Err(GalleryError::ReadOnly { path });
-        }
-        self.connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| corrupt(&path, e))?;
-        self.connection.pragma_update(None, "synchronous", "FULL")?;
-        self.connection.pragma_update(None, "foreign_keys", "ON")?;
-        self.connection
-            .busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(())
+/// A connection to the gallery database at `path` with the durability every user of it relies on
+/// (write-ahead log, `synchronous = FULL`, foreign keys, a busy timeout), after SQLite's quick check.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path).map_err(|e| corrupt(path, e))?;
+    let checked: String = connection
+        .query_row("PRAGMA quick_check", [], |row| row.get(0))
+        .map_err(|e| corrupt(path, e))?;
+    if checked != "ok" {
+        return Err(GalleryError::Corrupt {
+            path: path.to_path_buf(),
+            detail: checked,
+        });
     }
+    // SQLite quietly opens a file it may not write read-only; every write would then fail later.
+    if connection.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(GalleryError::ReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| corrupt(path, e))?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
+}
 
+impl Gallery {
     pub(super) fn migrate(&mut self) -> Result<()> {
         let version: i32 = self
             .connection

@@ -1,6 +1,8 @@
 //! The template key, and templates sealed under it with ChaCha20-Poly1305.
 
+use super::people::embedding_bytes;
 use super::*;
+use crate::secret_file::SecretFileError;
 
 pub(super) const KEY_BYTES: usize = 32;
 pub(super) const NONCE_BYTES: usize = 12;
@@ -16,7 +18,7 @@ pub struct TemplateKey(pub(super) [u8; KEY_BYTES]);
 impl TemplateKey {
     /// A key from 64 hex digits (surrounding white space ignored).
     pub fn from_hex(text: &str) -> Result<Self> {
-        key_from_hex(text)
+        crate::secret_file::key_from_hex(text)
             .map(TemplateKey)
             .ok_or(GalleryError::BadKey)
     }
@@ -24,7 +26,7 @@ impl TemplateKey {
     /// A key file: the 64 hex digits on a line of their own, readable by its owner only (a key
     /// that others can read protects nothing, so it is refused rather than used).
     pub fn read_file(path: &Path) -> Result<Self> {
-        read_key_file(path).map(TemplateKey)
+        Ok(TemplateKey(crate::secret_file::read_key_file(path)?))
     }
 
     /// A key for another purpose (`purpose` names it), derived so that one secret on the device
@@ -51,7 +53,7 @@ impl TemplateKey {
     pub fn create_file(path: &Path) -> Result<Self> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let key_file = |source| GalleryError::KeyFile {
+        let key_file = |source| SecretFileError::Unreadable {
             path: path.to_path_buf(),
             source,
         };
@@ -68,56 +70,26 @@ impl TemplateKey {
         Ok(key)
     }
 
+    /// `embedding` sealed for `pseudonym` and `model_id`, as a site stores it and as a door's replica
+    /// opens it.
+    pub fn seal_template(
+        &self,
+        pseudonym: &str,
+        model_id: &str,
+        embedding: &Embedding,
+    ) -> Result<Vec<u8>> {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
+        seal(
+            &cipher,
+            &embedding_bytes(embedding),
+            &associated_data(pseudonym, model_id),
+        )
+    }
+
     /// The key as 64 hex digits, as key files hold it.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
-}
-
-/// `N` bytes from `2N` hex digits (surrounding white space ignored).
-fn key_from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.trim();
-    if text.len() != N * 2 || !text.is_ascii() {
-        return None;
-    }
-    let mut key = [0u8; N];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(key)
-}
-
-/// An `N`-byte key from a key file: hex digits, the file readable by its owner only (see
-/// [`read_private_file`]). Every key the kiosk keeps in a file (the template key, the OSDP secure
-/// channel key) is read here.
-pub fn read_key_file<const N: usize>(path: &Path) -> Result<[u8; N]> {
-    let text = read_private_file(path)?;
-    key_from_hex(&text).ok_or_else(|| GalleryError::BadKeyFile {
-        path: path.to_path_buf(),
-        bytes: N,
-    })
-}
-
-/// The text of a file holding a secret (a key, a password), refused when others may read it: a
-/// secret that others can read protects nothing, so it is refused rather than used. Every secret
-/// the kiosk and its tools keep in a file is read here.
-pub fn read_private_file(path: &Path) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let key_file = |source| GalleryError::KeyFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mode = std::fs::metadata(path)
-        .map_err(key_file)?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(GalleryError::KeyExposed {
-            path: path.to_path_buf(),
-            mode: mode & 0o777,
-        });
-    }
-    std::fs::read_to_string(path).map_err(key_file)
 }
 
 impl std::fmt::Debug for TemplateKey {

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use access::audit::{verify, ChainKey};
-use access::gallery::{Gallery, TemplateKey};
+use access::event_store::EventStore;
+use access::gallery::TemplateKey;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use firmware_app::config::KioskConfig;
@@ -58,8 +59,7 @@ fn template_key(config: &KioskConfig) -> anyhow::Result<Option<TemplateKey>> {
 fn verify_log(config: PathBuf) -> anyhow::Result<()> {
     let config = KioskConfig::load(&config)?;
     let key = template_key(&config)?;
-    let gallery = Gallery::open_existing(&config.gallery.path, key.as_ref())?;
-    let anchors = gallery.audit_heads()?;
+    let anchors = EventStore::open_existing(&config.gallery.path, key.as_ref())?.audit_heads()?;
     let report = verify(
         &config.audit,
         key.as_ref().map(ChainKey::from_template_key).as_ref(),

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use firmware_app::mqtt::TlsSettings;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -57,10 +58,10 @@ fn main() -> anyhow::Result<()> {
         topic_prefix: Some("kiosk/soak".into()),
         username: None,
         password_file: None,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        plaintext: true,
+        tls: TlsSettings {
+            plaintext: true,
+            ..TlsSettings::default()
+        },
         queue_path,
         max_queued: 100_000,
     });

@@ -98,19 +98,6 @@ impl BoundingBox {
         }
     }
 
-    /// Shared area over joint area, 0 to 1.
-    pub fn intersection_over_union(&self, other: &BoundingBox) -> f32 {
-        let w = self.x1.min(other.x1).saturating_sub(self.x0.max(other.x0)) as u64;
-        let h = self.y1.min(other.y1).saturating_sub(self.y0.max(other.y0)) as u64;
-        let inter = w * h;
-        let union = self.area() + other.area() - inter;
-        if union == 0 {
-            0.0
-        } else {
-            inter as f32 / union as f32
-        }
-    }
-
     fn grown(&self, margin: u32) -> BoundingBox {
         BoundingBox {
             x0: self.x0.saturating_sub(margin),

@@ -1,0 +1,76 @@
+//! Secrets kept in files (the template key, the OSDP secure-channel key, database passwords, TLS
+//! private keys): every one is read here, and refused when others may read the file, because a
+//! secret that others can read protects nothing.
+
+use std::path::{Path, PathBuf};
+
+/// Why a secret file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file cannot be read.
+    #[error("reading the key file {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file can be read by other users.
+    #[error("the key file {path} can be read by others (mode {mode:o}): `chmod 600` it, owned by the kiosk's user")]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file does not hold a key of the length asked for.
+    #[error("the key in {path} must be {bytes} bytes written as {} hex digits", bytes * 2)]
+    NotAKey {
+        /// The file.
+        path: PathBuf,
+        /// The key's length.
+        bytes: usize,
+    },
+}
+
+/// The text of a file holding a secret, refused when its mode lets anyone but its owner read it.
+pub fn read_private_file(path: &Path) -> Result<String, SecretFileError> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable = |source| SecretFileError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(SecretFileError::Exposed {
+            path: path.to_path_buf(),
+            mode: mode & 0o777,
+        });
+    }
+    std::fs::read_to_string(path).map_err(unreadable)
+}
+
+/// An `N`-byte key from a key file: `2N` hex digits, the file readable by its owner only.
+pub fn read_key_file<const N: usize>(path: &Path) -> Result<[u8; N], SecretFileError> {
+    let text = read_private_file(path)?;
+    key_from_hex(&text).ok_or_else(|| SecretFileError::NotAKey {
+        path: path.to_path_buf(),
+        bytes: N,
+    })
+}
+
+/// `N` bytes from `2N` hex digits (surrounding white space ignored).
+pub(crate) fn key_from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.trim();
+    if text.len() != N * 2 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; N];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}

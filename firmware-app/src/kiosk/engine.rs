@@ -1,0 +1,190 @@
+//! The door's engine: a window embedded, searched and voted on; a track's end decided.
+
+use super::*;
+
+/// Embeds windows, matches them against the gallery and applies the policy.
+pub struct DoorEngine {
+    /// The door's name.
+    pub door: String,
+    /// SHA-256 of the model.
+    pub model_id: String,
+    embedder: Box<dyn Embedder>,
+    index: MatchIndex,
+    policy: DecisionPolicy,
+    pub(super) window_frames: usize,
+    /// The gallery the index was built from, watched for changes made by other processes.
+    watched: Option<Gallery>,
+    /// The last reload failed: nobody is matched until one succeeds.
+    reload_pending: bool,
+}
+
+/// A decision with its event and how long it took.
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    /// What was decided.
+    pub decision: Decision,
+    /// The event published for it.
+    pub event: Event,
+    /// The gallery name, for the screen only (events carry the pseudonym).
+    pub name: Option<String>,
+    /// From the capture of the window's last frame (or the track's end) to the event.
+    pub latency: Duration,
+}
+
+impl DoorEngine {
+    /// An engine deciding with `policy` on searches of `index`, embeddings by `embedder`.
+    pub fn new(
+        door: String,
+        model_id: String,
+        embedder: Box<dyn Embedder>,
+        index: MatchIndex,
+        policy: DecisionPolicy,
+    ) -> Self {
+        DoorEngine {
+            door,
+            model_id,
+            embedder,
+            index,
+            policy,
+            window_frames: silhouette::windows::WindowConfig::default().frames,
+            watched: None,
+            reload_pending: false,
+        }
+    }
+
+    /// Rebuilds the index whenever another process commits to `gallery` (an enrolment, an erasure):
+    /// checked before every search and every track's end, so an erased person is never matched again.
+    pub fn watch_gallery(&mut self, gallery: Gallery) {
+        self.watched = Some(gallery);
+    }
+
+    fn follow_gallery(&mut self) -> Result<(), KioskError> {
+        let Some(gallery) = self.watched.as_mut() else {
+            return Ok(());
+        };
+        if !gallery
+            .roster_changed_elsewhere()
+            .map_err(MatchError::from)?
+            && !self.reload_pending
+        {
+            return Ok(());
+        }
+        self.policy.forget_identities();
+        let shape = self.index.shape();
+        let threads = self.index.threads();
+        let reloaded = gallery
+            .check_model(&self.model_id)
+            .map_err(MatchError::from)
+            .and_then(|()| MatchIndex::from_gallery(gallery, shape, threads));
+        match reloaded {
+            Ok(index) => {
+                log::info!(
+                    "gallery {} changed: now {} people, {} templates",
+                    gallery.path().display(),
+                    index.identities().len(),
+                    index.template_count()
+                );
+                self.index = index;
+                self.reload_pending = false;
+                Ok(())
+            }
+            Err(e) => {
+                // Fail secure: the old index may hold someone just erased.
+                self.index = MatchIndex::new(shape.0, shape.1, threads);
+                self.reload_pending = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The templates it searches.
+    pub fn index(&self) -> &MatchIndex {
+        &self.index
+    }
+
+    /// The policy it decides with.
+    pub fn policy(&self) -> &DecisionPolicy {
+        &self.policy
+    }
+
+    /// One window of a track: embedded, searched and voted on; a decision when the track's votes settle.
+    pub fn on_window(
+        &mut self,
+        window: &Window,
+        people_in_view: usize,
+        completed_at: Instant,
+    ) -> Result<Option<DecisionRecord>, KioskError> {
+        self.follow_gallery()?;
+        if !self.policy.wants(window, self.window_frames) {
+            return Ok(None);
+        }
+        let outcome = match window.quality {
+            WindowQuality::Good => {
+                let embedding = self.embedder.embed(&network_input(&window.silhouettes)?)?;
+                WindowOutcome::Matched {
+                    ranking: self.index.search(&embedding)?,
+                    frames: window.silhouettes.len(),
+                }
+            }
+            WindowQuality::TooFewValidFrames { .. } => WindowOutcome::PoorQuality,
+            WindowQuality::NotAWalker(_) => WindowOutcome::NotAWalker,
+        };
+        let decision = self.policy.observe(window.track, &outcome, people_in_view);
+        Ok(decision.map(|d| self.record(d, completed_at)))
+    }
+
+    /// A track left: an undecided track is decided now (denied, with the reason its votes point to).
+    pub fn on_track_ended(&mut self, track: TrackId, ended_at: Instant) -> Option<DecisionRecord> {
+        if let Err(e) = self.follow_gallery() {
+            log::error!("{e}; nobody is recognised until the gallery reloads");
+        }
+        self.policy
+            .track_ended(track)
+            .map(|d| self.record(d, ended_at))
+    }
+
+    fn record(&mut self, decision: Decision, since: Instant) -> DecisionRecord {
+        let (kind, identity) = match &decision.verdict {
+            Verdict::Granted { identity } => (EventKind::Granted, Some(*identity)),
+            Verdict::Denied { reason, identity } => {
+                (EventKind::Denied { reason: *reason }, *identity)
+            }
+        };
+        let identity = identity.map(|i| self.index.identity(i).clone());
+        let event = Event {
+            at_ms: now_ms(),
+            door: self.door.clone(),
+            kind,
+            track: Some(decision.track),
+            person: identity.as_ref().map(|i| i.pseudonym.clone()),
+            figures: decision.figures.clone(),
+            model_id: self.model_id.clone(),
+            decided: Some(Instant::now()),
+            credential: identity
+                .as_ref()
+                .filter(|_| matches!(decision.verdict, Verdict::Granted { .. }))
+                .and_then(|i| i.credential),
+        };
+        DecisionRecord {
+            decision,
+            event,
+            name: identity.map(|i| i.name),
+            latency: since.elapsed(),
+        }
+    }
+
+    /// An event of this door that is not a decision.
+    pub fn event(&self, kind: EventKind) -> Event {
+        Event {
+            at_ms: now_ms(),
+            door: self.door.clone(),
+            kind,
+            track: None,
+            person: None,
+            figures: None,
+            model_id: self.model_id.clone(),
+            decided: Some(Instant::now()),
+            credential: None,
+        }
+    }
+}
