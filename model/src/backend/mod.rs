@@ -21,6 +21,18 @@ mod threaded_pow;
 pub mod tract;
 
 /// Turns a silhouette clip into an embedding. Implementations are shareable between threads.
+///
+/// ```no_run
+/// use hstl::{open_embedder, shipped_model_path, Backend, Precision, Silhouettes};
+///
+/// let model = shipped_model_path();
+/// let embedder = open_embedder(&model, Backend::Auto, 2, Precision::F32)?;
+/// // 30 frames of 64 × 64 silhouettes, as the silhouette stage normalises them.
+/// let clip = Silhouettes::from_u8(&[30, 64, 64], &vec![0u8; 30 * 64 * 64])?;
+/// let embedding = embedder.embed(&clip)?;
+/// assert_eq!((embedding.parts(), embedding.channels()), embedder.embedding_shape());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Embedder: Send + Sync {
     /// The embedding of one clip of silhouettes.
     fn embed(&self, clip: &Silhouettes) -> Result<Embedding>;

@@ -171,6 +171,26 @@ struct TrackState {
 }
 
 /// The open-set policy applied window by window to every track in view.
+///
+/// ```
+/// use access::decision::{DecisionConfig, DecisionPolicy, Verdict, WindowOutcome};
+/// use access::matcher::{Candidate, Ranking};
+///
+/// let mut policy = DecisionPolicy::new(DecisionConfig::default(), 6.0);
+/// let window = WindowOutcome::Matched {
+///     ranking: Ranking {
+///         best: Some(Candidate { identity: 3, distance: 4.1 }),
+///         second: Some(Candidate { identity: 7, distance: 9.0 }),
+///     },
+///     frames: 30,
+/// };
+/// // Two agreeing windows (the default consensus) with one person in the zone: a grant.
+/// assert_eq!(policy.observe(1, &window, 1), None);
+/// let decision = policy.observe(1, &window, 1).unwrap();
+/// assert_eq!(decision.verdict, Verdict::Granted { identity: 3 });
+/// // A track gets one decision.
+/// assert_eq!(policy.track_ended(1), None);
+/// ```
 pub struct DecisionPolicy {
     config: DecisionConfig,
     accept_distance: f32,

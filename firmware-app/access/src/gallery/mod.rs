@@ -39,6 +39,26 @@ use sealing::{associated_data, open_sealed, seal, KEY_BYTES, NONCE_BYTES};
 pub type Result<T> = std::result::Result<T, GalleryError>;
 
 /// An open gallery database (one connection).
+///
+/// ```
+/// use access::gallery::{Gallery, NewTemplate, TemplateKey};
+/// use hstl::Embedding;
+///
+/// let dir = tempfile::tempdir()?;
+/// let key = TemplateKey::generate();
+/// let mut gallery = Gallery::open(&dir.path().join("gallery.db"), Some(&key))?;
+/// let walk = NewTemplate {
+///     embedding: Embedding::new(2, 3, vec![0.5; 6])?,
+///     frames: 30,
+///     source: "front door, Monday".into(),
+/// };
+/// let ada = gallery.enrol("Ada", "sha256:model", &[walk])?;
+/// assert_eq!(gallery.people()?[0].pseudonym, ada.pseudonym);
+/// // Opening it again takes the same key; another key is refused rather than misread.
+/// drop(gallery);
+/// assert!(Gallery::open(&dir.path().join("gallery.db"), Some(&TemplateKey::generate())).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Gallery {
     connection: Connection,
     path: PathBuf,
