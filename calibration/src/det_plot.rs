@@ -11,7 +11,7 @@ use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
 use embedded_graphics::primitives::{Circle, Line, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Alignment, Text};
-use image::RgbImage;
+use rgb_canvas::RgbCanvas;
 
 use crate::open_set::{OpenSetPoint, OpenSetRates};
 
@@ -28,33 +28,6 @@ const GRID: Rgb888 = Rgb888::new(220, 220, 220);
 const CURVE: Rgb888 = Rgb888::new(20, 90, 200);
 const EQUAL_ERROR: Rgb888 = Rgb888::new(200, 120, 0);
 const OPERATING: Rgb888 = Rgb888::new(200, 30, 30);
-
-struct Canvas(RgbImage);
-
-impl OriginDimensions for Canvas {
-    fn size(&self) -> Size {
-        Size::new(self.0.width(), self.0.height())
-    }
-}
-
-impl DrawTarget for Canvas {
-    type Color = Rgb888;
-    type Error = Infallible;
-
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
-        &mut self,
-        pixels: I,
-    ) -> Result<(), Infallible> {
-        for Pixel(p, c) in pixels {
-            if let (Ok(x), Ok(y)) = (u32::try_from(p.x), u32::try_from(p.y)) {
-                if x < self.0.width() && y < self.0.height() {
-                    self.0.put_pixel(x, y, image::Rgb([c.r(), c.g(), c.b()]));
-                }
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Log-scale axis from `10^min_exp` to 1; rates below the minimum sit on the axis.
 struct LogAxis {
@@ -84,13 +57,13 @@ pub fn write_det_png(
     operating: OpenSetPoint,
     target_fpir: f64,
 ) -> Result<(), image::ImageError> {
-    let mut canvas = Canvas(RgbImage::new(WIDTH, HEIGHT));
+    let mut canvas = RgbCanvas::new(WIDTH, HEIGHT, BACKGROUND);
     let _ = draw(&mut canvas, rates, equal_error, operating, target_fpir);
-    canvas.0.save(path)
+    canvas.save_png(path)
 }
 
 fn draw(
-    canvas: &mut Canvas,
+    canvas: &mut RgbCanvas,
     rates: &OpenSetRates,
     equal_error: OpenSetPoint,
     operating: OpenSetPoint,

@@ -287,13 +287,16 @@ fn outputs(
     if let Some(inputs) = &config.door_inputs {
         let timings = inputs.check().map_err(PanelError::Io)?;
         let lines = DoorLines::open(inputs).map_err(PanelError::Io)?;
-        dispatcher.add(Box::new(DoorWatch::start(
-            lines,
-            timings,
-            config.relay.as_ref(),
-            watch_outputs,
-            news.clone(),
-        )));
+        dispatcher.add(Box::new(
+            DoorWatch::start(
+                lines,
+                timings,
+                config.relay.as_ref(),
+                watch_outputs,
+                news.clone(),
+            )
+            .map_err(PanelError::Thread)?,
+        ));
     }
     if let Some(mqtt) = &config.mqtt {
         dispatcher.add(open_sink(mqtt, &config.door)?);

@@ -101,6 +101,26 @@ pub struct SourceConfig {
     pub path: Option<PathBuf>,
 }
 
+/// The one source a `[source]` section names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// A live camera, `/dev/video{index}`: frames are dropped rather than waited for.
+    Camera(u32),
+    /// A video file or a folder of images, replayed frame by frame.
+    Recording(&'a Path),
+}
+
+impl SourceConfig {
+    /// The source named, or why there is not exactly one.
+    pub fn chosen(&self) -> Result<Source<'_>, String> {
+        match (self.camera, &self.path) {
+            (Some(index), None) => Ok(Source::Camera(index)),
+            (None, Some(path)) => Ok(Source::Recording(path)),
+            _ => Err("[source] needs exactly one of `camera` and `path`".into()),
+        }
+    }
+}
+
 /// `[gallery]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,9 +179,7 @@ impl KioskConfig {
         if self.door.trim().is_empty() {
             return Err("door must name the door".into());
         }
-        if self.source.camera.is_some() == self.source.path.is_some() {
-            return Err("[source] needs exactly one of `camera` and `path`".into());
-        }
+        self.source.chosen()?;
         if !(1..=MAX_MODEL_THREADS).contains(&self.model.threads) {
             return Err(format!(
                 "[model] threads = {}: must be from 1 to {MAX_MODEL_THREADS}",

@@ -1,8 +1,5 @@
 //! The kiosk's status screen, drawn with embedded-graphics on any `DrawTarget`: the Linux framebuffer
-//! on a device, [`MemoryDisplay`] (saved as PNG) in tests and the demo.
-
-use std::convert::Infallible;
-use std::path::Path;
+//! on a device, [`rgb_canvas::RgbCanvas`] (saved as PNG) in tests and the demo.
 
 use embedded_graphics::mono_font::ascii::{FONT_10X20, FONT_6X10, FONT_9X15};
 use embedded_graphics::mono_font::MonoTextStyle;
@@ -236,77 +233,10 @@ fn led_colour(led: Option<LedColor>) -> Rgb888 {
     }
 }
 
-/// An RGB frame in memory, for tests and the demo.
-pub struct MemoryDisplay {
-    width: u32,
-    height: u32,
-    pixels: Vec<Rgb888>,
-}
-
-impl MemoryDisplay {
-    /// A black screen of `width` × `height`.
-    pub fn new(width: u32, height: u32) -> Self {
-        MemoryDisplay {
-            width,
-            height,
-            pixels: vec![Rgb888::BLACK; (width * height) as usize],
-        }
-    }
-
-    /// `(width, height)`.
-    pub fn dimensions(&self) -> (u32, u32) {
-        (self.width, self.height)
-    }
-
-    /// The colour at one pixel.
-    pub fn pixel(&self, x: u32, y: u32) -> Rgb888 {
-        self.pixels[(y * self.width + x) as usize]
-    }
-
-    /// The screen as an RGB image.
-    pub fn to_image(&self) -> image::RgbImage {
-        image::RgbImage::from_fn(self.width, self.height, |x, y| {
-            let p = self.pixel(x, y);
-            image::Rgb([p.r(), p.g(), p.b()])
-        })
-    }
-
-    /// Writes the screen as a PNG file.
-    pub fn save_png(&self, path: &Path) -> image::ImageResult<()> {
-        self.to_image().save(path)
-    }
-}
-
-impl OriginDimensions for MemoryDisplay {
-    fn size(&self) -> Size {
-        Size::new(self.width, self.height)
-    }
-}
-
-impl DrawTarget for MemoryDisplay {
-    type Color = Rgb888;
-    type Error = Infallible;
-
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
-        &mut self,
-        pixels: I,
-    ) -> Result<(), Infallible> {
-        for Pixel(point, colour) in pixels {
-            if point.x >= 0
-                && point.y >= 0
-                && (point.x as u32) < self.width
-                && (point.y as u32) < self.height
-            {
-                self.pixels[(point.y as u32 * self.width + point.x as u32) as usize] = colour;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rgb_canvas::RgbCanvas;
 
     fn view(state: DoorState) -> StatusView {
         let mut silhouette = GrayImage::new(64, 64);
@@ -330,7 +260,7 @@ mod tests {
 
     #[test]
     fn the_banner_colour_follows_the_decision_and_the_silhouette_is_drawn() {
-        let mut display = MemoryDisplay::new(SCREEN_WIDTH, SCREEN_HEIGHT);
+        let mut display = RgbCanvas::new(SCREEN_WIDTH, SCREEN_HEIGHT, Rgb888::BLACK);
         draw_status(
             &view(DoorState::Granted { name: "Ada".into() }),
             &mut display,
@@ -366,7 +296,7 @@ mod tests {
         );
     }
 
-    fn count(display: &MemoryDisplay, colour: Rgb888) -> usize {
+    fn count(display: &RgbCanvas, colour: Rgb888) -> usize {
         let (width, height) = display.dimensions();
         (0..width)
             .flat_map(|x| (0..height).map(move |y| (x, y)))
@@ -377,7 +307,7 @@ mod tests {
     #[test]
     fn alarms_are_shown_until_they_end_and_the_panel_led_in_its_colour() {
         let mut state = view(DoorState::Watching);
-        let mut display = MemoryDisplay::new(SCREEN_WIDTH, SCREEN_HEIGHT);
+        let mut display = RgbCanvas::new(SCREEN_WIDTH, SCREEN_HEIGHT, Rgb888::BLACK);
         draw_status(&state, &mut display).unwrap();
         assert_eq!(count(&display, ALARM), 0);
 

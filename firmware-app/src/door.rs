@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::threads::{spawn, SpawnError};
 use access::events::{now_ms, Event, EventKind, EventSink, SinkError};
 use door_io::line::{open_output, LineConfig, OutputLine};
 use door_io::DoorIoError;
@@ -35,6 +36,9 @@ pub enum RelayError {
     /// The line refused, or GPIO is not built in.
     #[error(transparent)]
     Line(#[from] DoorIoError),
+    /// The relay's thread.
+    #[error(transparent)]
+    Thread(#[from] SpawnError),
 }
 
 /// `[relay]` in kiosk.toml.
@@ -99,13 +103,10 @@ impl DoorRelay {
         let worker_error = last_error.clone();
         let pulse = Duration::from_millis(config.pulse_ms);
         let max_age = Duration::from_millis(config.max_grant_age_ms);
-        let worker = std::thread::Builder::new()
-            .name("door-relay".into())
-            .spawn(move || {
-                let mut guard = LockOnDrop(line);
-                pulse_loop(&mut guard, &receiver, pulse, max_age, &worker_error);
-            })
-            .expect("spawning the relay thread");
+        let worker = spawn("door-relay", move || {
+            let mut guard = LockOnDrop(line);
+            pulse_loop(&mut guard, &receiver, pulse, max_age, &worker_error);
+        })?;
         Ok(DoorRelay {
             commands,
             worker: Some(worker),
@@ -315,14 +316,9 @@ mod tests {
     fn event(kind: EventKind, at_ms: i64) -> Event {
         Event {
             at_ms,
-            door: "front".into(),
-            kind,
             track: Some(1),
-            person: None,
-            figures: None,
-            model_id: "m".into(),
             decided: None,
-            credential: None,
+            ..Event::new("front", "m", kind)
         }
     }
 

@@ -17,6 +17,7 @@ use door_io::DoorIoError;
 
 use crate::door::{grant_too_old, RelayConfig, Releaser};
 use crate::kiosk::DoorNews;
+use crate::threads::{spawn, SpawnError};
 
 /// How often the inputs are read: well under any debounce time.
 pub const POLL: Duration = Duration::from_millis(5);
@@ -129,19 +130,18 @@ impl DoorWatch {
         relay: Option<&RelayConfig>,
         outputs: WatchOutputs,
         news: Sender<DoorNews>,
-    ) -> Self {
+    ) -> Result<Self, SpawnError> {
         let release = Duration::from_millis(relay.map_or(0, |r| r.pulse_ms));
         let max_grant_age = Duration::from_millis(relay.map_or(0, |r| r.max_grant_age_ms));
         let (commands, receiver) = mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name("door-inputs".into())
-            .spawn(move || watch(lines, timings, release, outputs, &news, &receiver))
-            .expect("spawning the door inputs' thread");
-        DoorWatch {
+        let worker = spawn("door-inputs", move || {
+            watch(lines, timings, release, outputs, &news, &receiver)
+        })?;
+        Ok(DoorWatch {
             commands,
             worker: Some(worker),
             max_grant_age,
-        }
+        })
     }
 }
 
@@ -336,7 +336,7 @@ mod tests {
             tamper: Some(WatchedInput::new("tamper switch", Box::new(tamper.clone()))),
         };
         let (sender, news) = mpsc::channel();
-        let watch = DoorWatch::start(lines, TIMINGS, Some(&relay_config), outputs, sender);
+        let watch = DoorWatch::start(lines, TIMINGS, Some(&relay_config), outputs, sender).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         Door {
             position,
@@ -360,14 +360,7 @@ mod tests {
     fn grant() -> Event {
         Event {
             at_ms: access::events::now_ms(),
-            door: "front".into(),
-            kind: EventKind::Granted,
-            track: None,
-            person: None,
-            figures: None,
-            model_id: "m".into(),
-            decided: Some(Instant::now()),
-            credential: None,
+            ..Event::new("front", "m", EventKind::Granted)
         }
     }
 

@@ -1,6 +1,6 @@
 //! The status screen on a Linux framebuffer (`/dev/fb0`).
 //!
-//! The screen is drawn into a [`MemoryDisplay`] and copied row by row into the device in its own
+//! The screen is drawn into an [`RgbCanvas`] and copied row by row into the device in its own
 //! pixel layout (16-bit RGB565, 24- or 32-bit with any channel order), top-left aligned. The layout
 //! comes from the kernel (feature `fb`, two ioctls); [`Framebuffer::with_layout`] writes to any file,
 //! which is how the conversion is tested.
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::RgbColor;
 
-use crate::display::MemoryDisplay;
+use rgb_canvas::RgbCanvas;
 
 /// Why the framebuffer cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +177,7 @@ impl Framebuffer {
     }
 
     /// Copies `screen` to the top-left corner; what does not fit is cut.
-    pub fn show(&mut self, screen: &MemoryDisplay) -> Result<(), FramebufferError> {
+    pub fn show(&mut self, screen: &RgbCanvas) -> Result<(), FramebufferError> {
         let bytes_per_pixel = (self.layout.bits_per_pixel / 8) as usize;
         let (screen_width, screen_height) = screen.dimensions();
         let width = screen_width.min(self.layout.width);
@@ -320,8 +320,8 @@ mod tests {
     use embedded_graphics::prelude::*;
     use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 
-    fn screen() -> MemoryDisplay {
-        let mut screen = MemoryDisplay::new(4, 2);
+    fn screen() -> RgbCanvas {
+        let mut screen = RgbCanvas::new(4, 2, Rgb888::BLACK);
         Rectangle::new(Point::new(0, 0), Size::new(1, 1))
             .into_styled(PrimitiveStyle::with_fill(Rgb888::new(255, 0, 0)))
             .draw(&mut screen)

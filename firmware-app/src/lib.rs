@@ -17,5 +17,6 @@ pub mod kiosk;
 pub mod mqtt;
 pub mod panel;
 pub mod site_sync;
+pub mod threads;
 
 pub use assembly::{Kiosk, SetupError, MAX_QUEUED_EVENTS};

@@ -47,6 +47,9 @@ pub enum MqttError {
     /// MQTT not built in.
     #[error("this build has no MQTT support: rebuild with `--features mqtt`")]
     NoMqttSupport,
+    /// The client's thread.
+    #[error("mqtt: {0}")]
+    Thread(#[from] crate::threads::SpawnError),
 }
 
 /// `[mqtt]` in kiosk.toml.
@@ -332,10 +335,9 @@ mod client {
                     last_error: last_error.clone(),
                     stop: stop.clone(),
                 };
-                std::thread::Builder::new()
-                    .name("mqtt".into())
-                    .spawn(move || publish_loop(client, connection, &prefix, &link))
-                    .expect("spawning the MQTT thread")
+                crate::threads::spawn("mqtt", move || {
+                    publish_loop(client, connection, &prefix, &link)
+                })?
             };
             Ok(MqttSink {
                 queue,
@@ -505,14 +507,10 @@ mod tests {
     fn event(at_ms: i64) -> Event {
         Event {
             at_ms,
-            door: "front".into(),
-            kind: EventKind::Granted,
             track: Some(1),
             person: Some("p".into()),
-            figures: None,
-            model_id: "m".into(),
             decided: None,
-            credential: None,
+            ..Event::new("front", "m", EventKind::Granted)
         }
     }
 

@@ -24,6 +24,7 @@ use door_io::DoorIoError;
 
 use crate::door::grant_too_old;
 use crate::kiosk::DoorNews;
+use crate::threads::{spawn, SpawnError};
 
 /// How reads reach the panel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,6 +106,9 @@ pub enum PanelError {
     /// The secure channel key file.
     #[error("[panel.osdp] {0}")]
     Key(#[from] SecretFileError),
+    /// The Wiegand output's thread.
+    #[error("[panel] {0}")]
+    Thread(#[from] SpawnError),
 }
 
 enum Link {
@@ -156,7 +160,7 @@ impl PanelReader {
                     open_output(&wiegand.d1, "kiosk-wiegand-d1")?,
                     wiegand.timing(),
                 )?;
-                Ok(Self::wiegand(config, output, news))
+                Ok(Self::wiegand(config, output, news)?)
             }
             _ => Err(DoorIoError::Osdp {
                 device: "[panel]".into(),
@@ -204,33 +208,30 @@ impl PanelReader {
         config: &PanelConfig,
         mut output: WiegandOutput,
         news: Sender<DoorNews>,
-    ) -> Self {
+    ) -> Result<Self, SpawnError> {
         let (frames, queue) = mpsc::channel::<(WiegandFrame, Instant)>();
         let max_age = config.max_read_age();
         let dropped = news.clone();
-        let worker = std::thread::Builder::new()
-            .name("wiegand".into())
-            .spawn(move || {
-                for (frame, granted) in queue {
-                    let age = granted.elapsed();
-                    if age > max_age {
-                        read_dropped(&dropped, format!("the read waited {} ms", age.as_millis()));
-                        continue;
-                    }
-                    match output.send(&frame) {
-                        Ok(sent) if sent.longest_pulse > Duration::from_micros(200) => {
-                            log::warn!(
+        let worker = spawn("wiegand", move || {
+            for (frame, granted) in queue {
+                let age = granted.elapsed();
+                if age > max_age {
+                    read_dropped(&dropped, format!("the read waited {} ms", age.as_millis()));
+                    continue;
+                }
+                match output.send(&frame) {
+                    Ok(sent) if sent.longest_pulse > Duration::from_micros(200) => {
+                        log::warn!(
                                 "Wiegand: a pulse stretched to {} µs (the CPU was busy); the panel may reject the read",
                                 sent.longest_pulse.as_micros()
                             );
-                        }
-                        Ok(_) => {}
-                        Err(e) => read_dropped(&dropped, e.to_string()),
                     }
+                    Ok(_) => {}
+                    Err(e) => read_dropped(&dropped, e.to_string()),
                 }
-            })
-            .expect("spawning the Wiegand thread");
-        PanelReader {
+            }
+        })?;
+        Ok(PanelReader {
             link: Link::Wiegand(WiegandLink {
                 frames: Some(frames),
                 worker: Some(worker),
@@ -239,7 +240,7 @@ impl PanelReader {
             facility: config.facility_code,
             max_age,
             news,
-        }
+        })
     }
 
     /// Where the kiosk's tamper switch is reported to the panel, if the link carries it (OSDP).
@@ -384,20 +385,20 @@ mod tests {
         };
         let output = WiegandOutput::new(line(false), line(true), WiegandTiming::default()).unwrap();
         let (news, heard) = mpsc::channel();
-        (PanelReader::wiegand(&config(), output, news), bits, heard)
+        (
+            PanelReader::wiegand(&config(), output, news).unwrap(),
+            bits,
+            heard,
+        )
     }
 
     fn event(kind: EventKind, credential: Option<u32>) -> Event {
         Event {
             at_ms: access::events::now_ms(),
-            door: "front".into(),
-            kind,
             track: Some(1),
             person: Some("0a1b2c3d4e5f6071".into()),
-            figures: None,
-            model_id: "m".into(),
-            decided: Some(Instant::now()),
             credential,
+            ..Event::new("front", "m", kind)
         }
     }
 

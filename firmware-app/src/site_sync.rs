@@ -25,6 +25,7 @@ use access::gallery::{Gallery, GalleryError, TemplateKey};
 use site::{DoorLink, SiteConfig, SiteError};
 
 use crate::kiosk::DoorNews;
+use crate::threads::{spawn, SpawnError};
 
 /// People per batch pulled from the site (each batch is one transaction on the replica).
 pub const PEOPLE_PER_BATCH: usize = 500;
@@ -44,6 +45,9 @@ pub enum SiteSyncError {
     /// The replica.
     #[error(transparent)]
     Gallery(#[from] GalleryError),
+    /// The link thread.
+    #[error(transparent)]
+    Thread(#[from] SpawnError),
 }
 
 /// The door's outbox for the site, as an event sink; it owns the link thread and stops it when
@@ -86,10 +90,9 @@ impl SiteOutbox {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("site link".into())
-                .spawn(move || link.run(replica, link_outbox, nudged, stop))
-                .expect("spawning the site link thread")
+            spawn("site link", move || {
+                link.run(replica, link_outbox, nudged, stop)
+            })?
         };
         Ok(SiteOutbox {
             outbox: EventStore::open_existing(gallery_path, key)?,

@@ -88,16 +88,15 @@ impl Drop for SmallDisk {
 fn event(at_ms: i64) -> Event {
     Event {
         at_ms,
-        door: "front".into(),
-        kind: EventKind::Denied {
-            reason: DenialReason::Unknown,
-        },
         track: Some(at_ms as u64),
-        person: None,
-        figures: None,
-        model_id: "sha256:test".into(),
         decided: None,
-        credential: None,
+        ..Event::new(
+            "front",
+            "sha256:test",
+            EventKind::Denied {
+                reason: DenialReason::Unknown,
+            },
+        )
     }
 }
 

@@ -50,14 +50,10 @@ fn wait_for(what: &str, condition: impl Fn() -> bool) {
 fn event(at_ms: i64, kind: EventKind) -> Event {
     Event {
         at_ms,
-        door: "front".into(),
-        kind,
         track: Some(at_ms as u64),
         person: Some("0a1b2c3d".into()),
-        figures: None,
-        model_id: "model".into(),
         decided: None,
-        credential: None,
+        ..Event::new("front", "model", kind)
     }
 }
 

@@ -186,6 +186,24 @@ pub struct Event {
     pub credential: Option<u32>,
 }
 
+impl Event {
+    /// An event of `door`, decided by `model_id`, made now, naming no track, person or credential:
+    /// what every event starts from (a decision adds its track, person, figures and credential).
+    pub fn new(door: &str, model_id: &str, kind: EventKind) -> Self {
+        Event {
+            at_ms: now_ms(),
+            door: door.to_string(),
+            kind,
+            track: None,
+            person: None,
+            figures: None,
+            model_id: model_id.to_string(),
+            decided: Some(std::time::Instant::now()),
+            credential: None,
+        }
+    }
+}
+
 /// A sink could not take an event; it stays queued for that sink.
 #[derive(Debug, thiserror::Error)]
 #[error("{sink}: {detail}")]
@@ -302,8 +320,6 @@ mod tests {
     fn event(kind: EventKind) -> Event {
         Event {
             at_ms: 1_700_000_000_000,
-            door: "front".into(),
-            kind,
             track: Some(3),
             person: Some("0a1b2c3d4e5f6071".into()),
             figures: Some(MatchFigures {
@@ -312,9 +328,8 @@ mod tests {
                 windows: 2,
                 frames_used: 58,
             }),
-            model_id: "sha256:00".into(),
             decided: None,
-            credential: None,
+            ..Event::new("front", "sha256:00", kind)
         }
     }
 

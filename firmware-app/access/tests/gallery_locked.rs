@@ -19,14 +19,8 @@ const HOLD: Duration = Duration::from_secs(12);
 fn event(kind: EventKind) -> Event {
     Event {
         at_ms: access::events::now_ms(),
-        door: "front".into(),
-        kind,
-        track: None,
-        person: None,
-        figures: None,
-        model_id: "model".into(),
         decided: None,
-        credential: None,
+        ..Event::new("front", "model", kind)
     }
 }
 

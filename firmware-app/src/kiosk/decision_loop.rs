@@ -55,7 +55,7 @@ pub(super) struct DecisionLoop<'a> {
     drops_reported: u64,
     stats: KioskStats,
     view: StatusView,
-    screen: MemoryDisplay,
+    screen: RgbCanvas,
     last_shown: Instant,
     last_status: Instant,
     /// The sequence number of the last published audit anchor's own line.
@@ -96,7 +96,11 @@ impl<'a> DecisionLoop<'a> {
             drops_reported: 0,
             stats: KioskStats::default(),
             view,
-            screen: MemoryDisplay::new(crate::display::SCREEN_WIDTH, crate::display::SCREEN_HEIGHT),
+            screen: RgbCanvas::new(
+                crate::display::SCREEN_WIDTH,
+                crate::display::SCREEN_HEIGHT,
+                Rgb888::BLACK,
+            ),
             last_shown: Instant::now(),
             last_status: Instant::now(),
             anchored: None,

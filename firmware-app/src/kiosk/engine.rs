@@ -152,18 +152,14 @@ impl DoorEngine {
         };
         let identity = identity.map(|i| self.index.identity(i).clone());
         let event = Event {
-            at_ms: now_ms(),
-            door: self.door.clone(),
-            kind,
             track: Some(decision.track),
             person: identity.as_ref().map(|i| i.pseudonym.clone()),
             figures: decision.figures.clone(),
-            model_id: self.model_id.clone(),
-            decided: Some(Instant::now()),
             credential: identity
                 .as_ref()
                 .filter(|_| matches!(decision.verdict, Verdict::Granted { .. }))
                 .and_then(|i| i.credential),
+            ..self.event(kind)
         };
         DecisionRecord {
             decision,
@@ -175,16 +171,6 @@ impl DoorEngine {
 
     /// An event of this door that is not a decision.
     pub fn event(&self, kind: EventKind) -> Event {
-        Event {
-            at_ms: now_ms(),
-            door: self.door.clone(),
-            kind,
-            track: None,
-            person: None,
-            figures: None,
-            model_id: self.model_id.clone(),
-            decided: Some(Instant::now()),
-            credential: None,
-        }
+        Event::new(&self.door, &self.model_id, kind)
     }
 }

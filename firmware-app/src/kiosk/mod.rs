@@ -26,16 +26,18 @@ use door_io::indication::Indication;
 use hstl::Embedder;
 use image::GrayImage;
 
-use crate::display::{draw_status, Alarms, DoorState, MemoryDisplay, StatusView};
+use crate::display::{draw_status, Alarms, DoorState, StatusView};
 use crate::framebuffer::Framebuffer;
 use access::decision::{
     Decision, DecisionPolicy, SteadyArrivals, SteadyCount, TailgateAlarm, TailgateWatch, Verdict,
     WindowOutcome,
 };
-use access::events::{now_ms, Event, EventDispatcher, EventKind};
+use access::events::{Event, EventDispatcher, EventKind};
 use access::gallery::Gallery;
 use access::matcher::{MatchError, MatchIndex};
 use access::vocabulary::ChainHead;
+use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
+use rgb_canvas::RgbCanvas;
 use silhouette::source::FrameSource;
 use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
@@ -65,6 +67,9 @@ pub enum KioskError {
     /// The capture thread died.
     #[error("the capture thread stopped unexpectedly")]
     CaptureThread,
+    /// The capture thread could not be started.
+    #[error(transparent)]
+    Thread(#[from] crate::threads::SpawnError),
 }
 
 enum Job {
@@ -146,10 +151,7 @@ pub fn run(
         pipeline: SilhouettePipeline::new(config.silhouettes.clone()),
         counters: counters.clone(),
     };
-    let capture = std::thread::Builder::new()
-        .name("capture".into())
-        .spawn(move || capture.run(source.as_mut(), &stop))
-        .map_err(|_| KioskError::CaptureThread)?;
+    let capture = crate::threads::spawn("capture", move || capture.run(source.as_mut(), &stop))?;
 
     let mut decisions =
         DecisionLoop::new(engine, outputs, frame_rate, in_flight, counters, started);

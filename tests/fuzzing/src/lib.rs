@@ -258,16 +258,15 @@ pub fn seed_chain_key() -> ChainKey {
 pub fn probe_event() -> Event {
     Event {
         at_ms: 1_764_000_000_000,
-        door: SEED_DOOR.into(),
-        kind: EventKind::Denied {
-            reason: DenialReason::Unknown,
-        },
         track: Some(1),
-        person: None,
-        figures: None,
-        model_id: "sha256:fuzz".into(),
         decided: None,
-        credential: None,
+        ..Event::new(
+            SEED_DOOR,
+            "sha256:fuzz",
+            EventKind::Denied {
+                reason: DenialReason::Unknown,
+            },
+        )
     }
 }
 

@@ -170,16 +170,15 @@ mod tests {
     fn event(at_ms: i64) -> Event {
         Event {
             at_ms,
-            door: "front".into(),
-            kind: EventKind::Denied {
-                reason: DenialReason::Unknown,
-            },
             track: Some(1),
-            person: None,
-            figures: None,
-            model_id: "m".into(),
             decided: None,
-            credential: None,
+            ..Event::new(
+                "front",
+                "m",
+                EventKind::Denied {
+                    reason: DenialReason::Unknown,
+                },
+            )
         }
     }
 

@@ -365,14 +365,10 @@ mod tests {
         let ada = kiosk.enrol("ada", "m", &[template(1.0)]).unwrap();
         let granted = Event {
             at_ms: 5,
-            door: "front".into(),
-            kind: crate::events::EventKind::Granted,
             track: Some(3),
             person: Some(ada.pseudonym.clone()),
-            figures: None,
-            model_id: "m".into(),
             decided: None,
-            credential: None,
+            ..Event::new("front", "m", crate::events::EventKind::Granted)
         };
         let mut kiosk_events = EventStore::of(&kiosk).unwrap();
         assert!(kiosk_events.record_decision_event(&granted).unwrap());

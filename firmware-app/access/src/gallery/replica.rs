@@ -284,14 +284,10 @@ mod tests {
     fn granted(person: &str) -> Event {
         Event {
             at_ms: 5,
-            door: "front".into(),
-            kind: EventKind::Granted,
             track: Some(1),
             person: Some(person.into()),
-            figures: None,
-            model_id: "m".into(),
             decided: None,
-            credential: None,
+            ..Event::new("front", "m", EventKind::Granted)
         }
     }
 

@@ -11,7 +11,7 @@ use access::event_store::EventStore;
 use access::gallery::TemplateKey;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use firmware_app::config::KioskConfig;
+use firmware_app::config::{KioskConfig, Source};
 use firmware_app::Kiosk;
 use silhouette::source::{open_camera, open_path};
 
@@ -83,10 +83,9 @@ fn verify_log(config: PathBuf) -> anyhow::Result<()> {
 
 fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
     let config = KioskConfig::load(&config_path)?;
-    let (source, live) = match (&config.source.camera, &config.source.path) {
-        (Some(index), _) => (open_camera(*index)?, true),
-        (None, Some(path)) => (open_path(path)?, false),
-        (None, None) => bail!("no source configured"),
+    let (source, live) = match config.source.chosen().map_err(anyhow::Error::msg)? {
+        Source::Camera(index) => (open_camera(index)?, true),
+        Source::Recording(path) => (open_path(path)?, false),
     };
     let mut kiosk = Kiosk::open(&config)?;
     let stop = Arc::new(AtomicBool::new(false));
