@@ -1,14 +1,15 @@
 //! `kiosk.toml`: everything an installer sets, with units in the names. Unknown keys are errors, so a
 //! misspelt setting is reported instead of silently ignored.
 
+use hstl::MAX_THREADS;
 use std::path::{Path, PathBuf};
 
 use hstl::{Backend, Precision};
 use serde::Deserialize;
 
-use crate::door::RelayConfig;
 use crate::mqtt::MqttConfig;
 use crate::panel::PanelConfig;
+use crate::relay::RelayConfig;
 use access::audit::AuditConfig;
 use access::decision::DecisionConfig;
 use door_io::door_inputs::DoorInputsConfig;
@@ -162,8 +163,6 @@ pub enum ConfigError {
     },
 }
 
-/// The network's own threads: more than a board has cores only slows it down.
-pub const MAX_MODEL_THREADS: usize = 64;
 /// Each window in flight holds 30 silhouettes; a few cover any stall worth riding out.
 pub const MAX_WINDOWS_IN_FLIGHT: usize = 16;
 /// An audit file smaller than this would rotate on nearly every event.
@@ -180,9 +179,9 @@ impl KioskConfig {
             return Err("door must name the door".into());
         }
         self.source.chosen()?;
-        if !(1..=MAX_MODEL_THREADS).contains(&self.model.threads) {
+        if !(1..=MAX_THREADS).contains(&self.model.threads) {
             return Err(format!(
-                "[model] threads = {}: must be from 1 to {MAX_MODEL_THREADS}",
+                "[model] threads = {}: must be from 1 to {MAX_THREADS}",
                 self.model.threads
             ));
         }

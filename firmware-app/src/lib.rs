@@ -6,17 +6,17 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod assembly;
 pub mod config;
 pub mod display;
-pub mod door;
-pub mod door_watch;
+pub mod door_inputs;
 pub mod enrolment;
 pub mod framebuffer;
-pub mod kiosk;
+mod kiosk;
+pub mod kiosk_loop;
 pub mod mqtt;
 pub mod panel;
+pub mod relay;
 pub mod site_sync;
 pub mod threads;
 
-pub use assembly::{Kiosk, SetupError, MAX_QUEUED_EVENTS};
+pub use kiosk::{Kiosk, SetupError, MAX_QUEUED_EVENTS};

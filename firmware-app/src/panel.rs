@@ -22,8 +22,8 @@ use door_io::osdp::{LinkNotice, OsdpPeripheral};
 use door_io::wiegand::{Credential, WiegandConfig, WiegandFormat, WiegandFrame, WiegandOutput};
 use door_io::DoorIoError;
 
-use crate::door::grant_too_old;
-use crate::kiosk::DoorNews;
+use crate::kiosk_loop::DoorNews;
+use crate::relay::grant_too_old;
 use crate::threads::{spawn, SpawnError};
 
 /// How reads reach the panel.

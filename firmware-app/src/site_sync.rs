@@ -24,7 +24,7 @@ use access::events::{Event, EventKind, EventSink, SinkError};
 use access::gallery::{Gallery, GalleryError, TemplateKey};
 use site::{DoorLink, SiteConfig, SiteError};
 
-use crate::kiosk::DoorNews;
+use crate::kiosk_loop::DoorNews;
 use crate::threads::{spawn, SpawnError};
 
 /// People per batch pulled from the site (each batch is one transaction on the replica).

@@ -11,7 +11,7 @@ use access::gallery::{Gallery, TemplateKey};
 use access::vocabulary::{ChainHead, DenialReason};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::framebuffer::{Framebuffer, PixelLayout};
-use firmware_app::kiosk::DecisionRecord;
+use firmware_app::kiosk_loop::DecisionRecord;
 use kiosk_demo::{run_demo, DemoConfig, DemoReport, Expected};
 use silhouette::frame::Frame;
 use silhouette::source::{FrameSource, SourceError};
@@ -129,7 +129,7 @@ fn scene(seed: u64) -> SyntheticScene {
 fn replay_door(
     dir: &std::path::Path,
     path: &std::path::Path,
-) -> (Gallery, firmware_app::kiosk::DoorEngine) {
+) -> (Gallery, firmware_app::kiosk_loop::DoorEngine) {
     let (_, model_id, embedder) = common::seeded_model(dir);
     let mut gallery = Gallery::open(path, None).unwrap();
     for (name, seed) in [("ada", 11), ("bob", 12)] {
@@ -296,8 +296,8 @@ impl FrameSource for Unplugged {
 fn door_of_nobody(
     dir: &std::path::Path,
 ) -> (
-    firmware_app::kiosk::DoorEngine,
-    firmware_app::kiosk::Outputs,
+    firmware_app::kiosk_loop::DoorEngine,
+    firmware_app::kiosk_loop::Outputs,
     access::audit::AuditConfig,
 ) {
     let (_, model_id, embedder) = common::seeded_model(dir);
@@ -350,17 +350,17 @@ fn a_live_kiosk_reports_its_health_as_it_runs_and_every_dropped_window_once() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = seen.clone();
     outputs.on_status = Some(Box::new(
-        move |status: &firmware_app::kiosk::KioskStatus| {
+        move |status: &firmware_app::kiosk_loop::KioskStatus| {
             sampler.lock().unwrap().push(status.clone())
         },
     ));
-    let config = firmware_app::kiosk::LoopConfig {
+    let config = firmware_app::kiosk_loop::LoopConfig {
         live: true,
         silhouettes: silhouette::SilhouetteConfig::default(),
         max_windows_in_flight: 1,
         status_every: std::time::Duration::ZERO,
     };
-    let stats = firmware_app::kiosk::run(
+    let stats = firmware_app::kiosk_loop::run(
         Box::new(scene(21)),
         &config,
         &mut engine,

@@ -20,7 +20,7 @@ use access::event_store::EventStore;
 use access::gallery::{new_pseudonym, Gallery, SealedTemplate, TemplateKey};
 use common::broker::{mosquitto_binary, subscribe, tls_broker};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use firmware_app::kiosk::{DecisionRecord, DoorEngine, Outputs};
+use firmware_app::kiosk_loop::{DecisionRecord, DoorEngine, Outputs};
 use firmware_app::mqtt::{MqttConfig, MqttSink};
 use firmware_app::site_sync::SiteOutbox;
 use silhouette::{SilhouetteConfig, SilhouettePipeline};

@@ -7,9 +7,9 @@ use image::GrayImage;
 
 use crate::frame::Frame;
 use crate::normalise::PRETREATED_SIZE;
+use crate::pipeline::{FrameReport, SilhouettePipeline};
 use crate::quality::{check_walker, FrameRejection, NotAWalker};
 use crate::source::{FrameSource, SourceError};
-use crate::stage::{FrameReport, SilhouettePipeline};
 use crate::tracking::TrackId;
 use crate::windows::Window;
 

@@ -17,16 +17,16 @@ pub mod evaluation;
 pub mod extract;
 pub mod frame;
 pub mod normalise;
+pub mod pipeline;
 pub mod quality;
 pub mod source;
-pub mod stage;
 pub mod tracking;
 pub mod windows;
 
 pub use error::SourceError;
 pub use extract::{extract_walks, Extraction};
 pub use frame::Frame;
+pub use pipeline::{SilhouetteConfig, SilhouettePipeline};
 pub use source::FrameSource;
-pub use stage::{SilhouetteConfig, SilhouettePipeline};
 pub use tracking::TrackId;
 pub use windows::{Window, WindowQuality};

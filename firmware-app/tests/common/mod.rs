@@ -32,7 +32,10 @@ pub fn shipped_model() -> (PathBuf, String, hstl::TractEmbedder, f32) {
 /// Kiosk outputs with one sink, a hash-chained audit log in `dir`.
 pub fn audited_outputs(
     dir: &std::path::Path,
-) -> (firmware_app::kiosk::Outputs, access::audit::AuditConfig) {
+) -> (
+    firmware_app::kiosk_loop::Outputs,
+    access::audit::AuditConfig,
+) {
     let audit = access::audit::AuditConfig {
         path: dir.join("events.jsonl"),
         max_file_bytes: 1 << 20,
@@ -42,7 +45,7 @@ pub fn audited_outputs(
     dispatcher.add(Box::new(
         access::audit::AuditLog::open(audit.clone(), None).unwrap(),
     ));
-    let outputs = firmware_app::kiosk::Outputs {
+    let outputs = firmware_app::kiosk_loop::Outputs {
         dispatcher,
         screen_dir: None,
         framebuffer: None,
@@ -57,20 +60,20 @@ pub fn audited_outputs(
 pub fn play(
     source: Box<dyn silhouette::source::FrameSource>,
     live: bool,
-    engine: &mut firmware_app::kiosk::DoorEngine,
-    outputs: &mut firmware_app::kiosk::Outputs,
+    engine: &mut firmware_app::kiosk_loop::DoorEngine,
+    outputs: &mut firmware_app::kiosk_loop::Outputs,
 ) -> (
-    Vec<firmware_app::kiosk::DecisionRecord>,
-    firmware_app::kiosk::KioskStats,
+    Vec<firmware_app::kiosk_loop::DecisionRecord>,
+    firmware_app::kiosk_loop::KioskStats,
 ) {
     let mut decisions = Vec::new();
-    let config = firmware_app::kiosk::LoopConfig {
+    let config = firmware_app::kiosk_loop::LoopConfig {
         live,
         silhouettes: silhouette::SilhouetteConfig::default(),
         max_windows_in_flight: 2,
-        status_every: firmware_app::kiosk::STATUS_EVERY,
+        status_every: firmware_app::kiosk_loop::STATUS_EVERY,
     };
-    let stats = firmware_app::kiosk::run(
+    let stats = firmware_app::kiosk_loop::run(
         source,
         &config,
         engine,
@@ -90,11 +93,11 @@ pub fn door_engine(
     embedder: hstl::TractEmbedder,
     decision: access::decision::DecisionConfig,
     accept_distance: f32,
-) -> firmware_app::kiosk::DoorEngine {
+) -> firmware_app::kiosk_loop::DoorEngine {
     use hstl::Embedder;
     let index =
         access::matcher::MatchIndex::from_gallery(gallery, embedder.embedding_shape(), 2).unwrap();
-    firmware_app::kiosk::DoorEngine::new(
+    firmware_app::kiosk_loop::DoorEngine::new(
         door.into(),
         model_id,
         Box::new(embedder),
@@ -111,7 +114,7 @@ pub fn door_engine_without_margin(
     model_id: String,
     embedder: hstl::TractEmbedder,
     accept_distance: f32,
-) -> firmware_app::kiosk::DoorEngine {
+) -> firmware_app::kiosk_loop::DoorEngine {
     door_engine(
         door,
         gallery,
