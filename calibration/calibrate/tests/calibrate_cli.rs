@@ -45,6 +45,24 @@ fn calibrate(args: &[&str]) -> String {
     stdout
 }
 
+/// `calibrate thresholds` on a site folder of walks, in short windows (quick, and said to be no
+/// door's), with `extra` arguments after.
+fn site_thresholds<'a>(model: &'a Path, site: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--walks",
+        site.to_str().unwrap(),
+        "--window",
+        "10",
+        "--hop",
+        "40",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn field<'a>(report: &'a str, after: &str) -> &'a str {
     let line = report
         .lines()
@@ -127,17 +145,7 @@ fn thresholds_from_a_site_folder_of_walks() {
         write_walks(&data, subject, 3, &site.join(format!("person-{subject}")));
     }
     std::fs::write(site.join("person-075").join("notes.txt"), "not a walk").unwrap();
-    let report = calibrate(&[
-        "thresholds",
-        "--model",
-        model.to_str().unwrap(),
-        "--walks",
-        site.to_str().unwrap(),
-        "--window",
-        "10",
-        "--hop",
-        "40",
-    ]);
+    let report = calibrate(&site_thresholds(&model, &site, &[]));
     let mated: usize = report
         .lines()
         .find(|l| l.starts_with("searches:"))
@@ -163,20 +171,11 @@ fn a_target_no_distance_can_meet_is_refused_and_nothing_is_saved() {
     for person in ["twin-a", "twin-b"] {
         write_walks(&data, "075", 2, &site.join(person));
     }
-    let output = run_calibrate(&[
-        "thresholds",
-        "--model",
-        model.to_str().unwrap(),
-        "--walks",
-        site.to_str().unwrap(),
-        "--window",
-        "10",
-        "--hop",
-        "40",
-        "--target-fpir",
-        "0.01",
-        "--save",
-    ]);
+    let output = run_calibrate(&site_thresholds(
+        &model,
+        &site,
+        &["--target-fpir", "0.01", "--save"],
+    ));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("nothing was saved"), "{stderr}");

@@ -9,7 +9,7 @@ use access::gallery::{Gallery, TemplateKey};
 use silhouette::source::FrameSource;
 use site::{SiteAdmin, SiteConfig};
 use synthetic_scene::{SceneConfig, SyntheticScene};
-use test_support::postgres_server::PostgresServer;
+use test_support::postgres_server::{PostgresServer, TRUST_LOOPBACK};
 
 fn run(command: &str, args: &[&str]) -> Output {
     let binary = match command {
@@ -48,19 +48,11 @@ fn write_walk(dir: &Path, seed: u64) -> PathBuf {
 #[test]
 fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = PostgresServer::start(
-        &dir.path().join("server"),
-        "host all all 127.0.0.1/32 trust",
-        None,
-    ) else {
+    let Some(server) = PostgresServer::start(&dir.path().join("server"), TRUST_LOOPBACK, None)
+    else {
         return;
     };
-    let url = |role: &str| {
-        format!(
-            "postgresql://{role}@127.0.0.1:{}/postgres?sslmode=disable",
-            server.port()
-        )
-    };
+    let url = |role: &str| server.role_url(role);
     let owner = url("postgres");
     assert!(succeeded(&run("enrol", &["site", "--site", &owner, "migrate"])).contains("schema 1"));
     SiteConfig::from_url(&owner)

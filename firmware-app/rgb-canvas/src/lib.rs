@@ -1,6 +1,9 @@
 //! An embedded-graphics draw target over an RGB image: the one canvas the kiosk's status screen
 //! and the DET plot both draw on. Pixels outside it are clipped.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 use std::convert::Infallible;
 use std::path::Path;
 

@@ -10,7 +10,7 @@ use access::event_store::OutboxEvent;
 use access::gallery::{new_pseudonym, Gallery, SealedTemplate, TemplateKey};
 use hstl::Embedding;
 use site::{migrate, DoorLink, SiteAdmin, SiteConfig, SiteEnrolment};
-use test_support::postgres_server::PostgresServer;
+use test_support::postgres_server::{PostgresServer, TRUST_LOOPBACK};
 
 const TEMPLATES: usize = 5;
 /// The compact variant's embedding: 41 parts of 64 channels.
@@ -25,20 +25,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = PostgresServer::start(
-        &dir.path().join("server"),
-        "host all all 127.0.0.1/32 trust",
-        None,
-    ) else {
+    let Some(server) = PostgresServer::start(&dir.path().join("server"), TRUST_LOOPBACK, None)
+    else {
         return;
     };
-    let url = |role: &str| {
-        SiteConfig::from_url(&format!(
-            "postgresql://{role}@127.0.0.1:{}/postgres?sslmode=disable",
-            server.port()
-        ))
-        .unwrap()
-    };
+    let url = |role: &str| SiteConfig::from_url(&server.role_url(role)).unwrap();
     let mut owner = url("postgres").connect().unwrap();
     migrate(&mut owner).unwrap();
     owner.batch_execute("CREATE ROLE bench_door LOGIN").unwrap();

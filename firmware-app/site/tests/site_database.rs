@@ -9,7 +9,7 @@ use access::gallery::{new_pseudonym, Gallery, SealedTemplate, TemplateKey};
 use hstl::Embedding;
 use site::{migrate, DoorLink, SiteAdmin, SiteConfig, SiteEnrolment, SiteError};
 use test_support::certificates::Authority;
-use test_support::postgres_server::PostgresServer;
+use test_support::postgres_server::{PostgresServer, TRUST_LOOPBACK};
 
 const MODEL: &str = "model-a";
 
@@ -21,11 +21,7 @@ fn superuser(server: &PostgresServer) -> postgres::Client {
 }
 
 fn plain(server: &PostgresServer, role: &str) -> SiteConfig {
-    SiteConfig::from_url(&format!(
-        "postgresql://{role}@127.0.0.1:{}/postgres?sslmode=disable",
-        server.port()
-    ))
-    .unwrap()
+    SiteConfig::from_url(&server.role_url(role)).unwrap()
 }
 
 /// A site with doors `front` (groups staff and lab) and `lab` (group lab), their login roles
@@ -100,8 +96,7 @@ fn replica(dir: &Path, name: &str, key: &TemplateKey) -> Gallery {
 #[test]
 fn each_door_holds_its_own_people_and_an_erasure_reaches_them_all() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = PostgresServer::start(dir.path(), "host all all 127.0.0.1/32 trust", None)
-    else {
+    let Some(server) = PostgresServer::start(dir.path(), TRUST_LOOPBACK, None) else {
         return;
     };
     let mut admin = site(&server);
@@ -163,8 +158,7 @@ fn each_door_holds_its_own_people_and_an_erasure_reaches_them_all() {
 #[test]
 fn a_door_role_reads_only_through_its_functions_and_writes_only_its_events() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(server) = PostgresServer::start(dir.path(), "host all all 127.0.0.1/32 trust", None)
-    else {
+    let Some(server) = PostgresServer::start(dir.path(), TRUST_LOOPBACK, None) else {
         return;
     };
     let mut admin = site(&server);
@@ -336,9 +330,7 @@ fn tls_with_the_site_authority_connects_and_anything_else_is_refused() {
 #[test]
 fn a_site_without_schema_and_a_dead_server_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut server) =
-        PostgresServer::start(dir.path(), "host all all 127.0.0.1/32 trust", None)
-    else {
+    let Some(mut server) = PostgresServer::start(dir.path(), TRUST_LOOPBACK, None) else {
         return;
     };
     assert!(matches!(

@@ -3,6 +3,9 @@
 //! rule that turns the first into the second lives here, and every tool that embeds windows (the
 //! kiosk, enrolment, calibration) calls it.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 use hstl::{HstlError, Silhouettes};
 use image::GrayImage;
 use silhouette::normalise::PRETREATED_SIZE;

@@ -31,6 +31,24 @@ fn arg(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `hstl init` of `variant` from `seed`, written to `out` (a model, or a checkpoint for `.pt`).
+fn seeded(variant: &str, seed: u64, out: &Path) -> (bool, String) {
+    hstl(&[
+        "init",
+        "--variant",
+        variant,
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        arg(out),
+    ])
+}
+
+/// `hstl export` of `checkpoint` to the model `out`.
+fn exported(checkpoint: &Path, out: &Path) -> (bool, String) {
+    hstl(&["export", "--checkpoint", arg(checkpoint), "--out", arg(out)])
+}
+
 /// `hstl embed` on an `.npy` clip; fails the test unless it succeeds, and returns the embedding.
 fn embed(model: &Path, input: &Path, output: &Path) -> Array2<f32> {
     let (ok, text) = hstl(&[
@@ -50,15 +68,7 @@ fn embed(model: &Path, input: &Path, output: &Path) -> Array2<f32> {
 fn init_inspect_embed_and_bench_a_seeded_model() {
     let dir = workdir("seeded");
     let model = dir.join("m.onnx");
-    let (ok, text) = hstl(&[
-        "init",
-        "--variant",
-        "casia-b",
-        "--seed",
-        "3",
-        "--out",
-        arg(&model),
-    ]);
+    let (ok, text) = seeded("casia-b", 3, &model);
     assert!(ok, "{text}");
 
     let (ok, text) = hstl(&["inspect", arg(&model), "--frames", "30"]);
@@ -154,24 +164,10 @@ fn embed_without_a_model_runs_the_shipped_one_or_hstl_model() {
 fn seeded_checkpoints_export_like_published_ones() {
     let dir = workdir("pt");
     let checkpoint = dir.join("seeded.pt");
-    let (ok, text) = hstl(&[
-        "init",
-        "--variant",
-        "gait3d",
-        "--seed",
-        "1",
-        "--out",
-        arg(&checkpoint),
-    ]);
+    let (ok, text) = seeded("gait3d", 1, &checkpoint);
     assert!(ok, "{text}");
     let model = dir.join("seeded.onnx");
-    let (ok, text) = hstl(&[
-        "export",
-        "--checkpoint",
-        arg(&checkpoint),
-        "--out",
-        arg(&model),
-    ]);
+    let (ok, text) = exported(&checkpoint, &model);
     assert!(ok && text.contains("gait3d"), "{text}");
     let (ok, text) = hstl(&["inspect", arg(&checkpoint)]);
     assert!(ok && text.contains("46 parts x 256 channels"), "{text}");
@@ -219,13 +215,7 @@ fn export_then_embed_reproduces_the_reference_embedding() {
     let dir = workdir("parity");
     let model = dir.join("casiab.onnx");
     let checkpoint = parity.join("hstl_casiab_dev.pt");
-    let (ok, text) = hstl(&[
-        "export",
-        "--checkpoint",
-        arg(&checkpoint),
-        "--out",
-        arg(&model),
-    ]);
+    let (ok, text) = exported(&checkpoint, &model);
     assert!(ok && text.contains("casia-b"), "{text}");
 
     let mut vectors = Vectors::open(&parity);

@@ -73,6 +73,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Client authentication that trusts every role on loopback: for tests of the schema and the roles'
+/// rights rather than of credentials.
+pub const TRUST_LOOPBACK: &str = "host all all 127.0.0.1/32 trust";
+
 impl PostgresServer {
     /// A new cluster in `dir` (which the server's user is given), its superuser `postgres`
     /// trusted on loopback, `hba` appended to its client authentication rules, TLS when given;
@@ -150,8 +154,13 @@ impl PostgresServer {
 
     /// The superuser's url (plain text on loopback).
     pub fn superuser_url(&self) -> String {
+        self.role_url("postgres")
+    }
+
+    /// A role's url (plain text on loopback).
+    pub fn role_url(&self, role: &str) -> String {
         format!(
-            "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            "postgresql://{role}@127.0.0.1:{}/postgres?sslmode=disable",
             self.port
         )
     }
