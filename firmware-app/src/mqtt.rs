@@ -504,13 +504,14 @@ mod tests {
     use super::*;
     use access::events::EventKind;
 
+    /// A grant as the queue stores it: the monotonic `decided` is never written.
     fn event(at_ms: i64) -> Event {
+        let granted = Event::new("front", "m", EventKind::Granted);
         Event {
             at_ms,
-            track: Some(1),
             person: Some("p".into()),
             decided: None,
-            ..Event::new("front", "m", EventKind::Granted)
+            ..granted
         }
     }
 

@@ -204,8 +204,11 @@ impl BackgroundModel {
                 let i = start + j;
                 let held_here = held.is_some_and(|h| h[i] != 0);
                 let x = pixels[i] as f32 * inverse_gain;
-                let (is_background, background_mean) =
-                    update_pixel(config, mode, &mut counts[j], x, &rates[held_here as usize]);
+                let (is_background, background_mean) = Pixel {
+                    modes: mode,
+                    count: &mut counts[j],
+                }
+                .update(config, x, &rates[held_here as usize]);
                 labels[j] = if is_background {
                     BACKGROUND
                 } else {
@@ -474,138 +477,135 @@ impl Rate {
     }
 }
 
-/// One step of Zivkovic's recursive mixture update for one pixel. Returns whether the sample is
-/// background and the mean of the pixel's dominant background mode.
-fn update_pixel(
-    c: &BackgroundConfig,
-    modes: &mut [Mode; MODES],
-    count: &mut u8,
-    x: f32,
-    rate: &Rate,
-) -> (bool, f32) {
-    update_matching_first_mode(c, modes, count, x, rate)
-        .unwrap_or_else(|| update_any_mode(c, modes, count, x, rate))
+/// One pixel's mixture: its modes, heaviest first, and how many are in use.
+struct Pixel<'a> {
+    modes: &'a mut [Mode; MODES],
+    count: &'a mut u8,
 }
 
-/// [`update_any_mode`] for the common case, a sample that matches the pixel's first (heaviest)
-/// mode, with fewer divisions and no reordering; `None` for any other sample. The other modes only
-/// fade, and being lighter they fade out from the last one.
-fn update_matching_first_mode(
-    c: &BackgroundConfig,
-    modes: &mut [Mode; MODES],
-    count: &mut u8,
-    x: f32,
-    rate: &Rate,
-) -> Option<(bool, f32)> {
-    let n = *count as usize;
-    let (alpha, prune) = (rate.alpha, rate.prune);
-    let first = modes.first_mut().filter(|_| n > 0)?;
-    let d = x - first.mean;
-    let d2 = d * d;
-    if d2 >= c.match_threshold_sigma2 * first.variance {
-        return None;
+impl Pixel<'_> {
+    /// One step of Zivkovic's recursive mixture update with the sample `x`. Returns whether the
+    /// sample is background and the mean of the pixel's dominant background mode.
+    fn update(&mut self, c: &BackgroundConfig, x: f32, rate: &Rate) -> (bool, f32) {
+        self.update_matching_first_mode(c, x, rate)
+            .unwrap_or_else(|| self.update_any_mode(c, x, rate))
     }
-    let is_background =
-        c.background_ratio > 0.0 && d2 < c.background_threshold_sigma2 * first.variance;
-    let step = if n == 1 {
-        rate.single_mode_step
-    } else {
-        first.weight += alpha * (1.0 - first.weight) - prune;
-        alpha / first.weight.max(alpha)
-    };
-    first.mean += step * d;
-    first.variance =
-        (first.variance + step * (d2 - first.variance)).clamp(c.min_variance, c.max_variance);
-    if n == 1 {
-        return Some((is_background, first.mean));
-    }
-    let mut total = first.weight;
-    let mut kept = 1;
-    for mode in modes[1..n].iter_mut() {
-        mode.weight = mode.weight * (1.0 - alpha) - prune;
-        if mode.weight <= 0.0 {
-            break;
-        }
-        total += mode.weight;
-        kept += 1;
-    }
-    for mode in modes[..kept].iter_mut() {
-        mode.weight /= total;
-    }
-    *count = kept as u8;
-    Some((is_background, modes[0].mean))
-}
 
-/// Zivkovic's update for any sample: the first mode it matches learns, the others fade, modes
-/// whose weight runs out are dropped, and a sample that matches none starts a mode of its own.
-fn update_any_mode(
-    c: &BackgroundConfig,
-    modes: &mut [Mode; MODES],
-    count: &mut u8,
-    x: f32,
-    rate: &Rate,
-) -> (bool, f32) {
-    let n = *count as usize;
-    let (alpha, prune) = (rate.alpha, rate.prune);
-    let mut matched = None;
-    let mut is_background = false;
-    let mut cumulative = 0.0f32;
-    for (k, mode) in modes.iter_mut().enumerate().take(n) {
-        let d = x - mode.mean;
+    /// [`Pixel::update_any_mode`] for the common case, a sample that matches the pixel's first
+    /// (heaviest) mode, with fewer divisions and no reordering; `None` for any other sample. The
+    /// other modes only fade, and being lighter they fade out from the last one.
+    fn update_matching_first_mode(
+        &mut self,
+        c: &BackgroundConfig,
+        x: f32,
+        rate: &Rate,
+    ) -> Option<(bool, f32)> {
+        let (modes, count) = (&mut *self.modes, &mut *self.count);
+        let n = *count as usize;
+        let (alpha, prune) = (rate.alpha, rate.prune);
+        let first = modes.first_mut().filter(|_| n > 0)?;
+        let d = x - first.mean;
         let d2 = d * d;
-        // As Zivkovic: a sample near a background mode (Tb) is background even when it is too far
-        // to update that mode (Tg < Tb).
-        if matched.is_none()
-            && cumulative < c.background_ratio
-            && d2 < c.background_threshold_sigma2 * mode.variance
-        {
-            is_background = true;
+        if d2 >= c.match_threshold_sigma2 * first.variance {
+            return None;
         }
-        if matched.is_none() && d2 < c.match_threshold_sigma2 * mode.variance {
-            mode.weight += alpha * (1.0 - mode.weight) - prune;
-            let step = alpha / mode.weight.max(alpha);
-            mode.mean += step * d;
-            mode.variance =
-                (mode.variance + step * (d2 - mode.variance)).clamp(c.min_variance, c.max_variance);
-            matched = Some(k);
+        let is_background =
+            c.background_ratio > 0.0 && d2 < c.background_threshold_sigma2 * first.variance;
+        let step = if n == 1 {
+            rate.single_mode_step
         } else {
-            cumulative += mode.weight;
+            first.weight += alpha * (1.0 - first.weight) - prune;
+            alpha / first.weight.max(alpha)
+        };
+        first.mean += step * d;
+        first.variance =
+            (first.variance + step * (d2 - first.variance)).clamp(c.min_variance, c.max_variance);
+        if n == 1 {
+            return Some((is_background, first.mean));
+        }
+        let mut total = first.weight;
+        let mut kept = 1;
+        for mode in modes[1..n].iter_mut() {
             mode.weight = mode.weight * (1.0 - alpha) - prune;
-        }
-        if matched == Some(k) {
-            cumulative += mode.weight;
-        }
-    }
-    let mut kept = 0;
-    for k in 0..n {
-        if modes[k].weight > 0.0 {
-            modes[kept] = modes[k];
+            if mode.weight <= 0.0 {
+                break;
+            }
+            total += mode.weight;
             kept += 1;
         }
-    }
-    if matched.is_none() || kept == 0 {
-        let slot = kept.min(MODES - 1);
-        modes[slot] = Mode {
-            weight: if kept == 0 { 1.0 } else { alpha },
-            mean: x,
-            variance: c.initial_variance,
-        };
-        kept = slot + 1;
-    }
-    let total: f32 = modes[..kept].iter().map(|m| m.weight).sum();
-    for mode in modes[..kept].iter_mut() {
-        mode.weight /= total;
-    }
-    // Keep modes ordered by weight (most probable background first); they are nearly sorted.
-    for k in 1..kept {
-        let mut j = k;
-        while j > 0 && modes[j].weight > modes[j - 1].weight {
-            modes.swap(j, j - 1);
-            j -= 1;
+        for mode in modes[..kept].iter_mut() {
+            mode.weight /= total;
         }
+        *count = kept as u8;
+        Some((is_background, modes[0].mean))
     }
-    *count = kept as u8;
-    (is_background, modes[0].mean)
+
+    /// Zivkovic's update for any sample: the first mode it matches learns, the others fade, modes
+    /// whose weight runs out are dropped, and a sample that matches none starts a mode of its own.
+    fn update_any_mode(&mut self, c: &BackgroundConfig, x: f32, rate: &Rate) -> (bool, f32) {
+        let (modes, count) = (&mut *self.modes, &mut *self.count);
+        let n = *count as usize;
+        let (alpha, prune) = (rate.alpha, rate.prune);
+        let mut matched = None;
+        let mut is_background = false;
+        let mut cumulative = 0.0f32;
+        for (k, mode) in modes.iter_mut().enumerate().take(n) {
+            let d = x - mode.mean;
+            let d2 = d * d;
+            // As Zivkovic: a sample near a background mode (Tb) is background even when it is too far
+            // to update that mode (Tg < Tb).
+            if matched.is_none()
+                && cumulative < c.background_ratio
+                && d2 < c.background_threshold_sigma2 * mode.variance
+            {
+                is_background = true;
+            }
+            if matched.is_none() && d2 < c.match_threshold_sigma2 * mode.variance {
+                mode.weight += alpha * (1.0 - mode.weight) - prune;
+                let step = alpha / mode.weight.max(alpha);
+                mode.mean += step * d;
+                mode.variance = (mode.variance + step * (d2 - mode.variance))
+                    .clamp(c.min_variance, c.max_variance);
+                matched = Some(k);
+            } else {
+                cumulative += mode.weight;
+                mode.weight = mode.weight * (1.0 - alpha) - prune;
+            }
+            if matched == Some(k) {
+                cumulative += mode.weight;
+            }
+        }
+        let mut kept = 0;
+        for k in 0..n {
+            if modes[k].weight > 0.0 {
+                modes[kept] = modes[k];
+                kept += 1;
+            }
+        }
+        if matched.is_none() || kept == 0 {
+            let slot = kept.min(MODES - 1);
+            modes[slot] = Mode {
+                weight: if kept == 0 { 1.0 } else { alpha },
+                mean: x,
+                variance: c.initial_variance,
+            };
+            kept = slot + 1;
+        }
+        let total: f32 = modes[..kept].iter().map(|m| m.weight).sum();
+        for mode in modes[..kept].iter_mut() {
+            mode.weight /= total;
+        }
+        // Keep modes ordered by weight (most probable background first); they are nearly sorted.
+        for k in 1..kept {
+            let mut j = k;
+            while j > 0 && modes[j].weight > modes[j - 1].weight {
+                modes.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+        *count = kept as u8;
+        (is_background, modes[0].mean)
+    }
 }
 
 #[cfg(test)]
@@ -664,13 +664,19 @@ mod tests {
             let x = modes[0].mean + rng.random_range(-12.0..12.0);
             let (mut shortcut, mut general) = (modes, modes);
             let (mut shortcut_count, mut general_count) = (n as u8, n as u8);
-            let Some(fast) =
-                update_matching_first_mode(&config, &mut shortcut, &mut shortcut_count, x, &rate)
-            else {
+            let Some(fast) = Pixel {
+                modes: &mut shortcut,
+                count: &mut shortcut_count,
+            }
+            .update_matching_first_mode(&config, x, &rate) else {
                 continue;
             };
             shortcuts += 1;
-            let slow = update_any_mode(&config, &mut general, &mut general_count, x, &rate);
+            let slow = Pixel {
+                modes: &mut general,
+                count: &mut general_count,
+            }
+            .update_any_mode(&config, x, &rate);
             assert_eq!(fast, slow);
             assert_eq!(shortcut_count, general_count);
             for k in 0..general_count as usize {

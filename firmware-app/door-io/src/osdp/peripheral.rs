@@ -215,7 +215,19 @@ impl Link {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             self.device.refresh();
-            let now_online = self.device.is_online() && self.device.is_sc_active();
+            let secure = self.device.is_sc_active();
+            let now_online = self.device.is_online() && secure;
+            let indication = self.indication.lock().expect("OSDP indication lock").take();
+            // The state is updated before any notice goes out, so that whoever hears a notice
+            // reads the state it announces.
+            {
+                let mut state = self.state.lock().expect("OSDP state lock");
+                state.online = now_online;
+                state.secure = secure;
+                if let Some(indication) = indication {
+                    state.indication = indication;
+                }
+            }
             if now_online != online {
                 online = now_online;
                 (self.notices)(if online {
@@ -224,13 +236,7 @@ impl Link {
                     LinkNotice::Offline
                 });
             }
-            let indication = self.indication.lock().expect("OSDP indication lock").take();
-            let mut state = self.state.lock().expect("OSDP state lock");
-            state.online = online;
-            state.secure = self.device.is_sc_active();
             if let Some(indication) = indication {
-                state.indication = indication;
-                drop(state);
                 (self.notices)(LinkNotice::Indication(indication));
             }
         }
