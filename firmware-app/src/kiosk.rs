@@ -127,11 +127,10 @@ impl Kiosk {
                 100.0 * point.fnir,
                 point.measured_on
             );
-            if !point.resolves_target() {
+            if let Some(shipped) = point.looser_than_shipped {
                 log::warn!(
-                    "the model's operating point rests on {} non-mated searches, too few to measure FPIR {}: recalibrate with more walks",
-                    point.non_mated_searches,
-                    point.target_fpir
+                    "the model's operating point accepts at {}, looser than the {shipped} it was shipped with (saved with --looser-than-shipped): strangers are let in more often than the project calibrated for",
+                    point.accept_distance
                 );
             }
         }

@@ -66,6 +66,10 @@ enum Command {
         /// runs it. Refused when no distance meets the target.
         #[arg(long)]
         save: bool,
+        /// With `--save`, for a shipped model's copy: allow a point looser than the shipped one.
+        /// The point records it, and every door that runs it says so at each start.
+        #[arg(long, requires = "save")]
+        looser_than_shipped: bool,
     },
     /// An int8 QDQ model from a float one: per-channel int8 weights and, for every 3-D convolution,
     /// an input scale observed on representative walks.
@@ -356,6 +360,7 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
         target_fpir,
         plot,
         save,
+        looser_than_shipped,
     } = command
     else {
         unreachable!("called for `thresholds`")
@@ -440,8 +445,25 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
                 "no accept distance keeps FPIR at or under {target_fpir} and accepts anyone enrolled (FNIR 100 %): the model cannot tell these people apart at that rate; nothing was saved"
             );
         }
+        let needed = OperatingPoint::searches_needed(target_fpir);
+        if rates.non_mated_searches() < needed {
+            bail!(
+                "{} non-mated searches cannot show FPIR {target_fpir}: a point for it needs at least {needed} (record more walks of people who are not enrolled); nothing was saved",
+                rates.non_mated_searches()
+            );
+        }
+        let model_id = model_id(&model)?;
+        let shipped = hstl::shipped::shipped_point(&model_id)
+            .map(|point| point.accept_distance)
+            .filter(|&shipped| operating.threshold > shipped);
+        if let (Some(shipped), false) = (shipped, looser_than_shipped) {
+            bail!(
+                "accept distance {} is looser than the {shipped} this model was shipped with: give --looser-than-shipped to save it anyway (every door that runs it will say so at each start); nothing was saved",
+                operating.threshold
+            );
+        }
         let point = OperatingPoint {
-            model_id: model_id(&model)?,
+            model_id,
             accept_distance: operating.threshold,
             target_fpir,
             fpir: operating.fpir,
@@ -449,6 +471,7 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
             mated_searches: rates.mated_searches(),
             non_mated_searches: rates.non_mated_searches(),
             measured_on,
+            looser_than_shipped: shipped,
         };
         let path = point.save_for(&model)?;
         println!("operating point: {}", path.display());

@@ -117,6 +117,47 @@ fn a_door_never_runs_on_a_distance_nobody_calibrated_for_its_model() {
 }
 
 #[test]
+fn the_shipped_models_point_edited_looser_is_refused_and_a_point_saved_looser_on_purpose_is_reported(
+) {
+    // The hostile probe: `accept_distance` of the shipped model's point edited to 12 and to 1e30
+    // made every stranger a grant.
+    let door = Door::new();
+    std::fs::copy(hstl::shipped::source_tree_model(), &door.model).unwrap();
+    let shipped_point = hstl::OperatingPoint::path_for(&hstl::shipped::source_tree_model());
+    let point: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&shipped_point).unwrap()).unwrap();
+    let shipped = point["accept_distance"].as_f64().unwrap();
+    let with = |accept: f64, looser: Option<f64>| {
+        let mut edited = point.clone();
+        edited["accept_distance"] = accept.into();
+        if let Some(looser) = looser {
+            edited["looser_than_shipped"] = looser.into();
+        }
+        std::fs::write(
+            hstl::OperatingPoint::path_for(&door.model),
+            edited.to_string(),
+        )
+        .unwrap();
+    };
+    let config = door.config("", "gallery.db");
+    for edited in [12.0, 1e30, shipped + 0.01] {
+        with(edited, None);
+        refused(&kiosk(&[], &config), "looser than the model's shipped");
+    }
+    with(shipped + 0.5, Some(shipped + 1.0));
+    refused(&kiosk(&[], &config), "looser than the model's shipped");
+
+    with(shipped + 0.5, Some(shipped));
+    let run = kiosk(&[], &config);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("looser than the") && stderr.contains("--looser-than-shipped"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_mistyped_gallery_and_a_key_others_can_read_are_refused() {
     let door = Door::new();
     door.calibrate(0.5);

@@ -67,6 +67,14 @@ pub enum OperatingPointError {
         /// The model the point was measured for.
         found: String,
     },
+    /// Looser than the model's shipped point without saying so.
+    #[error("accept distance {distance} is looser than the model's shipped {shipped}: a site point may be looser only when it was saved so on purpose (`calibrate thresholds --looser-than-shipped`), which every start then reports")]
+    LooserThanShipped {
+        /// The point's accept distance.
+        distance: f32,
+        /// The shipped point's.
+        shipped: f32,
+    },
     /// Values no calibration produces (a negative or non-finite distance, a target above the limit).
     #[error("{path}: implausible operating point: {message}")]
     Implausible {
@@ -97,6 +105,11 @@ pub struct OperatingPoint {
     pub non_mated_searches: usize,
     /// What the searches were cut from and how (data, subjects, windows).
     pub measured_on: String,
+    /// Set only when the point was saved looser than the model's shipped one on purpose
+    /// (`calibrate thresholds --looser-than-shipped`): the shipped accept distance it exceeds. Every
+    /// door that runs it says so at start; a looser point without it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looser_than_shipped: Option<f32>,
 }
 
 impl OperatingPoint {
@@ -130,7 +143,11 @@ impl OperatingPoint {
         }
         point
             .check()
-            .map_err(|message| OperatingPointError::Implausible { path, message })?;
+            .map_err(|message| OperatingPointError::Implausible {
+                path: path.clone(),
+                message,
+            })?;
+        point.check_against_shipped_model()?;
         Ok(Some(point))
     }
 
@@ -142,6 +159,7 @@ impl OperatingPoint {
                 path: path.clone(),
                 message,
             })?;
+        self.check_against_shipped_model()?;
         let mut partial = path.clone().into_os_string();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
@@ -155,10 +173,37 @@ impl OperatingPoint {
         Ok(path)
     }
 
-    /// Whether the measured rates can resolve the target: with fewer than 1/target non-mated
-    /// searches, a measured FPIR of zero says little.
-    pub fn resolves_target(&self) -> bool {
-        self.non_mated_searches as f64 * self.target_fpir >= 1.0
+    /// The non-mated searches a point for `target_fpir` must rest on: the rule of three (with no
+    /// stranger accepted in n searches, FPIR is below 3/n with 95 % confidence), so that the data
+    /// can at least show the target is met. More is better: the rate itself is then measured.
+    pub fn searches_needed(target_fpir: f64) -> usize {
+        (3.0 / target_fpir).ceil() as usize
+    }
+
+    /// For a shipped model (or a copy of one): refuses a point looser than the one shipped with it
+    /// unless it says so ([`crate::shipped::shipped_point`]).
+    fn check_against_shipped_model(&self) -> Result<(), OperatingPointError> {
+        match crate::shipped::shipped_point(&self.model_id) {
+            Some(shipped) => self.check_against_shipped(&shipped),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a point looser than `shipped` (the model's own, shipped with it) unless it says so.
+    pub fn check_against_shipped(
+        &self,
+        shipped: &OperatingPoint,
+    ) -> Result<(), OperatingPointError> {
+        if self.accept_distance <= shipped.accept_distance {
+            return Ok(());
+        }
+        match self.looser_than_shipped {
+            Some(recorded) if recorded == shipped.accept_distance => Ok(()),
+            _ => Err(OperatingPointError::LooserThanShipped {
+                distance: self.accept_distance,
+                shipped: shipped.accept_distance,
+            }),
+        }
     }
 
     fn check(&self) -> Result<(), String> {
@@ -185,6 +230,13 @@ impl OperatingPoint {
         if self.mated_searches == 0 || self.non_mated_searches == 0 {
             return Err("it was measured on no mated or no non-mated search".into());
         }
+        let needed = Self::searches_needed(self.target_fpir);
+        if self.non_mated_searches < needed {
+            return Err(format!(
+                "{} non-mated searches cannot show FPIR {} (at least {needed} are needed: walks of people not enrolled, recorded at the door)",
+                self.non_mated_searches, self.target_fpir
+            ));
+        }
         Ok(())
     }
 }
@@ -203,6 +255,7 @@ mod tests {
             mated_searches: 500,
             non_mated_searches: 1000,
             measured_on: "test".into(),
+            looser_than_shipped: None,
         }
     }
 
@@ -286,12 +339,69 @@ mod tests {
     }
 
     #[test]
-    fn too_few_strangers_cannot_resolve_the_target() {
-        assert!(point("x").resolves_target());
+    fn a_point_its_searches_cannot_support_is_refused_on_save_and_on_load() {
+        assert_eq!(OperatingPoint::searches_needed(0.003), 1000);
+        assert_eq!(OperatingPoint::searches_needed(0.01), 300);
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        // The probe's case: 218 strangers' searches for FPIR 0.003.
         let few = OperatingPoint {
-            non_mated_searches: 100,
+            non_mated_searches: 218,
             ..point("x")
         };
-        assert!(!few.resolves_target());
+        let error = few.save_for(&model).unwrap_err().to_string();
+        assert!(
+            error.contains("218 non-mated searches cannot show FPIR 0.003"),
+            "{error}"
+        );
+        assert!(!OperatingPoint::path_for(&model).exists(), "nothing saved");
+        std::fs::write(
+            OperatingPoint::path_for(&model),
+            serde_json::to_string(&few).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            OperatingPoint::load_for(&model, "x"),
+            Err(OperatingPointError::Implausible { .. })
+        ));
+        let enough = OperatingPoint {
+            non_mated_searches: 1000,
+            ..point("x")
+        };
+        enough.save_for(&model).unwrap();
+        assert_eq!(OperatingPoint::load_for(&model, "x").unwrap(), Some(enough));
+    }
+
+    #[test]
+    fn a_point_looser_than_the_shipped_one_must_say_so() {
+        let shipped = point("x");
+        let tighter = OperatingPoint {
+            accept_distance: shipped.accept_distance - 0.1,
+            ..point("x")
+        };
+        assert!(tighter.check_against_shipped(&shipped).is_ok());
+        let looser = OperatingPoint {
+            accept_distance: shipped.accept_distance + 0.1,
+            ..point("x")
+        };
+        let error = looser
+            .check_against_shipped(&shipped)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("looser-than-shipped"), "{error}");
+        let flagged = OperatingPoint {
+            looser_than_shipped: Some(shipped.accept_distance),
+            ..looser.clone()
+        };
+        assert!(flagged.check_against_shipped(&shipped).is_ok());
+        // A flag recorded against another shipped point (an edited file, a newer release) is no
+        // permission.
+        let stale = OperatingPoint {
+            looser_than_shipped: Some(shipped.accept_distance + 1.0),
+            ..looser
+        };
+        assert!(stale.check_against_shipped(&shipped).is_err());
+        let text = serde_json::to_string(&tighter).unwrap();
+        assert!(!text.contains("looser"), "absent unless set: {text}");
     }
 }

@@ -39,7 +39,41 @@ pub fn source_tree_model() -> PathBuf {
         .join(SHIPPED_MODEL_FILE)
 }
 
+/// The operating points calibrated for the shipped models (float and int8), compiled in: a file
+/// beside a model can never loosen the point a door's own is checked against.
+const SHIPPED_POINTS: [&str; 2] = [
+    include_str!("../../weights/hstl-compact-casia-b.onnx.operating-point.json"),
+    include_str!("../../weights/hstl-compact-casia-b.int8.onnx.operating-point.json"),
+];
+
+/// The operating point the project calibrated for the model `model_id` when it is one of the
+/// shipped models (or a copy of one), as shipped.
+pub fn shipped_point(model_id: &str) -> Option<crate::OperatingPoint> {
+    SHIPPED_POINTS
+        .iter()
+        .map(|text| serde_json::from_str::<crate::OperatingPoint>(text))
+        .filter_map(Result::ok)
+        .find(|point| point.model_id == model_id)
+}
+
 /// `named`, or the shipped model when none was named.
 pub fn model_or_shipped(named: Option<&Path>) -> PathBuf {
     named.map_or_else(shipped_model_path, Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{model_id, OperatingPoint};
+
+    #[test]
+    fn the_compiled_in_points_are_the_shipped_files() {
+        for file in [SHIPPED_MODEL_FILE, "hstl-compact-casia-b.int8.onnx"] {
+            let model = source_tree_model().with_file_name(file);
+            let id = model_id(&model).unwrap();
+            let on_disk = OperatingPoint::load_for(&model, &id).unwrap().unwrap();
+            assert_eq!(shipped_point(&id), Some(on_disk), "{file}");
+        }
+        assert_eq!(shipped_point("sha256:another-model"), None);
+    }
 }

@@ -82,6 +82,7 @@ pub fn save_operating_point(model: &Path, accept_distance: f32) {
         mated_searches: 400,
         non_mated_searches: 1000,
         measured_on: "test".into(),
+        looser_than_shipped: None,
     }
     .save_for(model)
     .expect("the operating point is written");

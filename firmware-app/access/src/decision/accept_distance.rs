@@ -66,6 +66,7 @@ mod tests {
             mated_searches: 100,
             non_mated_searches: 2000,
             measured_on: "test".into(),
+            looser_than_shipped: None,
         }
     }
 
