@@ -113,7 +113,7 @@ enum Command {
     Demo {
         #[arg(long, default_value_t = 30)]
         frames: usize,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = hstl::network_args::parse_threads)]
         threads: usize,
     },
 }

@@ -21,6 +21,25 @@ pub fn check_output(output: &Path, inputs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with `bytes` whole: written beside it (`PATH.partial`), flushed to the disk, renamed
+/// over it and the rename flushed too, so that a power cut at any moment leaves the old file or the
+/// new one, never a torn or empty one.
+pub fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let mut file = std::fs::File::create(&partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +62,17 @@ mod tests {
         let link = dir.path().join("link.npy");
         std::os::unix::fs::symlink(&input, &link).unwrap();
         assert!(check_output(&link, &[&input]).is_err());
+    }
+
+    #[test]
+    fn a_file_is_replaced_whole_and_nothing_is_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("point.json");
+        replace_durably(&path, b"first").unwrap();
+        replace_durably(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let missing = dir.path().join("no-such-folder").join("point.json");
+        assert!(replace_durably(&missing, b"x").is_err());
     }
 }

@@ -160,16 +160,13 @@ impl OperatingPoint {
                 message,
             })?;
         self.check_against_shipped_model()?;
-        let mut partial = path.clone().into_os_string();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
         let text = serde_json::to_string_pretty(self).expect("an operating point serialises");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| OperatingPointError::Io { path, source }
-        };
-        std::fs::write(&partial, text + "\n").map_err(io(&partial))?;
-        std::fs::rename(&partial, &path).map_err(io(&path))?;
+        crate::files::replace_durably(&path, (text + "\n").as_bytes()).map_err(|source| {
+            OperatingPointError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
         Ok(path)
     }
 

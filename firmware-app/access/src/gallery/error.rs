@@ -25,6 +25,14 @@ pub enum GalleryError {
         /// The path given.
         path: PathBuf,
     },
+    /// A new gallery file could not be created.
+    #[error("cannot create the gallery {path}: {source}")]
+    Create {
+        /// The path given.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// Written by a newer build.
     #[error("{path} has gallery schema {found}, newer than this build's {SCHEMA_VERSION}: update the kiosk software")]
     NewerSchema {

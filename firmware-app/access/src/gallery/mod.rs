@@ -73,6 +73,7 @@ impl Gallery {
     /// Opens (creating and migrating as needed) the gallery at `path`. A new gallery is encrypted when a
     /// key is given; an existing one must be opened with the key it was created with.
     pub fn open(path: &Path, key: Option<&TemplateKey>) -> Result<Self> {
+        create_private(path)?;
         let connection = schema::open_connection(path)?;
         let mut gallery = Gallery {
             connection,
@@ -171,6 +172,26 @@ impl Gallery {
         self.connection
             .pragma_update(None, "max_page_count", pages as i64)?;
         Ok(())
+    }
+}
+
+/// Creates an empty gallery file readable by its owner only, unless one is there: templates sealed
+/// or not, names and events are nobody else's to read. SQLite gives its journal files the
+/// database file's mode.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(GalleryError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -407,6 +428,22 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_new_gallery_and_its_journal_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        gallery.enrol("ada", "m", &[template(1.0)]).unwrap();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{:?} has mode {mode:o}", entry.file_name());
+            checked += 1;
+        }
+        assert!(checked >= 2, "the database and its write-ahead log");
     }
 
     #[test]
