@@ -8,7 +8,7 @@ use std::process::Command;
 
 use access::audit::{verify, AuditConfig, AuditLog, ChainKey};
 use access::events::{Event, EventKind};
-use access::gallery::{Gallery, GalleryError};
+use access::gallery::{Gallery, GalleryError, TemplateKey};
 use access::vocabulary::DenialReason;
 use firmware_app::mqtt::DiskQueue;
 use rand::{Rng, SeedableRng};
@@ -241,5 +241,25 @@ fn a_camera_that_changes_size_goes_blank_or_sends_noise_never_stops_the_silhouet
             .iter()
             .any(|w| w.quality == WindowQuality::Good && w.first_frame >= index),
         "the walker after the faults got no window ({tracks_seen} tracks seen in the noise)"
+    );
+}
+
+#[test]
+fn a_key_that_a_full_disk_cut_short_is_not_left_behind() {
+    // The hostile probe: `enrol key` on a full disk left a 0-byte key, and the next attempt, with
+    // room again, said "File exists".
+    let Some(disk) = SmallDisk::mount("64k") else {
+        return;
+    };
+    let filler = disk.fill();
+    let path = disk.mount.join("template.key");
+    let error = TemplateKey::create_file(&path).unwrap_err();
+    assert!(error.to_string().contains("template.key"), "{error}");
+    assert!(!path.exists(), "no empty or torn key is left");
+    std::fs::remove_file(filler).unwrap();
+    let key = TemplateKey::create_file(&path).unwrap();
+    assert_eq!(
+        TemplateKey::read_file(&path).unwrap().to_hex(),
+        key.to_hex()
     );
 }

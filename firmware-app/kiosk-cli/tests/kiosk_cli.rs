@@ -289,6 +289,18 @@ fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() 
         .output()
         .unwrap();
     refused(&cut, "cut from its end");
+
+    // The hostile probe: every published head deleted from the gallery and the whole log removed
+    // gave "0 lines ... chain intact".
+    rusqlite::Connection::open(door.path("gallery.db"))
+        .unwrap()
+        .execute("DELETE FROM events WHERE kind = 'audit_head'", [])
+        .unwrap();
+    std::fs::remove_file(&log).unwrap();
+    refused(
+        &kiosk(&["verify-log"], &config),
+        "holds no published chain head",
+    );
 }
 
 #[test]

@@ -4,15 +4,18 @@ use std::path::Path;
 
 use crate::error::{HstlError, Result};
 
-/// Refuses an output that is one of the inputs (under any spelling of its path, links included):
-/// writing it would destroy what is being read.
+/// Refuses an output that is one of the inputs (under any spelling of its path, symbolic or hard
+/// links included: the same file on the same device): writing it would destroy what is being read.
 pub fn check_output(output: &Path, inputs: &[&Path]) -> Result<()> {
-    let Ok(written) = output.canonicalize() else {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(written) = std::fs::metadata(output) else {
         // Not there yet, so not an input either.
         return Ok(());
     };
     for input in inputs {
-        if input.canonicalize().is_ok_and(|read| read == written) {
+        if std::fs::metadata(input)
+            .is_ok_and(|read| (read.dev(), read.ino()) == (written.dev(), written.ino()))
+        {
             return Err(HstlError::OutputIsInput {
                 path: output.to_path_buf(),
             });
@@ -62,6 +65,11 @@ mod tests {
         let link = dir.path().join("link.npy");
         std::os::unix::fs::symlink(&input, &link).unwrap();
         assert!(check_output(&link, &[&input]).is_err());
+        // The hostile probe's case: a hard link, another name for the very same file.
+        let hard = dir.path().join("hard.npy");
+        std::fs::hard_link(&input, &hard).unwrap();
+        assert!(check_output(&hard, &[&input]).is_err());
+        assert!(check_output(&input, &[&hard]).is_err());
     }
 
     #[test]

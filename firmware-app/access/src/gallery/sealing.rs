@@ -64,9 +64,13 @@ impl TemplateKey {
             .open(path)
             .map_err(key_file)?;
         let key = Self::generate();
-        writeln!(file, "{}", key.to_hex())
-            .and_then(|()| file.sync_all())
-            .map_err(key_file)?;
+        if let Err(error) = writeln!(file, "{}", key.to_hex()).and_then(|()| file.sync_all()) {
+            // A key that did not reach the disk whole (a full disk) is no key: leaving the file
+            // would make the next attempt fail with "File exists" on an empty or torn key.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(key_file(error).into());
+        }
         Ok(key)
     }
 

@@ -60,6 +60,13 @@ fn verify_log(config: PathBuf) -> anyhow::Result<()> {
     let config = KioskConfig::load(&config)?;
     let key = template_key(&config)?;
     let anchors = EventStore::open_existing(&config.gallery.path, key.as_ref())?.audit_heads()?;
+    if anchors.is_empty() {
+        bail!(
+            "{} holds no published chain head of the audit log: nothing vouches for {} (a kiosk publishes a head at every stop, so heads deleted or a log never written)",
+            config.gallery.path.display(),
+            config.audit.path.display()
+        );
+    }
     let report = verify(
         &config.audit,
         key.as_ref().map(ChainKey::from_template_key).as_ref(),
