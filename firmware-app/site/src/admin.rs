@@ -87,6 +87,8 @@ impl SiteAdmin {
                 "an enrolment needs at least one template".into(),
             ));
         }
+        access::gallery::check_name(&enrolment.name)
+            .map_err(|e| SiteError::Settings(e.to_string()))?;
         self.change(|tx| {
             let inserted = tx.query_one(
                 "INSERT INTO gait_site.people(pseudonym, name, credential, revision)

@@ -64,6 +64,14 @@ pub enum GalleryError {
         /// The model id offered.
         model: String,
     },
+    /// A name no screen, log or terminal can show as typed.
+    #[error("the name {name} cannot be enrolled: {reason}")]
+    BadName {
+        /// The name, its control characters escaped.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Someone of that name is already enrolled.
     #[error("{0} is already enrolled")]
     AlreadyEnrolled(String),

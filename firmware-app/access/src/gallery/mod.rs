@@ -28,7 +28,7 @@ use error::corrupt;
 pub(crate) use error::full;
 pub use error::GalleryError;
 pub(crate) use people::random_hex;
-pub use people::{Erasure, NewTemplate, Person, Template};
+pub use people::{check_name, printable, Erasure, NewTemplate, Person, Template, MAX_NAME_CHARS};
 pub use replica::{new_pseudonym, Applied, SealedTemplate, SiteBatch, SiteChange};
 pub(crate) use schema::open_connection;
 pub use schema::SCHEMA_VERSION;
@@ -444,6 +444,29 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 2, "the database and its write-ahead log");
+    }
+
+    #[test]
+    fn names_that_would_run_in_a_terminal_are_refused_and_shown_escaped() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        for (name, why) in [
+            ("Ada\u{1b}[2J", "control characters"),
+            ("Ada\nDENIED bob", "control characters"),
+            ("  ", "empty"),
+            (&"a".repeat(MAX_NAME_CHARS + 1), "longer than 200"),
+        ] {
+            let error = gallery.enrol(name, "m", &[template(1.0)]).unwrap_err();
+            assert!(matches!(error, GalleryError::BadName { .. }), "{error}");
+            let message = error.to_string();
+            assert!(message.contains(why), "{message}");
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+        }
+        assert!(gallery.people().unwrap().is_empty(), "nothing enrolled");
+        gallery
+            .enrol("Åsa Öberg-Łukasz", "m", &[template(1.0)])
+            .unwrap();
+        assert_eq!(printable("Ada\u{1b}[2J"), "Ada\\u{1b}[2J");
     }
 
     #[test]

@@ -76,6 +76,7 @@ impl Gallery {
         model_id: &str,
         templates: &[NewTemplate],
     ) -> Result<Person> {
+        check_name(name)?;
         if templates.is_empty() {
             return Err(GalleryError::NoTemplates);
         }
@@ -430,6 +431,44 @@ pub(super) fn embedding_bytes(embedding: &Embedding) -> Vec<u8> {
         .as_slice()
         .iter()
         .flat_map(|v| v.to_le_bytes())
+        .collect()
+}
+
+/// The longest name a person is enrolled under: a full name with room to spare, and short enough for
+/// every screen, event and log line that shows it.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Refuses a name that is empty, longer than [`MAX_NAME_CHARS`], or holds control characters (a
+/// terminal or a log would run them: a name could forge lines or clear a screen).
+pub fn check_name(name: &str) -> Result<()> {
+    let refuse = |reason| {
+        Err(GalleryError::BadName {
+            name: printable(name),
+            reason,
+        })
+    };
+    if name.trim().is_empty() {
+        return refuse("it is empty");
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return refuse("it is longer than 200 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return refuse("it holds control characters");
+    }
+    Ok(())
+}
+
+/// `text` with its control characters escaped (`\u{1b}`), safe to print to a terminal or a log.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 

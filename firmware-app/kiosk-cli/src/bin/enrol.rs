@@ -12,7 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use access::gallery::{new_pseudonym, Gallery, NewTemplate, SealedTemplate, TemplateKey};
+use access::gallery::{
+    new_pseudonym, printable, Gallery, NewTemplate, SealedTemplate, TemplateKey,
+};
 use access::matcher::MatchIndex;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -513,7 +515,7 @@ fn list(gallery_args: &GalleryArgs) -> anyhow::Result<()> {
     for person in people {
         println!(
             "  {:<24} {:>3} templates  {}  credential {}  groups {}",
-            person.name,
+            printable(&person.name),
             person.templates,
             person.pseudonym,
             person
@@ -541,7 +543,7 @@ fn list_door(gallery: &Gallery) -> anyhow::Result<()> {
     for person in people {
         println!(
             "  {:<24} {:>3} templates  {}  credential {}",
-            person.name,
+            printable(&person.name),
             person.templates,
             person.pseudonym,
             person
