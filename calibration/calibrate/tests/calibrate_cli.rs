@@ -67,6 +67,36 @@ fn site_thresholds<'a>(model: &'a Path, site: &'a Path, extra: &[&'a str]) -> Ve
 /// searches FPIR 0.01 needs.
 const SUBJECTS_ENOUGH_FOR_ONE_PERCENT: &str = "075-088";
 
+/// `calibrate thresholds --save` for FPIR 0.01 on CASIA-B `subjects` at view 090, in 10-frame
+/// windows every 30, with `extra` arguments after.
+fn casia_b_thresholds<'a>(
+    model: &'a Path,
+    data: &'a Path,
+    subjects: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "thresholds",
+        "--model",
+        model.to_str().unwrap(),
+        "--casia-b",
+        data.to_str().unwrap(),
+        "--subjects",
+        subjects,
+        "--views",
+        "090",
+        "--window",
+        "10",
+        "--hop",
+        "30",
+        "--target-fpir",
+        "0.01",
+        "--save",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// The non-mated searches a `thresholds` report counts.
 fn non_mated_searches(report: &str) -> usize {
     report
@@ -92,28 +122,12 @@ fn thresholds_from_casia_b_write_the_plot_and_the_operating_point() {
     let dir = tempfile::tempdir().unwrap();
     let model = test_support::seeded_model(dir.path());
     let plot = dir.path().join("det.png");
-    let args = [
-        "thresholds",
-        "--model",
-        model.to_str().unwrap(),
-        "--casia-b",
-        data.to_str().unwrap(),
-        "--subjects",
+    let args = casia_b_thresholds(
+        &model,
+        &data,
         SUBJECTS_ENOUGH_FOR_ONE_PERCENT,
-        "--views",
-        "090",
-        "--window",
-        "10",
-        "--hop",
-        "30",
-        "--plot",
-        plot.to_str().unwrap(),
-        "--target-fpir",
-        "0.01",
-        "--save",
-        "--threads",
-        "2",
-    ];
+        &["--plot", plot.to_str().unwrap(), "--threads", "2"],
+    );
     let report = calibrate(&args);
 
     assert!(report.contains("non-mated"), "{report}");
@@ -152,24 +166,7 @@ fn a_point_its_searches_cannot_support_is_refused_and_nothing_is_saved() {
     let Some(data) = casia_b() else { return };
     let dir = tempfile::tempdir().unwrap();
     let model = test_support::seeded_model(dir.path());
-    let output = run_calibrate(&[
-        "thresholds",
-        "--model",
-        model.to_str().unwrap(),
-        "--casia-b",
-        data.to_str().unwrap(),
-        "--subjects",
-        "075-077",
-        "--views",
-        "090",
-        "--window",
-        "10",
-        "--hop",
-        "30",
-        "--target-fpir",
-        "0.01",
-        "--save",
-    ]);
+    let output = run_calibrate(&casia_b_thresholds(&model, &data, "075-077", &[]));
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),

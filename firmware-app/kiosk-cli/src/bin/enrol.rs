@@ -514,17 +514,26 @@ fn list(gallery_args: &GalleryArgs) -> anyhow::Result<()> {
     println!("site: {} people", people.len());
     for person in people {
         println!(
-            "  {:<24} {:>3} templates  {}  credential {}  groups {}",
-            printable(&person.name),
-            person.templates,
-            person.pseudonym,
-            person
-                .credential
-                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            "{}  groups {}",
+            person_line(
+                &person.name,
+                person.templates,
+                &person.pseudonym,
+                person.credential
+            ),
             person.groups.join(",")
         );
     }
     Ok(())
+}
+
+/// One person as `enrol list` shows them, their name escaped for the terminal.
+fn person_line(name: &str, templates: usize, pseudonym: &str, credential: Option<u32>) -> String {
+    format!(
+        "  {:<24} {templates:>3} templates  {pseudonym}  credential {}",
+        printable(name),
+        credential.map_or_else(|| "-".to_string(), |n| n.to_string())
+    )
 }
 
 fn list_door(gallery: &Gallery) -> anyhow::Result<()> {
@@ -542,13 +551,13 @@ fn list_door(gallery: &Gallery) -> anyhow::Result<()> {
     );
     for person in people {
         println!(
-            "  {:<24} {:>3} templates  {}  credential {}",
-            printable(&person.name),
-            person.templates,
-            person.pseudonym,
-            person
-                .credential
-                .map_or_else(|| "-".to_string(), |n| n.to_string())
+            "{}",
+            person_line(
+                &person.name,
+                person.templates,
+                &person.pseudonym,
+                person.credential
+            )
         );
     }
     Ok(())
