@@ -15,6 +15,14 @@ pub enum SecretFileError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// A new key file could not be written whole (it exists already, or the disk refused).
+    #[error("writing the key file {path}: {source}")]
+    Unwritable {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// The file can be read by other users.
     #[error("the key file {path} can be read by others (mode {mode:o}): `chmod 600` it, owned by the kiosk's user")]
     Exposed {

@@ -53,7 +53,7 @@ impl TemplateKey {
     pub fn create_file(path: &Path) -> Result<Self> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let key_file = |source| SecretFileError::Unreadable {
+        let key_file = |source| SecretFileError::Unwritable {
             path: path.to_path_buf(),
             source,
         };
