@@ -262,6 +262,7 @@ impl KioskConfig {
             Some(&mut config.gallery.path),
             config.gallery.key_file.as_mut(),
             Some(&mut config.audit.path),
+            config.audit.key_file.as_mut(),
             config.display.screen_dir.as_mut(),
             config.display.framebuffer.as_mut(),
             config

@@ -61,6 +61,8 @@ pub struct Alarms {
     pub input_fault: bool,
     /// The site database cannot be reached (the door decides from its replica).
     pub site_offline: bool,
+    /// The site's people allowed here whose templates the door cannot open.
+    pub quarantined: usize,
 }
 
 impl Alarms {
@@ -83,19 +85,22 @@ impl Alarms {
     }
 
     /// One line per condition, most urgent first.
-    pub fn lines(&self) -> Vec<&'static str> {
-        let mut lines: Vec<&'static str> = self.door.into_iter().collect();
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.door.into_iter().map(str::to_string).collect();
         if self.tamper {
-            lines.push("TAMPER");
+            lines.push("TAMPER".into());
         }
         if self.panel_offline {
-            lines.push("PANEL OFFLINE");
+            lines.push("PANEL OFFLINE".into());
         }
         if self.input_fault {
-            lines.push("DOOR INPUT FAULT");
+            lines.push("DOOR INPUT FAULT".into());
         }
         if self.site_offline {
-            lines.push("SITE OFFLINE");
+            lines.push("SITE OFFLINE".into());
+        }
+        if self.quarantined > 0 {
+            lines.push(format!("{} NOT LOADED", self.quarantined));
         }
         lines
     }
@@ -187,7 +192,7 @@ pub fn draw_status<D: DrawTarget<Color = Rgb888>>(
     line(format!("{:.1} frames/s", view.frames_per_second), target)?;
     let alarm_style = MonoTextStyle::new(&FONT_9X15, ALARM);
     for alarm in view.alarms.lines() {
-        Text::new(alarm, Point::new(panel_x, y), alarm_style).draw(target)?;
+        Text::new(&alarm, Point::new(panel_x, y), alarm_style).draw(target)?;
         y += 22;
     }
 
@@ -320,6 +325,9 @@ mod tests {
         state.alarms.apply(&EventKind::DoorSecured { open_ms: 900 });
         state.alarms.apply(&EventKind::PanelOnline);
         assert!(state.alarms.lines().is_empty());
+        state.alarms.quarantined = 2;
+        assert_eq!(state.alarms.lines(), ["2 NOT LOADED"]);
+        state.alarms.quarantined = 0;
 
         state.indication = Some(Indication {
             led: Some(LedColor::Green),

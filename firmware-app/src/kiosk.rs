@@ -114,6 +114,16 @@ impl Kiosk {
         log::info!("{}", embedder.describe());
         let model_id = model_id(&config.model.path)?;
         let point = OperatingPoint::load_for(&config.model.path, &model_id)?;
+        if let Some(point) = &point {
+            let path = OperatingPoint::path_for(&config.model.path);
+            match &key {
+                Some(key) => point.check_seal(&key.operating_point_key(), &path)?,
+                None => log::warn!(
+                    "{} is not checked against a seal: without [gallery] key_file, whoever can write the model's folder can set this door's accept distance",
+                    path.display()
+                ),
+            }
+        }
         let accept = accept_distance(
             config.decision.accept_distance,
             point.as_ref(),
@@ -164,11 +174,9 @@ impl Kiosk {
             index.template_count()
         );
         if key.is_none() {
-            log::warn!(
-                "no [gallery] key_file: templates are stored in clear and the audit log is not sealed (anyone could rewrite it)"
-            );
+            log::warn!("no [gallery] key_file: templates are stored in clear");
         }
-        let outputs = outputs(config, key, gallery, site, (news, news_inbox))?;
+        let outputs = outputs(config, gallery, site, (news, news_inbox))?;
         let mut engine = DoorEngine::new(
             config.door.clone(),
             model_id,
@@ -250,13 +258,15 @@ impl Kiosk {
 /// Every output `config` names, with the audit log and the gallery's event table always.
 fn outputs(
     config: &KioskConfig,
-    key: Option<&TemplateKey>,
     gallery: Gallery,
     site: Option<SiteOutbox>,
     (news, news_inbox): (mpsc::Sender<DoorNews>, mpsc::Receiver<DoorNews>),
 ) -> Result<Outputs, SetupError> {
     let mut dispatcher = EventDispatcher::new(MAX_QUEUED_EVENTS);
-    let audit = AuditLog::open(config.audit.clone(), key.map(ChainKey::from_template_key))?;
+    let audit = AuditLog::open(
+        config.audit.clone(),
+        Some(ChainKey::open_or_create(&config.audit)?),
+    )?;
     let audit_head = audit.head_handle();
     dispatcher.add(Box::new(audit));
     dispatcher.add(Box::new(EventStore::of(&gallery)?));

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod audit_anchors;
 pub mod config;
 pub mod display;
 pub mod door_inputs;

@@ -3,6 +3,8 @@
 //! Topics, under `topic_prefix` (default `kiosk/<door>`):
 //! - `<prefix>/events/<kind>`: one JSON event per message (the audit log's fields), QoS 1, where kind
 //!   is `granted`, `denied`, `tailgating`, `camera_lost`, ...; subscribe to `<prefix>/events/#`;
+//!   `<prefix>/events/audit_head` is retained, so that the broker always holds the audit chain's
+//!   newest published head for `kiosk verify-log` to check the log against;
 //! - `<prefix>/status`: `online`, retained; the broker publishes `offline` when the kiosk vanishes.
 //!
 //! Every event is first appended to an on-disk queue (fsync'd) and leaves it only when the broker has
@@ -50,6 +52,14 @@ pub enum MqttError {
     /// The client's thread.
     #[error("mqtt: {0}")]
     Thread(#[from] crate::threads::SpawnError),
+    /// The broker could not be reached or refused the client.
+    #[error("mqtt broker {broker}: {detail}")]
+    Broker {
+        /// Host and port.
+        broker: String,
+        /// What the client said.
+        detail: String,
+    },
 }
 
 /// `[mqtt]` in kiosk.toml.
@@ -263,7 +273,7 @@ impl DiskQueue {
 }
 
 #[cfg(feature = "mqtt")]
-pub use client::MqttSink;
+pub use client::{retained_audit_head, MqttSink};
 
 #[cfg(feature = "mqtt")]
 mod client {
@@ -278,10 +288,13 @@ mod client {
     };
 
     use super::{DiskQueue, MqttConfig, MqttError};
-    use access::events::{Event, EventSink, SinkError};
+    use access::events::{Event, EventKind, EventSink, SinkError};
+    use access::vocabulary::ChainHead;
 
     const POLL: Duration = Duration::from_millis(100);
     const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+    /// How long a retained message may take to follow its subscription's acknowledgement.
+    const RETAINED_PATIENCE: Duration = Duration::from_millis(500);
 
     /// The MQTT event sink: queues on disk, publishes from a thread of its own.
     pub struct MqttSink {
@@ -304,26 +317,13 @@ mod client {
                 .client_id
                 .clone()
                 .unwrap_or_else(|| format!("kiosk-{door}"));
-            let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
-            options
-                .set_keep_alive(Duration::from_secs(15))
-                .set_clean_session(true)
-                .set_last_will(LastWill::new(
-                    format!("{prefix}/status"),
-                    "offline",
-                    QoS::AtLeastOnce,
-                    true,
-                ));
-            if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
-                let password = access::secret_file::read_private_file(file)
-                    .map_err(site::tls::TlsError::from)?;
-                options.set_credentials(user.clone(), password.trim_end_matches(['\r', '\n']));
-            }
-            if let Some(tls) = config.tls.client_config()? {
-                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                    Arc::new(tls),
-                )));
-            }
+            let mut options = options(config, client_id)?;
+            options.set_last_will(LastWill::new(
+                format!("{prefix}/status"),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
             let (client, connection) = Client::new(options, 16);
             let connected = Arc::new(AtomicBool::new(false));
             let last_error = Arc::new(Mutex::new(None));
@@ -457,8 +457,9 @@ mod client {
                     let kind =
                         serde_json::from_str::<Event>(&line).map_or("event", |e| e.kind.label());
                     let topic = format!("{prefix}/events/{kind}");
+                    let retain = kind == EventKind::AUDIT_HEAD_LABEL;
                     in_flight = client
-                        .try_publish(topic, QoS::AtLeastOnce, false, line)
+                        .try_publish(topic, QoS::AtLeastOnce, retain, line)
                         .is_ok();
                 }
             }
@@ -469,6 +470,91 @@ mod client {
             if !matches!(connection.recv_timeout(POLL), Ok(Ok(_))) {
                 break;
             }
+        }
+    }
+
+    /// The connection as `config` describes it (credentials, TLS), for `client_id`.
+    fn options(config: &MqttConfig, client_id: String) -> Result<MqttOptions, MqttError> {
+        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+        options
+            .set_keep_alive(Duration::from_secs(15))
+            .set_clean_session(true);
+        if let (Some(user), Some(file)) = (&config.username, &config.password_file) {
+            let password =
+                access::secret_file::read_private_file(file).map_err(site::tls::TlsError::from)?;
+            options.set_credentials(user.clone(), password.trim_end_matches(['\r', '\n']));
+        }
+        if let Some(tls) = config.tls.client_config()? {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(tls),
+            )));
+        }
+        Ok(options)
+    }
+
+    /// The audit chain head the broker retains for `door` (the newest the kiosk published), waiting
+    /// at most `patience` for the broker; `None` when it holds none.
+    pub fn retained_audit_head(
+        config: &MqttConfig,
+        door: &str,
+        patience: Duration,
+    ) -> Result<Option<ChainHead>, MqttError> {
+        let broker = format!("{}:{}", config.host, config.port);
+        let refused = |detail: String| MqttError::Broker {
+            broker: broker.clone(),
+            detail,
+        };
+        let client_id = format!("kiosk-{door}-verify-{}", std::process::id());
+        let (client, mut connection) = Client::new(options(config, client_id)?, 4);
+        let topic = format!(
+            "{}/events/{}",
+            config.prefix(door),
+            EventKind::AUDIT_HEAD_LABEL
+        );
+        let mut deadline = std::time::Instant::now() + patience;
+        let mut subscribed = false;
+        let head = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break if subscribed {
+                    Ok(None)
+                } else {
+                    Err(refused(format!("no answer within {patience:?}")))
+                };
+            }
+            match connection.recv_timeout(left) {
+                Ok(Ok(Notification::Incoming(Packet::ConnAck(_)))) => {
+                    client
+                        .try_subscribe(topic.clone(), QoS::AtLeastOnce)
+                        .map_err(|e| refused(e.to_string()))?;
+                }
+                // A retained message follows the subscription's acknowledgement at once: a short
+                // wait after it tells "none retained" from "not yet".
+                Ok(Ok(Notification::Incoming(Packet::SubAck(_)))) => {
+                    subscribed = true;
+                    deadline = deadline.min(std::time::Instant::now() + RETAINED_PATIENCE);
+                }
+                Ok(Ok(Notification::Incoming(Packet::Publish(message))))
+                    if message.topic == topic =>
+                {
+                    break Ok(head_of(&message.payload));
+                }
+                Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Ok(Err(error)) => break Err(refused(error.to_string())),
+                Err(rumqttc::RecvTimeoutError::Disconnected) => {
+                    break Err(refused("disconnected".into()))
+                }
+            }
+        };
+        let _ = client.try_disconnect();
+        head
+    }
+
+    /// The head an `audit_head` event carries; `None` for anything else.
+    fn head_of(payload: &[u8]) -> Option<ChainHead> {
+        match serde_json::from_slice::<Event>(payload).ok()?.kind {
+            EventKind::AuditHead { seq, mac } => Some(ChainHead { seq, mac }),
+            _ => None,
         }
     }
 

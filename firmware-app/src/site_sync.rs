@@ -11,6 +11,9 @@
 //!   committed it; ids make a resend harmless, so an outage loses and duplicates nothing.
 //! - The site gone: one `site_offline` event; back and caught up: one `site_online`. After an
 //!   outage the replica catches up (erasures included) before `site_online` is reported.
+//! - Someone whose templates the door cannot open is quarantined by the replica and reported once
+//!   (a `template_quarantined` event naming them, and the count on the screen and in the status);
+//!   every other change goes on being applied.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,11 +74,20 @@ impl SiteOutbox {
         news: Sender<DoorNews>,
     ) -> Result<Self, SiteSyncError> {
         config.check()?;
+        let key_check = key.ok_or(GalleryError::KeyRequired)?.site_check();
         let mut replica = Gallery::open(gallery_path, key)?;
         let mut link_outbox = EventStore::of(&replica)?;
+        let quarantined = replica.quarantined()?.len();
+        if quarantined > 0 {
+            let _ = news.send(DoorNews::Quarantine {
+                newly: Vec::new(),
+                total: quarantined,
+            });
+        }
         let mut link = Link {
             config: config.clone(),
             model_id: model_id.to_string(),
+            key_check,
             door: None,
             online: None,
             news,
@@ -161,6 +173,7 @@ impl From<GalleryError> for LinkError {
 struct Link {
     config: SiteConfig,
     model_id: String,
+    key_check: [u8; 32],
     door: Option<DoorLink>,
     /// What was last reported: `None` before the first report.
     online: Option<bool>,
@@ -216,18 +229,31 @@ impl Link {
         outbox: &mut EventStore,
     ) -> Result<(), LinkError> {
         if self.door.as_ref().is_none_or(DoorLink::is_closed) {
-            self.door = Some(DoorLink::connect(&self.config, &self.model_id)?);
+            self.door = Some(DoorLink::connect(
+                &self.config,
+                &self.model_id,
+                &self.key_check,
+            )?);
         }
         let door = self.door.as_mut().expect("connected above");
+        let mut newly_quarantined = Vec::new();
         while let Some(batch) = door.pull(replica.site_revision()?, PEOPLE_PER_BATCH)? {
             let applied = replica.apply_site_batch(&self.model_id, &batch)?;
             log::info!(
-                "site revision {}: {} stored, {} removed ({} erased)",
+                "site revision {}: {} stored, {} removed ({} erased), {} quarantined",
                 batch.revision,
                 applied.stored,
                 applied.removed,
-                applied.erased
+                applied.erased,
+                applied.quarantined.len()
             );
+            newly_quarantined.extend(applied.quarantined);
+        }
+        if !newly_quarantined.is_empty() {
+            let _ = self.news.send(DoorNews::Quarantine {
+                newly: newly_quarantined,
+                total: replica.quarantined()?.len(),
+            });
         }
         upload_outbox(door, outbox)?;
         if self.online != Some(true) {

@@ -105,6 +105,7 @@ fn audit_config(disk: &Path) -> AuditConfig {
         path: disk.join("audit").join("events.jsonl"),
         max_file_bytes: 1 << 20,
         keep_files: 2,
+        key_file: None,
     }
 }
 

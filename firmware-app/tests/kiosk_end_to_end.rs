@@ -3,7 +3,7 @@
 
 mod common;
 
-use access::audit::{verify, AuditConfig, ChainKey};
+use access::audit::{verify, Anchors, AuditConfig, ChainKey};
 use access::decision::{DecisionConfig, Verdict};
 use access::event_store::EventStore;
 use access::events::{Event, EventKind};
@@ -37,6 +37,7 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
         path: report.audit_log.clone(),
         max_file_bytes: u64::MAX,
         keep_files: 5,
+        key_file: None,
     };
     let alarms: u64 = report
         .walk_ups
@@ -59,8 +60,16 @@ fn the_demo_site_decides_every_walk_up_and_logs_every_decision() {
         )
         .collect();
     assert_eq!(heads.len(), report.walk_ups.len());
-    let verified = verify(&audit, Some(&ChainKey::from_template_key(&key)), &heads).unwrap();
-    assert_eq!(verified.anchors_checked, heads.len());
+    let anchors = [Anchors {
+        source: "gallery".into(),
+        heads: heads.clone(),
+    }];
+    let verified = verify(&audit, Some(&ChainKey::read(&audit).unwrap()), &anchors).unwrap();
+    assert_eq!(verified.anchors_total(), heads.len());
+    assert!(
+        verify(&audit, Some(&ChainKey::new(key.derive("audit chain"))), &[]).is_err(),
+        "the site-wide template key, or a key derived from it, does not seal a door's log"
+    );
     assert_eq!(
         verified.events,
         decisions as u64 + alarms + 2 + heads.len() as u64

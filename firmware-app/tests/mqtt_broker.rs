@@ -271,3 +271,54 @@ fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_
     assert!(!sink.is_connected());
     assert_eq!(events_received(&received).len(), 1);
 }
+
+#[test]
+fn the_broker_retains_the_newest_audit_head_for_verify_log_to_check_against() {
+    use access::vocabulary::ChainHead;
+    use firmware_app::mqtt::retained_audit_head;
+
+    let Some(mosquitto) = mosquitto_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = sink_config(dir.path(), 1000);
+    let patience = Duration::from_secs(5);
+    // No broker: said so, by its address.
+    let error = retained_audit_head(&config, "front", patience).unwrap_err();
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{error}"
+    );
+
+    let _broker = Broker::start(&mosquitto, dir.path(), port);
+    assert_eq!(
+        retained_audit_head(&config, "front", patience).unwrap(),
+        None
+    );
+    let mut sink = MqttSink::start(&config, "front").unwrap();
+    for (at_ms, seq) in [(1, 4), (2, 9)] {
+        sink.deliver(&event(
+            at_ms,
+            EventKind::AuditHead {
+                seq,
+                mac: format!("{seq:064x}"),
+            },
+        ))
+        .unwrap();
+    }
+    sink.deliver(&event(3, EventKind::Started)).unwrap();
+    wait_for("the events to leave the queue", || sink.waiting() == 0);
+    drop(sink);
+    // Read by a client of its own after the kiosk has gone: the newest head, not a later event.
+    assert_eq!(
+        retained_audit_head(&config, "front", patience).unwrap(),
+        Some(ChainHead {
+            seq: 9,
+            mac: format!("{:064x}", 9)
+        })
+    );
+    assert_eq!(
+        retained_audit_head(&config, "back", patience).unwrap(),
+        None
+    );
+}

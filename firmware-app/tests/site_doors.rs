@@ -260,6 +260,7 @@ fn a_site_of_three_doors_enrols_once_erases_everywhere_and_survives_its_server()
                         .unwrap(),
                 })
                 .collect(),
+            key_check: key.site_check(),
         })
         .unwrap();
     let enrolment_reached = wait_until("ada reaches front and lab", || {
@@ -355,4 +356,92 @@ fn a_site_of_three_doors_enrols_once_erases_everywhere_and_survives_its_server()
         lab.replica.site_revision().unwrap()
     );
     assert!(!granted(&late.walk(11)));
+}
+
+#[test]
+fn a_template_the_door_cannot_open_is_quarantined_reported_once_and_the_door_still_starts() {
+    use firmware_app::kiosk_loop::DoorNews;
+    use hstl::Embedding;
+    use test_support::postgres_server::TRUST_LOOPBACK;
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = PostgresServer::start(&dir.path().join("server"), TRUST_LOOPBACK, None)
+    else {
+        return;
+    };
+    let mut owner = SiteConfig::from_url(&server.superuser_url())
+        .unwrap()
+        .connect()
+        .unwrap();
+    migrate(&mut owner).unwrap();
+    owner
+        .batch_execute("CREATE ROLE front_door LOGIN;")
+        .unwrap();
+    let mut station =
+        SiteAdmin::connect(&SiteConfig::from_url(&server.superuser_url()).unwrap()).unwrap();
+    station.add_group("staff").unwrap();
+    station.add_door("front", "front_door").unwrap();
+    station.allow("front", "staff").unwrap();
+    let key = TemplateKey::generate();
+    const MODEL: &str = "model-a";
+    for (name, seed) in [("ada", 1.0), ("bob", 5.0)] {
+        let pseudonym = new_pseudonym();
+        let embedding = Embedding::new(3, 4, (0..12).map(|i| seed + i as f32).collect()).unwrap();
+        station
+            .enrol(&SiteEnrolment {
+                name: name.into(),
+                pseudonym: pseudonym.clone(),
+                credential: None,
+                groups: vec!["staff".into()],
+                model_id: MODEL.into(),
+                templates: vec![SealedTemplate {
+                    parts: 3,
+                    channels: 4,
+                    frames: 30,
+                    source: "walk".into(),
+                    sealed: key.seal_template(&pseudonym, MODEL, &embedding).unwrap(),
+                }],
+                key_check: key.site_check(),
+            })
+            .unwrap();
+    }
+    let bob = station.person("bob").unwrap().pseudonym;
+    owner
+        .execute(
+            "UPDATE gait_site.templates t SET sealed = set_byte(sealed, 20, get_byte(sealed, 20) # 1)
+             FROM gait_site.people p WHERE p.id = t.person_id AND p.name = 'bob'",
+            &[],
+        )
+        .unwrap();
+
+    let mut config = SiteConfig::from_url(&server.role_url("front_door")).unwrap();
+    config.poll_interval_s = 1.0;
+    let replica_path = dir.path().join("front.db");
+    let quarantine_news = |inbox: &mpsc::Receiver<DoorNews>| {
+        inbox
+            .try_iter()
+            .filter_map(|news| match news {
+                DoorNews::Quarantine { newly, total } => Some((
+                    newly.into_iter().map(|q| q.pseudonym).collect::<Vec<_>>(),
+                    total,
+                )),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for (start, expected) in [(1, (vec![bob.clone()], 1)), (2, (vec![], 1))] {
+        let (news, inbox) = mpsc::channel();
+        let outbox = SiteOutbox::start(&config, &replica_path, Some(&key), MODEL, news)
+            .unwrap_or_else(|e| panic!("start {start}: {e}"));
+        drop(outbox);
+        assert_eq!(quarantine_news(&inbox), [expected], "start {start}");
+        let replica = Gallery::open_existing(&replica_path, Some(&key)).unwrap();
+        let names: Vec<_> = replica
+            .people()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["ada"]);
+    }
 }

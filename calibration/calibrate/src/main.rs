@@ -70,6 +70,10 @@ enum Command {
         /// The point records it, and every door that runs it says so at each start.
         #[arg(long, requires = "save")]
         looser_than_shipped: bool,
+        /// With `--save`: the template key file of the doors that will run the point. The point
+        /// is sealed with it; a door holding a key runs no point that is not sealed with its key.
+        #[arg(long, requires = "save")]
+        key_file: Option<PathBuf>,
     },
     /// An int8 QDQ model from a float one: per-channel int8 weights and, for every 3-D convolution,
     /// an input scale observed on representative walks.
@@ -361,10 +365,19 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
         plot,
         save,
         looser_than_shipped,
+        key_file,
     } = command
     else {
         unreachable!("called for `thresholds`")
     };
+    let seal_key = key_file
+        .as_deref()
+        .map(|path| {
+            access::gallery::TemplateKey::read_file(path)
+                .with_context(|| format!("key file {}", path.display()))
+        })
+        .transpose()?
+        .map(|key| key.operating_point_key());
     if save && model.is_none() {
         bail!(
             "--save needs --model: the shipped model's operating point is the project's; calibrate a copy of the model for a site (and run the kiosk on that copy)"
@@ -472,9 +485,27 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
             non_mated_searches: rates.non_mated_searches(),
             measured_on,
             looser_than_shipped: shipped,
+            seal: None,
+        };
+        let point = match &seal_key {
+            Some(key) => point.sealed(key),
+            None => {
+                println!(
+                    "warning:         the point is not sealed (no --key-file): doors that hold a template key will refuse it"
+                );
+                point
+            }
         };
         let path = point.save_for(&model)?;
-        println!("operating point: {}", path.display());
+        println!(
+            "operating point: {}{}",
+            path.display(),
+            if seal_key.is_some() {
+                " (sealed with the doors' key)"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }

@@ -122,13 +122,23 @@ fn thresholds_from_casia_b_write_the_plot_and_the_operating_point() {
     let dir = tempfile::tempdir().unwrap();
     let model = test_support::seeded_model(dir.path());
     let plot = dir.path().join("det.png");
+    let key_file = dir.path().join("site.key");
+    let key = access::gallery::TemplateKey::create_file(&key_file).unwrap();
     let args = casia_b_thresholds(
         &model,
         &data,
         SUBJECTS_ENOUGH_FOR_ONE_PERCENT,
-        &["--plot", plot.to_str().unwrap(), "--threads", "2"],
+        &[
+            "--plot",
+            plot.to_str().unwrap(),
+            "--threads",
+            "2",
+            "--key-file",
+            key_file.to_str().unwrap(),
+        ],
     );
     let report = calibrate(&args);
+    assert!(report.contains("sealed with the doors' key"), "{report}");
 
     assert!(report.contains("non-mated"), "{report}");
     // The first walk of each subject is enrolled; every window of every walk is also a non-mated
@@ -150,6 +160,16 @@ fn thresholds_from_casia_b_write_the_plot_and_the_operating_point() {
         point.measured_on.contains(SUBJECTS_ENOUGH_FOR_ONE_PERCENT),
         "{point:?}"
     );
+    let point_path = OperatingPoint::path_for(&model);
+    point
+        .check_seal(&key.operating_point_key(), &point_path)
+        .unwrap();
+    assert!(point
+        .check_seal(
+            &access::gallery::TemplateKey::generate().operating_point_key(),
+            &point_path
+        )
+        .is_err());
 
     let picture = image::open(&plot).unwrap().to_rgb8();
     assert_eq!(picture.dimensions(), (640, 480));

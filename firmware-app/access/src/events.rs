@@ -107,6 +107,15 @@ pub enum EventKind {
         /// What failed.
         detail: String,
     },
+    /// The site allows the person this event names through this door, but the door cannot open
+    /// their templates (sealed under another key, damaged): they are not recognised here until the
+    /// site sends templates that open. Reported once per person.
+    TemplateQuarantined {
+        /// The site revision that brought the templates.
+        revision: i64,
+        /// Why they were refused.
+        reason: String,
+    },
     /// The audit chain's newest line when this was published: stored by the other sinks, it anchors
     /// the log outside its own file (`kiosk verify-log` checks the log against every anchor).
     AuditHead {
@@ -148,6 +157,7 @@ impl EventKind {
             EventKind::SiteOnline { .. } => "site_online",
             EventKind::SiteOffline { .. } => "site_offline",
             EventKind::PanelReadDropped { .. } => "panel_read_dropped",
+            EventKind::TemplateQuarantined { .. } => "template_quarantined",
             EventKind::Started => "started",
             EventKind::Stopped => "stopped",
             EventKind::AuditHead { .. } => Self::AUDIT_HEAD_LABEL,

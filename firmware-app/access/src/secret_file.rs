@@ -70,6 +70,35 @@ pub fn read_key_file<const N: usize>(path: &Path) -> Result<[u8; N], SecretFileE
     })
 }
 
+/// Writes a new random `N`-byte key to `path` as `2N` hex digits on a line, readable by its owner
+/// only, and returns it. An existing file is never overwritten (losing a key makes everything sealed
+/// with it unreadable), and a key that did not reach the disk whole is removed again: a torn key
+/// left behind would make the next attempt fail with "File exists".
+pub fn create_key_file<const N: usize>(path: &Path) -> Result<[u8; N], SecretFileError> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let unwritable = |source| SecretFileError::Unwritable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(unwritable)?;
+    let mut key = [0u8; N];
+    rand::rng().fill_bytes(&mut key);
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    if let Err(error) = writeln!(file, "{hex}").and_then(|()| file.sync_all()) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(unwritable(error));
+    }
+    Ok(key)
+}
+
 /// `N` bytes from `2N` hex digits (surrounding white space ignored).
 pub(crate) fn key_from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let text = text.trim();

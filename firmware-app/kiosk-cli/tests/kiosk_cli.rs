@@ -34,7 +34,12 @@ impl Door {
 
     /// Writes an operating point for the model now in place.
     fn calibrate(&self, accept_distance: f32) {
-        test_support::save_operating_point(&self.model, accept_distance);
+        let key = TemplateKey::read_file(&self.dir.path().join("template.key")).unwrap();
+        test_support::save_operating_point(
+            &self.model,
+            accept_distance,
+            &key.operating_point_key(),
+        );
     }
 
     fn config(&self, extra_decision: &str, gallery: &str) -> PathBuf {
@@ -103,6 +108,26 @@ fn a_door_never_runs_on_a_distance_nobody_calibrated_for_its_model() {
         &kiosk(&[], &door.config("accept_distance = 0.9", "gallery.db")),
         "may only tighten it",
     );
+    // The hostile probe: someone who can write the model's folder, not the key, loosens the
+    // point (any finite distance made every stranger a grant) or drops its seal.
+    let point_path = hstl::OperatingPoint::path_for(&door.model);
+    let sealed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&point_path).unwrap()).unwrap();
+    for (change, because) in [
+        ("accept_distance", "changed after it was sealed"),
+        ("seal", "is not sealed with this door's key"),
+    ] {
+        let mut edited = sealed.clone();
+        match change {
+            "seal" => {
+                edited.as_object_mut().unwrap().remove("seal");
+            }
+            _ => edited[change] = 1e30.into(),
+        }
+        std::fs::write(&point_path, edited.to_string()).unwrap();
+        refused(&kiosk(&[], &door.config("", "gallery.db")), because);
+    }
+    door.calibrate(0.5);
     // The model file replaced (retrained, say) without calibrating the new one.
     hstl::onnx_graph::write_model(
         &hstl::Weights::seeded(hstl::Variant::Compact, 8),
@@ -127,15 +152,22 @@ fn the_shipped_models_point_edited_looser_is_refused_and_a_point_saved_looser_on
     let point: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&shipped_point).unwrap()).unwrap();
     let shipped = point["accept_distance"].as_f64().unwrap();
+    let door_key = TemplateKey::read_file(&door.path("template.key"))
+        .unwrap()
+        .operating_point_key();
     let with = |accept: f64, looser: Option<f64>| {
         let mut edited = point.clone();
         edited["accept_distance"] = accept.into();
         if let Some(looser) = looser {
             edited["looser_than_shipped"] = looser.into();
         }
+        // Sealed with the door's key: the looseness alone is what is refused.
+        let sealed = serde_json::from_value::<hstl::OperatingPoint>(edited)
+            .unwrap()
+            .sealed(&door_key);
         std::fs::write(
             hstl::OperatingPoint::path_for(&door.model),
-            edited.to_string(),
+            serde_json::to_string(&sealed).unwrap(),
         )
         .unwrap();
     };
@@ -274,8 +306,15 @@ fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() 
     assert!(stderr.contains("accept distance 0.4"), "{stderr}");
 
     let stdout = verify_log(&config);
-    assert!(stdout.contains("every line sealed"), "{stdout}");
-    assert!(stdout.contains("1 published head(s)"), "{stdout}");
+    assert!(
+        stdout.contains("every line sealed with this door's chain key"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 published head(s) found in the log as published: gallery"),
+        "{stdout}"
+    );
+    assert!(door.path("audit/events.jsonl.key").exists());
 
     // Cutting the last lines off (the head's anchor and what followed) is found.
     let log = door.path("audit/events.jsonl");
@@ -299,7 +338,7 @@ fn a_calibrated_door_runs_and_its_log_verifies_against_the_heads_it_published() 
     std::fs::remove_file(&log).unwrap();
     refused(
         &kiosk(&["verify-log"], &config),
-        "holds no published chain head",
+        "no published chain head of",
     );
 }
 

@@ -54,7 +54,7 @@ fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
     };
     let url = |role: &str| server.role_url(role);
     let owner = url("postgres");
-    assert!(succeeded(&run("enrol", &["site", "--site", &owner, "migrate"])).contains("schema 1"));
+    assert!(succeeded(&run("enrol", &["site", "--site", &owner, "migrate"])).contains("schema 2"));
     SiteConfig::from_url(&owner)
         .unwrap()
         .connect()
@@ -85,7 +85,7 @@ fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
     let key_file = dir.path().join("site.key");
     let key = TemplateKey::create_file(&key_file).unwrap();
     let walk = write_walk(&dir.path().join("ada-walk"), 11);
-    let add = |extra: &[&str]| {
+    let add = |name: &str, extra: &[&str]| {
         let mut args = vec![
             "add",
             "--site",
@@ -93,7 +93,7 @@ fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
             "--model",
             model.to_str().unwrap(),
             "--name",
-            "ada",
+            name,
             "--input",
             walk.to_str().unwrap(),
             "--group",
@@ -102,11 +102,21 @@ fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
         args.extend_from_slice(extra);
         run("enrol", &args)
     };
-    let refused = add(&[]);
+    let refused = add("ada", &[]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--key-file"));
-    let added = succeeded(&add(&["--key-file", key_file.to_str().unwrap()]));
+    let added = succeeded(&add("ada", &["--key-file", key_file.to_str().unwrap()]));
     assert!(added.contains("ada enrolled at the site"), "{added}");
+    // A station with a key file of its own would write templates no door of the site can open.
+    let wrong_key_file = dir.path().join("station-own.key");
+    TemplateKey::create_file(&wrong_key_file).unwrap();
+    let wrong = add("bob", &["--key-file", wrong_key_file.to_str().unwrap()]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("not this site's key"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     let listed = succeeded(&run("enrol", &["list", "--site", &owner]));
     assert!(
         listed.contains("ada") && listed.contains("groups lab"),
@@ -114,7 +124,7 @@ fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
     );
 
     // A kiosk of the front door: its replica is made and filled before it decides.
-    test_support::save_operating_point(&model, 0.5);
+    test_support::save_operating_point(&model, 0.5, &key.operating_point_key());
     let config = dir.path().join("kiosk.toml");
     std::fs::write(
         &config,
@@ -140,6 +150,45 @@ fn a_site_is_set_up_enrolled_and_erased_by_command_and_a_kiosk_follows_it() {
     assert!(
         kinds.contains(&"started".to_string()) && kinds.contains(&"granted".to_string()),
         "{kinds:?}"
+    );
+
+    // The log is checked against the heads in the door's gallery and those at the site.
+    let verified = succeeded(&run(
+        "kiosk",
+        &["verify-log", "--config", config.to_str().unwrap()],
+    ));
+    assert!(verified.contains(": gallery "), "{verified}");
+    assert!(verified.contains(": site database "), "{verified}");
+    // Someone who can write the door's gallery and its log, but not the site: the heads deleted
+    // from the gallery and the log cut before its end still meet the heads the site holds.
+    rusqlite::Connection::open(dir.path().join("replica.db"))
+        .unwrap()
+        .execute("DELETE FROM events WHERE kind = 'audit_head'", [])
+        .unwrap();
+    let log = dir.path().join("audit/events.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&log, lines[..2].join("\n") + "\n").unwrap();
+    let cut = run(
+        "kiosk",
+        &["verify-log", "--config", config.to_str().unwrap()],
+    );
+    assert!(!cut.status.success());
+    let said = String::from_utf8_lossy(&cut.stderr);
+    assert!(
+        said.contains("(site database") && said.contains("cut from its end"),
+        "{said}"
+    );
+    std::fs::remove_file(&log).unwrap();
+    let gone = run(
+        "kiosk",
+        &["verify-log", "--config", config.to_str().unwrap()],
+    );
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("(site database"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
     );
 
     let removed = succeeded(&run(

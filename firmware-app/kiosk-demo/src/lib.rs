@@ -16,11 +16,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use access::audit::{verify, AuditConfig, ChainKey, Verification};
+use access::audit::{AuditConfig, Verification};
 use access::decision::{DecisionConfig, Verdict};
-use access::event_store::EventStore;
 use access::gallery::{Gallery, TemplateKey};
 use access::vocabulary::DenialReason;
+use firmware_app::audit_anchors::{verify_door_log, VerifyLogError};
 use firmware_app::config::{DisplayConfig, GalleryConfig, KioskConfig, ModelConfig, SourceConfig};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::kiosk_loop::{DecisionRecord, KioskStats};
@@ -97,6 +97,9 @@ pub enum DemoError {
     Kiosk(#[from] firmware_app::kiosk_loop::KioskError),
     #[error(transparent)]
     Audit(#[from] access::audit::AuditError),
+    /// The audit log did not verify against its published heads.
+    #[error(transparent)]
+    VerifyLog(#[from] VerifyLogError),
     #[error("synthetic walk of {0} gave no walker")]
     NoWalk(String),
 }
@@ -307,6 +310,7 @@ pub fn enrol_site(config: &DemoConfig) -> Result<EnrolledSite, DemoError> {
             path: audit_dir.join("events.jsonl"),
             max_file_bytes: 10 << 20,
             keep_files: 5,
+            key_file: None,
         },
         display: DisplayConfig {
             screen_dir: Some(screens),
@@ -460,8 +464,8 @@ fn score_pairs(
     Ok((genuine, impostor))
 }
 
-/// Verifies the site's audit log: its chain under the key derived from the template key, and every
-/// chain head the kiosk published into the gallery.
+/// Verifies the site's audit log: its chain under the door's chain key, and every chain head the
+/// kiosk published.
 pub fn verify_site_log(door: &KioskConfig) -> Result<Verification, DemoError> {
     let key_file = door
         .gallery
@@ -469,13 +473,12 @@ pub fn verify_site_log(door: &KioskConfig) -> Result<Verification, DemoError> {
         .as_deref()
         .expect("the synthetic site always has a template key");
     let key = TemplateKey::read_file(key_file)?;
-    let heads = EventStore::open_existing(&door.gallery.path, Some(&key))?.audit_heads()?;
-    Ok(verify(
-        &AuditConfig {
+    let whole_log = KioskConfig {
+        audit: AuditConfig {
             max_file_bytes: u64::MAX,
             ..door.audit.clone()
         },
-        Some(&ChainKey::from_template_key(&key)),
-        &heads,
-    )?)
+        ..door.clone()
+    };
+    Ok(verify_door_log(&whole_log, Some(&key))?.verification)
 }

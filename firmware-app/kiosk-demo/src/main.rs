@@ -147,11 +147,11 @@ fn demo(config: &DemoConfig) -> anyhow::Result<()> {
     );
     let verified = verify_site_log(&report.door)?;
     println!(
-        "audit log {} ({} events, chain intact, sealed with a key derived from {}; {} published heads match)",
+        "audit log {} ({} events, chain intact, sealed with the door's chain key {}; {} published heads match)",
         report.audit_log.display(),
         verified.events,
-        report.key_file.display(),
-        verified.anchors_checked
+        report.door.audit.key_path().display(),
+        verified.anchors_total()
     );
     println!("gallery {} (templates encrypted)", report.gallery.display());
     println!("status screens {}", report.screens.display());

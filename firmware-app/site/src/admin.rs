@@ -7,7 +7,7 @@ use postgres::{Client, Transaction};
 
 use crate::connection::SiteConfig;
 use crate::error::{Result, SiteError};
-use crate::schema::{check_schema, CHANGES_CHANNEL, REVISION_LOCK};
+use crate::schema::{check_schema, CHANGES_CHANNEL, REVISION_LOCK, SCHEMA_VERSION};
 
 /// Someone to enrol at the site, their templates already sealed under the site's template key.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct SiteEnrolment {
     pub model_id: String,
     /// At least one.
     pub templates: Vec<SealedTemplate>,
+    /// `TemplateKey::site_check` of the key that sealed `templates`: the enrolment is refused
+    /// unless it is the site's.
+    pub key_check: [u8; 32],
 }
 
 /// Someone enrolled at the site.
@@ -70,18 +73,26 @@ pub struct SiteEvent {
 /// A connection with an enrolment station's or the site owner's role.
 pub struct SiteAdmin {
     client: Client,
+    schema: i32,
 }
 
 impl SiteAdmin {
     /// Connects and checks the site's schema.
     pub fn connect(config: &SiteConfig) -> Result<Self> {
         let mut client = config.connect()?;
-        check_schema(&mut client)?;
-        Ok(SiteAdmin { client })
+        let schema = check_schema(&mut client)?;
+        Ok(SiteAdmin { client, schema })
     }
 
-    /// Enrols a new person with their groups and templates in one transaction.
+    /// Enrols a new person with their groups and templates in one transaction, once the key that
+    /// sealed the templates is known to be the site's (the first enrolment makes it so).
     pub fn enrol(&mut self, enrolment: &SiteEnrolment) -> Result<SitePerson> {
+        if self.schema < SCHEMA_VERSION {
+            return Err(SiteError::OlderSchema {
+                found: self.schema,
+                supported: SCHEMA_VERSION,
+            });
+        }
         if enrolment.templates.is_empty() {
             return Err(SiteError::Settings(
                 "an enrolment needs at least one template".into(),
@@ -90,6 +101,7 @@ impl SiteAdmin {
         access::gallery::check_name(&enrolment.name)
             .map_err(|e| SiteError::Settings(e.to_string()))?;
         self.change(|tx| {
+            check_template_key(tx, &enrolment.key_check)?;
             let inserted = tx.query_one(
                 "INSERT INTO gait_site.people(pseudonym, name, credential, revision)
                  VALUES ($1, $2, $3, nextval('gait_site.revision')) RETURNING id",
@@ -337,6 +349,22 @@ impl SiteAdmin {
         tx.commit()?;
         Ok(result)
     }
+}
+
+/// Records `key_check` as the site's when it has none yet; refuses it when it differs.
+fn check_template_key(tx: &mut Transaction, key_check: &[u8; 32]) -> Result<()> {
+    tx.execute(
+        "INSERT INTO gait_site.template_key_check(digest) VALUES ($1)
+         ON CONFLICT (only_row) DO NOTHING",
+        &[&key_check.as_slice()],
+    )?;
+    let site: Vec<u8> = tx
+        .query_one("SELECT digest FROM gait_site.template_key_check", &[])?
+        .get(0);
+    if site != key_check {
+        return Err(SiteError::WrongTemplateKey);
+    }
+    Ok(())
 }
 
 fn person_id(tx: &mut Transaction, name: &str) -> Result<i64> {

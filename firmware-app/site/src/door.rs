@@ -6,12 +6,32 @@ use std::time::Duration;
 
 use access::event_store::OutboxEvent;
 use access::gallery::{SealedTemplate, SiteBatch, SiteChange};
+use access::vocabulary::ChainHead;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel};
 
 use crate::connection::SiteConfig;
 use crate::error::{Result, SiteError};
 use crate::schema::{check_schema, CHANGES_CHANNEL};
+
+/// The audit chain heads this door (the role of `config`) published to the site, oldest first.
+pub fn published_audit_heads(config: &SiteConfig) -> Result<Vec<ChainHead>> {
+    let mut client = config.connect()?;
+    if check_schema(&mut client)? < 2 {
+        return Ok(Vec::new());
+    }
+    let rows = client.query("SELECT seq, mac FROM gait_site.door_audit_heads()", &[])?;
+    rows.iter()
+        .map(|row| {
+            let seq: i64 = row.get(0);
+            Ok(ChainHead {
+                seq: u64::try_from(seq)
+                    .map_err(|_| SiteError::Damaged(format!("audit head {seq}")))?,
+                mac: row.get(1),
+            })
+        })
+        .collect()
+}
 
 /// A door's connection to its site, listening for announced changes.
 pub struct DoorLink {
@@ -20,9 +40,10 @@ pub struct DoorLink {
 }
 
 impl DoorLink {
-    /// Connects as the door's role, checks the schema and that the role is a registered door, and
-    /// starts listening for changes. Only templates of `model_id` are ever fetched.
-    pub fn connect(config: &SiteConfig, model_id: &str) -> Result<Self> {
+    /// Connects as the door's role, checks the schema, that the role is a registered door and
+    /// that `key_check` (`TemplateKey::site_check` of the door's key) is the site's, and starts
+    /// listening for changes. Only templates of `model_id` are ever fetched.
+    pub fn connect(config: &SiteConfig, model_id: &str, key_check: &[u8; 32]) -> Result<Self> {
         let mut client = config.connect()?;
         // A role that is no door may not even see the schema: refused the same way.
         let not_a_door = |error: SiteError| match error {
@@ -36,10 +57,18 @@ impl DoorLink {
             }
             other => other,
         };
-        check_schema(&mut client).map_err(not_a_door)?;
+        let schema = check_schema(&mut client).map_err(not_a_door)?;
         client
             .query("SELECT * FROM gait_site.door_changes(0, 0)", &[])
             .map_err(|e| not_a_door(e.into()))?;
+        if schema >= 2 {
+            let site: Option<Vec<u8>> = client
+                .query_one("SELECT gait_site.door_template_key_check()", &[])?
+                .get(0);
+            if site.is_some_and(|site| site != key_check) {
+                return Err(SiteError::WrongTemplateKey);
+            }
+        }
         client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
         Ok(DoorLink {
             client,

@@ -41,6 +41,18 @@ pub enum SiteError {
         /// The newest this build knows.
         supported: i32,
     },
+    /// The site's schema is older than this build writes.
+    #[error("the site database has schema {found}, older than this build's {supported}: run `enrol site migrate` with the site owner's role")]
+    OlderSchema {
+        /// The schema found.
+        found: i32,
+        /// The one this build writes.
+        supported: i32,
+    },
+    /// The template key given is not the one the site's templates are sealed under: what it
+    /// sealed, the site's doors could not open (and what the site holds, this door cannot).
+    #[error("the template key file is not this site's key: the site's templates are sealed under another (use the site's key file, the one its first enrolment used)")]
+    WrongTemplateKey,
     /// The site's schema is not there yet.
     #[error("the site database has no schema yet: run `enrol site migrate` with the site owner's role first")]
     NoSchema,

@@ -23,6 +23,6 @@ pub mod tls;
 
 pub use admin::{SiteAdmin, SiteEnrolment, SiteErasure, SiteEvent, SitePerson};
 pub use connection::SiteConfig;
-pub use door::DoorLink;
+pub use door::{published_audit_heads, DoorLink};
 pub use error::{with_causes, Result, SiteError};
 pub use schema::{migrate, schema_version, SCHEMA_VERSION};

@@ -16,7 +16,7 @@ use crate::error::{Result, SiteError};
 
 /// The schema this build writes. Older sites are migrated forward by `enrol site migrate`; newer ones
 /// are refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The channel on which every committed change is announced (its payload: the new revision).
 pub const CHANGES_CHANNEL: &str = "gait_site_changes";
@@ -25,7 +25,8 @@ pub const CHANGES_CHANNEL: &str = "gait_site_changes";
 pub(crate) const REVISION_LOCK: i64 = 0x6761_6974_5f72_6576;
 
 /// Each entry moves a site from schema version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     DO $$ BEGIN
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gait_site_door') THEN
             CREATE ROLE gait_site_door NOLOGIN;
@@ -192,7 +193,42 @@ const MIGRATIONS: &[&str] = &[r#"
     GRANT SELECT ON gait_site.doors TO gait_site_enrolment;
     GRANT SELECT, DELETE ON gait_site.events TO gait_site_enrolment;
     GRANT USAGE ON ALL SEQUENCES IN SCHEMA gait_site TO gait_site_enrolment;
-"#];
+"#,
+    r#"
+    -- What the site's template key derives for checking (never the key): written by the first
+    -- enrolment, compared by every later one and by every door, so that templates sealed under
+    -- another key never reach the doors.
+    CREATE TABLE gait_site.template_key_check (
+        only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+        digest bytea NOT NULL CHECK (length(digest) = 32)
+    );
+    GRANT SELECT, INSERT ON gait_site.template_key_check TO gait_site_enrolment;
+
+    CREATE FUNCTION gait_site.door_template_key_check() RETURNS bytea
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = gait_site, pg_temp AS $f$
+        SELECT digest FROM template_key_check
+    $f$;
+    REVOKE ALL ON FUNCTION gait_site.door_template_key_check() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION gait_site.door_template_key_check() TO gait_site_door;
+
+    -- The audit chain heads the calling door published: anchors of its log that the door can add
+    -- to but never change or remove.
+    CREATE FUNCTION gait_site.door_audit_heads() RETURNS TABLE (seq bigint, mac text)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = gait_site, pg_temp AS $f$
+    DECLARE
+        door_name text := calling_door();
+    BEGIN
+        RETURN QUERY
+        SELECT (e.body->>'seq')::bigint, e.body->>'mac'
+        FROM events e
+        WHERE e.door = door_name AND e.kind = 'audit_head'
+          AND e.body->>'seq' ~ '^[0-9]{1,18}$' AND e.body->>'mac' ~ '^[0-9a-f]{64}$'
+        ORDER BY 1;
+    END $f$;
+    REVOKE ALL ON FUNCTION gait_site.door_audit_heads() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION gait_site.door_audit_heads() TO gait_site_door;
+"#,
+];
 
 /// The schema version of the site `client` is connected to (0: none yet).
 pub fn schema_version(client: &mut Client) -> Result<i32> {
@@ -210,15 +246,15 @@ pub fn schema_version(client: &mut Client) -> Result<i32> {
         .get(0))
 }
 
-/// Refuses a site without a schema or with a newer one than this build knows.
-pub fn check_schema(client: &mut Client) -> Result<()> {
+/// Refuses a site without a schema or with a newer one than this build knows; returns its version.
+pub fn check_schema(client: &mut Client) -> Result<i32> {
     match schema_version(client)? {
         0 => Err(SiteError::NoSchema),
         found if found > SCHEMA_VERSION => Err(SiteError::NewerSchema {
             found,
             supported: SCHEMA_VERSION,
         }),
-        _ => Ok(()),
+        found => Ok(found),
     }
 }
 

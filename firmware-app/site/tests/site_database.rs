@@ -70,6 +70,7 @@ fn enrolment(key: &TemplateKey, name: &str, groups: &[&str], seed: f32) -> SiteE
         groups: groups.iter().map(|g| g.to_string()).collect(),
         model_id: MODEL.into(),
         templates,
+        key_check: key.site_check(),
     }
 }
 
@@ -111,8 +112,9 @@ fn each_door_holds_its_own_people_and_an_erasure_reaches_them_all() {
         .enrol(&enrolment(&key, "linus", &["lab"], 9.0))
         .unwrap();
 
-    let mut front = DoorLink::connect(&plain(&server, "front_door"), MODEL).unwrap();
-    let mut lab = DoorLink::connect(&plain(&server, "lab_door"), MODEL).unwrap();
+    let mut front =
+        DoorLink::connect(&plain(&server, "front_door"), MODEL, &key.site_check()).unwrap();
+    let mut lab = DoorLink::connect(&plain(&server, "lab_door"), MODEL, &key.site_check()).unwrap();
     let mut front_gallery = replica(dir.path(), "front.db", &key);
     let mut lab_gallery = replica(dir.path(), "lab.db", &key);
     catch_up(&mut front, &mut front_gallery);
@@ -193,11 +195,12 @@ fn a_door_role_reads_only_through_its_functions_and_writes_only_its_events() {
         );
     }
     assert!(matches!(
-        DoorLink::connect(&plain(&server, "stranger"), MODEL),
+        DoorLink::connect(&plain(&server, "stranger"), MODEL, &key.site_check()),
         Err(SiteError::NotADoor { .. })
     ));
 
-    let mut front = DoorLink::connect(&plain(&server, "front_door"), MODEL).unwrap();
+    let mut front =
+        DoorLink::connect(&plain(&server, "front_door"), MODEL, &key.site_check()).unwrap();
     let event = |id: u8, person: Option<&str>| OutboxEvent {
         position: id as i64,
         event_id: format!("{id:032x}"),
@@ -230,6 +233,91 @@ fn a_door_role_reads_only_through_its_functions_and_writes_only_its_events() {
 }
 
 #[test]
+fn a_station_or_a_door_with_another_key_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = PostgresServer::start(dir.path(), TRUST_LOOPBACK, None) else {
+        return;
+    };
+    let mut admin = site(&server);
+    let key = TemplateKey::generate();
+    let other = TemplateKey::generate();
+    admin
+        .enrol(&enrolment(&key, "ada", &["staff"], 1.0))
+        .unwrap();
+    assert!(matches!(
+        admin.enrol(&enrolment(&other, "eve", &["staff"], 2.0)),
+        Err(SiteError::WrongTemplateKey)
+    ));
+    // Templates sealed under the right key but claimed for another key's check are refused too.
+    let mut mislabelled = enrolment(&key, "mallory", &["staff"], 3.0);
+    mislabelled.key_check = other.site_check();
+    assert!(matches!(
+        admin.enrol(&mislabelled),
+        Err(SiteError::WrongTemplateKey)
+    ));
+    let names: Vec<_> = admin
+        .people()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["ada"], "a refused enrolment leaves nothing");
+    let error = DoorLink::connect(&plain(&server, "front_door"), MODEL, &other.site_check())
+        .err()
+        .unwrap();
+    assert!(matches!(error, SiteError::WrongTemplateKey), "{error}");
+    assert!(error.to_string().contains("not this site's key"), "{error}");
+    DoorLink::connect(&plain(&server, "front_door"), MODEL, &key.site_check()).unwrap();
+}
+
+#[test]
+fn a_tampered_template_row_quarantines_its_person_and_replication_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = PostgresServer::start(dir.path(), TRUST_LOOPBACK, None) else {
+        return;
+    };
+    let mut admin = site(&server);
+    let key = TemplateKey::generate();
+    for (name, seed) in [("ada", 1.0), ("bob", 5.0), ("cy", 9.0)] {
+        admin
+            .enrol(&enrolment(&key, name, &["staff"], seed))
+            .unwrap();
+    }
+    let bob = admin.person("bob").unwrap();
+    superuser(&server)
+        .execute(
+            "UPDATE gait_site.templates t SET sealed = set_byte(sealed, 20, get_byte(sealed, 20) # 1)
+             FROM gait_site.people p WHERE p.id = t.person_id AND p.name = 'bob'",
+            &[],
+        )
+        .unwrap();
+    let mut front =
+        DoorLink::connect(&plain(&server, "front_door"), MODEL, &key.site_check()).unwrap();
+    let mut gallery = replica(dir.path(), "front.db", &key);
+    let mut quarantined = Vec::new();
+    while let Some(batch) = front.pull(gallery.site_revision().unwrap(), 2).unwrap() {
+        quarantined.extend(gallery.apply_site_batch(MODEL, &batch).unwrap().quarantined);
+    }
+    assert_eq!(names(&gallery), ["ada", "cy"]);
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(quarantined[0].pseudonym, bob.pseudonym);
+
+    // Erasures and later changes still reach the door.
+    admin.erase("ada").unwrap();
+    admin
+        .enrol(&enrolment(&key, "dee", &["lab"], 13.0))
+        .unwrap();
+    catch_up(&mut front, &mut gallery);
+    assert_eq!(names(&gallery), ["cy", "dee"]);
+    assert_eq!(gallery.quarantined().unwrap().len(), 1);
+
+    // Erased at the site, the quarantined person leaves the quarantine too.
+    admin.erase("bob").unwrap();
+    catch_up(&mut front, &mut gallery);
+    assert!(gallery.quarantined().unwrap().is_empty());
+}
+
+#[test]
 fn tls_with_the_site_authority_connects_and_anything_else_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let authority = Authority::new(dir.path(), "site-ca");
@@ -250,6 +338,7 @@ fn tls_with_the_site_authority_connects_and_anything_else_is_refused() {
     ) else {
         return;
     };
+    let key = TemplateKey::generate();
     let mut client = superuser(&server);
     migrate(&mut client).unwrap();
     client
@@ -293,11 +382,13 @@ fn tls_with_the_site_authority_connects_and_anything_else_is_refused() {
         ))
         .unwrap()
     };
-    DoorLink::connect(&door(&door_cert, &ca), MODEL).unwrap();
+    DoorLink::connect(&door(&door_cert, &ca), MODEL, &key.site_check()).unwrap();
 
     let refused = |config: SiteConfig| {
         let started = Instant::now();
-        let error = DoorLink::connect(&config, MODEL).err().unwrap();
+        let error = DoorLink::connect(&config, MODEL, &key.site_check())
+            .err()
+            .unwrap();
         assert!(started.elapsed() < Duration::from_secs(10));
         error.to_string()
     };

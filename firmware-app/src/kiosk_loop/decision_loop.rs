@@ -225,6 +225,24 @@ impl<'a> DecisionLoop<'a> {
                     self.publish(kind);
                 }
                 DoorNews::Indication(indication) => self.view.indication = Some(indication),
+                DoorNews::Quarantine { newly, total } => {
+                    self.view.alarms.quarantined = total;
+                    for person in newly {
+                        log::error!(
+                            "site person {} is not recognised at this door: {}",
+                            person.pseudonym,
+                            person.reason
+                        );
+                        let event = Event {
+                            person: Some(person.pseudonym),
+                            ..self.engine.event(EventKind::TemplateQuarantined {
+                                revision: person.revision,
+                                reason: person.reason,
+                            })
+                        };
+                        self.outputs.dispatcher.publish(&event);
+                    }
+                }
             }
         }
     }
@@ -292,6 +310,7 @@ impl<'a> DecisionLoop<'a> {
             sink_backlogs: self.outputs.dispatcher.backlogs(),
             events_dropped: self.outputs.dispatcher.dropped(),
             resident_kib: hstl::process_memory::resident_kib(),
+            quarantined_people: self.view.alarms.quarantined,
         };
         log::info!(
             "{:.1} frames/s, {} windows embedded, {} dropped, {} decisions, {} tailgate alarms, median latency of the last {} decisions {:.0} ms, {} windows in flight, {} MiB resident",

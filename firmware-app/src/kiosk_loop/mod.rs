@@ -33,7 +33,7 @@ use access::decision::{
     WindowOutcome,
 };
 use access::events::{Event, EventDispatcher, EventKind};
-use access::gallery::Gallery;
+use access::gallery::{Gallery, Quarantined};
 use access::matcher::{MatchError, MatchIndex};
 use access::vocabulary::ChainHead;
 use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
@@ -109,6 +109,14 @@ pub enum DoorNews {
     Event(EventKind),
     /// What the panel asks the reader's LED and buzzer to show.
     Indication(Indication),
+    /// The site's people this door cannot recognise: those newly quarantined (each reported once,
+    /// as an event naming them) and how many are quarantined in all.
+    Quarantine {
+        /// Quarantined since the last report.
+        newly: Vec<Quarantined>,
+        /// Quarantined now, in all.
+        total: usize,
+    },
 }
 
 /// How often the decision loop hears the door's news while no window arrives.

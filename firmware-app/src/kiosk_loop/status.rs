@@ -36,6 +36,9 @@ pub struct KioskStatus {
     pub events_dropped: u64,
     /// The process's resident memory now, in KiB, where the system says.
     pub resident_kib: Option<u64>,
+    /// The site's people allowed here whose templates this door cannot open (see
+    /// [`EventKind::TemplateQuarantined`]).
+    pub quarantined_people: usize,
 }
 
 /// What a run of the loop did.

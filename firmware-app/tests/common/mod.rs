@@ -40,6 +40,7 @@ pub fn audited_outputs(
         path: dir.join("events.jsonl"),
         max_file_bytes: 1 << 20,
         keep_files: 2,
+        key_file: None,
     };
     let mut dispatcher = access::events::EventDispatcher::new(100);
     dispatcher.add(Box::new(

@@ -75,6 +75,18 @@ pub enum OperatingPointError {
         /// The shipped point's.
         shipped: f32,
     },
+    /// A door that holds a key runs only points sealed with it (or the shipped point itself).
+    #[error("{path} is not sealed with this door's key: whoever can write the model's folder could have set its accept distance; save it with `calibrate thresholds --save --key-file SITE_KEY` (the door's template key)")]
+    Unsealed {
+        /// The operating-point file.
+        path: PathBuf,
+    },
+    /// Sealed, but not with this key or not as it stands.
+    #[error("{path} was changed after it was sealed, or sealed with another key: refused (calibrate again with `--save --key-file` and this door's template key)")]
+    SealBroken {
+        /// The operating-point file.
+        path: PathBuf,
+    },
     /// Values no calibration produces (a negative or non-finite distance, a target above the limit).
     #[error("{path}: implausible operating point: {message}")]
     Implausible {
@@ -110,6 +122,10 @@ pub struct OperatingPoint {
     /// door that runs it says so at start; a looser point without it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub looser_than_shipped: Option<f32>,
+    /// HMAC-SHA256 (hex) of the point without this field, under the key of the doors that run it
+    /// ([`OperatingPoint::sealed`]): a door holding that key refuses a point that does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 }
 
 impl OperatingPoint {
@@ -168,6 +184,50 @@ impl OperatingPoint {
             }
         })?;
         Ok(path)
+    }
+
+    /// The point sealed under `key` (32 bytes the doors that run it hold).
+    pub fn sealed(mut self, key: &[u8; 32]) -> Self {
+        self.seal = Some(self.mac(key));
+        self
+    }
+
+    /// Refuses, naming `path`, a point not sealed under `key` as it stands. The shipped model's
+    /// own point, exactly as shipped, needs no seal: it is compiled into every build.
+    pub fn check_seal(&self, key: &[u8; 32], path: &Path) -> Result<(), OperatingPointError> {
+        let unsealed = OperatingPoint {
+            seal: None,
+            ..self.clone()
+        };
+        if crate::shipped::shipped_point(&self.model_id).as_ref() == Some(&unsealed) {
+            return Ok(());
+        }
+        match &self.seal {
+            None => Err(OperatingPointError::Unsealed {
+                path: path.to_path_buf(),
+            }),
+            Some(seal) if *seal == self.mac(key) => Ok(()),
+            Some(_) => Err(OperatingPointError::SealBroken {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Over the point's JSON without the seal: what a door reads back parses to the same values
+    /// (serde_json's `float_roundtrip`), so it serialises to the same bytes.
+    fn mac(&self, key: &[u8; 32]) -> String {
+        use hmac::Mac;
+        let unsealed = OperatingPoint {
+            seal: None,
+            ..self.clone()
+        };
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(&serde_json::to_vec(&unsealed).expect("an operating point serialises"));
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The non-mated searches a point for `target_fpir` must rest on: the rule of three (with no
@@ -253,6 +313,7 @@ mod tests {
             non_mated_searches: 1000,
             measured_on: "test".into(),
             looser_than_shipped: None,
+            seal: None,
         }
     }
 
@@ -400,5 +461,57 @@ mod tests {
         assert!(stale.check_against_shipped(&shipped).is_err());
         let text = serde_json::to_string(&tighter).unwrap();
         assert!(!text.contains("looser"), "absent unless set: {text}");
+    }
+
+    #[test]
+    fn a_sealed_point_passes_only_as_sealed_and_only_under_its_key() {
+        let key = [7u8; 32];
+        let path = Path::new("model.onnx.operating-point.json");
+        let sealed = point("m").sealed(&key);
+        sealed.check_seal(&key, path).unwrap();
+        // What the door reads back from the file is what was sealed.
+        let reread: OperatingPoint =
+            serde_json::from_str(&serde_json::to_string_pretty(&sealed).unwrap()).unwrap();
+        reread.check_seal(&key, path).unwrap();
+
+        let loosened = OperatingPoint {
+            accept_distance: 1e30,
+            ..sealed.clone()
+        };
+        let unsealed = OperatingPoint {
+            seal: None,
+            ..sealed.clone()
+        };
+        for (changed, expected) in [
+            (
+                loosened.check_seal(&key, path),
+                "changed after it was sealed",
+            ),
+            (
+                sealed.check_seal(&[8u8; 32], path),
+                "changed after it was sealed",
+            ),
+            (
+                unsealed.check_seal(&key, path),
+                "not sealed with this door's key",
+            ),
+        ] {
+            let error = changed.unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_point_as_shipped_needs_no_seal_and_edited_it_does() {
+        let model = crate::shipped::source_tree_model();
+        let id = model_id(&model).unwrap();
+        let shipped = crate::shipped::shipped_point(&id).unwrap();
+        let path = OperatingPoint::path_for(&model);
+        shipped.check_seal(&[1u8; 32], &path).unwrap();
+        let tightened = OperatingPoint {
+            accept_distance: shipped.accept_distance - 0.5,
+            ..shipped
+        };
+        assert!(tightened.check_seal(&[1u8; 32], &path).is_err());
     }
 }

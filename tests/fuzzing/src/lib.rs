@@ -185,6 +185,7 @@ pub fn audit_log(data: &[u8]) {
         path,
         max_file_bytes: 1 << 20,
         keep_files: 2,
+        key_file: None,
     };
     let key = seed_chain_key();
     let _ = verify(&config, Some(&key), &[]);
@@ -249,9 +250,7 @@ pub fn silhouette_frames(data: &[u8]) {
 
 /// The chain key that seals the seed audit log.
 pub fn seed_chain_key() -> ChainKey {
-    ChainKey::from_template_key(
-        &TemplateKey::from_hex(SEED_TEMPLATE_KEY).expect("the seed key is valid hex"),
-    )
+    ChainKey::new([0x5e; 32])
 }
 
 /// The event the targets append to the files they open.

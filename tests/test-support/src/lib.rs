@@ -69,10 +69,11 @@ pub fn seeded_model(dir: &Path) -> PathBuf {
     model
 }
 
-/// Saves beside `model` an operating point at `accept_distance`, as `calibrate thresholds --save`
-/// would (the other figures are plausible placeholders): for tests of a door that must run on a
+/// Saves beside `model` an operating point at `accept_distance`, sealed under `seal_key` (the
+/// door's `TemplateKey::operating_point_key`) as `calibrate thresholds --save --key-file` would
+/// (the other figures are plausible placeholders): for tests of a door that must run on a
 /// calibrated model.
-pub fn save_operating_point(model: &Path, accept_distance: f32) {
+pub fn save_operating_point(model: &Path, accept_distance: f32, seal_key: &[u8; 32]) {
     hstl::OperatingPoint {
         model_id: hstl::model_id(model).expect("the model is readable"),
         accept_distance,
@@ -83,7 +84,9 @@ pub fn save_operating_point(model: &Path, accept_distance: f32) {
         non_mated_searches: 1000,
         measured_on: "test".into(),
         looser_than_shipped: None,
+        seal: None,
     }
+    .sealed(seal_key)
     .save_for(model)
     .expect("the operating point is written");
 }

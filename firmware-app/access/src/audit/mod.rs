@@ -1,19 +1,22 @@
 //! The append-only audit log: one JSON object per line, chained and sealed.
 //!
 //! - **Chain.** Every line carries the seal of the line before it (`prev`) and its own (`mac`): an
-//!   HMAC-SHA256 over the line under a key derived from the kiosk's template key. Editing, removing,
-//!   reordering or inserting a line anywhere, the last one included, breaks a seal, and nobody without
-//!   the key can compute new ones. Without a key the seal is a plain SHA-256, which shows accidents
-//!   but not tampering; such a log says so (`keyed: false`) and a verifier holding a key refuses it.
+//!   HMAC-SHA256 over the line under the door's own chain key (a key file of its own, made at the
+//!   door's first start: never the template key, which every door and station of a site shares).
+//!   Editing, removing, reordering or inserting a line anywhere, the last one included, breaks a
+//!   seal, and nobody without the key can compute new ones. Without a key the seal is a plain
+//!   SHA-256, which shows accidents but not tampering; such a log says so (`keyed: false`) and a
+//!   verifier holding a key refuses it.
 //! - **Files.** Every file starts with a segment line numbering it (`generation`). When the live file
 //!   passes its size limit it becomes `NAME.1` (older files shift up; the one past `keep_files` is
 //!   deleted) and the next generation starts. A missing rotated file, a cut head or a renamed file
 //!   breaks the numbering.
 //! - **Anchors.** The chain's head (sequence number and seal) is published as an event from time to
-//!   time, so it is stored outside this file (the gallery database, the MQTT stream). A log that
-//!   ends before an anchor lost lines from its end; a line whose seal differs from its anchor was
-//!   rewritten. Lines written after the newest anchor can be cut without trace: anchors bound what
-//!   can be lost unseen.
+//!   time, so it is stored outside this file: the gallery database (which the door's user can
+//!   rewrite), the site's database (where a door can add events but never change or remove them)
+//!   and the MQTT broker (the newest head, retained). A log that ends before an anchor lost lines
+//!   from its end; a line whose seal differs from its anchor was rewritten. Lines written after the
+//!   newest anchor can be cut without trace: anchors bound what can be lost unseen.
 //! - **Writes.** A line is written with one call and flushed (`fdatasync`) before the event counts as
 //!   delivered; a write that fails half-way is cut back, so no fragment stays for the next line to be
 //!   glued to. A log whose end is torn (a power cut, a full disk) is repaired when it is opened: every
@@ -31,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::events::{Event, EventSink, SinkError};
-use crate::gallery::TemplateKey;
 use crate::line_file::append_whole_line;
+use crate::secret_file::{create_key_file, read_key_file, SecretFileError};
 use crate::vocabulary::ChainHead;
 
 mod line;
@@ -41,11 +44,8 @@ mod writer;
 
 pub use line::MAX_LINE_BYTES;
 use line::*;
-pub use verify::{verify, Verification};
+pub use verify::{verify, Anchors, Verification};
 pub use writer::{repair_torn_end, AuditLog};
-
-/// What `TemplateKey::derive` is asked for.
-const CHAIN_KEY_PURPOSE: &str = "audit chain";
 
 /// Where the audit log lives and how it rotates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +57,25 @@ pub struct AuditConfig {
     pub max_file_bytes: u64,
     /// Rotated files kept beside the live one.
     pub keep_files: usize,
+    /// The door's chain key (64 hex digits, mode 600); `NAME.key` beside the log when not given.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl AuditConfig {
+    /// Where the door's chain key is kept.
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| suffixed(&self.path, ".key"))
+    }
+
+    /// Whether any file of the log is there (the live one or a rotated one).
+    fn has_lines(&self) -> bool {
+        std::iter::once(self.path.clone())
+            .chain((1..=self.keep_files.max(1)).map(|n| rotated_path(&self.path, n)))
+            .any(|path| std::fs::metadata(path).is_ok_and(|m| m.len() > 0))
+    }
 }
 
 /// The secret that seals the chain.
@@ -69,9 +88,35 @@ impl ChainKey {
         ChainKey(bytes)
     }
 
-    /// The chain key the kiosk derives from its template key: one secret to install, two keys.
-    pub fn from_template_key(key: &TemplateKey) -> Self {
-        ChainKey(key.derive(CHAIN_KEY_PURPOSE))
+    /// The door's chain key from its key file ([`AuditConfig::key_path`]).
+    pub fn read(config: &AuditConfig) -> Result<Self, AuditError> {
+        Ok(ChainKey(read_key_file(&config.key_path())?))
+    }
+
+    /// The door's chain key; made (a new random key in a new file) when neither the key file nor
+    /// any line of the log is there yet. A log without its key file is refused: a new key would
+    /// start a chain that nothing ties to the old one.
+    pub fn open_or_create(config: &AuditConfig) -> Result<Self, AuditError> {
+        let path = config.key_path();
+        if path.symlink_metadata().is_ok() {
+            return Self::read(config);
+        }
+        if config.has_lines() {
+            return Err(AuditError::KeyMissing {
+                log: config.path.clone(),
+                key: path,
+            });
+        }
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(io_error(folder))?;
+        }
+        let key = create_key_file(&path)?;
+        log::info!(
+            "audit log {}: a new chain key for this door in {}",
+            config.path.display(),
+            path.display()
+        );
+        Ok(ChainKey(key))
     }
 }
 
@@ -103,6 +148,17 @@ pub enum AuditError {
         path: PathBuf,
         /// What is missing.
         detail: String,
+    },
+    /// The chain key file cannot be used.
+    #[error("audit log chain key: {0}")]
+    Key(#[from] SecretFileError),
+    /// The log is there but its chain key file is not.
+    #[error("audit log {log} is there but its chain key {key} is not: restore the key file, or move the log aside (after `kiosk verify-log` with the old key) to start a new chain")]
+    KeyMissing {
+        /// The log.
+        log: PathBuf,
+        /// The key file expected.
+        key: PathBuf,
     },
     /// Another process holds the log's lock.
     #[error("audit log {path} is in use by another process (lock {lock}): two kiosks on one configuration would fork its chain")]
@@ -187,6 +243,7 @@ mod tests {
             path: dir.join("audit").join("events.jsonl"),
             max_file_bytes,
             keep_files: 3,
+            key_file: None,
         }
     }
 
@@ -303,6 +360,7 @@ mod tests {
             path: dir.path().join("rot").join("events.jsonl"),
             max_file_bytes: 700,
             keep_files: 3,
+            key_file: None,
         };
         written(&rotating, 10);
         assert!(rotated_path(&rotating.path, 3).exists());
@@ -325,11 +383,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path(), 1 << 20);
         let head = written(&config, 5);
+        let published = [Anchors {
+            source: "the site".into(),
+            heads: vec![head],
+        }];
         assert_eq!(
-            verify(&config, key().as_ref(), std::slice::from_ref(&head))
+            verify(&config, key().as_ref(), &published)
                 .unwrap()
                 .anchors_checked,
-            1
+            [("the site".to_string(), 1)]
         );
         let text = std::fs::read_to_string(&config.path).unwrap();
         let kept: Vec<&str> = text.lines().take(4).collect();
@@ -338,8 +400,46 @@ mod tests {
             verify(&config, key().as_ref(), &[]).is_ok(),
             "no trace without the anchor"
         );
-        let error = verify(&config, key().as_ref(), &[head]).unwrap_err();
-        assert!(error.to_string().contains("cut from its end"), "{error}");
+        let error = verify(&config, key().as_ref(), &published).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("(the site): lines were cut from its end"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_door_makes_its_own_chain_key_once_and_a_log_without_its_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 1 << 20);
+        let made = ChainKey::open_or_create(&config).unwrap();
+        let key_path = config.key_path();
+        assert_eq!(key_path, dir.path().join("audit").join("events.jsonl.key"));
+        let mode = std::fs::metadata(&key_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut log = AuditLog::open(config.clone(), Some(made.clone())).unwrap();
+        log.append(&event(1)).unwrap();
+        drop(log);
+        let again = ChainKey::open_or_create(&config).unwrap();
+        assert_eq!(again.0, made.0, "the same key on every start");
+        assert!(verify(&config, Some(&ChainKey::read(&config).unwrap()), &[]).is_ok());
+
+        // Another door's key (a door of the same site) does not verify this door's log.
+        let other = tempfile::tempdir().unwrap();
+        let other_config = AuditConfig {
+            path: other.path().join("events.jsonl"),
+            ..config.clone()
+        };
+        let other_key = ChainKey::open_or_create(&other_config).unwrap();
+        assert_ne!(other_key.0, made.0);
+        assert!(verify(&config, Some(&other_key), &[]).is_err());
+
+        std::fs::remove_file(&key_path).unwrap();
+        let error = ChainKey::open_or_create(&config).err().unwrap();
+        assert!(matches!(error, AuditError::KeyMissing { .. }), "{error}");
+        assert!(!key_path.exists(), "no new key for an existing chain");
     }
 
     #[test]

@@ -18,8 +18,24 @@ pub struct Verification {
     pub last_seq: Option<u64>,
     /// Whether lines were checked against the key (without one, only the chain's hashes).
     pub keyed: bool,
-    /// Published chain heads found in the log as published.
-    pub anchors_checked: usize,
+    /// Published chain heads found in the log as published, by where they were published.
+    pub anchors_checked: Vec<(String, usize)>,
+}
+
+impl Verification {
+    /// Published heads found in the log as published, from every place together.
+    pub fn anchors_total(&self) -> usize {
+        self.anchors_checked.iter().map(|(_, count)| count).sum()
+    }
+}
+
+/// The chain heads one place holds (the door's gallery, the site's database, the MQTT broker).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anchors {
+    /// Where they were published, as the report names it.
+    pub source: String,
+    /// The heads.
+    pub heads: Vec<ChainHead>,
 }
 
 /// Checks the whole log: every seal, the chain through the rotated files (oldest first) and the live
@@ -28,7 +44,7 @@ pub struct Verification {
 pub fn verify(
     config: &AuditConfig,
     key: Option<&ChainKey>,
-    anchors: &[ChainHead],
+    anchors: &[Anchors],
 ) -> Result<Verification, AuditError> {
     let keep = config.keep_files.max(1);
     let mut files: Vec<PathBuf> = (1..=keep)
@@ -47,7 +63,7 @@ pub fn verify(
         first_seq: None,
         last_seq: None,
         keyed: key.is_some(),
-        anchors_checked: 0,
+        anchors_checked: Vec::new(),
     };
     let mut seals = std::collections::HashMap::new();
     for path in files {
@@ -129,31 +145,35 @@ pub fn verify(
             });
         }
     }
-    for anchor in anchors {
-        match seals.get(&anchor.seq) {
-            Some(mac) if *mac == anchor.mac => report.anchors_checked += 1,
-            Some(_) => {
-                return Err(AuditError::Incomplete {
-                    path: config.path.clone(),
-                    detail: format!(
-                        "line {} differs from the head published for it: the log was rewritten",
-                        anchor.seq
-                    ),
-                })
+    for Anchors { source, heads } in anchors {
+        let mut checked = 0;
+        for anchor in heads {
+            match seals.get(&anchor.seq) {
+                Some(mac) if *mac == anchor.mac => checked += 1,
+                Some(_) => {
+                    return Err(AuditError::Incomplete {
+                        path: config.path.clone(),
+                        detail: format!(
+                            "line {} differs from the head published for it ({source}): the log was rewritten",
+                            anchor.seq
+                        ),
+                    })
+                }
+                None if report.last_seq.is_none_or(|last| anchor.seq > last) => {
+                    return Err(AuditError::Incomplete {
+                        path: config.path.clone(),
+                        detail: format!(
+                            "it ends at line {} but line {} was published as its head ({source}): lines were cut from its end",
+                            report.last_seq.map_or("none".into(), |s| s.to_string()),
+                            anchor.seq
+                        ),
+                    })
+                }
+                // Rotated away long ago: nothing left to compare.
+                None => {}
             }
-            None if report.last_seq.is_none_or(|last| anchor.seq > last) => {
-                return Err(AuditError::Incomplete {
-                    path: config.path.clone(),
-                    detail: format!(
-                        "it ends at line {} but line {} was published as its head: lines were cut from its end",
-                        report.last_seq.map_or("none".into(), |s| s.to_string()),
-                        anchor.seq
-                    ),
-                })
-            }
-            // Rotated away long ago: nothing left to compare.
-            None => {}
         }
+        report.anchors_checked.push((source.clone(), checked));
     }
     Ok(report)
 }

@@ -67,6 +67,7 @@ mod tests {
             non_mated_searches: 2000,
             measured_on: "test".into(),
             looser_than_shipped: None,
+            seal: None,
         }
     }
 

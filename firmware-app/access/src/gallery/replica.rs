@@ -3,8 +3,11 @@
 //!
 //! The site never holds the template key: an enrolment station seals each template under the site's
 //! key, with the person's pseudonym and the model id as associated data exactly as a local enrolment
-//! does, and the door stores the sealed bytes as they arrive. Each template is opened once on arrival,
-//! so a wrong key or a damaged template is refused before anything of its batch is kept.
+//! does, and the door stores the sealed bytes as they arrive. Each template is opened once on arrival:
+//! a person with a template the door cannot open (sealed under another key, damaged, of a wrong
+//! shape) is quarantined — removed from the replica, remembered with the reason, reported once — and
+//! every other change of the batch is applied, so that one bad row never stops erasures and later
+//! changes from reaching the door.
 
 use super::people::{insert_person, insert_template_row, open_template, record_model, TemplateRow};
 use super::*;
@@ -59,7 +62,7 @@ pub struct SiteBatch {
 }
 
 /// What applying a batch did to the replica.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     /// People stored (new or replaced).
     pub stored: usize,
@@ -67,6 +70,20 @@ pub struct Applied {
     pub removed: usize,
     /// Of those, erased at the site.
     pub erased: usize,
+    /// People newly quarantined by this batch (someone already quarantined is not reported again).
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// Someone the site allows through this door whose templates the door cannot open: not
+/// recognised here until the site sends templates that open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Their pseudonym.
+    pub pseudonym: String,
+    /// The site revision that brought the templates.
+    pub revision: i64,
+    /// Why their templates were refused.
+    pub reason: String,
 }
 
 /// A new random pseudonym, as every enrolment gives a person.
@@ -107,8 +124,24 @@ impl Gallery {
         Ok(())
     }
 
-    /// Applies `batch` in one transaction: every template must open under this gallery's key for
-    /// its owner and `model_id`, or nothing of the batch is kept.
+    /// Everyone quarantined: allowed at this door by the site, but with templates it cannot open.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        let mut statement = self.connection.prepare(
+            "SELECT pseudonym, revision, reason FROM site_quarantine ORDER BY revision, pseudonym",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(Quarantined {
+                pseudonym: row.get(0)?,
+                revision: row.get(1)?,
+                reason: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Applies `batch` in one transaction. A person whose templates do not all open under this
+    /// gallery's key for them and `model_id` is quarantined instead of stored; every other change
+    /// is applied.
     pub fn apply_site_batch(&mut self, model_id: &str, batch: &SiteBatch) -> Result<Applied> {
         let Some(cipher) = self.cipher.clone() else {
             return Err(GalleryError::KeyRequired);
@@ -121,6 +154,7 @@ impl Gallery {
         for change in &batch.changes {
             match change {
                 SiteChange::Absent { pseudonym, erased } => {
+                    release_from_quarantine(&tx, pseudonym)?;
                     if remove_by_pseudonym(&tx, pseudonym)? {
                         applied.removed += 1;
                     }
@@ -138,7 +172,19 @@ impl Gallery {
                     credential,
                     templates,
                 } => {
-                    remove_by_pseudonym(&tx, pseudonym)?;
+                    let removed = remove_by_pseudonym(&tx, pseudonym)?;
+                    if let Some(reason) = unopenable(&cipher, pseudonym, model_id, templates)? {
+                        if quarantine(&tx, pseudonym, batch.revision, &reason)? {
+                            applied.quarantined.push(Quarantined {
+                                pseudonym: pseudonym.clone(),
+                                revision: batch.revision,
+                                reason,
+                            });
+                        }
+                        applied.removed += usize::from(removed);
+                        continue;
+                    }
+                    release_from_quarantine(&tx, pseudonym)?;
                     // A name the site gave someone else since: theirs arrives in this batch or a
                     // later one.
                     tx.execute("DELETE FROM people WHERE name = ?1", [name])
@@ -149,7 +195,7 @@ impl Gallery {
                     }
                     let person_id = insert_person(&tx, pseudonym, name, now, *credential)?;
                     for template in templates {
-                        insert_sealed(&tx, &cipher, person_id, pseudonym, model_id, template, now)?;
+                        insert_sealed(&tx, person_id, model_id, template, now)?;
                     }
                     applied.stored += 1;
                 }
@@ -194,38 +240,78 @@ fn remove_by_pseudonym(tx: &Transaction, pseudonym: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Puts `pseudonym` in quarantine for `reason`; `false` when they already were (reported then).
+fn quarantine(tx: &Transaction, pseudonym: &str, revision: i64, reason: &str) -> Result<bool> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO site_quarantine(pseudonym, revision, reason) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(pseudonym) DO NOTHING",
+            params![pseudonym, revision, reason],
+        )
+        .map_err(full)?;
+    Ok(inserted == 1)
+}
+
+fn release_from_quarantine(tx: &Transaction, pseudonym: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM site_quarantine WHERE pseudonym = ?1",
+        [pseudonym],
+    )
+    .map_err(full)?;
+    Ok(())
+}
+
+/// Why some template of `templates` does not open as `pseudonym`'s of `model_id`; `None` when
+/// every one does. Errors other than the template's own (the disk, the database) are returned.
+fn unopenable(
+    cipher: &ChaCha20Poly1305,
+    pseudonym: &str,
+    model_id: &str,
+    templates: &[SealedTemplate],
+) -> Result<Option<String>> {
+    for (index, template) in templates.iter().enumerate() {
+        let shape = (template.parts as i64, template.channels as i64);
+        let (nonce, data) = template
+            .sealed
+            .split_at(NONCE_BYTES.min(template.sealed.len()));
+        let opened = open_template(
+            Some(cipher),
+            index as i64 + 1,
+            pseudonym,
+            model_id,
+            shape,
+            Some(nonce.to_vec()),
+            data.to_vec(),
+        );
+        match opened {
+            Ok(_) => {}
+            Err(
+                error @ (GalleryError::TemplateTampered { .. }
+                | GalleryError::TemplateShape { .. }
+                | GalleryError::TemplateSize { .. }
+                | GalleryError::TemplateNotFinite { .. }),
+            ) => return Ok(Some(error.to_string())),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(None)
+}
+
+/// Stores a template that [`unopenable`] has opened.
 fn insert_sealed(
     tx: &Transaction,
-    cipher: &ChaCha20Poly1305,
     person_id: i64,
-    pseudonym: &str,
     model_id: &str,
     template: &SealedTemplate,
     now: i64,
 ) -> Result<()> {
-    if template.sealed.len() < NONCE_BYTES {
-        return Err(GalleryError::TemplateTampered {
-            id: 0,
-            pseudonym: pseudonym.to_string(),
-        });
-    }
     let (nonce, data) = template.sealed.split_at(NONCE_BYTES);
-    let shape = (template.parts as i64, template.channels as i64);
-    open_template(
-        Some(cipher),
-        0,
-        pseudonym,
-        model_id,
-        shape,
-        Some(nonce.to_vec()),
-        data.to_vec(),
-    )?;
     insert_template_row(
         tx,
         &TemplateRow {
             person_id,
             model_id,
-            shape,
+            shape: (template.parts as i64, template.channels as i64),
             frames: template.frames as i64,
             source: &template.source,
             nonce: Some(nonce),
@@ -315,28 +401,143 @@ mod tests {
     }
 
     #[test]
-    fn a_template_sealed_under_another_key_fails_the_whole_batch() {
+    fn a_person_whose_templates_do_not_open_is_quarantined_once_and_the_rest_applies() {
         let key = TemplateKey::generate();
         let (_dir, mut gallery) = replica(&key);
         let stranger_key = TemplateKey::generate();
-        let error = gallery
+        let bob = present(&key, "bob", &[5.0]);
+        gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 1,
+                    changes: vec![bob.clone()],
+                },
+            )
+            .unwrap();
+        let eve = present(&stranger_key, "eve", &[2.0]);
+        let mut tampered = present(&key, "tim", &[3.0]);
+        if let SiteChange::Present { templates, .. } = &mut tampered {
+            templates[0].sealed[20] ^= 1;
+        }
+        let bob_erased = SiteChange::Absent {
+            pseudonym: pseudonym(&bob),
+            erased: true,
+        };
+        let applied = gallery
             .apply_site_batch(
                 "m",
                 &SiteBatch {
                     revision: 3,
                     changes: vec![
                         present(&key, "ada", &[1.0]),
-                        present(&stranger_key, "eve", &[2.0]),
+                        eve.clone(),
+                        tampered.clone(),
+                        bob_erased,
                     ],
                 },
             )
-            .unwrap_err();
-        assert!(
-            matches!(error, GalleryError::TemplateTampered { .. }),
-            "{error}"
-        );
+            .unwrap();
+        assert_eq!((applied.stored, applied.erased), (1, 1));
+        let quarantined: Vec<_> = applied.quarantined.iter().map(|q| &q.pseudonym).collect();
+        assert_eq!(quarantined, [&pseudonym(&eve), &pseudonym(&tampered)]);
+        assert!(applied.quarantined[0].reason.contains("does not decrypt"));
+        let names: Vec<_> = gallery
+            .people()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["ada"]);
+        assert_eq!(gallery.site_revision().unwrap(), 3);
+        assert_eq!(gallery.quarantined().unwrap().len(), 2);
+
+        // The same unopenable templates again: still quarantined, not reported again.
+        let again = gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 4,
+                    changes: vec![eve.clone()],
+                },
+            )
+            .unwrap();
+        assert!(again.quarantined.is_empty());
+
+        // Templates that open release them.
+        let SiteChange::Present {
+            pseudonym: eve_pseudonym,
+            ..
+        } = &eve
+        else {
+            unreachable!()
+        };
+        let mended = SiteChange::Present {
+            pseudonym: eve_pseudonym.clone(),
+            name: "eve".into(),
+            credential: None,
+            templates: vec![SealedTemplate {
+                parts: 3,
+                channels: 4,
+                frames: 30,
+                source: "mended".into(),
+                sealed: key
+                    .seal_template(eve_pseudonym, "m", &embedding(2.0))
+                    .unwrap(),
+            }],
+        };
+        gallery
+            .apply_site_batch(
+                "m",
+                &SiteBatch {
+                    revision: 5,
+                    changes: vec![mended],
+                },
+            )
+            .unwrap();
+        let left: Vec<_> = gallery
+            .quarantined()
+            .unwrap()
+            .into_iter()
+            .map(|q| q.pseudonym)
+            .collect();
+        assert_eq!(left, [pseudonym(&tampered)]);
+        assert_eq!(gallery.people().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_person_stored_then_sent_with_unopenable_templates_is_removed() {
+        let key = TemplateKey::generate();
+        let (_dir, mut gallery) = replica(&key);
+        let ada = present(&key, "ada", &[1.0]);
+        let batch = |revision, change| SiteBatch {
+            revision,
+            changes: vec![change],
+        };
+        gallery
+            .apply_site_batch("m", &batch(1, ada.clone()))
+            .unwrap();
+        let SiteChange::Present {
+            pseudonym, name, ..
+        } = ada
+        else {
+            unreachable!()
+        };
+        let short = SiteChange::Present {
+            pseudonym,
+            name,
+            credential: None,
+            templates: vec![SealedTemplate {
+                parts: 3,
+                channels: 4,
+                frames: 30,
+                source: "cut".into(),
+                sealed: vec![1, 2, 3],
+            }],
+        };
+        let applied = gallery.apply_site_batch("m", &batch(2, short)).unwrap();
+        assert_eq!((applied.removed, applied.quarantined.len()), (1, 1));
         assert!(gallery.people().unwrap().is_empty());
-        assert_eq!(gallery.site_revision().unwrap(), 0);
     }
 
     #[test]

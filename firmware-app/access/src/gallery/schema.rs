@@ -3,7 +3,7 @@
 use super::*;
 
 /// The schema this build writes. Older galleries are migrated forward on open; newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Each entry moves a gallery from schema version `index` to `index + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -52,6 +52,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX site_outbox_by_pseudonym ON site_outbox(pseudonym);
+",
+    "
+    CREATE TABLE site_quarantine (
+        pseudonym TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
 ",
 ];
 

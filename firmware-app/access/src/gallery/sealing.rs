@@ -2,7 +2,6 @@
 
 use super::people::embedding_bytes;
 use super::*;
-use crate::secret_file::SecretFileError;
 
 pub(super) const KEY_BYTES: usize = 32;
 pub(super) const NONCE_BYTES: usize = 12;
@@ -41,6 +40,20 @@ impl TemplateKey {
         hasher.finalize().into()
     }
 
+    /// What a site stores to tell its template key from another without holding it: the key's
+    /// derivation for this purpose alone, which reveals nothing of the key or of its other
+    /// derivations.
+    pub fn site_check(&self) -> [u8; KEY_BYTES] {
+        self.derive("site template key check")
+    }
+
+    /// The key that seals the operating points of the doors holding this key
+    /// (`hstl::OperatingPoint::sealed`): someone who can write a model's folder but does not hold
+    /// the key cannot set a door's accept distance.
+    pub fn operating_point_key(&self) -> [u8; KEY_BYTES] {
+        self.derive("operating point")
+    }
+
     /// A new random key.
     pub fn generate() -> Self {
         let mut key = [0u8; KEY_BYTES];
@@ -51,27 +64,7 @@ impl TemplateKey {
     /// Writes a new random key to `path`, readable by its owner only; an existing file is never
     /// overwritten (losing a key makes everything sealed with it unreadable).
     pub fn create_file(path: &Path) -> Result<Self> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let key_file = |source| SecretFileError::Unwritable {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(key_file)?;
-        let key = Self::generate();
-        if let Err(error) = writeln!(file, "{}", key.to_hex()).and_then(|()| file.sync_all()) {
-            // A key that did not reach the disk whole (a full disk) is no key: leaving the file
-            // would make the next attempt fail with "File exists" on an empty or torn key.
-            drop(file);
-            let _ = std::fs::remove_file(path);
-            return Err(key_file(error).into());
-        }
-        Ok(key)
+        Ok(TemplateKey(crate::secret_file::create_key_file(path)?))
     }
 
     /// `embedding` sealed for `pseudonym` and `model_id`, as a site stores it and as a door's replica

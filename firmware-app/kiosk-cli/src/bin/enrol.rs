@@ -489,6 +489,7 @@ fn enrol_at_site(
         groups: groups.to_vec(),
         model_id: model_id.to_string(),
         templates: sealed,
+        key_check: key.site_check(),
     })?;
     if person.groups.is_empty() {
         log::warn!(

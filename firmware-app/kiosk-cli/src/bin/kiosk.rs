@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use access::audit::{verify, ChainKey};
-use access::event_store::EventStore;
 use access::gallery::TemplateKey;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use firmware_app::audit_anchors::verify_door_log;
 use firmware_app::config::{KioskConfig, Source};
 use firmware_app::Kiosk;
 use silhouette::source::{open_camera, open_path};
@@ -27,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check the hash chain of an audit log.
+    /// Check the audit log: every seal under the door's chain key, and every head it published
+    /// to its gallery, site and MQTT broker.
     VerifyLog {
         #[arg(long)]
         config: PathBuf,
@@ -55,36 +55,27 @@ fn template_key(config: &KioskConfig) -> anyhow::Result<Option<TemplateKey>> {
         .transpose()
 }
 
-/// Checks the audit log against its key and against every chain head the kiosk stored in its gallery.
+/// Checks the audit log against the door's chain key and every chain head it published (its
+/// gallery, its site, its MQTT broker), saying which it checked.
 fn verify_log(config: PathBuf) -> anyhow::Result<()> {
     let config = KioskConfig::load(&config)?;
     let key = template_key(&config)?;
-    let anchors = EventStore::open_existing(&config.gallery.path, key.as_ref())?.audit_heads()?;
-    if anchors.is_empty() {
-        bail!(
-            "{} holds no published chain head of the audit log: nothing vouches for {} (a kiosk publishes a head at every stop, so heads deleted or a log never written)",
-            config.gallery.path.display(),
-            config.audit.path.display()
-        );
-    }
-    let report = verify(
-        &config.audit,
-        key.as_ref().map(ChainKey::from_template_key).as_ref(),
-        &anchors,
-    )?;
+    let checked = verify_door_log(&config, key.as_ref())?;
+    let report = &checked.verification;
     println!(
-        "{}: {} lines ({} events) in {} file(s), chain intact{}; {} published head(s) found in it",
+        "{}: {} lines ({} events) in {} file(s), chain intact, every line sealed with this door's chain key ({})",
         config.audit.path.display(),
         report.lines,
         report.events,
         report.files,
-        if report.keyed {
-            ", every line sealed with the kiosk's key"
-        } else {
-            " (NOT keyed: anyone could rewrite it and every hash)"
-        },
-        report.anchors_checked
+        config.audit.key_path().display()
     );
+    for (source, found) in &report.anchors_checked {
+        println!("  {found} published head(s) found in the log as published: {source}");
+    }
+    for source in &checked.unreachable {
+        println!("  not checked (unreachable): {source}");
+    }
     Ok(())
 }
 

@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         "audit log {}: {} events, chain intact, {} published heads match",
         report.site.door.audit.path.display(),
         verified.events,
-        verified.anchors_checked
+        verified.anchors_total()
     );
     Ok(())
 }

@@ -81,6 +81,7 @@ fn audit_log(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         path: scratch.path().join("events.jsonl"),
         max_file_bytes: 1 << 20,
         keep_files: 2,
+        key_file: None,
     };
     let mut log = AuditLog::open(config.clone(), Some(seed_chain_key()))?;
     for _ in 0..3 {
