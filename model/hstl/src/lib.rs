@@ -30,6 +30,7 @@ pub mod pickle;
 pub mod precision;
 pub mod process_memory;
 pub mod shipped;
+pub mod streaming;
 pub mod variant;
 pub mod weights;
 

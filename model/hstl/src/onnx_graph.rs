@@ -226,12 +226,12 @@ pub fn write_model(weights: &Weights, options: &ExportOptions, path: &Path) -> R
     std::fs::write(path, bytes).map_err(|e| HstlError::io(path, e))
 }
 
-enum Dim<'a> {
+pub(crate) enum Dim<'a> {
     Fixed(i64),
     Symbol(&'a str),
 }
 
-fn value_info(name: &str, shape: Option<&[Dim]>) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, shape: Option<&[Dim]>) -> pb::ValueInfoProto {
     let shape = shape.map(|dims| pb::TensorShapeProto {
         dim: dims
             .iter()

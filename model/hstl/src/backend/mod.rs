@@ -19,6 +19,7 @@ mod separable_max_pool;
 mod strided_max;
 mod threaded_pow;
 pub mod tract;
+pub mod tract_graph;
 
 /// The most threads the network runs on, for a command or a door: beyond the cores of any board the
 /// kiosk runs on, and far below what would exhaust the system's threads.

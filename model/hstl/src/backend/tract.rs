@@ -56,9 +56,7 @@ impl TractEmbedder {
     /// one exported from the reference code, to run on `threads` CPU threads.
     pub fn load(path: &Path, threads: usize) -> Result<Self> {
         let onnx = int8_convolution::onnx();
-        let proto = onnx
-            .proto_model_for_path(path)
-            .map_err(|e| bad_model(path, format!("not a loadable ONNX model: {e:#}")))?;
+        let proto = read_proto(path)?;
         Self::from_proto(
             &onnx,
             proto,
@@ -301,7 +299,7 @@ impl TractEmbedder {
 /// `panicked`. tract reads the models it was written for, but some malformed files (an axis past a
 /// tensor's rank, a graph without outputs) make it index out of bounds: a broken model file must be
 /// refused with a reason, not crash the door.
-fn contained<T, E>(
+pub(super) fn contained<T, E>(
     work: impl FnOnce() -> std::result::Result<T, E>,
     panicked: impl FnOnce(String) -> E,
 ) -> std::result::Result<T, E> {
@@ -315,8 +313,15 @@ fn contained<T, E>(
     })
 }
 
+/// The ONNX model at `path`, as written (its QDQ convolutions not yet fused).
+pub(crate) fn read_proto(path: &Path) -> Result<tract_onnx::pb::ModelProto> {
+    int8_convolution::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| bad_model(path, format!("not a loadable ONNX model: {e:#}")))
+}
+
 /// What a panic inside tract becomes.
-fn tract_panicked(message: String) -> TractError {
+pub(super) fn tract_panicked(message: String) -> TractError {
     TractError::msg(format!("tract failed on it: {message}"))
 }
 

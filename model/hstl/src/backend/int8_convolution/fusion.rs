@@ -50,7 +50,7 @@ pub fn fuse_qdq_convolutions(model: &mut pb::ModelProto) -> TractResult<usize> {
                 if input.is_some() { "input" } else { "weights" }
             );
         };
-        check_geometry(node)?;
+        let time_padding = check_geometry(node)?;
         let x_scale = activation_scale(name, input, &graph.node, &producers, &initializers)?;
         let quantize = &graph.node[producers[&input.input[0]]];
         let weight_inputs = weight_inputs(name, weights, &initializers)?;
@@ -58,14 +58,19 @@ pub fn fuse_qdq_convolutions(model: &mut pb::ModelProto) -> TractResult<usize> {
         inputs.extend(weight_inputs);
         inputs.push(x_scale);
         inputs.extend(node.input.get(2).cloned());
-        fused.push((ix, inputs));
+        fused.push((ix, inputs, time_padding));
     }
     let count = fused.len();
-    for (ix, inputs) in fused {
+    for (ix, inputs, time_padding) in fused {
         let node = &mut graph.node[ix];
         node.op_type = OP_TYPE.to_string();
         node.domain.clear();
-        node.attribute.clear();
+        node.attribute = vec![pb::AttributeProto {
+            name: TIME_PADDING.into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: time_padding as i64,
+            ..Default::default()
+        }];
         node.input = inputs;
     }
     remove_unread_qdq_nodes(graph);
@@ -73,13 +78,21 @@ pub fn fuse_qdq_convolutions(model: &mut pb::ModelProto) -> TractResult<usize> {
 }
 
 /// The layout [`Int8Convolution`] computes: 3 × 3 × 3, padding 1, stride 1, dilation 1, one group.
-fn check_geometry(node: &NodeProto) -> TractResult<()> {
+fn check_geometry(node: &NodeProto) -> TractResult<bool> {
     let name = &node.name;
+    let mut time_padding = true;
     for attribute in &node.attribute {
         let ints = &attribute.ints;
         let fits = match attribute.name.as_str() {
             "kernel_shape" => ints.iter().all(|&k| k == KERNEL as i64) && ints.len() == 3,
-            "pads" => ints.iter().all(|&p| p == 1) && ints.len() == 6,
+            // Padded by 1 everywhere, or (a stream's window) everywhere but in time.
+            "pads" => {
+                time_padding = ints.first() == Some(&1);
+                ints.len() == 6
+                    && ints[0] == ints[3]
+                    && (0..=1).contains(&ints[0])
+                    && [1, 2, 4, 5].iter().all(|&i| ints[i] == 1)
+            }
             "strides" | "dilations" => ints.iter().all(|&s| s == 1),
             "group" => attribute.i == 1,
             "auto_pad" => attribute.s.is_empty() || attribute.s == b"NOTSET",
@@ -101,7 +114,7 @@ fn check_geometry(node: &NodeProto) -> TractResult<()> {
         node.attribute.iter().any(|a| a.name == "pads"),
         "convolution {name}: int8 runs convolutions padded by 1; it has no padding"
     );
-    Ok(())
+    Ok(time_padding)
 }
 
 /// The name of the input's scale, after checking that `dequantize` reads a symmetric int8
@@ -248,19 +261,30 @@ fn parse_fused_convolution(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let time_padding = node
+        .attribute
+        .iter()
+        .find(|a| a.name == TIME_PADDING)
+        .is_none_or(|a| a.i != 0);
     Ok((
         expand(FusedConvolution {
             has_bias: node.input.len() == 5,
+            time_padding,
         }),
         vec![],
     ))
 }
+
+/// The fused node's one attribute: 1 when padded in time (the network), 0 when not (a stream's
+/// window).
+const TIME_PADDING: &str = "time_padding";
 
 /// The fused node as tract's ONNX front end sees it: inputs `[x, int8 weights, weight scales,
 /// input scale, bias?]`, all but `x` constant.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct FusedConvolution {
     has_bias: bool,
+    time_padding: bool,
 }
 
 impl Expansion for FusedConvolution {
@@ -282,8 +306,13 @@ impl Expansion for FusedConvolution {
         s.equals(&outputs[0].rank, 5)?;
         s.equals(&outputs[0].shape[0], &inputs[0].shape[0])?;
         s.equals(&outputs[0].shape[1], &inputs[1].shape[0])?;
-        for axis in 2..5 {
+        for axis in 3..5 {
             s.equals(&outputs[0].shape[axis], &inputs[0].shape[axis])?;
+        }
+        if self.time_padding {
+            s.equals(&outputs[0].shape[2], &inputs[0].shape[2])?;
+        } else {
+            s.equals(&outputs[0].shape[2], inputs[0].shape[2].bex() - 2.to_dim())?;
         }
         Ok(())
     }
@@ -320,6 +349,11 @@ impl Expansion for FusedConvolution {
                 })
                 .transpose()?,
         )?;
+        let op = if self.time_padding {
+            op
+        } else {
+            op.unpadded_in_time()
+        };
         model.wire_node(prefix, op, &inputs[..1])
     }
 }

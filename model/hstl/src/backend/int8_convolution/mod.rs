@@ -58,6 +58,9 @@ pub struct Int8Convolution {
     bias: Option<Arc<Vec<f32>>>,
     /// The weights packed for each kernel that ran them, and its packing.
     packed_weights: Arc<Mutex<Vec<PackedWeights>>>,
+    /// Zero padding of one frame at each end of the clip (the network's); without it the output
+    /// has two frames fewer, as a stream's window of a walk needs.
+    time_padding: bool,
 }
 
 /// Weights packed for a kernel (its name) and packing (its index among the kernel's).
@@ -70,6 +73,7 @@ impl PartialEq for Int8Convolution {
             && self.input_scale.to_bits() == other.input_scale.to_bits()
             && bits(&self.output_scales) == bits(&other.output_scales)
             && self.bias.as_deref().map(|b| bits(b)) == other.bias.as_deref().map(|b| bits(b))
+            && self.time_padding == other.time_padding
     }
 }
 
@@ -118,7 +122,26 @@ impl Int8Convolution {
             output_scales: Arc::new(output_scales),
             bias: bias.map(Arc::new),
             packed_weights: Arc::default(),
+            time_padding: true,
         })
+    }
+
+    /// The same convolution without padding in time: `T` frames in, `T - 2` out, each the padded
+    /// convolution's frame of the same place.
+    pub fn unpadded_in_time(mut self) -> Self {
+        self.time_padding = false;
+        self
+    }
+
+    /// Frames out for `frames` in.
+    fn output_frames(&self, frames: usize) -> TractResult<usize> {
+        if self.time_padding {
+            return Ok(frames);
+        }
+        frames
+            .checked_sub(2)
+            .filter(|&out| out > 0)
+            .with_context(|| format!("a convolution unpadded in time needs 3 frames, got {frames}"))
     }
 
     fn out_channels(&self) -> usize {
@@ -129,11 +152,11 @@ impl Int8Convolution {
         self.weights.shape()[1] / KERNEL_VOLUME
     }
 
-    /// One item of the batch: `input` `[C, T, H, W]` into `output` `[M, T, H, W]`, on the int8
-    /// kernel tract-linalg picks for this CPU.
+    /// One item of the batch: `input` `[C, T, H, W]` into `output` `[M, T, H, W]` (`T - 2` frames
+    /// unpadded in time), on the int8 kernel tract-linalg picks for this CPU.
     fn convolve(&self, input: &[f32], volume: [usize; 3], output: &mut [f32]) -> TractResult<()> {
         let (m, k) = (self.out_channels(), self.weights.shape()[1]);
-        let n: usize = volume.iter().product();
+        let n = self.output_frames(volume[0])? * volume[1] * volume[2];
         let (mmm, packing, _) = MmmDispatch::native()
             .pick(&int8_query(m, k, n))
             .context("tract-linalg has no int8 matrix kernel for this CPU")?;
@@ -156,7 +179,10 @@ impl Int8Convolution {
         output: &mut [f32],
     ) -> TractResult<()> {
         let (m, k) = (self.out_channels(), self.weights.shape()[1]);
-        let n: usize = volume.iter().product();
+        let frame = volume[1] * volume[2];
+        let n = self.output_frames(volume[0])? * frame;
+        // Unpadded in time, output column j is the padded convolution's column j of the next frame.
+        let skipped = if self.time_padding { 0 } else { frame };
         let mut quantized = vec![0u8; input.len()];
         let share = share_per_thread(input.len(), MIN_TASK);
         on_executor_chunks(&mut quantized, share, input, share, |_, out, values| {
@@ -177,7 +203,7 @@ impl Int8Convolution {
             }
         }
         let run_block = |scratch: &mut Vec<u8>, (index, rows): (usize, Vec<&mut [f32]>)| {
-            let first = index * block_columns;
+            let first = skipped + index * block_columns;
             let width = rows.first().map_or(0, |row| row.len());
             let packed = columns.pack(&quantized, volume, first..first + width, k, scratch)?;
             let sums = int8_sums(mmm, packing, &**weights, &*packed, m, width)?;
@@ -312,10 +338,11 @@ impl EvalOp for Int8Convolution {
             self.in_channels()
         );
         let (batch, volume) = (shape[0], [shape[2], shape[3], shape[4]]);
-        let n: usize = volume.iter().product();
+        let frames_out = self.output_frames(shape[2])?;
+        let n = frames_out * shape[3] * shape[4];
         let ram = input.try_as_plain_ram()?;
         let data = ram.as_slice::<f32>()?;
-        let output_shape = [batch, self.out_channels(), shape[2], shape[3], shape[4]];
+        let output_shape = [batch, self.out_channels(), frames_out, shape[3], shape[4]];
         // SAFETY: `convolve` writes every output value of every item.
         let mut output = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
         let mut ram = output.try_as_plain_ram_mut()?;
@@ -324,7 +351,7 @@ impl EvalOp for Int8Convolution {
             .chunks_mut(self.out_channels() * n)
             .enumerate()
         {
-            let per_item = self.in_channels() * n;
+            let per_item = self.in_channels() * volume.iter().product::<usize>();
             self.convolve(&data[item * per_item..][..per_item], volume, out)?;
         }
         Ok(tvec!(output.into_tvalue()))
@@ -339,6 +366,9 @@ impl TypedOp for Int8Convolution {
             "int8 convolution input must be [N, C, T, H, W]"
         );
         shape[1] = self.out_channels().to_dim();
+        if !self.time_padding {
+            shape[2] = shape[2].clone() - 2;
+        }
         Ok(tvec!(f32::fact(shape)))
     }
 
@@ -424,6 +454,35 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn unpadded_in_time_it_gives_the_padded_convolutions_inner_frames() {
+        // Several blocks of columns, so that the skipped first frame shifts every block.
+        let (c, t, h, w, m) = (4, 7, 24, 30, 5);
+        let input: Vec<f32> = (0..c * t * h * w)
+            .map(|i| ((i * 29) % 101) as f32 / 101.0 * 2.0 - 1.0)
+            .collect();
+        let weights: Vec<i8> = (0..m * c * KERNEL_VOLUME)
+            .map(|i| ((i * 13) % 255) as i32 - 127)
+            .map(|v| v as i8)
+            .collect();
+        let padded = Int8Convolution::new(
+            &Tensor::from_shape(&[m, c, 3, 3, 3], &weights).unwrap(),
+            &[0.01],
+            1.0 / 127.0,
+            None,
+        )
+        .unwrap();
+        let input = Tensor::from_shape(&[1, c, t, h, w], &input).unwrap();
+        let whole = run(&padded, input.clone());
+        let inner = run(&padded.clone().unpadded_in_time(), input);
+        let frame = h * w;
+        let want: Vec<f32> = whole
+            .chunks(t * frame)
+            .flat_map(|channel| channel[frame..(t - 1) * frame].to_vec())
+            .collect();
+        assert_eq!(inner, want);
     }
 
     #[test]

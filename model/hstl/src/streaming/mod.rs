@@ -1,0 +1,341 @@
+//! The embedding of a walk so far, kept up to date one silhouette at a time.
+//!
+//! Every temporal operation of HSTL before its pooling is local (3-frame convolutions, the FTA's
+//! windows of 5 frames at stride 3) and every branch ends in a maximum over time. So a stream runs
+//! each stage of the network (see `cut`) once per position as soon as the positions it reads are
+//! known for good, keeps a running maximum of each pooled stage, and holds only the few last
+//! positions of each stage that later positions still read. Asked for the embedding, it completes
+//! the walk's end as the whole network would for exactly these frames (zeros after the last frame
+//! for the convolutions, nothing for the FTA's pooling), computing only the positions that read the
+//! end; the result is the embedding of the clip so far, as `Embedder::embed` gives it.
+//!
+//! The network sees every frame once: each stage computes each of its positions once for good;
+//! what a query adds is the walk's end, a few positions per stage (`model/PARITY.md`).
+
+mod cut;
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::tract_ndarray::{concatenate, ArrayD, Axis, IxDyn};
+use tract_onnx::prelude::*;
+
+use crate::backend::tract_graph::TractGraph;
+use crate::embedding::Embedding;
+use crate::error::{HstlError, Result};
+use crate::variant::{INPUT_HEIGHT, INPUT_WIDTH};
+use cut::{Cut, StageKind};
+
+/// The fewest frames whose embedding is defined: the FTA makes one position of three frames.
+pub const MIN_FRAMES: usize = 3;
+/// Final positions a convolution's input keeps: the three its newest output reads.
+const CONVOLUTION_CONTEXT: usize = 3;
+/// Final positions the FTA's input keeps: the seven its newest output's window reads.
+const AGGREGATION_CONTEXT: usize = 7;
+
+/// One stage graph on a runtime: float arrays in and out, in the graph's order.
+pub trait StageRunner: Send + Sync {
+    /// Runs the stage.
+    fn run(&self, inputs: Vec<ArrayD<f32>>) -> Result<Vec<ArrayD<f32>>>;
+}
+
+impl StageRunner for TractGraph {
+    fn run(&self, inputs: Vec<ArrayD<f32>>) -> Result<Vec<ArrayD<f32>>> {
+        let outputs = TractGraph::run(self, inputs.into_iter().map(Tensor::from).collect())?;
+        outputs
+            .into_iter()
+            .map(|tensor| {
+                tensor
+                    .into_plain_array::<f32>()
+                    .map_err(|e| HstlError::Inference(format!("{e:#}")))
+            })
+            .collect()
+    }
+}
+
+/// A model cut into stages, from which walks are streamed.
+pub struct StreamingEmbedder {
+    stages: Vec<(StageKind, Box<dyn StageRunner>)>,
+    /// The stage behind each input of the head.
+    maxima: Vec<usize>,
+    /// Per stage: whether the head reads its maximum over time.
+    pooled: Vec<bool>,
+    head: Box<dyn StageRunner>,
+}
+
+impl StreamingEmbedder {
+    /// `model` (written by `hstl export` or `calibrate quantize`) on tract, on `threads` threads.
+    pub fn load_tract(model: &Path, threads: usize) -> Result<Self> {
+        let proto = crate::backend::tract::read_proto(model)?;
+        let executor = if threads <= 1 {
+            Executor::SingleThread
+        } else {
+            Executor::multithread(threads)
+        };
+        Self::from_cut(cut::cut(&proto)?, |graph, label| {
+            Ok(Box::new(TractGraph::from_proto(
+                graph,
+                label,
+                executor.clone(),
+            )?))
+        })
+    }
+
+    fn from_cut(
+        cut: Cut,
+        mut runner: impl FnMut(tract_onnx::pb::ModelProto, &str) -> Result<Box<dyn StageRunner>>,
+    ) -> Result<Self> {
+        let stages = cut
+            .stages
+            .iter()
+            .cloned()
+            .map(|stage| Ok((stage.kind, runner(stage.graph, &stage.output)?)))
+            .collect::<Result<_>>()?;
+        let pooled = (0..cut.stages.len())
+            .map(|stage| cut.maxima.contains(&stage))
+            .collect();
+        Ok(StreamingEmbedder {
+            stages,
+            pooled,
+            maxima: cut.maxima,
+            head: runner(cut.head, "head")?,
+        })
+    }
+
+    /// A new walk.
+    pub fn stream(&self) -> WalkStream<'_> {
+        let levels = (0..=self.stages.len())
+            .map(|level| Level {
+                kept: VecDeque::new(),
+                finals: 0,
+                keep: match self.stages.get(level) {
+                    Some((StageKind::Convolution, _)) => CONVOLUTION_CONTEXT,
+                    Some((StageKind::FrameAggregation, _)) => AGGREGATION_CONTEXT,
+                    None => 0,
+                },
+            })
+            .collect();
+        WalkStream {
+            embedder: self,
+            levels,
+            maxima: vec![None; self.stages.len()],
+        }
+    }
+}
+
+/// The positions of one level (the frames, or a stage's output) known for good: how many, and the
+/// last few, `[1, C, 1, H, W]` each.
+struct Level {
+    kept: VecDeque<ArrayD<f32>>,
+    finals: usize,
+    keep: usize,
+}
+
+impl Level {
+    fn push(&mut self, position: ArrayD<f32>) {
+        self.finals += 1;
+        self.kept.push_back(position);
+        while self.kept.len() > self.keep {
+            self.kept.pop_front();
+        }
+    }
+
+    /// Final position `index`, which must still be kept.
+    fn get(&self, index: usize) -> &ArrayD<f32> {
+        let first = self.finals - self.kept.len();
+        &self.kept[index - first]
+    }
+}
+
+/// One walk through a [`StreamingEmbedder`]: silhouettes in one at a time, the embedding of every
+/// frame so far whenever asked. Its memory does not grow with the walk.
+pub struct WalkStream<'a> {
+    embedder: &'a StreamingEmbedder,
+    /// Level 0: the frames; level `s + 1`: the output of stage `s`.
+    levels: Vec<Level>,
+    /// Per stage: the maximum over time of its final positions, `[1, C, H, W]`.
+    maxima: Vec<Option<ArrayD<f32>>>,
+}
+
+impl WalkStream<'_> {
+    /// Frames seen so far.
+    pub fn frames(&self) -> usize {
+        self.levels[0].finals
+    }
+
+    /// Takes the next silhouette, `64 × 44` values in `[0, 1]` as the network reads them (row by
+    /// row), and runs every stage position it completes.
+    pub fn push(&mut self, silhouette: &[f32]) -> Result<()> {
+        if silhouette.len() != INPUT_HEIGHT * INPUT_WIDTH {
+            return Err(HstlError::Inference(format!(
+                "a silhouette has {} values, not {INPUT_HEIGHT} x {INPUT_WIDTH}",
+                silhouette.len()
+            )));
+        }
+        let frame = ArrayD::from_shape_vec(
+            IxDyn(&[1, 1, 1, INPUT_HEIGHT, INPUT_WIDTH]),
+            silhouette.to_vec(),
+        )
+        .expect("the length was checked");
+        self.settle(0, frame)
+    }
+
+    /// `position` is the next final position of level `level`: store it, fold it into its
+    /// stage's maximum, and run what it completes in the next stage.
+    fn settle(&mut self, level: usize, position: ArrayD<f32>) -> Result<()> {
+        if level > 0 && self.embedder.pooled[level - 1] {
+            fold_maximum(&mut self.maxima[level - 1], &position);
+        }
+        self.levels[level].push(position);
+        let Some((kind, runner)) = self.embedder.stages.get(level) else {
+            return Ok(());
+        };
+        let input = &self.levels[level];
+        let newest = input.finals - 1;
+        let completed = match kind {
+            // Output t reads t - 1 ..= t + 1: the newest input completes the one before it.
+            StageKind::Convolution if newest >= 1 => {
+                let t = newest - 1;
+                let before = if t == 0 {
+                    ArrayD::zeros(input.get(0).raw_dim())
+                } else {
+                    input.get(t - 1).clone()
+                };
+                let window = join(&[before.view(), input.get(t).view(), input.get(newest).view()]);
+                Some(only(runner.run(vec![window])?)?)
+            }
+            // Output i reads 3i - 1 ..= 3i + 3: input 3i + 3 completes it.
+            StageKind::FrameAggregation if newest >= 3 && newest % 3 == 0 => {
+                let i = newest / 3 - 1;
+                let start = (3 * i).saturating_sub(3);
+                let views: Vec<_> = (start..=newest).map(|j| input.get(j).view()).collect();
+                let output = only(runner.run(vec![join(&views)])?)?;
+                Some(frame_of(&output, (3 * i - start) / 3))
+            }
+            _ => None,
+        };
+        match completed {
+            Some(output) => self.settle(level + 1, output),
+            None => Ok(()),
+        }
+    }
+
+    /// The embedding of every frame so far, as the whole network gives it for these frames.
+    pub fn embedding(&self) -> Result<Embedding> {
+        let frames = self.frames();
+        if frames < MIN_FRAMES {
+            return Err(HstlError::Inference(format!(
+                "a walk of {frames} frames has no embedding yet (it needs {MIN_FRAMES})"
+            )));
+        }
+        let mut maxima = self.maxima.clone();
+        // The positions of the current level that are not final, `[1, C, T, H, W]` (none for the
+        // frames), and the level's length.
+        let mut open: Option<ArrayD<f32>> = None;
+        let mut length = frames;
+        for (stage, (kind, runner)) in self.embedder.stages.iter().enumerate() {
+            let input = &self.levels[stage];
+            let settled = self.levels[stage + 1].finals;
+            let position = |j: usize| match &open {
+                Some(open) if j >= input.finals => frame_of(open, j - input.finals),
+                _ => input.get(j).clone(),
+            };
+            let (output_length, completed) = match kind {
+                StageKind::Convolution => {
+                    let completed = (settled < length).then(|| {
+                        let zeros = ArrayD::zeros(position(settled).raw_dim());
+                        let mut window = vec![match settled {
+                            0 => zeros.clone(),
+                            _ => position(settled - 1),
+                        }];
+                        window.extend((settled..length).map(position));
+                        window.push(zeros);
+                        let views: Vec<_> = window.iter().map(|p| p.view()).collect();
+                        runner.run(vec![join(&views)])
+                    });
+                    (length, completed)
+                }
+                StageKind::FrameAggregation => {
+                    let output_length = length / 3;
+                    let completed = (settled < output_length).then(|| {
+                        let start = (3 * settled).saturating_sub(3);
+                        let window: Vec<_> = (start..length).map(position).collect();
+                        let views: Vec<_> = window.iter().map(|p| p.view()).collect();
+                        runner.run(vec![join(&views)]).map(|outputs| {
+                            let skip = (3 * settled - start) / 3;
+                            outputs
+                                .into_iter()
+                                .map(|o| o.slice_axis(Axis(2), (skip..).into()).to_owned())
+                                .collect()
+                        })
+                    });
+                    (output_length, completed)
+                }
+            };
+            open = match completed {
+                Some(outputs) => {
+                    let output = only(outputs?)?;
+                    if self.embedder.pooled[stage] {
+                        for t in 0..output.shape()[2] {
+                            fold_maximum(&mut maxima[stage], &frame_of(&output, t));
+                        }
+                    }
+                    Some(output)
+                }
+                None => None,
+            };
+            length = output_length;
+        }
+        let head_inputs = self
+            .embedder
+            .maxima
+            .iter()
+            .map(|&stage| {
+                maxima[stage].clone().ok_or_else(|| {
+                    HstlError::Inference(format!("stage {stage} has no position yet"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embedding = only(self.embedder.head.run(head_inputs)?)?;
+        match embedding.shape() {
+            &[1, parts, channels] => {
+                Embedding::new(parts, channels, embedding.iter().copied().collect())
+            }
+            other => Err(HstlError::Inference(format!(
+                "the head gave {other:?}, expected [1, parts, channels]"
+            ))),
+        }
+    }
+}
+
+/// Positions `[1, C, 1, H, W]` (or runs of them) joined along time.
+fn join(positions: &[tract_ndarray::ArrayViewD<f32>]) -> ArrayD<f32> {
+    concatenate(Axis(2), positions).expect("positions of one level have one shape")
+}
+
+/// Position `t` of `[1, C, T, H, W]`, as `[1, C, 1, H, W]`.
+fn frame_of(sequence: &ArrayD<f32>, t: usize) -> ArrayD<f32> {
+    sequence.slice_axis(Axis(2), (t..=t).into()).to_owned()
+}
+
+/// `maximum` (`[1, C, H, W]`) raised to position `[1, C, 1, H, W]`.
+fn fold_maximum(maximum: &mut Option<ArrayD<f32>>, position: &ArrayD<f32>) {
+    let position = position.index_axis(Axis(2), 0);
+    match maximum {
+        Some(maximum) => maximum.zip_mut_with(&position, |m, &p| *m = m.max(p)),
+        None => *maximum = Some(position.to_owned()),
+    }
+}
+
+/// The one output of a stage.
+fn only(outputs: Vec<ArrayD<f32>>) -> Result<ArrayD<f32>> {
+    let count = outputs.len();
+    let mut outputs = outputs.into_iter();
+    match (outputs.next(), outputs.next()) {
+        (Some(output), None) => Ok(output),
+        _ => Err(HstlError::Inference(format!(
+            "a stage gave {count} outputs, expected one"
+        ))),
+    }
+}

@@ -1,0 +1,113 @@
+//! A walk streamed one silhouette at a time gives, after every frame, the embedding the whole
+//! network gives for the same frames.
+
+use std::collections::BTreeMap;
+
+use hstl::onnx_graph::{build_model, write_model, ExportOptions};
+use hstl::streaming::{StreamingEmbedder, MIN_FRAMES};
+use hstl::{Embedder, Silhouettes, TractEmbedder, Variant, Weights};
+
+/// A walker-like clip: a body that sways and legs that swing, moving across the frame.
+fn walk(frames: usize) -> Vec<u8> {
+    let mut data = vec![0u8; frames * 64 * 44];
+    for t in 0..frames {
+        let centre = 10 + (t * 3 / 2) % 24;
+        let swing = [0i32, 2, 4, 2, 0, -2, -4, -2][t % 8];
+        for y in 6..60 {
+            for x in 0..44 {
+                let dx = x as i32 - centre as i32;
+                let body = y < 38 && dx.abs() <= 4 + (y as i32 - 20).abs() / 6;
+                let legs = y >= 38 && ((dx - swing).abs() <= 2 || (dx + swing).abs() <= 2);
+                if body || legs {
+                    data[(t * 64 + y) * 44 + x] = 255;
+                }
+            }
+        }
+    }
+    data
+}
+
+/// Every 3-D convolution of `weights`' graph in int8, its input at one scale: what `calibrate
+/// quantize` writes, with made-up scales.
+fn int8_everywhere(weights: &Weights) -> ExportOptions {
+    let int8_convolutions: BTreeMap<String, f32> = build_model(weights, &ExportOptions::default())
+        .unwrap()
+        .graph
+        .unwrap()
+        .node
+        .into_iter()
+        .filter(|n| n.op_type == "Conv" && n.attribute.iter().any(|a| a.ints == [3, 3, 3]))
+        .map(|n| (n.name, 0.02))
+        .collect();
+    assert!(!int8_convolutions.is_empty());
+    ExportOptions {
+        int8_convolutions,
+        ..ExportOptions::default()
+    }
+}
+
+fn streamed_like_the_whole_network(variant: Variant, int8: bool, longest: usize, every: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    let weights = Weights::seeded(variant, 5);
+    let options = if int8 {
+        int8_everywhere(&weights)
+    } else {
+        ExportOptions::default()
+    };
+    write_model(&weights, &options, &model).unwrap();
+    let whole = TractEmbedder::load(&model, 2).unwrap();
+    let streaming = StreamingEmbedder::load_tract(&model, 2).unwrap();
+    let pixels = walk(longest);
+    let clip = Silhouettes::from_u8(&[longest, 64, 44], &pixels).unwrap();
+    let mut stream = streaming.stream();
+    let mut worst = 0f32;
+    let (mut compared, mut moved) = (0, 0);
+    let mut previous: Option<hstl::Embedding> = None;
+    for (t, frame) in clip.as_slice().chunks(64 * 44).enumerate() {
+        stream.push(frame).unwrap();
+        let frames = t + 1;
+        if frames < MIN_FRAMES {
+            assert!(stream.embedding().is_err());
+            continue;
+        }
+        if frames % every != 0 && frames > 40 {
+            continue;
+        }
+        let prefix = Silhouettes::from_u8(&[frames, 64, 44], &pixels[..frames * 64 * 44]).unwrap();
+        let want = whole.embed(&prefix).unwrap();
+        let got = stream.embedding().unwrap();
+        let difference = want
+            .as_slice()
+            .iter()
+            .zip(got.as_slice())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(difference <= 1e-4, "{frames} frames: {difference}");
+        worst = worst.max(difference);
+        compared += 1;
+        moved += usize::from(previous.is_some_and(|p| p.distance(&got).unwrap() > 1e-3));
+        previous = Some(got);
+    }
+    // The walk's frames change the embedding: equal to the whole network, not merely constant.
+    assert!(moved * 4 > compared, "{moved} of {compared} prefixes moved");
+    println!(
+        "{variant} {}: largest difference {worst:e} over {compared} prefixes of up to {longest} frames",
+        if int8 { "int8" } else { "f32" }
+    );
+}
+
+#[test]
+fn the_compact_variant_streams_every_prefix_like_the_whole_network() {
+    streamed_like_the_whole_network(Variant::Compact, false, 60, 1);
+}
+
+#[test]
+fn the_compact_variant_in_int8_streams_every_prefix_like_the_whole_network() {
+    streamed_like_the_whole_network(Variant::Compact, true, 60, 1);
+}
+
+#[test]
+fn the_published_variant_streams_like_the_whole_network() {
+    streamed_like_the_whole_network(Variant::CasiaB, false, 24, 1);
+}
