@@ -108,6 +108,13 @@ enum Command {
         /// Also time every operator of the tract plan and print where the time goes.
         #[arg(long)]
         profile: bool,
+        /// Also stream a walk of this many frames one silhouette at a time (the door's way):
+        /// the time per frame, and per query of the walk so far.
+        #[arg(long)]
+        stream: Option<usize>,
+        /// With `--stream`: frames between two queries of the walk so far.
+        #[arg(long, default_value_t = 15, requires = "stream")]
+        query_every: usize,
     },
     /// Run the network on a synthetic walk with a seeded model: the quick end-to-end check.
     Demo {
@@ -252,9 +259,14 @@ fn main() -> Result<()> {
             runtime,
             json,
             profile,
+            stream,
+            query_every,
         } => {
             let model = hstl::model_or_shipped(model.as_deref());
             bench(&model, frames, threads, runs, &runtime, json)?;
+            if let Some(walk) = stream {
+                bench_stream(&model, walk, query_every, threads, &runtime)?;
+            }
             if profile {
                 print_profile(&model, frames, threads, runtime.precision)?;
             }
@@ -365,6 +377,65 @@ fn bench(
         if let Some(m) = peak_mib {
             println!("peak RSS:      {m:.1} MiB");
         }
+    }
+    Ok(())
+}
+
+/// Streams a synthetic walk of `frames` frames, querying every `query_every` frames: the time each
+/// frame and each query take, and the network's time per frame of video with those queries.
+fn bench_stream(
+    model: &Path,
+    frames: usize,
+    query_every: usize,
+    threads: usize,
+    runtime: &Runtime,
+) -> Result<()> {
+    if runtime.precision != Precision::F32 {
+        bail!(
+            "a stream runs in f32 or in the model's own int8, not in {:?}",
+            runtime.precision
+        );
+    }
+    if query_every == 0 || frames < hstl::streaming::MIN_FRAMES {
+        bail!(
+            "--stream needs at least {} frames and --query-every at least 1",
+            hstl::streaming::MIN_FRAMES
+        );
+    }
+    let streaming = hstl::streaming::StreamingEmbedder::load(model, runtime.backend, threads)?;
+    let walk = synthetic_walk(frames);
+    // One walk to build the plans, then the timed one.
+    for timed in [false, true] {
+        let mut stream = streaming.stream();
+        let (mut pushes, mut queries) = (Vec::new(), Vec::new());
+        for (index, frame) in walk.as_slice().chunks(64 * 44).enumerate() {
+            let started = Instant::now();
+            stream.push(frame)?;
+            pushes.push(started.elapsed().as_secs_f64() * 1e3);
+            if (index + 1) % query_every == 0 && index + 1 >= hstl::streaming::MIN_FRAMES {
+                let started = Instant::now();
+                stream.embedding()?;
+                queries.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        if !timed {
+            continue;
+        }
+        let total: f64 = pushes.iter().chain(&queries).sum();
+        pushes.sort_by(f64::total_cmp);
+        queries.sort_by(f64::total_cmp);
+        let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
+        println!("stream:        {frames} frames, a query every {query_every}");
+        println!(
+            "per frame:     {:.2} ms median (the stages it completes); per query {:.2} ms median",
+            median(&pushes),
+            median(&queries)
+        );
+        println!(
+            "per frame of video, queries included: {:.2} ms (held {} values)",
+            total / frames as f64,
+            stream.held_values()
+        );
     }
     Ok(())
 }

@@ -69,6 +69,101 @@ fn is_quantized(path: &Path) -> bool {
     })
 }
 
+/// A session on TensorRT (engines cached in `cache`, int8 layers when `int8`), CUDA or the CPU,
+/// whichever the installed ONNX Runtime offers first, with `threads` CPU threads.
+fn session_builder(
+    environment: &Environment,
+    threads: usize,
+    cache: &Path,
+    int8: bool,
+) -> Result<ort::session::builder::SessionBuilder> {
+    let providers = [
+        ep::TensorRT::default()
+            .with_engine_cache(true)
+            .with_engine_cache_path(cache.display())
+            .with_int8(int8)
+            .build(),
+        ep::CUDA::default().build(),
+        ep::CPU::default().build(),
+    ];
+    Session::builder(environment)
+        .map_err(ort_error)?
+        .with_intra_threads(threads.max(1))
+        .map_err(ort_error)?
+        .with_execution_providers(providers)
+        .map_err(ort_error)
+}
+
+/// A graph cut from an HSTL model (a stage of [`crate::streaming`]) on ONNX Runtime.
+pub struct OrtGraph {
+    session: Mutex<Session>,
+    label: String,
+}
+
+impl OrtGraph {
+    /// `proto` on ONNX Runtime with `threads` CPU threads; TensorRT engines, when it runs them,
+    /// are cached in `cache`. `label` names it in errors.
+    pub fn from_proto(
+        proto: &tract_onnx::pb::ModelProto,
+        label: &str,
+        cache: &Path,
+        threads: usize,
+    ) -> Result<Self> {
+        use prost::Message;
+        let int8 = proto.graph.as_ref().is_some_and(|graph| {
+            graph
+                .node
+                .iter()
+                .any(|node| node.op_type == "QuantizeLinear")
+        });
+        let session = session_builder(runtime()?, threads, cache, int8)?
+            .commit_from_memory(&proto.encode_to_vec())
+            .map_err(|e| {
+                HstlError::Inference(format!("{label}: ONNX Runtime cannot open it: {e}"))
+            })?;
+        Ok(OrtGraph {
+            session: Mutex::new(session),
+            label: label.to_string(),
+        })
+    }
+
+    /// Runs the graph on `inputs` `(shape, values)` in its input order; its outputs in its output
+    /// order.
+    pub fn run(&self, inputs: Vec<(Vec<usize>, Vec<f32>)>) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+        let fail = |e: ort::Error| HstlError::Inference(format!("{}: {e}", self.label));
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let names: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        let values = names
+            .into_iter()
+            .zip(inputs)
+            .map(|(name, (shape, data))| {
+                Ok((
+                    name,
+                    Tensor::from_array((shape, data)).map_err(fail)?.into_dyn(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = session.run(values).map_err(fail)?;
+        outputs
+            .values()
+            .map(|value| {
+                let (shape, data) = value.try_extract_tensor::<f32>().map_err(fail)?;
+                Ok((
+                    shape.iter().map(|&d| d.max(0) as usize).collect(),
+                    data.to_vec(),
+                ))
+            })
+            .collect()
+    }
+}
+
 impl OrtEmbedder {
     /// Opens `path` with TensorRT (engines cached in `<model>.trt-cache/`), CUDA or the CPU,
     /// whichever the installed ONNX Runtime offers first; `threads` sizes the CPU thread pool.
@@ -82,28 +177,18 @@ impl OrtEmbedder {
         } else {
             "CPU"
         };
-        let cache = path.with_extension("trt-cache");
-        let providers = [
-            ep::TensorRT::default()
-                .with_engine_cache(true)
-                .with_engine_cache_path(cache.display())
-                .with_int8(is_quantized(path))
-                .build(),
-            ep::CUDA::default().build(),
-            ep::CPU::default().build(),
-        ];
         let bad = |message: String| HstlError::BadModel {
             path: path.to_path_buf(),
             message,
         };
-        let session = Session::builder(environment)
-            .map_err(ort_error)?
-            .with_intra_threads(threads)
-            .map_err(ort_error)?
-            .with_execution_providers(providers)
-            .map_err(ort_error)?
-            .commit_from_file(path)
-            .map_err(|e| bad(format!("ONNX Runtime cannot open it: {e}")))?;
+        let session = session_builder(
+            environment,
+            threads,
+            &path.with_extension("trt-cache"),
+            is_quantized(path),
+        )?
+        .commit_from_file(path)
+        .map_err(|e| bad(format!("ONNX Runtime cannot open it: {e}")))?;
         let input_name = match session.inputs() {
             [only] => only.name().to_string(),
             inputs => {

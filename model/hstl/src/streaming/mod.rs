@@ -54,6 +54,23 @@ impl StageRunner for TractGraph {
     }
 }
 
+#[cfg(feature = "ort")]
+impl StageRunner for crate::backend::onnxruntime::OrtGraph {
+    fn run(&self, inputs: Vec<ArrayD<f32>>) -> Result<Vec<ArrayD<f32>>> {
+        let inputs = inputs
+            .into_iter()
+            .map(|array| (array.shape().to_vec(), array.iter().copied().collect()))
+            .collect();
+        crate::backend::onnxruntime::OrtGraph::run(self, inputs)?
+            .into_iter()
+            .map(|(shape, values)| {
+                ArrayD::from_shape_vec(IxDyn(&shape), values)
+                    .map_err(|e| HstlError::Inference(e.to_string()))
+            })
+            .collect()
+    }
+}
+
 /// A model cut into stages, from which walks are streamed.
 pub struct StreamingEmbedder {
     stages: Vec<(StageKind, Box<dyn StageRunner>)>,
@@ -65,6 +82,32 @@ pub struct StreamingEmbedder {
 }
 
 impl StreamingEmbedder {
+    /// `model` on `backend` with `threads` CPU threads, chosen as [`crate::open_embedder`] chooses
+    /// (streams run in f32 or in the model's own int8).
+    pub fn load(model: &Path, backend: crate::Backend, threads: usize) -> Result<Self> {
+        use crate::Backend;
+        match backend {
+            Backend::Tract => Self::load_tract(model, threads),
+            Backend::Ort => Self::load_ort_or_refuse(model, threads),
+            Backend::Auto => Self::load_ort_or_refuse(model, threads).or_else(|e| {
+                if !matches!(e, HstlError::OnnxRuntimeNotBuilt) {
+                    log::warn!("ONNX Runtime unavailable ({e}); streaming on tract");
+                }
+                Self::load_tract(model, threads)
+            }),
+        }
+    }
+
+    #[cfg(feature = "ort")]
+    fn load_ort_or_refuse(model: &Path, threads: usize) -> Result<Self> {
+        Self::load_onnxruntime(model, threads)
+    }
+
+    #[cfg(not(feature = "ort"))]
+    fn load_ort_or_refuse(_: &Path, _: usize) -> Result<Self> {
+        Err(HstlError::OnnxRuntimeNotBuilt)
+    }
+
     /// `model` (written by `hstl export` or `calibrate quantize`) on tract, on `threads` threads.
     pub fn load_tract(model: &Path, threads: usize) -> Result<Self> {
         let proto = crate::backend::tract::read_proto(model)?;
@@ -78,6 +121,20 @@ impl StreamingEmbedder {
                 graph,
                 label,
                 executor.clone(),
+            )?))
+        })
+    }
+
+    /// `model` on ONNX Runtime (TensorRT, CUDA or the CPU, as [`crate::Backend::Ort`]), on
+    /// `threads` CPU threads.
+    #[cfg(feature = "ort")]
+    pub fn load_onnxruntime(model: &Path, threads: usize) -> Result<Self> {
+        use crate::backend::onnxruntime::OrtGraph;
+        let proto = crate::backend::tract::read_proto(model)?;
+        let cache = model.with_extension("stream-trt-cache");
+        Self::from_cut(cut::cut(&proto)?, |graph, label| {
+            Ok(Box::new(OrtGraph::from_proto(
+                &graph, label, &cache, threads,
             )?))
         })
     }
@@ -162,6 +219,18 @@ impl WalkStream<'_> {
     /// Frames seen so far.
     pub fn frames(&self) -> usize {
         self.levels[0].finals
+    }
+
+    /// Float values the stream holds (the positions later ones read, and the running maxima):
+    /// bounded, whatever the walk's length.
+    pub fn held_values(&self) -> usize {
+        let kept: usize = self
+            .levels
+            .iter()
+            .flat_map(|level| &level.kept)
+            .map(ArrayD::len)
+            .sum();
+        kept + self.maxima.iter().flatten().map(ArrayD::len).sum::<usize>()
     }
 
     /// Takes the next silhouette, `64 × 44` values in `[0, 1]` as the network reads them (row by
