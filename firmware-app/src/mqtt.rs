@@ -150,6 +150,7 @@ impl DiskQueue {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(error)?;
         }
+        hstl::files::check_regular(path, u64::MAX).map_err(error)?;
         let mut entries = VecDeque::new();
         if path.exists() {
             let reader = BufReader::new(File::open(path).map_err(error)?);
@@ -599,6 +600,15 @@ mod tests {
             decided: None,
             ..granted
         }
+    }
+
+    #[test]
+    fn a_queue_file_that_is_a_device_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.jsonl");
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        let error = DiskQueue::open(&path, 10).err().unwrap().to_string();
+        assert!(error.contains("a character device"), "{error}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub fn read_private_file(path: &Path) -> Result<String, SecretFileError> {
         path: path.to_path_buf(),
         source,
     };
+    // A device or a FIFO is refused before its mode is read or anything opens it.
+    hstl::files::check_regular(path, hstl::files::MAX_SECRET_FILE_BYTES).map_err(unreadable)?;
     let mode = std::fs::metadata(path)
         .map_err(unreadable)?
         .permissions()
@@ -58,7 +60,14 @@ pub fn read_private_file(path: &Path) -> Result<String, SecretFileError> {
             mode: mode & 0o777,
         });
     }
-    std::fs::read_to_string(path).map_err(unreadable)
+    let bytes =
+        hstl::files::read_regular(path, hstl::files::MAX_SECRET_FILE_BYTES).map_err(unreadable)?;
+    String::from_utf8(bytes).map_err(|_| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not text",
+        ))
+    })
 }
 
 /// An `N`-byte key from a key file: `2N` hex digits, the file readable by its owner only.

@@ -204,6 +204,49 @@ fn a_mistyped_gallery_and_a_key_others_can_read_are_refused() {
 }
 
 #[test]
+fn special_files_are_refused_by_kind_before_anything_opens_them() {
+    // The hostile probe: a FIFO as the key file, the model or the audit log hung the kiosk
+    // silently; a character device as the key file was read until the OOM killer came; an audit
+    // log linked to /dev/full swallowed gigabytes.
+    let mkfifo = |path: &Path| {
+        let _ = std::fs::remove_file(path);
+        assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let cases: [(&str, &dyn Fn(&Path), &str); 4] = [
+        ("template.key", &mkfifo, "a FIFO, not a regular file"),
+        (
+            "template.key",
+            &|path: &Path| {
+                let _ = std::fs::remove_file(path);
+                std::os::unix::fs::symlink("/dev/zero", path).unwrap();
+            },
+            "a character device, not a regular file",
+        ),
+        ("model.onnx", &mkfifo, "a FIFO, not a regular file"),
+        (
+            "audit/events.jsonl",
+            &|path: &Path| {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::os::unix::fs::symlink("/dev/full", path).unwrap();
+            },
+            "a character device, not a regular file",
+        ),
+    ];
+    for (file, make, because) in cases {
+        let door = Door::new();
+        door.calibrate(0.5);
+        make(&door.path(file));
+        let started = std::time::Instant::now();
+        refused(&kiosk(&[], &door.config("", "gallery.db")), because);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{file}"
+        );
+    }
+}
+
+#[test]
 fn a_panel_the_build_cannot_reach_or_whose_key_others_can_read_is_refused() {
     let door = Door::new();
     door.calibrate(0.5);

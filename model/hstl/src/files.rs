@@ -1,6 +1,79 @@
-//! Rules for the files the tools write.
+//! Rules for the files the product reads and writes.
 
 use std::path::Path;
+
+/// Largest key or password file read (a key is 64 hex digits).
+pub const MAX_SECRET_FILE_BYTES: u64 = 4 * 1024;
+/// Largest model file read (the published 256-channel variants are about 360 MB as f32).
+pub const MAX_MODEL_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Largest small text file read (an operating point, a configuration).
+pub const MAX_TEXT_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Refuses, before anything opens it, a `path` that is not a regular file (after symbolic links):
+/// a FIFO would hang the reader or the writer, a device would never end (`/dev/zero`) or swallow
+/// everything (`/dev/full`). Also refuses one larger than `max_bytes`. `Ok(None)` when nothing is
+/// there.
+pub fn check_regular(path: &Path, max_bytes: u64) -> std::io::Result<Option<u64>> {
+    use std::io::{Error, ErrorKind};
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if !metadata.is_file() {
+        let kind = file_kind(&metadata);
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is {kind}, not a regular file", path.display()),
+        ));
+    }
+    if metadata.len() > max_bytes {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} holds {} bytes, more than the {max_bytes} such a file may",
+                path.display(),
+                metadata.len()
+            ),
+        ));
+    }
+    Ok(Some(metadata.len()))
+}
+
+/// The bytes of the regular file `path` of at most `max_bytes` ([`check_regular`]); reading stops
+/// at the bound even if the file grows meanwhile.
+pub fn read_regular(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    if check_regular(path, max_bytes)?.is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} does not exist", path.display()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max_bytes)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    if kind.is_dir() {
+        "a folder"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
 
 use crate::error::{HstlError, Result};
 
@@ -70,6 +143,38 @@ mod tests {
         std::fs::hard_link(&input, &hard).unwrap();
         assert!(check_output(&hard, &[&input]).is_err());
         assert!(check_output(&input, &[&hard]).is_err());
+    }
+
+    #[test]
+    fn only_regular_files_of_a_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, b"0123").unwrap();
+        assert_eq!(read_regular(&key, 10).unwrap(), b"0123");
+        assert_eq!(
+            check_regular(&dir.path().join("missing"), 10).unwrap(),
+            None
+        );
+        let large = read_regular(&key, 3).unwrap_err().to_string();
+        assert!(large.contains("more than the 3"), "{large}");
+        // A FIFO would block the read for ever: refused before it is opened.
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let refused = read_regular(&fifo, 10).unwrap_err().to_string();
+        assert!(refused.contains("a FIFO, not a regular file"), "{refused}");
+        // A device behind a symbolic link (the probe's /dev/zero as a key file).
+        let device = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &device).unwrap();
+        let refused = read_regular(&device, 10).unwrap_err().to_string();
+        assert!(refused.contains("a character device"), "{refused}");
+        assert!(read_regular(dir.path(), 10)
+            .unwrap_err()
+            .to_string()
+            .contains("a folder"));
     }
 
     #[test]

@@ -20,10 +20,13 @@ pub fn accepts(distance: f32, accept_distance: f32) -> bool {
 /// The identity of a model: the SHA-256 of its file. Templates, operating points and galleries name
 /// the model they belong to by it.
 pub fn model_id(path: &Path) -> Result<String, OperatingPointError> {
-    let bytes = std::fs::read(path).map_err(|source| OperatingPointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        crate::files::read_regular(path, crate::files::MAX_MODEL_FILE_BYTES).map_err(|source| {
+            OperatingPointError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let digest = Sha256::digest(&bytes);
     Ok(format!(
         "sha256:{}",
@@ -140,7 +143,12 @@ impl OperatingPoint {
     /// `None` when the model was never calibrated.
     pub fn load_for(model: &Path, model_id: &str) -> Result<Option<Self>, OperatingPointError> {
         let path = Self::path_for(model);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::files::read_regular(&path, crate::files::MAX_TEXT_FILE_BYTES)
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })
+            }) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(OperatingPointError::Io { path, source }),

@@ -21,6 +21,8 @@ impl AuditLog {
     /// continued with the same one.
     pub fn open(config: AuditConfig, key: Option<ChainKey>) -> Result<Self, AuditError> {
         let path = config.path.clone();
+        // A FIFO would block the kiosk, a device (`/dev/full`) swallow every line.
+        hstl::files::check_regular(&path, u64::MAX).map_err(io_error(&path))?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_error(parent))?;
         }

@@ -512,6 +512,22 @@ mod tests {
     }
 
     #[test]
+    fn a_gallery_that_is_a_fifo_or_a_device_is_refused_without_opening_it() {
+        let (dir, path) = temp_db("fifo.db");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success());
+        let error = Gallery::open(&path, None).err().unwrap().to_string();
+        assert!(error.contains("a FIFO, not a regular file"), "{error}");
+        let device = dir.path().join("null.db");
+        std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+        let error = Gallery::open(&device, None).err().unwrap().to_string();
+        assert!(error.contains("a character device"), "{error}");
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let (_dir, path) = temp_db("g.db");
         drop(Gallery::open(&path, None).unwrap());

@@ -65,6 +65,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// A connection to the gallery database at `path` with the durability every user of it relies on
 /// (write-ahead log, `synchronous = FULL`, foreign keys, a busy timeout), after SQLite's quick check.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
+    hstl::files::check_regular(path, u64::MAX).map_err(|e| GalleryError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     let connection = Connection::open(path).map_err(|e| corrupt(path, e))?;
     let checked: String = connection
         .query_row("PRAGMA quick_check", [], |row| row.get(0))

@@ -315,6 +315,8 @@ pub(super) fn contained<T, E>(
 
 /// The ONNX model at `path`, as written (its QDQ convolutions not yet fused).
 pub(crate) fn read_proto(path: &Path) -> Result<tract_onnx::pb::ModelProto> {
+    crate::files::check_regular(path, crate::files::MAX_MODEL_FILE_BYTES)
+        .map_err(|e| bad_model(path, e.to_string()))?;
     int8_convolution::onnx()
         .proto_model_for_path(path)
         .map_err(|e| bad_model(path, format!("not a loadable ONNX model: {e:#}")))
