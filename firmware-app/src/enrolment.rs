@@ -130,7 +130,7 @@ pub fn templates_from_windows(
             error,
         };
         let embedding = embedder
-            .embed(&network_input(&window.silhouettes).map_err(embed_error)?)
+            .embed(&network_input(window, embedder.orientation()).map_err(embed_error)?)
             .map_err(embed_error)?;
         templates.push(NewTemplate {
             embedding,

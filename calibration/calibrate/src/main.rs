@@ -21,7 +21,9 @@ use calibration::quantize::{
 use clap::{Args, Parser, Subcommand};
 use hstl::network_args::NetworkArgs;
 use hstl::onnx_graph::{encode_model, write_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
-use hstl::{model_id, Embedder, Embedding, OperatingPoint, Silhouettes, TractEmbedder, Weights};
+use hstl::{
+    model_id, Embedder, Embedding, OperatingPoint, Orientation, Silhouettes, TractEmbedder, Weights,
+};
 use image::GrayImage;
 use ndarray::Array3;
 use silhouette::normalise::PRETREATED_SIZE;
@@ -177,8 +179,11 @@ fn quantize(request: QuantizeRequest) -> Result<()> {
     hstl::files::check_output(out, &inputs)?;
     ActivationObserver::new(observer)?;
     let weights = Weights::from_onnx(model)?;
+    // The int8 model sees walks as the float one does.
+    let orientation = Orientation::of_model(model)?;
     let probe_options = ExportOptions {
         convolution_inputs: true,
+        orientation,
         ..ExportOptions::default()
     };
     let probe = encode_model(&weights, &probe_options)?;
@@ -186,24 +191,28 @@ fn quantize(request: QuantizeRequest) -> Result<()> {
     let mut observers: BTreeMap<String, ActivationObserver> = BTreeMap::new();
     let mut observed = 0usize;
     let mut sample = Reservoir::new(sensitivity.unwrap_or(0));
-    source.visit(&WindowConfig::default(), |_, _, _, inputs| {
-        for input in &inputs {
-            sample.offer(|| input.clone());
-            for (name, _, values) in probe.run_all_outputs(input)? {
-                if let Some(convolution) = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX) {
-                    observers
-                        .entry(convolution.to_string())
-                        .or_insert_with(|| {
-                            ActivationObserver::new(observer).expect("checked above")
-                        })
-                        .observe(&values)
-                        .with_context(|| format!("observing the input of {convolution}"))?;
+    source.visit(
+        &WindowConfig::default(),
+        probe.orientation(),
+        |_, _, _, inputs| {
+            for input in &inputs {
+                sample.offer(|| input.clone());
+                for (name, _, values) in probe.run_all_outputs(input)? {
+                    if let Some(convolution) = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX) {
+                        observers
+                            .entry(convolution.to_string())
+                            .or_insert_with(|| {
+                                ActivationObserver::new(observer).expect("checked above")
+                            })
+                            .observe(&values)
+                            .with_context(|| format!("observing the input of {convolution}"))?;
+                    }
                 }
+                observed += 1;
             }
-            observed += 1;
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     if observed == 0 {
         bail!(
             "{}: no window of a walking person to observe (an empty or all-black calibration set?)",
@@ -250,6 +259,7 @@ fn quantize(request: QuantizeRequest) -> Result<()> {
     let int8_count = int8_convolutions.len();
     let options = ExportOptions {
         int8_convolutions,
+        orientation,
         ..ExportOptions::default()
     };
     write_model(&weights, &options, out)?;
@@ -513,7 +523,12 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
 /// The windows the kiosk would decide on for one walk of `[T, 64, 64]` uint8 silhouettes: cut by
 /// the kiosk's own windowing, as the network's input; windows the kiosk would call poor quality are
 /// left out, as it leaves them out of its votes.
-fn walk_inputs(windows: &WindowConfig, frames: usize, pixels: &[u8]) -> Result<Vec<Silhouettes>> {
+fn walk_inputs(
+    windows: &WindowConfig,
+    orientation: Orientation,
+    frames: usize,
+    pixels: &[u8],
+) -> Result<Vec<Silhouettes>> {
     let side = PRETREATED_SIZE as usize;
     let silhouettes: Vec<GrayImage> = pixels
         .chunks_exact(side * side)
@@ -525,7 +540,7 @@ fn walk_inputs(windows: &WindowConfig, frames: usize, pixels: &[u8]) -> Result<V
     cut_walk(&silhouettes, windows)
         .into_iter()
         .filter(|w| w.quality == WindowQuality::Good)
-        .map(|w| Ok(network_input(&w.silhouettes)?))
+        .map(|w| Ok(network_input(&w, orientation)?))
         .collect()
 }
 
@@ -555,10 +570,13 @@ impl WalkSource<'_> {
     }
 
     /// Calls `visit(person, camera, walk, network inputs)` for every walk, with the kiosk's windows
-    /// of it. A site's walks are all its door camera's; each CASIA-B view is a camera of its own.
+    /// of it oriented for the model. A site's walks are all its door camera's; each CASIA-B view is
+    /// a camera of its own. (Silhouettes without their frames say nothing of the way their walker
+    /// went, so no window of them is mirrored.)
     fn visit(
         &self,
         windows: &WindowConfig,
+        orientation: Orientation,
         mut visit: impl FnMut(&str, &str, &str, Vec<Silhouettes>) -> Result<()>,
     ) -> Result<()> {
         match *self {
@@ -594,7 +612,7 @@ impl WalkSource<'_> {
                         let frames = walk.shape()[0];
                         let pixels = walk.as_standard_layout();
                         let pixels = pixels.as_slice().expect("a standard layout is contiguous");
-                        let inputs = walk_inputs(windows, frames, pixels)?;
+                        let inputs = walk_inputs(windows, orientation, frames, pixels)?;
                         visit(&person, SITE_CAMERA, &file.display().to_string(), inputs)?;
                     }
                 }
@@ -609,7 +627,8 @@ impl WalkSource<'_> {
                     // People are enrolled from normal walks, as at a door: nm-01.. come first.
                     walks.sort_by_key(|walk| !walk.condition.starts_with("nm-"));
                     for walk in walks {
-                        let inputs = walk_inputs(windows, walk.frames(), walk.pixels())?;
+                        let inputs =
+                            walk_inputs(windows, orientation, walk.frames(), walk.pixels())?;
                         let name = format!("{subject} {} {}", walk.condition, walk.view);
                         visit(&subject, &walk.view, &name, inputs)?;
                     }
@@ -642,22 +661,26 @@ fn labelled_walks(
     windows: &WindowConfig,
 ) -> Result<Vec<LabelledWalk>> {
     let mut labelled = Vec::new();
-    source.visit(windows, |person, camera, walk, inputs| {
-        if inputs.is_empty() {
-            log::warn!("{walk}: gives the kiosk no window good enough to decide on; skipped");
-            return Ok(());
-        }
-        let windows = inputs
-            .iter()
-            .map(|input| Ok(embedder.embed(input)?))
-            .collect::<Result<Vec<_>>>()?;
-        labelled.push(LabelledWalk {
-            person: person.to_string(),
-            camera: camera.to_string(),
-            windows,
-        });
-        Ok(())
-    })?;
+    source.visit(
+        windows,
+        embedder.orientation(),
+        |person, camera, walk, inputs| {
+            if inputs.is_empty() {
+                log::warn!("{walk}: gives the kiosk no window good enough to decide on; skipped");
+                return Ok(());
+            }
+            let windows = inputs
+                .iter()
+                .map(|input| Ok(embedder.embed(input)?))
+                .collect::<Result<Vec<_>>>()?;
+            labelled.push(LabelledWalk {
+                person: person.to_string(),
+                camera: camera.to_string(),
+                windows,
+            });
+            Ok(())
+        },
+    )?;
     if labelled.is_empty() {
         bail!("{}: no walk gives a window to decide on", source.describe());
     }

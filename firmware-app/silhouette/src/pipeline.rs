@@ -11,7 +11,7 @@ use crate::frame::Frame;
 use crate::normalise::pretreat_placed;
 use crate::quality::{check_frame, FrameRejection, QualityConfig};
 use crate::tracking::{Track, TrackId, Tracker, TrackerConfig};
-use crate::windows::{Observation, TrackWindows, Window, WindowConfig};
+use crate::windows::{Observation, Placement, TrackWindows, Window, WindowConfig};
 
 /// A track is held in the background model (learnt much more slowly under it) once it has moved this
 /// many of its own heights: a person who walked in and waits, not a ghost left by the first frame.
@@ -186,6 +186,10 @@ impl SilhouettePipeline {
             let observation = Observation {
                 frame_index: frame.index,
                 silhouette: silhouette.clone(),
+                placement: Some(Placement {
+                    centre_x: blob.centroid.0,
+                    height: blob.bbox.height() as f32,
+                }),
             };
             report
                 .windows

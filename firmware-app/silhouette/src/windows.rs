@@ -58,6 +58,52 @@ pub struct Observation {
     pub frame_index: u64,
     /// Its silhouette, or why there is none.
     pub silhouette: Result<GrayImage, FrameRejection>,
+    /// Where the walker was across the camera's image: the blob's centre and height, in pixels
+    /// (none for silhouettes that come without their frame, as a dataset's).
+    pub placement: Option<Placement>,
+}
+
+/// Where a walker was in one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// Horizontal centre, pixels from the image's left edge.
+    pub centre_x: f32,
+    /// Height of the blob, pixels.
+    pub height: f32,
+}
+
+/// Which way a window's walker crossed the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heading {
+    /// Towards the image's right edge.
+    Rightwards,
+    /// Towards its left edge.
+    Leftwards,
+    /// Not across the image (towards or away from the camera, standing), or not known.
+    Unknown,
+}
+
+/// A walker crossed the image when its centre moved at least this many of its heights over the
+/// window (a walker covers about a height a second; 30 frames at 25 frames/s).
+const CROSSING_HEIGHTS: f32 = 0.3;
+
+impl Heading {
+    /// The heading of the observations, first to last placed one.
+    pub fn of(observations: &[Observation]) -> Heading {
+        let mut placed = observations.iter().filter_map(|o| o.placement);
+        let (Some(first), Some(last)) = (placed.next(), placed.last()) else {
+            return Heading::Unknown;
+        };
+        let moved = last.centre_x - first.centre_x;
+        let height = first.height.max(last.height);
+        if moved >= CROSSING_HEIGHTS * height {
+            Heading::Rightwards
+        } else if moved <= -CROSSING_HEIGHTS * height {
+            Heading::Leftwards
+        } else {
+            Heading::Unknown
+        }
+    }
 }
 
 /// Consecutive frames of one track, as the network will see them.
@@ -77,6 +123,8 @@ pub struct Window {
     pub quality: WindowQuality,
     /// The walk ended with this window.
     pub closes_walk: bool,
+    /// Which way the walker crossed the image in it.
+    pub heading: Heading,
 }
 
 impl Window {
@@ -162,6 +210,7 @@ impl TrackWindows {
             rejections,
             quality,
             closes_walk,
+            heading: Heading::of(self.buffer.make_contiguous()),
         }
     }
 }
@@ -179,6 +228,7 @@ pub fn cut_walk(silhouettes: &[GrayImage], config: &WindowConfig) -> Vec<Window>
             let observation = Observation {
                 frame_index: index as u64,
                 silhouette: Ok(silhouette.clone()),
+                placement: None,
             };
             track.push(WALK, observation, config)
         })
@@ -198,7 +248,38 @@ mod tests {
         Observation {
             frame_index: i,
             silhouette: Ok(silhouette),
+            placement: Some(Placement {
+                centre_x: 10.0 + i as f32,
+                height: 60.0,
+            }),
         }
+    }
+
+    #[test]
+    fn a_window_knows_which_way_its_walker_crossed_the_image() {
+        let config = WindowConfig::default();
+        let walk = |step: f32| {
+            let mut track = TrackWindows::default();
+            (0..30)
+                .filter_map(|i| {
+                    let mut observation = valid(i);
+                    observation.placement = Some(Placement {
+                        centre_x: 80.0 + step * i as f32,
+                        height: 60.0,
+                    });
+                    track.push(1, observation, &config)
+                })
+                .next()
+                .unwrap()
+                .heading
+        };
+        assert_eq!(walk(1.5), Heading::Rightwards);
+        assert_eq!(walk(-1.5), Heading::Leftwards);
+        // Towards the camera, or shuffling: 0.2 of a height over the window.
+        assert_eq!(walk(0.4), Heading::Unknown);
+        // Silhouettes without their frames (a dataset's).
+        let windows = cut_walk(&vec![crate::quality::figure(20, 0); 30], &config);
+        assert_eq!(windows[0].heading, Heading::Unknown);
     }
 
     #[test]
@@ -239,6 +320,7 @@ mod tests {
                 Observation {
                     frame_index: i,
                     silhouette: Err(FrameRejection::TouchesSide),
+                    placement: None,
                 }
             } else {
                 valid(i)

@@ -120,7 +120,8 @@ impl DoorEngine {
         }
         let outcome = match window.quality {
             WindowQuality::Good => {
-                let embedding = self.embedder.embed(&network_input(&window.silhouettes)?)?;
+                let input = network_input(window, self.embedder.orientation())?;
+                let embedding = self.embedder.embed(&input)?;
                 WindowOutcome::Matched {
                     ranking: self.index.search(&embedding)?,
                     frames: window.silhouettes.len(),

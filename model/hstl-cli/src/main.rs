@@ -41,6 +41,10 @@ enum Command {
         /// Also expose the intermediate tensors (for parity checks against the reference).
         #[arg(long)]
         intermediates: bool,
+        /// Record in the model that it sees every walk crossing rightwards (a walk that crossed
+        /// leftwards mirrored whole), for weights trained and calibrated that way.
+        #[arg(long)]
+        rightwards: bool,
     },
     /// Write a model with OpenGait's initialisation from a seed (.onnx, or a .pt checkpoint).
     Init {
@@ -152,6 +156,7 @@ fn main() -> Result<()> {
             out,
             variant,
             intermediates,
+            rightwards,
         } => {
             check_output(&out, &[&checkpoint])?;
             let weights = Weights::from_checkpoint(&checkpoint, variant)
@@ -160,6 +165,11 @@ fn main() -> Result<()> {
                 &weights,
                 &ExportOptions {
                     intermediate_outputs: intermediates,
+                    orientation: if rightwards {
+                        hstl::Orientation::Rightwards
+                    } else {
+                        hstl::Orientation::AsFilmed
+                    },
                     ..ExportOptions::default()
                 },
                 &out,

@@ -23,6 +23,50 @@ pub const MAX_CLIP_FRAMES: usize = 1_000;
 /// An `.npy` header longer than this is not one numpy wrote for an array of up to four axes.
 const MAX_NPY_HEADER_BYTES: usize = 4_096;
 
+/// How a model wants walks that cross the image: as they were filmed, or every one turned to cross
+/// rightwards (a walk that crossed leftwards mirrored whole), the way it was trained. Recorded in
+/// the model file (ONNX metadata [`Orientation::METADATA_KEY`]), so that a gallery, its door and its
+/// calibration, all tied to the model's identity, always see walks the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Orientation {
+    /// Walks as filmed (every model without the record).
+    #[default]
+    AsFilmed,
+    /// Walks that crossed leftwards mirrored to cross rightwards.
+    Rightwards,
+}
+
+impl Orientation {
+    /// The ONNX metadata key that records it.
+    pub const METADATA_KEY: &'static str = "hstl.orientation";
+    const RIGHTWARDS: &'static str = "rightwards";
+
+    /// The orientation a model's metadata records (`AsFilmed` when it records none).
+    pub fn of_metadata<'a>(mut entries: impl Iterator<Item = (&'a str, &'a str)>) -> Result<Self> {
+        match entries.find(|(key, _)| *key == Self::METADATA_KEY) {
+            None => Ok(Orientation::AsFilmed),
+            Some((_, Self::RIGHTWARDS)) => Ok(Orientation::Rightwards),
+            Some((_, other)) => Err(HstlError::Inference(format!(
+                "the model records orientation {other:?}; this build knows {:?}",
+                Self::RIGHTWARDS
+            ))),
+        }
+    }
+
+    /// How the ONNX model at `path` wants walks oriented.
+    pub fn of_model(path: &Path) -> Result<Self> {
+        crate::backend::tract::orientation_of(&crate::backend::tract::read_proto(path)?)
+    }
+
+    /// What the metadata holds for it, when anything.
+    pub fn metadata_value(self) -> Option<&'static str> {
+        match self {
+            Orientation::AsFilmed => None,
+            Orientation::Rightwards => Some(Self::RIGHTWARDS),
+        }
+    }
+}
+
 /// A clip of silhouettes as the network reads them: `[T, 64, 44]` floats in 0..1.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Silhouettes {

@@ -38,7 +38,7 @@ pub use backend::tract::TractEmbedder;
 pub use backend::{open_embedder, Backend, Embedder, Precision, MAX_THREADS};
 pub use embedding::Embedding;
 pub use error::{HstlError, Result};
-pub use input::Silhouettes;
+pub use input::{Orientation, Silhouettes};
 pub use operating_point::{accepts, model_id, OperatingPoint};
 pub use shipped::{model_or_shipped, shipped_model_path};
 pub use variant::{Architecture, Variant};

@@ -73,6 +73,8 @@ pub struct ExportOptions {
     /// 3-D convolutions written as int8 QDQ, by node name (`arme2.0.conv1`, …), with the symmetric
     /// int8 scale of their input; their weights get one int8 scale per output channel.
     pub int8_convolutions: BTreeMap<String, f32>,
+    /// How the model wants walks oriented (recorded in its metadata).
+    pub orientation: crate::input::Orientation,
 }
 
 /// Suffix of the graph outputs [`ExportOptions::convolution_inputs`] adds.
@@ -207,10 +209,20 @@ pub fn build_model(weights: &Weights, options: &ExportOptions) -> Result<pb::Mod
         producer_version: env!("CARGO_PKG_VERSION").into(),
         doc_string: "HSTL gait embedding network (Wang et al., ICCV 2023)".into(),
         graph: Some(graph),
-        metadata_props: vec![pb::StringStringEntryProto {
+        metadata_props: std::iter::once(pb::StringStringEntryProto {
             key: METADATA_VARIANT.into(),
             value: weights.variant().to_string(),
-        }],
+        })
+        .chain(
+            options
+                .orientation
+                .metadata_value()
+                .map(|value| pb::StringStringEntryProto {
+                    key: crate::input::Orientation::METADATA_KEY.into(),
+                    value: value.into(),
+                }),
+        )
+        .collect(),
         ..Default::default()
     })
 }

@@ -269,3 +269,26 @@ fn written_models_load_from_disk() {
         (73, 128)
     );
 }
+
+#[test]
+fn a_model_records_how_it_wants_walks_oriented_and_every_backend_reads_it() {
+    let weights = Weights::seeded(Variant::Compact, 2);
+    let path = temp_path("rightwards.onnx");
+    let options = ExportOptions {
+        orientation: hstl::Orientation::Rightwards,
+        ..ExportOptions::default()
+    };
+    write_model(&weights, &options, &path).unwrap();
+    assert_eq!(
+        TractEmbedder::load(&path, 1).unwrap().orientation(),
+        hstl::Orientation::Rightwards
+    );
+    assert_eq!(
+        hstl::Orientation::of_model(&path).unwrap(),
+        hstl::Orientation::Rightwards
+    );
+    assert_eq!(
+        embedder(Variant::Compact, 2).orientation(),
+        hstl::Orientation::AsFilmed
+    );
+}

@@ -47,6 +47,9 @@ pub trait Embedder: Send + Sync {
 
     /// Which runtime and device run the model, for logs and benchmark reports.
     fn describe(&self) -> String;
+
+    /// How the model wants walks oriented.
+    fn orientation(&self) -> crate::input::Orientation;
 }
 
 /// Which runtime runs the model: the one choice the command line, the kiosk's configuration and

@@ -37,6 +37,7 @@ pub struct OrtEmbedder {
     embedding_shape: (usize, usize),
     threads: usize,
     provider: &'static str,
+    orientation: crate::input::Orientation,
 }
 
 fn ort_error(e: impl std::fmt::Display) -> HstlError {
@@ -218,6 +219,7 @@ impl OrtEmbedder {
             embedding_shape: (0, 0),
             threads,
             provider,
+            orientation: super::tract::orientation_of(&super::tract::read_proto(path)?)?,
         };
         let probe = Silhouettes::from_f32(
             &[PROBE_FRAMES, INPUT_HEIGHT, INPUT_WIDTH],
@@ -281,6 +283,10 @@ impl Embedder for OrtEmbedder {
             "ONNX Runtime, {} execution provider first, {} CPU thread(s)",
             self.provider, self.threads
         )
+    }
+
+    fn orientation(&self) -> crate::input::Orientation {
+        self.orientation
     }
 }
 

@@ -23,7 +23,7 @@ use super::threaded_pow::replace_constant_powers;
 use super::{Embedder, Precision};
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
-use crate::input::Silhouettes;
+use crate::input::{Orientation, Silhouettes};
 use crate::variant::{INPUT_HEIGHT, INPUT_WIDTH};
 
 /// Each plan holds its own packed weights (tens of MB for the 256-channel variants).
@@ -44,6 +44,7 @@ pub struct TractEmbedder {
     output_names: Vec<String>,
     /// How many QDQ convolutions run on int8 kernels.
     int8_convolutions: usize,
+    orientation: Orientation,
     precision: Precision,
     plans: Mutex<VecDeque<(usize, Plan)>>,
 }
@@ -87,6 +88,7 @@ impl TractEmbedder {
     ) -> Result<Self> {
         let int8_convolutions = int8_convolution::fuse_qdq_convolutions(&mut proto)
             .map_err(|e| bad_model(source, format!("{e:#}")))?;
+        let orientation = orientation_of(&proto).map_err(|e| bad_model(source, e.to_string()))?;
         if let Some(graph) = &proto.graph {
             check_outputs_defined(graph).map_err(|message| bad_model(source, message))?;
         }
@@ -103,6 +105,7 @@ impl TractEmbedder {
             |message| bad_model(source, tract_panicked(message).to_string()),
         )?;
         embedder.int8_convolutions = int8_convolutions;
+        embedder.orientation = orientation;
         Ok(embedder)
     }
 
@@ -170,6 +173,7 @@ impl TractEmbedder {
             embedding_shape,
             output_names,
             int8_convolutions: 0,
+            orientation: Orientation::AsFilmed,
             precision: Precision::F32,
             plans: Mutex::new(VecDeque::new()),
         })
@@ -322,6 +326,16 @@ pub(crate) fn read_proto(path: &Path) -> Result<tract_onnx::pb::ModelProto> {
         .map_err(|e| bad_model(path, format!("not a loadable ONNX model: {e:#}")))
 }
 
+/// How `proto` wants walks oriented, from its metadata.
+pub(crate) fn orientation_of(proto: &tract_onnx::pb::ModelProto) -> Result<Orientation> {
+    Orientation::of_metadata(
+        proto
+            .metadata_props
+            .iter()
+            .map(|entry| (entry.key.as_str(), entry.value.as_str())),
+    )
+}
+
 /// What a panic inside tract becomes.
 pub(super) fn tract_panicked(message: String) -> TractError {
     TractError::msg(format!("tract failed on it: {message}"))
@@ -446,6 +460,10 @@ impl Embedder for TractEmbedder {
             description += ", f16 up to the pooling";
         }
         description
+    }
+
+    fn orientation(&self) -> Orientation {
+        self.orientation
     }
 }
 
