@@ -68,6 +68,12 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
 }
 
 fn read_archive<R: Read + Seek>(reader: R) -> Result<StateDict> {
+    read_archive_within(reader, MAX_STATE_DICT_BYTES)
+}
+
+/// [`read_archive`], refusing before anything is inflated when the state dict's records claim
+/// more than `max_total` bytes in all.
+fn read_archive_within<R: Read + Seek>(reader: R, max_total: u64) -> Result<StateDict> {
     let mut archive =
         zip::ZipArchive::new(reader).map_err(|e| HstlError::Archive(e.to_string()))?;
     let pickle_name = archive
@@ -103,6 +109,26 @@ fn read_archive<R: Read + Seek>(reader: R) -> Result<StateDict> {
             "the pickled object is neither a checkpoint dict nor a state dict".into(),
         )
     })?;
+    // What the records claim, from the archive's directory: a bomb is refused before it inflates.
+    let mut claimed: HashMap<&str, u64> = HashMap::new();
+    for (_, value) in items.iter() {
+        if let Value::Tensor(tensor) = value {
+            if !claimed.contains_key(tensor.storage_key.as_str()) {
+                let name = format!("{prefix}data/{}", tensor.storage_key);
+                let size = archive
+                    .by_name(&name)
+                    .map_err(|e| HstlError::Archive(format!("record {name}: {e}")))?
+                    .size();
+                claimed.insert(&tensor.storage_key, size);
+            }
+        }
+    }
+    let total: u64 = claimed.values().sum();
+    if total > max_total {
+        return Err(HstlError::Archive(format!(
+            "the state dict's records claim {total} bytes in all, more than the {max_total} any HSTL variant's weights take"
+        )));
+    }
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut entries = Vec::with_capacity(items.len());
     for (key, value) in items {
@@ -141,6 +167,9 @@ fn read_archive<R: Read + Seek>(reader: R) -> Result<StateDict> {
 /// The largest record a checkpoint needs: the biggest published tensor (OU-MVLP's classifier,
 /// 50 × 256 × 5,153 floats) is 264 MB.
 pub const MAX_RECORD_BYTES: u64 = 1 << 30;
+/// The most bytes a state dict's records may hold in all: the largest variant (OU-MVLP, 89 M
+/// parameters with its classifier) takes 356 MB.
+pub const MAX_STATE_DICT_BYTES: u64 = 512 << 20;
 /// The most elements one tensor view may hold (1 GiB of f32), whatever its shape and strides claim.
 pub const MAX_TENSOR_ELEMENTS: usize = 1 << 28;
 
@@ -154,15 +183,16 @@ fn read_entry<R: Read + Seek>(archive: &mut zip::ZipArchive<R>, name: &str) -> R
             "record {name} claims {claimed} bytes, more than any checkpoint holds"
         )));
     }
-    // The size in the header is only a claim: read no more than the limit whatever it says.
+    // The size in the header is only a claim: read no more than it says, and refuse a record that
+    // inflates past it.
     let mut bytes = Vec::with_capacity(claimed as usize);
     entry
-        .take(MAX_RECORD_BYTES + 1)
+        .take(claimed + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| HstlError::Archive(format!("record {name}: {e}")))?;
-    if bytes.len() as u64 > MAX_RECORD_BYTES {
+    if bytes.len() as u64 > claimed {
         return Err(HstlError::Archive(format!(
-            "record {name} inflates past {MAX_RECORD_BYTES} bytes"
+            "record {name} inflates past the {claimed} bytes its header claims"
         )));
     }
     Ok(bytes)
@@ -455,5 +485,27 @@ mod tests {
             let error = materialise("w", &bad, &storage).unwrap_err().to_string();
             assert!(error.contains(what), "{error}");
         }
+    }
+
+    #[test]
+    fn records_that_claim_more_in_all_than_any_variant_needs_are_refused_before_inflating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("three.pt");
+        let tensor = |n: usize| StateTensor {
+            shape: vec![n],
+            data: TensorData::F32(vec![0.5; n]),
+        };
+        let state = StateDict {
+            entries: (0..3).map(|i| (format!("w{i}"), tensor(1000))).collect(),
+            iteration: None,
+        };
+        write_state_dict(&path, "archive", &state).unwrap();
+        let read = |bound| read_archive_within(File::open(&path).unwrap(), bound);
+        assert_eq!(read(12_000).unwrap().entries.len(), 3);
+        let error = read(11_999).unwrap_err().to_string();
+        assert!(
+            error.contains("claim 12000 bytes in all, more than the 11999"),
+            "{error}"
+        );
     }
 }
