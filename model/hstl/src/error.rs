@@ -14,6 +14,9 @@ pub enum HstlError {
     /// Half precision asked of a backend that does not run it.
     #[error("f16 runs on the tract backend only; ONNX Runtime runs the model in f32 (or TensorRT builds its own FP16 engine)")]
     HalfPrecisionNeedsTract,
+    /// f16 asked for on a CPU without f16 arithmetic.
+    #[error("precision f16 is emulated on this CPU (no f16 arithmetic; tract would take about 100 times as long as f32): use f32, or int8 (`calibrate quantize`); f16 pays on ARM cores with FP16, such as a Jetson Orin's")]
+    HalfPrecisionEmulated,
     /// ONNX Runtime asked for in a build without it.
     #[error("the ONNX Runtime backend was asked for but this build has no `ort` feature: rebuild with `--features ort`")]
     OnnxRuntimeNotBuilt,

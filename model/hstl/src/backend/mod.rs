@@ -124,6 +124,9 @@ pub fn open_embedder(
     precision: Precision,
 ) -> Result<Box<dyn Embedder>> {
     let tract = || -> Result<Box<dyn Embedder>> {
+        if precision == Precision::F16 && !native_half_precision() {
+            return Err(HstlError::HalfPrecisionEmulated);
+        }
         Ok(Box::new(
             tract::TractEmbedder::load(model, threads)?.with_precision(precision),
         ))
@@ -141,6 +144,19 @@ pub fn open_embedder(
                 tract()
             }
         },
+    }
+}
+
+/// Whether this CPU does f16 arithmetic itself (ARMv8.2 FP16, as the cores of a Jetson Orin);
+/// elsewhere tract emulates it, at about 100 times the cost of f32 and minutes per window.
+pub fn native_half_precision() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("fp16")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
     }
 }
 
