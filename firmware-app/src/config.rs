@@ -175,8 +175,12 @@ pub const MAX_MQTT_QUEUED: usize = 10_000_000;
 impl KioskConfig {
     /// Every value in a range the kiosk can run with, or the first that is not, named by section.
     fn check(&self) -> Result<(), String> {
-        if self.door.trim().is_empty() {
-            return Err("door must name the door".into());
+        // The name is in every event and audit line, and the site stores it (up to 200 characters).
+        if let Some(fault) = access::gallery::name_fault(&self.door) {
+            return Err(format!(
+                "door = {:?} cannot name a door: {fault}",
+                access::gallery::printable(&self.door.chars().take(60).collect::<String>())
+            ));
         }
         self.source.chosen()?;
         if !(1..=MAX_THREADS).contains(&self.model.threads) {
@@ -519,6 +523,26 @@ keep_files = 5
             (inputs.debounce_ms, inputs.held_open_ms, inputs.pre_alarm_ms),
             (50, 30_000, 10_000)
         );
+    }
+
+    #[test]
+    fn a_door_name_no_log_or_site_can_hold_is_refused() {
+        // The hostile probe: a 64 KB name made the log unverifiable and the next start moved the
+        // whole log aside.
+        for (name, because) in [
+            ("x".repeat(64 * 1024), "longer than 200 characters"),
+            ("front\\u001b[2K".into(), "control characters"),
+            ("  ".into(), "empty"),
+        ] {
+            let text = GOOD.replace("door = \"front\"", &format!("door = \"{name}\""));
+            let error = load(&text).unwrap_err().to_string();
+            assert!(error.contains(because), "{error}");
+            assert!(
+                error.len() < 400,
+                "the name is not repeated whole: {}",
+                error.len()
+            );
+        }
     }
 
     #[test]

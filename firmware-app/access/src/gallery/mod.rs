@@ -28,7 +28,9 @@ use error::corrupt;
 pub(crate) use error::full;
 pub use error::GalleryError;
 pub(crate) use people::random_hex;
-pub use people::{check_name, printable, Erasure, NewTemplate, Person, Template, MAX_NAME_CHARS};
+pub use people::{
+    check_name, name_fault, printable, Erasure, NewTemplate, Person, Template, MAX_NAME_CHARS,
+};
 pub use replica::{new_pseudonym, Applied, Quarantined, SealedTemplate, SiteBatch, SiteChange};
 pub(crate) use schema::open_connection;
 pub use schema::SCHEMA_VERSION;

@@ -441,22 +441,27 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// Refuses a name that is empty, longer than [`MAX_NAME_CHARS`], or holds control characters (a
 /// terminal or a log would run them: a name could forge lines or clear a screen).
 pub fn check_name(name: &str) -> Result<()> {
-    let refuse = |reason| {
-        Err(GalleryError::BadName {
+    match name_fault(name) {
+        Some(reason) => Err(GalleryError::BadName {
             name: printable(name),
             reason,
-        })
-    };
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What keeps `name` (a person's, a door's) from being shown as typed on a screen, in a log or a
+/// terminal, and stored at a site: `None` when nothing does.
+pub fn name_fault(name: &str) -> Option<&'static str> {
     if name.trim().is_empty() {
-        return refuse("it is empty");
+        Some("it is empty")
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        Some("it is longer than 200 characters")
+    } else if name.chars().any(char::is_control) {
+        Some("it holds control characters")
+    } else {
+        None
     }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return refuse("it is longer than 200 characters");
-    }
-    if name.chars().any(char::is_control) {
-        return refuse("it holds control characters");
-    }
-    Ok(())
 }
 
 /// `text` with its control characters escaped (`\u{1b}`), safe to print to a terminal or a log.
