@@ -52,6 +52,8 @@ pub struct WalkWindows {
     pub poor_windows: usize,
     /// Windows of the main walker refused as not showing a walking person, and why.
     pub not_walker_windows: Vec<NotAWalker>,
+    /// What of the recording could not be read (a truncated or damaged file), when anything.
+    pub damage: Option<String>,
 }
 
 impl WalkWindows {
@@ -95,6 +97,7 @@ pub fn walk_windows(
     let mut result = WalkWindows {
         frames_read,
         track: main,
+        damage: source.damage(),
         ..WalkWindows::default()
     };
     if let Some(windows) = main.and_then(|t| per_track.remove(&t)) {

@@ -341,3 +341,31 @@ fn casia_b_validation_walkers_pass_the_walker_gate() {
         "more than 0.1 % of real walkers refused: {refused:?}"
     );
 }
+
+#[test]
+fn a_truncated_recording_says_what_was_cut() {
+    use silhouette::source::FrameSource;
+    let Some(dir) = test_support::shared_path("data/ucb-squirrels-oakd") else {
+        return;
+    };
+    let whole = dir.join("090_001_nm-01.avi");
+    let read_all = |path: &Path| {
+        let mut video = VideoFile::open(path).unwrap();
+        let mut frames = 0;
+        while video.next_frame().unwrap().is_some() {
+            frames += 1;
+        }
+        (frames, video.damage())
+    };
+    let (frames, damage) = read_all(&whole);
+    assert_eq!(damage, None, "the intact clip");
+    let scratch = tempfile::tempdir().unwrap();
+    let cut = scratch.path().join("cut.avi");
+    let bytes = std::fs::read(&whole).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let (read, damage) = read_all(&cut);
+    assert!(read < frames, "{read} of {frames}");
+    let damage = damage.expect("the cut is reported");
+    assert!(damage.contains("never decoded"), "{damage}");
+    eprintln!("{read} of {frames} frames read from the cut clip: {damage}");
+}

@@ -423,6 +423,12 @@ fn add(
             walk.refusals(),
             made.len()
         );
+        if let Some(damage) = &walk.damage {
+            println!(
+                "warning: {source_name}: {damage}: enrolled from the {} frames that could be read",
+                walk.frames_read
+            );
+        }
         templates.extend(made);
     }
     let mut gallery = match people {

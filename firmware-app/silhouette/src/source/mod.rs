@@ -29,6 +29,12 @@ pub trait FrameSource: Send {
 
     /// A line for logs: what this source is.
     fn describe(&self) -> String;
+
+    /// What of the source could not be read so far (a truncated file, damaged packets), in words;
+    /// `None` when nothing was lost.
+    fn damage(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Frame rate given to image directories, whose files carry no timing.

@@ -28,6 +28,12 @@ pub struct VideoFile {
     index: u64,
     flushed: bool,
     finished: bool,
+    /// Frames the container says the stream holds (0: it does not say).
+    declared_frames: u64,
+    /// Packets or pictures lost to damage.
+    damaged: u64,
+    /// Why reading stopped before the end of the file, when it did.
+    stopped: Option<String>,
 }
 
 // SAFETY: the demuxer, decoder and scaler contexts are plain heap objects that FFmpeg lets any
@@ -56,6 +62,7 @@ impl VideoFile {
             .best(ffmpeg::media::Type::Video)
             .ok_or_else(|| fail("no video stream".into()))?;
         let stream_index = stream.index();
+        let declared_frames = u64::try_from(stream.frames()).unwrap_or(0);
         let rate = stream.avg_frame_rate();
         let frame_rate = if rate.numerator() > 0 && rate.denominator() > 0 {
             rate.numerator() as f64 / rate.denominator() as f64
@@ -83,6 +90,9 @@ impl VideoFile {
             index: 0,
             flushed: false,
             finished: false,
+            declared_frames,
+            damaged: 0,
+            stopped: None,
         })
     }
 
@@ -103,6 +113,7 @@ impl VideoFile {
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => {}
                 Err(e) => {
                     log::warn!("{}: undecodable frame skipped ({e})", self.path.display());
+                    self.damaged += 1;
                     continue;
                 }
             }
@@ -118,6 +129,7 @@ impl VideoFile {
                     if let Err(e) = self.decoder.send_packet(&packet) {
                         // A damaged packet loses its frame, not the file.
                         log::warn!("{}: damaged packet skipped ({e})", self.path.display());
+                        self.damaged += 1;
                     }
                 }
                 Err(ffmpeg::Error::Eof) => {
@@ -129,6 +141,7 @@ impl VideoFile {
                 Err(e) => {
                     // A truncated or corrupt file ends where it can no longer be read.
                     log::warn!("{}: reading stopped ({e})", self.path.display());
+                    self.stopped = Some(e.to_string());
                     self.flushed = true;
                     let _ = self.decoder.send_eof();
                 }
@@ -192,6 +205,30 @@ impl VideoFile {
 }
 
 impl FrameSource for VideoFile {
+    fn damage(&self) -> Option<String> {
+        let mut lost = Vec::new();
+        if let Some(reason) = &self.stopped {
+            lost.push(format!(
+                "reading stopped after frame {} ({reason})",
+                self.index
+            ));
+        }
+        if self.finished && self.declared_frames > self.index + self.damaged {
+            lost.push(format!(
+                "{} of the {} frames the file declares were never decoded (truncated?)",
+                self.declared_frames - self.index,
+                self.declared_frames
+            ));
+        }
+        if self.damaged > 0 {
+            lost.push(format!(
+                "{} damaged packets or pictures skipped",
+                self.damaged
+            ));
+        }
+        (!lost.is_empty()).then(|| lost.join("; "))
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         if self.finished {
             return Ok(None);
