@@ -99,6 +99,19 @@ impl Kiosk {
     /// operating point (refused when missing or looser than the configuration), its gallery and
     /// every output. The start event is published and stored before this returns.
     pub fn open(config: &KioskConfig) -> Result<Self, SetupError> {
+        for (name, why) in config.decision.checks_switched_off() {
+            log::warn!("[decision] unsafe_allow \"{name}\": {why}");
+        }
+        let plaintext = [
+            ("[site]", config.site.as_ref().map(|s| &s.tls)),
+            ("[mqtt]", config.mqtt.as_ref().map(|m| &m.tls)),
+        ];
+        for (section, _) in plaintext
+            .iter()
+            .filter(|(_, tls)| tls.is_some_and(|tls| tls.unsafe_plaintext))
+        {
+            log::warn!("{section} unsafe_plaintext: the door talks to a server elsewhere without TLS; everything it sends crosses the network in clear");
+        }
         let key = config
             .gallery
             .key_file

@@ -100,7 +100,8 @@ fn default_max_queued() -> usize {
 impl MqttConfig {
     /// Refuses settings that cannot work or would be unsafe.
     pub fn check_transport(&self) -> Result<(), String> {
-        self.tls.check("the broker")?;
+        self.tls
+            .check(&format!("the broker {}", self.host), &self.host)?;
         if self.password_file.is_some() && self.username.is_none() {
             return Err("a password_file needs a username".into());
         }

@@ -102,7 +102,7 @@ impl SiteConfig {
             ));
         }
         self.tls
-            .check(&self.server())
+            .check(&self.server(), &host_of(&postgres))
             .map_err(SiteError::Settings)?;
         Ok(())
     }
@@ -118,11 +118,7 @@ impl SiteConfig {
         let Ok(config) = self.url.parse::<postgres::Config>() else {
             return "(an unreadable url)".into();
         };
-        let host = match config.get_hosts().first() {
-            Some(Host::Tcp(host)) => host.clone(),
-            Some(Host::Unix(path)) => path.display().to_string(),
-            None => "localhost".into(),
-        };
+        let host = host_of(&config);
         let port = config.get_ports().first().copied().unwrap_or(5432);
         format!(
             "{}@{host}:{port}/{}",
@@ -185,6 +181,15 @@ impl SiteConfig {
     }
 }
 
+/// The host a connection goes to (a local socket's path, or `localhost` when none is named).
+fn host_of(config: &postgres::Config) -> String {
+    match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,8 +225,12 @@ mod tests {
             ("postgresql://db/gait?sslmode=disable", "no role"),
             ("postgresql://enrol@db/gait?sslmode=require", "verify-full"),
             (
-                "postgresql://enrol@db/gait?sslmode=disable&sslrootcert=ca.pem",
+                "postgresql://enrol@localhost/gait?sslmode=disable&sslrootcert=ca.pem",
                 "choose one",
+            ),
+            (
+                "postgresql://enrol@db/gait?sslmode=disable",
+                "not on this host",
             ),
             (
                 "postgresql://enrol@db/gait?sslrootcert=ca.pem&sslcert=c.pem",
@@ -232,7 +241,12 @@ mod tests {
             assert!(error.contains(expected), "{url}: {error}");
             assert!(!error.contains("secret"), "{error}");
         }
-        let mut config = SiteConfig::from_url("postgresql://door@db/gait?sslmode=disable").unwrap();
+        for local in ["localhost", "127.0.0.1", "[::1]"] {
+            SiteConfig::from_url(&format!("postgresql://door@{local}/gait?sslmode=disable"))
+                .unwrap();
+        }
+        let mut config =
+            SiteConfig::from_url("postgresql://door@localhost/gait?sslmode=disable").unwrap();
         config.poll_interval_s = f64::NAN;
         assert!(config
             .check()

@@ -38,33 +38,54 @@ pub struct TlsSettings {
     pub cert_file: Option<PathBuf>,
     /// Its private key (PEM), only readable by its owner.
     pub key_file: Option<PathBuf>,
-    /// No TLS at all: only for a server on the same host or a private test network.
+    /// No TLS at all, to a server on this host (loopback, or a local socket).
     #[serde(default)]
     pub plaintext: bool,
+    /// No TLS at all to a server elsewhere: every template, name and event crosses the network in
+    /// clear. Refused as `plaintext`; every start says so.
+    #[serde(default)]
+    pub unsafe_plaintext: bool,
+}
+
+/// Whether `host` is this machine: a loopback name or address, or a local socket's path.
+pub fn is_this_host(host: &str) -> bool {
+    host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 impl TlsSettings {
     /// The one rule of a door's TLS settings: TLS (with the authority that signed `server`'s
-    /// certificate) unless plain text is asked for, never both, and a client certificate only whole
-    /// and only over TLS.
-    pub fn check(&self, server: &str) -> Result<(), String> {
+    /// certificate) unless plain text is asked for, never both, plain text to another host only as
+    /// `unsafe_plaintext`, and a client certificate only whole and only over TLS.
+    pub fn check(&self, server: &str, host: &str) -> Result<(), String> {
+        if self.plaintext && !is_this_host(host) {
+            return Err(format!(
+                "plaintext to {server}, which is not on this host: everything sent would cross the network in clear; if that is meant, write unsafe_plaintext = true instead (every start will say so)"
+            ));
+        }
         let (ca_file, cert_file, key_file) = (
             self.ca_file.is_some(),
             self.cert_file.is_some(),
             self.key_file.is_some(),
         );
-        if !self.plaintext && !ca_file {
+        let plaintext = self.plaintext || self.unsafe_plaintext;
+        if !plaintext && !ca_file {
             return Err(format!(
                 "no ca_file for {server}: name the certificate authority that signed its certificate, or set plaintext for a server on this host"
             ));
         }
-        if self.plaintext && ca_file {
+        if plaintext && ca_file {
             return Err("both plaintext and a ca_file: choose one".into());
         }
         if cert_file != key_file {
             return Err("a client certificate needs both cert_file and key_file".into());
         }
-        if self.plaintext && cert_file {
+        if plaintext && cert_file {
             return Err("a client certificate needs TLS: drop plaintext".into());
         }
         Ok(())

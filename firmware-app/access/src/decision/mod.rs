@@ -47,6 +47,10 @@ pub struct DecisionConfig {
     /// After a grant, more people than allowed appearing within this time (the door is released)
     /// raises a tailgate alarm.
     pub tailgate_watch_ms: u64,
+    /// The checks a value above switches off, named on purpose (`"relative_margin"`,
+    /// `"max_people_in_zone"`, `"tailgate_watch_ms"`): without its name here such a value is
+    /// refused, and with it every start says so.
+    pub unsafe_allow: Vec<String>,
 }
 
 impl Default for DecisionConfig {
@@ -57,6 +61,7 @@ impl Default for DecisionConfig {
             consensus_windows: 2,
             max_people_in_zone: 1,
             tailgate_watch_ms: 3_000,
+            unsafe_allow: Vec::new(),
         }
     }
 }
@@ -97,9 +102,67 @@ impl DecisionConfig {
                 self.tailgate_watch_ms
             ));
         }
+        for name in &self.unsafe_allow {
+            if !UNSAFE_SETTINGS.contains(&name.as_str()) {
+                return Err(format!(
+                    "unsafe_allow names {name:?}, which is none of {UNSAFE_SETTINGS:?}"
+                ));
+            }
+        }
+        for (name, why) in self.checks_switched_off() {
+            if !self.unsafe_allow.iter().any(|allowed| allowed == name) {
+                return Err(format!(
+                    "{why}: if that is meant, add \"{name}\" to unsafe_allow (every start will say so)"
+                ));
+            }
+        }
         Ok(())
     }
+
+    /// The settings that switch a check off, each with what it switches off: refused unless named
+    /// in `unsafe_allow`, and logged at every start when they are.
+    pub fn checks_switched_off(&self) -> Vec<(&'static str, String)> {
+        let mut off = Vec::new();
+        if self.relative_margin < MIN_SAFE_RELATIVE_MARGIN {
+            off.push((
+                "relative_margin",
+                format!(
+                    "relative_margin = {} lets a walk that matches two enrolled people equally well open the door for the nearer",
+                    self.relative_margin
+                ),
+            ));
+        }
+        if self.max_people_in_zone > MAX_SAFE_PEOPLE_IN_ZONE {
+            off.push((
+                "max_people_in_zone",
+                format!(
+                    "max_people_in_zone = {} lets {} people through on one grant without a tailgating denial",
+                    self.max_people_in_zone, self.max_people_in_zone
+                ),
+            ));
+        }
+        if self.tailgate_watch_ms < MIN_SAFE_TAILGATE_WATCH_MS {
+            off.push((
+                "tailgate_watch_ms",
+                format!(
+                    "tailgate_watch_ms = {} watches for a second person for less than {MIN_SAFE_TAILGATE_WATCH_MS} ms after a grant",
+                    self.tailgate_watch_ms
+                ),
+            ));
+        }
+        off
+    }
 }
+
+/// What `unsafe_allow` may name.
+pub const UNSAFE_SETTINGS: [&str; 3] =
+    ["relative_margin", "max_people_in_zone", "tailgate_watch_ms"];
+/// Below this margin two enrolled people who both match are no longer told apart.
+pub const MIN_SAFE_RELATIVE_MARGIN: f32 = 0.01;
+/// A person and one companion; more is a crowd the door cannot count through.
+pub const MAX_SAFE_PEOPLE_IN_ZONE: usize = 2;
+/// A door takes about a second to open: a shorter watch sees nobody follow.
+pub const MIN_SAFE_TAILGATE_WATCH_MS: u64 = 1_000;
 
 /// Past half the accept distance, two enrolled people who both match would almost never be told
 /// apart: every grant would be ambiguous.
@@ -627,6 +690,53 @@ mod tests {
             let error = config.check().unwrap_err();
             assert!(error.starts_with(field), "{error}");
         }
+    }
+
+    #[test]
+    fn a_setting_that_switches_a_check_off_needs_its_name_in_unsafe_allow() {
+        // The hostile probe: margin 0, 20 people in the zone, a tailgate watch of 0 were taken
+        // without a word.
+        for (config, name) in [
+            (
+                DecisionConfig {
+                    relative_margin: 0.0,
+                    ..Default::default()
+                },
+                "relative_margin",
+            ),
+            (
+                DecisionConfig {
+                    max_people_in_zone: 20,
+                    ..Default::default()
+                },
+                "max_people_in_zone",
+            ),
+            (
+                DecisionConfig {
+                    tailgate_watch_ms: 0,
+                    ..Default::default()
+                },
+                "tailgate_watch_ms",
+            ),
+        ] {
+            let error = config.check().unwrap_err();
+            assert!(
+                error.contains(&format!("add \"{name}\" to unsafe_allow")),
+                "{error}"
+            );
+            let allowed = DecisionConfig {
+                unsafe_allow: vec![name.to_string()],
+                ..config
+            };
+            assert_eq!(allowed.check(), Ok(()));
+            assert_eq!(allowed.checks_switched_off()[0].0, name);
+        }
+        let unknown = DecisionConfig {
+            unsafe_allow: vec!["everything".into()],
+            ..Default::default()
+        };
+        assert!(unknown.check().unwrap_err().contains("\"everything\""));
+        assert!(DecisionConfig::default().checks_switched_off().is_empty());
     }
 
     #[test]
