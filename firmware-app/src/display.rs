@@ -63,6 +63,8 @@ pub struct Alarms {
     pub site_offline: bool,
     /// The site's people allowed here whose templates the door cannot open.
     pub quarantined: usize,
+    /// The audit log cannot be written: the door grants nobody.
+    pub audit_failing: bool,
 }
 
 impl Alarms {
@@ -98,6 +100,9 @@ impl Alarms {
         }
         if self.site_offline {
             lines.push("SITE OFFLINE".into());
+        }
+        if self.audit_failing {
+            lines.push("AUDIT LOG FAILING".into());
         }
         if self.quarantined > 0 {
             lines.push(format!("{} NOT LOADED", self.quarantined));
@@ -326,8 +331,10 @@ mod tests {
         state.alarms.apply(&EventKind::PanelOnline);
         assert!(state.alarms.lines().is_empty());
         state.alarms.quarantined = 2;
-        assert_eq!(state.alarms.lines(), ["2 NOT LOADED"]);
+        state.alarms.audit_failing = true;
+        assert_eq!(state.alarms.lines(), ["AUDIT LOG FAILING", "2 NOT LOADED"]);
         state.alarms.quarantined = 0;
+        state.alarms.audit_failing = false;
 
         state.indication = Some(Indication {
             led: Some(LedColor::Green),

@@ -3,6 +3,8 @@
 //! tests say they skipped, and under `CI`, which runs as root, they must run); and a camera that
 //! returns garbage, empty or differently sized frames.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -263,4 +265,71 @@ fn a_key_that_a_full_disk_cut_short_is_not_left_behind() {
         TemplateKey::read_file(&path).unwrap().to_hex(),
         key.to_hex()
     );
+}
+
+#[test]
+fn a_grant_the_full_audit_disk_cannot_record_is_denied() {
+    use access::decision::Verdict;
+    use firmware_app::enrolment::{templates_from_windows, walk_windows};
+    use firmware_app::kiosk_loop::Outputs;
+    use synthetic_scene::SyntheticScene;
+
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let (_, model_id, embedder) = common::seeded_model(scratch.path());
+    let walker = || SyntheticScene::new(SceneConfig::single_walker(11, 320, 240));
+    let mut pipeline = SilhouettePipeline::new(SilhouetteConfig::default());
+    let walk = walk_windows(&mut pipeline, None, &mut walker()).unwrap();
+    let templates = templates_from_windows(&embedder, &walk, "ada", |_, _| {}).unwrap();
+    let mut gallery = Gallery::open(&scratch.path().join("gallery.db"), None).unwrap();
+    gallery.enrol("ada", &model_id, &templates).unwrap();
+    let mut engine =
+        common::door_engine_without_margin("front", &gallery, model_id, embedder, 1e-4);
+    let mut dispatcher = access::events::EventDispatcher::new(100);
+    dispatcher.add(Box::new(
+        AuditLog::open(audit_config(&disk.mount), key()).unwrap(),
+    ));
+    let mut outputs = Outputs {
+        dispatcher,
+        screen_dir: None,
+        framebuffer: None,
+        audit_head: None,
+        news: None,
+        on_status: None,
+    };
+    // The replay of her own walk is granted while the log can be written...
+    let (decisions, _) = common::play(Box::new(walker()), false, &mut engine, &mut outputs);
+    assert!(matches!(
+        decisions[0].decision.verdict,
+        Verdict::Granted { .. }
+    ));
+    // ... and denied once the disk is full: nothing acts on a grant the log does not hold. (The
+    // log's last page may still take a line or two.)
+    disk.fill();
+    for at_ms in 0..100 {
+        if outputs.dispatcher.record_owes() > 0 {
+            break;
+        }
+        outputs.dispatcher.publish(&event(at_ms));
+    }
+    assert!(
+        outputs.dispatcher.record_owes() > 0,
+        "the full disk refused a line"
+    );
+    let (decisions, _) = common::play(Box::new(walker()), false, &mut engine, &mut outputs);
+    assert_eq!(decisions.len(), 1);
+    assert!(
+        matches!(
+            decisions[0].decision.verdict,
+            Verdict::Denied {
+                reason: DenialReason::AuditUnavailable,
+                ..
+            }
+        ),
+        "{:?}",
+        decisions[0].decision.verdict
+    );
+    assert_eq!(decisions[0].event.credential, None);
 }

@@ -261,7 +261,12 @@ impl EventDispatcher {
 
     /// Offers `event`, after anything a sink still owes, to every sink.
     pub fn publish(&mut self, event: &Event) {
-        for (sink, queue) in &mut self.sinks {
+        self.offer_from(0, event);
+    }
+
+    /// Offers `event` to the sinks from the `first`-th on.
+    fn offer_from(&mut self, first: usize, event: &Event) {
+        for (sink, queue) in self.sinks.iter_mut().skip(first) {
             if queue.len() >= self.max_queued_per_sink {
                 queue.pop_front();
                 self.dropped += 1;
@@ -270,6 +275,31 @@ impl EventDispatcher {
             queue.push_back(event.clone());
             flush_queue(sink.as_mut(), queue);
         }
+    }
+
+    /// Offers `event` to the record (the first sink added: the audit log) before any other sink:
+    /// when the record still owes earlier events or cannot take this one, no other sink receives
+    /// it and `false` is returned. For what must not happen unrecorded: a grant opens nothing
+    /// that the log does not hold.
+    pub fn publish_recorded(&mut self, event: &Event) -> bool {
+        let Some((record, queue)) = self.sinks.first_mut() else {
+            return false;
+        };
+        flush_queue(record.as_mut(), queue);
+        if !queue.is_empty() {
+            return false;
+        }
+        if let Err(e) = record.deliver(event) {
+            log::error!("{e}: the event is not passed on");
+            return false;
+        }
+        self.offer_from(1, event);
+        true
+    }
+
+    /// Events the record (the first sink) has not taken yet.
+    pub fn record_owes(&self) -> usize {
+        self.sinks.first().map_or(0, |(_, queue)| queue.len())
     }
 
     /// Offers pending events again (call periodically while idle).

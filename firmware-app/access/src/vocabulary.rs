@@ -23,6 +23,8 @@ pub enum DenialReason {
     Tailgating,
     /// The identity is already held by another person in view.
     IdentityInUse,
+    /// A grant the audit log could not record is not acted on.
+    AuditUnavailable,
 }
 
 impl DenialReason {
@@ -36,6 +38,7 @@ impl DenialReason {
             DenialReason::NotAWalkingPerson => "no walking person",
             DenialReason::Tailgating => "more than one person at the door",
             DenialReason::IdentityInUse => "identity already in view",
+            DenialReason::AuditUnavailable => "the audit log cannot be written",
         }
     }
 }

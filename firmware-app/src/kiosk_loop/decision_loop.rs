@@ -185,6 +185,7 @@ impl<'a> DecisionLoop<'a> {
             .max(people_in_view);
         match self.engine.on_window(window, crowd, completed_at) {
             Ok(Some(record)) => {
+                let record = self.record_before_granting(record);
                 if matches!(record.decision.verdict, Verdict::Granted { .. }) {
                     log::debug!(
                         "track {} granted on frames {}..={}",
@@ -206,6 +207,31 @@ impl<'a> DecisionLoop<'a> {
                 None
             }
         }
+    }
+
+    /// A grant goes to the audit log before anything acts on it; one the log cannot record becomes
+    /// a denial (fail secure), published like any other decision.
+    fn record_before_granting(&mut self, mut record: DecisionRecord) -> DecisionRecord {
+        let Verdict::Granted { identity } = record.decision.verdict else {
+            return record;
+        };
+        if self.outputs.dispatcher.publish_recorded(&record.event) {
+            record.published = true;
+            return record;
+        }
+        log::error!(
+            "track {}: granted, but the audit log cannot record it: denied",
+            record.decision.track
+        );
+        self.view.alarms.audit_failing = true;
+        let reason = DenialReason::AuditUnavailable;
+        record.decision.verdict = Verdict::Denied {
+            reason,
+            identity: Some(identity),
+        };
+        record.event.kind = EventKind::Denied { reason };
+        record.event.credential = None;
+        record
     }
 
     fn publish(&mut self, kind: EventKind) {
@@ -251,7 +277,10 @@ impl<'a> DecisionLoop<'a> {
     fn announce(&mut self, record: &DecisionRecord) {
         self.stats.decisions += 1;
         self.stats.record_latency(record.latency);
-        self.outputs.dispatcher.publish(&record.event);
+        if !record.published {
+            self.outputs.dispatcher.publish(&record.event);
+        }
+        self.view.alarms.audit_failing = self.outputs.dispatcher.record_owes() > 0;
         self.view.state = match &record.decision.verdict {
             Verdict::Granted { .. } => DoorState::Granted {
                 name: record.name.clone().unwrap_or_default(),

@@ -29,6 +29,8 @@ pub struct DecisionRecord {
     pub name: Option<String>,
     /// From the capture of the window's last frame (or the track's end) to the event.
     pub latency: Duration,
+    /// Already given to the sinks (a grant, recorded by the audit log before the others acted).
+    pub published: bool,
 }
 
 impl DoorEngine {
@@ -167,6 +169,7 @@ impl DoorEngine {
             event,
             name: identity.map(|i| i.name),
             latency: since.elapsed(),
+            published: false,
         }
     }
 

@@ -36,6 +36,7 @@ use access::events::{Event, EventDispatcher, EventKind};
 use access::gallery::{Gallery, Quarantined};
 use access::matcher::{MatchError, MatchIndex};
 use access::vocabulary::ChainHead;
+use access::vocabulary::DenialReason;
 use embedded_graphics::pixelcolor::{Rgb888, RgbColor};
 use rgb_canvas::RgbCanvas;
 use silhouette::source::FrameSource;
