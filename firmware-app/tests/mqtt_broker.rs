@@ -234,7 +234,7 @@ fn over_tls_the_kiosk_verifies_the_broker_and_a_wrong_certificate_is_refused_by_
         ca_file: Some(authority.cert.clone()),
         cert_file: Some(kiosk.cert.clone()),
         key_file: Some(kiosk.key.clone()),
-        plaintext: false,
+        ..TlsSettings::default()
     };
     config.host = "localhost".into();
 

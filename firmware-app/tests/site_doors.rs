@@ -73,7 +73,7 @@ impl Site {
                 ca_file: Some(self.authority.cert.clone()),
                 cert_file: Some(certificate.cert),
                 key_file: Some(certificate.key),
-                plaintext: false,
+                ..TlsSettings::default()
             },
             queue_path: door_dir.join("mqtt-queue.jsonl"),
             max_queued: 1_000,

@@ -213,7 +213,8 @@ fn special_files_are_refused_by_kind_before_anything_opens_them() {
         assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     };
-    let cases: [(&str, &dyn Fn(&Path), &str); 4] = [
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make, &str); 4] = [
         ("template.key", &mkfifo, "a FIFO, not a regular file"),
         (
             "template.key",

@@ -91,7 +91,7 @@ impl Heading {
     /// The heading of the observations, first to last placed one.
     pub fn of(observations: &[Observation]) -> Heading {
         let mut placed = observations.iter().filter_map(|o| o.placement);
-        let (Some(first), Some(last)) = (placed.next(), placed.last()) else {
+        let (Some(first), Some(last)) = (placed.next(), placed.next_back()) else {
             return Heading::Unknown;
         };
         let moved = last.centre_x - first.centre_x;

@@ -275,7 +275,7 @@ impl WalkStream<'_> {
                 Some(only(runner.run(vec![window])?)?)
             }
             // Output i reads 3i - 1 ..= 3i + 3: input 3i + 3 completes it.
-            StageKind::FrameAggregation if newest >= 3 && newest % 3 == 0 => {
+            StageKind::FrameAggregation if newest >= 3 && newest.is_multiple_of(3) => {
                 let i = newest / 3 - 1;
                 let start = (3 * i).saturating_sub(3);
                 let views: Vec<_> = (start..=newest).map(|j| input.get(j).view()).collect();
