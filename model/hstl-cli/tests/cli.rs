@@ -107,6 +107,27 @@ fn init_inspect_embed_and_bench_a_seeded_model() {
         text.contains("\"median_ms\":") && text.contains("\"peak_rss_mib\":"),
         "{text}"
     );
+
+    // The door's way: a walk streamed one silhouette at a time, queried every few frames.
+    let (ok, text) = hstl(&[
+        "bench",
+        "--model",
+        arg(&model),
+        "--frames",
+        "3",
+        "--runs",
+        "1",
+        "--stream",
+        "12",
+        "--query-every",
+        "4",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("stream:        12 frames, a query every 4")
+            && text.contains("queries included"),
+        "{text}"
+    );
 }
 
 /// With no `--model`, the shipped trained model runs, or the one `HSTL_MODEL` names; a missing
