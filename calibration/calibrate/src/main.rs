@@ -105,6 +105,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Seals a model's operating point as it stands with the doors' template key: for a point saved
+    /// before points were sealed (a door that holds a key runs no other). The point is checked as
+    /// a door checks it first; nothing else of it changes.
+    Seal {
+        /// The model whose operating point is sealed.
+        #[arg(long)]
+        model: PathBuf,
+        /// The doors' template key file.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
 }
 
 /// Labelled walks: a site's folders or CASIA-B.
@@ -360,7 +371,35 @@ fn main() -> Result<()> {
             out: &out,
             threads,
         }),
+        Command::Seal { model, key_file } => seal(&model, &key_file),
     }
+}
+
+fn seal(model: &Path, key_file: &Path) -> Result<()> {
+    let key = access::gallery::TemplateKey::read_file(key_file)
+        .with_context(|| format!("key file {}", key_file.display()))?;
+    let point = OperatingPoint::load_for(model, &model_id(model)?)?.with_context(|| {
+        format!(
+            "{} has no operating point to seal: calibrate it (`calibrate thresholds --save --key-file`)",
+            model.display()
+        )
+    })?;
+    // What is sealed is vouched for from now on: the installer sees it.
+    println!(
+        "accept distance {} for FPIR {} (measured FPIR {}, FNIR {}; {} non-mated searches), measured on {}",
+        point.accept_distance,
+        point.target_fpir,
+        point.fpir,
+        point.fnir,
+        point.non_mated_searches,
+        point.measured_on
+    );
+    let path = point.sealed(&key.operating_point_key()).save_for(model)?;
+    println!(
+        "operating point: {} (sealed with the doors' key)",
+        path.display()
+    );
+    Ok(())
 }
 
 fn calibrate_thresholds(command: Command) -> Result<()> {

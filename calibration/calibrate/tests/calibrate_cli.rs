@@ -364,3 +364,60 @@ fn quantize_on_all_black_walks_says_so_and_writes_nothing() {
     );
     assert!(!int8.exists());
 }
+
+#[test]
+fn a_point_saved_before_points_were_sealed_is_sealed_as_it_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = test_support::seeded_model(dir.path());
+    let unsealed = OperatingPoint {
+        model_id: hstl::model_id(&model).unwrap(),
+        accept_distance: 0.5,
+        target_fpir: 0.003,
+        fpir: 0.002,
+        fnir: 0.1,
+        mated_searches: 400,
+        non_mated_searches: 1000,
+        measured_on: "a site, before seals".into(),
+        looser_than_shipped: None,
+        seal: None,
+    };
+    unsealed.save_for(&model).unwrap();
+    let key_file = dir.path().join("site.key");
+    let key = access::gallery::TemplateKey::create_file(&key_file).unwrap();
+    let report = calibrate(&[
+        "seal",
+        "--model",
+        model.to_str().unwrap(),
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(report.contains("sealed with the doors' key"), "{report}");
+    assert!(
+        report.contains("accept distance 0.5 for FPIR 0.003"),
+        "{report}"
+    );
+    let point = OperatingPoint::load_for(&model, &hstl::model_id(&model).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        OperatingPoint {
+            seal: None,
+            ..point.clone()
+        },
+        unsealed
+    );
+    point
+        .check_seal(
+            &key.operating_point_key(),
+            &OperatingPoint::path_for(&model),
+        )
+        .unwrap();
+    let missing = run_calibrate(&[
+        "seal",
+        "--model",
+        dir.path().join("other.onnx").to_str().unwrap(),
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+}
