@@ -227,6 +227,36 @@ const MIGRATIONS: &[&str] = &[
     END $f$;
     REVOKE ALL ON FUNCTION gait_site.door_audit_heads() FROM PUBLIC;
     GRANT EXECUTE ON FUNCTION gait_site.door_audit_heads() TO gait_site_door;
+
+    -- A door's role may not flood the site: at most 1,000 events a call (a door sends 500), none
+    -- over 16 KiB (a door's own are well under 2 KiB).
+    CREATE OR REPLACE FUNCTION gait_site.door_record_events(event_ids text[], bodies jsonb[])
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = gait_site, pg_temp AS $f$
+    DECLARE
+        door_name text := calling_door();
+        stored integer;
+    BEGIN
+        IF coalesce(array_length(event_ids, 1), 0) > 1000
+           OR coalesce(array_length(bodies, 1), 0) > 1000 THEN
+            RAISE EXCEPTION 'a door sends at most 1000 events at once, not %',
+                greatest(array_length(event_ids, 1), array_length(bodies, 1))
+                USING ERRCODE = '54000';
+        END IF;
+        IF EXISTS (SELECT 1 FROM unnest(bodies) AS b WHERE octet_length(b::text) > 16384) THEN
+            RAISE EXCEPTION 'an event of over 16384 bytes is no door''s' USING ERRCODE = '54000';
+        END IF;
+        INSERT INTO events(event_id, door, at, kind, pseudonym, body)
+        SELECT e.event_id, door_name, to_timestamp((e.body->>'at_ms')::bigint / 1000.0),
+               coalesce(e.body->>'kind', 'unknown'),
+               CASE WHEN known.pseudonym IS NOT NULL THEN known.pseudonym END,
+               CASE WHEN known.pseudonym IS NULL THEN e.body - 'person' ELSE e.body END
+        FROM unnest(event_ids, bodies) AS e(event_id, body)
+        LEFT JOIN people known ON known.pseudonym = e.body->>'person'
+        ON CONFLICT (event_id) DO NOTHING;
+        GET DIAGNOSTICS stored = ROW_COUNT;
+        RETURN stored;
+    END $f$;
 "#,
 ];
 

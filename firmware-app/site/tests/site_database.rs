@@ -222,6 +222,30 @@ fn a_door_role_reads_only_through_its_functions_and_writes_only_its_events() {
     );
     assert_eq!(stored[0].pseudonym.as_deref(), Some(ada.pseudonym.as_str()));
 
+    // The hostile probe: 200,000 events of 1 KB in one call.
+    let flood: Vec<OutboxEvent> = (0..1001u32)
+        .map(|i| OutboxEvent {
+            event_id: format!("{:032x}", 1000 + i),
+            ..event(9, None)
+        })
+        .collect();
+    let refused = front.upload(&flood).unwrap_err().to_string();
+    assert!(refused.contains("at most 1000 events"), "{refused}");
+    let huge = OutboxEvent {
+        body: serde_json::json!({
+            "at_ms": 1_700_000_000_000u64, "kind": "denied", "detail": "x".repeat(20_000)
+        })
+        .to_string(),
+        ..event(10, None)
+    };
+    let refused = front.upload(&[huge]).unwrap_err().to_string();
+    assert!(refused.contains("over 16384 bytes"), "{refused}");
+    assert_eq!(
+        admin.events(None).unwrap().len(),
+        2,
+        "nothing of either was stored"
+    );
+
     let erased = admin.erase("ada").unwrap();
     assert_eq!(erased.events, 1);
     assert_eq!(front.upload(&[event(3, Some(&ada.pseudonym))]).unwrap(), 1);
