@@ -516,9 +516,8 @@ fn synthetic_walk(frames: usize) -> Silhouettes {
 
 fn demo(frames: usize, threads: usize) -> Result<()> {
     let weights = Weights::seeded(Variant::CasiaB, 7);
-    let dir = std::env::temp_dir().join(format!("hstl-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let model = dir.join("hstl_casiab_seed7.onnx");
+    let dir = tempfile::Builder::new().prefix("hstl-demo-").tempdir()?;
+    let model = dir.path().join("hstl_casiab_seed7.onnx");
     onnx_graph::write_model(&weights, &ExportOptions::default(), &model)?;
     let (_, learnable) = Variant::CasiaB.architecture().parameter_counts();
     println!(

@@ -21,10 +21,12 @@ fn hstl(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn workdir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hstl-cli-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A folder of the test's own, removed when the test ends (each run writes checkpoints of 30 MB).
+fn workdir(test: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("hstl-cli-{test}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn arg(p: &Path) -> &str {
@@ -66,7 +68,8 @@ fn embed(model: &Path, input: &Path, output: &Path) -> Array2<f32> {
 
 #[test]
 fn init_inspect_embed_and_bench_a_seeded_model() {
-    let dir = workdir("seeded");
+    let work = workdir("seeded");
+    let dir = work.path();
     let model = dir.join("m.onnx");
     let (ok, text) = seeded("casia-b", 3, &model);
     assert!(ok, "{text}");
@@ -134,7 +137,8 @@ fn init_inspect_embed_and_bench_a_seeded_model() {
 /// `HSTL_MODEL` file is named in the error rather than replaced by the shipped one.
 #[test]
 fn embed_without_a_model_runs_the_shipped_one_or_hstl_model() {
-    let dir = workdir("shipped");
+    let work = workdir("shipped");
+    let dir = work.path();
     let sils =
         Array3::<u8>::from_shape_fn(
             (30, 64, 64),
@@ -183,7 +187,8 @@ fn embed_without_a_model_runs_the_shipped_one_or_hstl_model() {
 
 #[test]
 fn seeded_checkpoints_export_like_published_ones() {
-    let dir = workdir("pt");
+    let work = workdir("pt");
+    let dir = work.path();
     let checkpoint = dir.join("seeded.pt");
     let (ok, text) = seeded("gait3d", 1, &checkpoint);
     assert!(ok, "{text}");
@@ -196,7 +201,8 @@ fn seeded_checkpoints_export_like_published_ones() {
 
 #[test]
 fn bad_arguments_fail_with_a_message_naming_the_problem() {
-    let dir = workdir("bad");
+    let work = workdir("bad");
+    let dir = work.path();
     let (ok, text) = hstl(&[
         "export",
         "--checkpoint",
@@ -233,7 +239,8 @@ fn bad_arguments_fail_with_a_message_naming_the_problem() {
 #[test]
 fn export_then_embed_reproduces_the_reference_embedding() {
     let Some(parity) = parity_dir() else { return };
-    let dir = workdir("parity");
+    let work = workdir("parity");
+    let dir = work.path();
     let model = dir.join("casiab.onnx");
     let checkpoint = parity.join("hstl_casiab_dev.pt");
     let (ok, text) = exported(&checkpoint, &model);

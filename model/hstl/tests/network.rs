@@ -35,10 +35,12 @@ fn clip(data: &[u8]) -> Silhouettes {
     Silhouettes::from_u8(&[data.len() / (64 * 44), 64, 44], data).unwrap()
 }
 
-fn temp_path(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("hstl-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A folder of the test's own, removed when the test ends.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("hstl-test-")
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
@@ -136,7 +138,8 @@ fn the_compact_variant_reads_the_same_silhouettes_at_half_resolution() {
 
 #[test]
 fn checkpoint_files_round_trip() {
-    let path = temp_path("roundtrip.pt");
+    let dir = temp_dir();
+    let path = dir.path().join("roundtrip.pt");
     let weights = Weights::seeded(Variant::OuMvlp, 5);
     write_state_dict(&path, "roundtrip", &weights.to_state_dict(Some(1234))).unwrap();
     let state = read_state_dict(&path).unwrap();
@@ -150,7 +153,8 @@ fn checkpoint_files_round_trip() {
 
 #[test]
 fn truncated_and_foreign_files_are_refused_with_a_reason() {
-    let path = temp_path("truncated.pt");
+    let dir = temp_dir();
+    let path = dir.path().join("truncated.pt");
     write_state_dict(
         &path,
         "t",
@@ -162,17 +166,17 @@ fn truncated_and_foreign_files_are_refused_with_a_reason() {
     let err = Weights::from_checkpoint(&path, None).unwrap_err();
     assert!(matches!(err, HstlError::Archive(_)), "{err}");
 
-    let foreign = temp_path("foreign.pt");
+    let foreign = dir.path().join("foreign.pt");
     std::fs::write(&foreign, b"this is a text file, not weights").unwrap();
     let err = Weights::from_checkpoint(&foreign, None).unwrap_err();
     assert!(matches!(err, HstlError::NotACheckpoint { .. }), "{err}");
 
-    let legacy = temp_path("legacy.pt");
+    let legacy = dir.path().join("legacy.pt");
     std::fs::write(&legacy, b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.").unwrap();
     let err = Weights::from_checkpoint(&legacy, None).unwrap_err();
     assert!(err.to_string().contains("legacy"), "{err}");
 
-    let err = Weights::from_checkpoint(&temp_path("does-not-exist.pt"), None).unwrap_err();
+    let err = Weights::from_checkpoint(&dir.path().join("does-not-exist.pt"), None).unwrap_err();
     assert!(matches!(err, HstlError::Io { .. }), "{err}");
 }
 
@@ -186,7 +190,8 @@ fn superseded_17_part_checkpoint_is_named_as_such() {
         .unwrap();
     head.1.shape = vec![17, 128, 128];
     head.1.data = TensorData::F32(vec![0.0; 17 * 128 * 128]);
-    let path = temp_path("seventeen.pt");
+    let dir = temp_dir();
+    let path = dir.path().join("seventeen.pt");
     write_state_dict(&path, "seventeen", &state).unwrap();
     let err = Weights::from_checkpoint(&path, None).unwrap_err();
     assert!(matches!(err, HstlError::Superseded17Part { .. }), "{err}");
@@ -245,7 +250,8 @@ fn models_with_the_wrong_interface_or_bytes_are_refused() {
         .unwrap();
     assert!(err.to_string().contains("tract failed on it"), "{err}");
 
-    let path = temp_path("garbage.onnx");
+    let dir = temp_dir();
+    let path = dir.path().join("garbage.onnx");
     std::fs::write(&path, [0x08u8, 0x07, 0xff, 0xff, 0x01]).unwrap();
     let err = TractEmbedder::load(&path, 1).err().unwrap();
     assert!(matches!(err, HstlError::BadModel { .. }), "{err}");
@@ -253,7 +259,8 @@ fn models_with_the_wrong_interface_or_bytes_are_refused() {
 
 #[test]
 fn written_models_load_from_disk() {
-    let path = temp_path("seeded.onnx");
+    let dir = temp_dir();
+    let path = dir.path().join("seeded.onnx");
     write_model(
         &Weights::seeded(Variant::CasiaB, 9),
         &ExportOptions::default(),
@@ -273,7 +280,8 @@ fn written_models_load_from_disk() {
 #[test]
 fn a_model_records_how_it_wants_walks_oriented_and_every_backend_reads_it() {
     let weights = Weights::seeded(Variant::Compact, 2);
-    let path = temp_path("rightwards.onnx");
+    let dir = temp_dir();
+    let path = dir.path().join("rightwards.onnx");
     let options = ExportOptions {
         orientation: hstl::Orientation::Rightwards,
         ..ExportOptions::default()
