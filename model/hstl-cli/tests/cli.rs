@@ -1,6 +1,6 @@
 //! The `hstl` command line, end to end: the subcommands other tools and scripts rely on.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use ndarray::{Array2, Array3};
