@@ -24,7 +24,8 @@ pub struct ChannelQuantized {
     /// The int8 weights, in the layout they came in.
     pub values: Vec<i8>,
     /// One scale per output channel: the channel's largest magnitude over 127 (1 for a channel of
-    /// zeros, since ONNX wants a positive scale).
+    /// zeros, or of weights too small to matter, since ONNX wants a positive scale and a subnormal
+    /// one would make subnormal outputs).
     pub scales: Vec<f32>,
 }
 
@@ -45,7 +46,7 @@ pub fn quantize_per_channel(weights: &[f32], channels: usize) -> ChannelQuantize
     };
     for channel in weights.chunks(weights.len() / channels) {
         let largest = channel.iter().fold(0f32, |m, w| m.max(w.abs()));
-        let scale = if largest > 0.0 {
+        let scale = if largest >= crate::backend::negligible::NEGLIGIBLE_MAGNITUDE {
             largest / INT8_LIMIT
         } else {
             1.0
@@ -96,6 +97,9 @@ mod tests {
         let weights = [0.5, -1.0, 0.25, 0.0, 0.0, 0.0, 8.0, 2.0, -4.0];
         let q = quantize_per_channel(&weights, 3);
         assert_eq!(q.scales, vec![1.0 / 127.0, 1.0, 8.0 / 127.0]);
+        let dead = quantize_per_channel(&[1e-38, -2e-36, 0.5, 1.0], 2);
+        assert_eq!(dead.scales, vec![1.0, 1.0 / 127.0]);
+        assert_eq!(dead.values, vec![0, 0, 64, 127]);
         assert_eq!(q.values, vec![64, -127, 32, 0, 0, 0, 127, 32, -64]);
         for (channel, (values, scale)) in weights.chunks(3).zip(q.values.chunks(3).zip(&q.scales)) {
             for (w, v) in channel.iter().zip(values) {

@@ -208,7 +208,10 @@ mod onnxruntime {
         static EMBEDDER: OnceLock<Option<OrtEmbedder>> = OnceLock::new();
         EMBEDDER
             .get_or_init(|| {
-                let dir = tempfile::Builder::new().prefix("hstl-parity-").tempdir().unwrap();
+                let dir = tempfile::Builder::new()
+                    .prefix("hstl-parity-")
+                    .tempdir()
+                    .unwrap();
                 let path = dir.path().join("parity.onnx");
                 std::fs::write(&path, model_bytes()?).unwrap();
                 Some(OrtEmbedder::load(&path, 2).unwrap())

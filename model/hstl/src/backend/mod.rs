@@ -12,6 +12,7 @@ use crate::input::Silhouettes;
 
 mod executor;
 mod int8_convolution;
+pub mod negligible;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
 mod plan_rewrite;

@@ -12,13 +12,13 @@ use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 use ort::value::Tensor;
+use prost::Message;
 
 use super::tract::NamedOutputs;
 use super::Embedder;
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
 use crate::input::Silhouettes;
-use crate::model_info::{FileKind, ModelInfo};
 use crate::variant::{INPUT_HEIGHT, INPUT_WIDTH};
 
 /// Where ONNX Runtime's library is looked for first (then `libonnxruntime.so` on the library
@@ -61,12 +61,15 @@ fn runtime() -> Result<&'static Environment> {
         .map_err(|e| HstlError::OnnxRuntime(e.clone()))
 }
 
-/// Whether `path` is a QDQ model (`calibrate quantize`). TensorRT builds int8 layers only with its
+/// Whether `proto` is a QDQ model (`calibrate quantize`). TensorRT builds int8 layers only with its
 /// INT8 flag set; their scales are the file's own (explicit quantization), so it needs no calibration
-/// table. A file that cannot be read is left for ONNX Runtime to refuse with its own reason.
-fn is_quantized(path: &Path) -> bool {
-    ModelInfo::of_path(path).is_ok_and(|info| {
-        matches!(info.kind, FileKind::Onnx { int8_convolutions, .. } if int8_convolutions > 0)
+/// table.
+fn is_quantized(proto: &tract_onnx::pb::ModelProto) -> bool {
+    proto.graph.as_ref().is_some_and(|graph| {
+        graph
+            .node
+            .iter()
+            .any(|node| node.op_type == "QuantizeLinear")
     })
 }
 
@@ -110,14 +113,7 @@ impl OrtGraph {
         cache: &Path,
         threads: usize,
     ) -> Result<Self> {
-        use prost::Message;
-        let int8 = proto.graph.as_ref().is_some_and(|graph| {
-            graph
-                .node
-                .iter()
-                .any(|node| node.op_type == "QuantizeLinear")
-        });
-        let session = session_builder(runtime()?, threads, cache, int8)?
+        let session = session_builder(runtime()?, threads, cache, is_quantized(proto))?
             .commit_from_memory(&proto.encode_to_vec())
             .map_err(|e| {
                 HstlError::Inference(format!("{label}: ONNX Runtime cannot open it: {e}"))
@@ -182,13 +178,14 @@ impl OrtEmbedder {
             path: path.to_path_buf(),
             message,
         };
+        let proto = super::tract::read_proto(path)?;
         let session = session_builder(
             environment,
             threads,
             &path.with_extension("trt-cache"),
-            is_quantized(path),
+            is_quantized(&proto),
         )?
-        .commit_from_file(path)
+        .commit_from_memory(&proto.encode_to_vec())
         .map_err(|e| bad(format!("ONNX Runtime cannot open it: {e}")))?;
         let input_name = match session.inputs() {
             [only] => only.name().to_string(),
@@ -219,7 +216,7 @@ impl OrtEmbedder {
             embedding_shape: (0, 0),
             threads,
             provider,
-            orientation: super::tract::orientation_of(&super::tract::read_proto(path)?)?,
+            orientation: super::tract::orientation_of(&proto)?,
         };
         let probe = Silhouettes::from_f32(
             &[PROBE_FRAMES, INPUT_HEIGHT, INPUT_WIDTH],
@@ -311,8 +308,8 @@ mod tests {
             ..ExportOptions::default()
         };
         write_model(&weights, &options, &int8).unwrap();
-        assert!(!is_quantized(&float));
-        assert!(is_quantized(&int8));
-        assert!(!is_quantized(&dir.path().join("missing.onnx")));
+        let read = |path| super::super::tract::read_proto(path).unwrap();
+        assert!(!is_quantized(&read(&float)));
+        assert!(is_quantized(&read(&int8)));
     }
 }

@@ -255,27 +255,67 @@ impl TractEmbedder {
     /// Time spent in each node of the optimised plan for one run on `clip`, slowest first:
     /// `(operator, node name, seconds)`.
     pub fn profile(&self, clip: &Silhouettes) -> Result<Vec<(String, String, f64)>> {
+        let mut timings = Vec::new();
+        self.run_observed(clip, |node, _, seconds| {
+            timings.push((node.op().name().to_string(), node.name.clone(), seconds));
+        })?;
+        timings.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(timings)
+    }
+
+    /// The nodes of the optimised plan whose outputs hold subnormal floats in one run on `clip`:
+    /// `(operator, node name, subnormal values, values)`, in the plan's order. Some cores (Intel's)
+    /// take a microcode assist on every subnormal they read or write, so none may reach the hot path.
+    pub fn subnormal_outputs(
+        &self,
+        clip: &Silhouettes,
+    ) -> Result<Vec<(String, String, usize, usize)>> {
+        let mut found = Vec::new();
+        self.run_observed(clip, |node, outputs, _| {
+            let (subnormal, values) = outputs
+                .iter()
+                .filter_map(|value| value.try_as_plain_ram().ok()?.as_slice::<f32>().ok())
+                .fold((0, 0), |(subnormal, values), slice| {
+                    (
+                        subnormal + super::negligible::subnormal_count(slice),
+                        values + slice.len(),
+                    )
+                });
+            if subnormal > 0 {
+                found.push((
+                    node.op().name().to_string(),
+                    node.name.clone(),
+                    subnormal,
+                    values,
+                ));
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// One run on `clip`, node by node; `observe` sees each node, its outputs and its seconds.
+    fn run_observed(
+        &self,
+        clip: &Silhouettes,
+        mut observe: impl FnMut(&TypedNode, &TVec<TValue>, f64),
+    ) -> Result<()> {
         let plan = self.plan(clip.frames())?;
         let input = plan_input(&plan, clip)?;
         let mut state = plan
             .spawn()
             .map_err(|e| HstlError::Inference(e.to_string()))?;
-        let mut timings = Vec::new();
         multithread_tract_scope(self.executor.clone(), || {
             state.run_plan_with_eval(tvec!(input), |ctx, op_state, node, inputs| {
                 let started = std::time::Instant::now();
                 let outputs = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                timings.push((
-                    node.op().name().to_string(),
-                    node.name.clone(),
-                    started.elapsed().as_secs_f64(),
-                ));
+                if let Ok(values) = &outputs {
+                    observe(node, values, started.elapsed().as_secs_f64());
+                }
                 outputs
             })
         })
         .map_err(|e| HstlError::Inference(format!("{e:#}")))?;
-        timings.sort_by(|a, b| b.2.total_cmp(&a.2));
-        Ok(timings)
+        Ok(())
     }
 
     /// CPU threads the plans run on.
@@ -317,13 +357,22 @@ pub(super) fn contained<T, E>(
     })
 }
 
-/// The ONNX model at `path`, as written (its QDQ convolutions not yet fused).
+/// The ONNX model at `path`, as written (its QDQ convolutions not yet fused) but for its negligible
+/// weights, read as zero (`negligible`).
 pub(crate) fn read_proto(path: &Path) -> Result<tract_onnx::pb::ModelProto> {
     crate::files::check_regular(path, crate::files::MAX_MODEL_FILE_BYTES)
         .map_err(|e| bad_model(path, e.to_string()))?;
-    int8_convolution::onnx()
+    let mut proto = int8_convolution::onnx()
         .proto_model_for_path(path)
-        .map_err(|e| bad_model(path, format!("not a loadable ONNX model: {e:#}")))
+        .map_err(|e| bad_model(path, format!("not a loadable ONNX model: {e:#}")))?;
+    let zeroed = super::negligible::zero_negligible_weights(&mut proto);
+    if zeroed > 0 {
+        log::debug!(
+            "{}: {zeroed} negligible weights read as zero",
+            path.display()
+        );
+    }
+    Ok(proto)
 }
 
 /// How `proto` wants walks oriented, from its metadata.
