@@ -22,7 +22,8 @@ pub struct LabelledWalk {
     pub person: String,
     /// The camera that saw it: galleries and searches never mix cameras.
     pub camera: String,
-    /// One embedding per window the kiosk would decide on.
+    /// One embedding per window the kiosk would decide on: the walk so far once that window is
+    /// taken, as the door searches it and as enrolment keeps it.
     pub windows: Vec<Embedding>,
 }
 

@@ -1,10 +1,11 @@
 //! Templates from recorded walks, made exactly the way the kiosk sees probes: the windows the
-//! silhouette stage cuts for the recording's main walker (same length, hop and quality gate), so that
-//! replaying an enrolment recording at the door reproduces its templates.
-
-use hstl::Embedder;
+//! silhouette stage cuts for the recording's main walker (same length, hop and quality gate), streamed
+//! into one walk, and the walk so far after each window as the door searches it, so that replaying an
+//! enrolment recording at the door reproduces its templates.
 
 use std::collections::BTreeMap;
+
+use hstl::streaming::StreamingEmbedder;
 
 use access::gallery::NewTemplate;
 use access::matcher::{MatchError, MatchIndex};
@@ -14,7 +15,7 @@ use silhouette::source::{FrameSource, SourceError};
 use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
 use silhouette::SilhouettePipeline;
-use walk_embedding::network_input;
+use walk_embedding::WalkSoFar;
 
 /// Why a recording gives no templates.
 #[derive(Debug, thiserror::Error)]
@@ -112,9 +113,10 @@ pub fn walk_windows(
     Ok(result)
 }
 
-/// One template per usable window.
+/// One template per usable window: the walk so far once that window is taken, the last one the
+/// whole walk.
 pub fn templates_from_windows(
-    embedder: &dyn Embedder,
+    embedder: &StreamingEmbedder,
     walk: &WalkWindows,
     source_name: &str,
     mut progress: impl FnMut(usize, usize),
@@ -127,21 +129,19 @@ pub fn templates_from_windows(
         });
     }
     let mut templates = Vec::with_capacity(walk.windows.len());
+    let mut walk_so_far = WalkSoFar::new(embedder);
+    let first_frame = walk.windows[0].first_frame;
     for (i, window) in walk.windows.iter().enumerate() {
-        let embed_error = |error| EnrolmentError::Embed {
-            source_name: source_name.to_string(),
-            error,
-        };
-        let embedding = embedder
-            .embed(&network_input(window, embedder.orientation()).map_err(embed_error)?)
-            .map_err(embed_error)?;
+        let embedding = walk_so_far
+            .take(window)
+            .map_err(|error| EnrolmentError::Embed {
+                source_name: source_name.to_string(),
+                error,
+            })?;
         templates.push(NewTemplate {
             embedding,
-            frames: window.silhouettes.len(),
-            source: format!(
-                "{source_name} frames {}..={}",
-                window.first_frame, window.last_frame
-            ),
+            frames: walk_so_far.frames(),
+            source: format!("{source_name} frames {first_frame}..={}", window.last_frame),
         });
         progress(i + 1, walk.windows.len());
     }

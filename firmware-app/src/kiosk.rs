@@ -13,7 +13,8 @@ use access::events::{EventDispatcher, EventKind};
 use access::gallery::{Gallery, GalleryError, TemplateKey};
 use access::matcher::{MatchError, MatchIndex};
 use hstl::operating_point::OperatingPointError;
-use hstl::{model_id, open_embedder, Embedder, HstlError, OperatingPoint};
+use hstl::streaming::StreamingEmbedder;
+use hstl::{model_id, HstlError, OperatingPoint};
 use silhouette::source::FrameSource;
 use silhouette::SilhouetteConfig;
 
@@ -118,7 +119,7 @@ impl Kiosk {
             .as_deref()
             .map(TemplateKey::read_file)
             .transpose()?;
-        let embedder = open_embedder(
+        let embedder = StreamingEmbedder::load(
             &config.model.path,
             config.model.backend,
             config.model.threads,
@@ -165,7 +166,7 @@ impl Kiosk {
     fn assemble(
         config: &KioskConfig,
         key: Option<&TemplateKey>,
-        embedder: Box<dyn Embedder>,
+        embedder: StreamingEmbedder,
         model_id: String,
         accept_distance: f32,
     ) -> Result<Self, SetupError> {

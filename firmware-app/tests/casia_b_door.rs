@@ -19,7 +19,7 @@ use access::audit::verify;
 use access::decision::Verdict;
 use access::gallery::{Gallery, NewTemplate};
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
-use hstl::{Embedder, Silhouettes};
+use hstl::streaming::StreamingEmbedder;
 use silhouette::frame::Frame;
 use silhouette::source::{FrameSource, SourceError, VideoFile};
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
@@ -54,17 +54,21 @@ fn video(path: &Path) -> VideoFile {
     VideoFile::open(path).unwrap()
 }
 
-/// A template from the dataset: the first window of the subject's first long enough normal walk.
-fn dataset_template(embedder: &dyn Embedder, root: &Path, subject: &str) -> NewTemplate {
+/// A template from the dataset: the subject's first long enough normal walk so far after its first
+/// window, as enrolment keeps it.
+fn dataset_template(embedder: &StreamingEmbedder, root: &Path, subject: &str) -> NewTemplate {
     let walk = hstl::casia_b::read_subject(root, subject, Some(&["090".to_owned()]))
         .unwrap()
         .into_iter()
         .find(|w| w.condition.starts_with("nm-") && w.frames() >= WINDOW)
         .unwrap();
     let all = walk.silhouettes().unwrap();
-    let clip = Silhouettes::from_f32(&[WINDOW, 64, 44], &all.as_slice()[..WINDOW * CELLS]).unwrap();
+    let mut stream = embedder.stream();
+    for frame in all.as_slice()[..WINDOW * CELLS].chunks_exact(CELLS) {
+        stream.push(frame).unwrap();
+    }
     NewTemplate {
-        embedding: embedder.embed(&clip).unwrap(),
+        embedding: stream.embedding().unwrap(),
         frames: WINDOW,
         source: format!("CASIA-B {subject} {} 090", walk.condition),
     }

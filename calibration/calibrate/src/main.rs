@@ -21,14 +21,15 @@ use calibration::quantize::{
 use clap::{Args, Parser, Subcommand};
 use hstl::network_args::NetworkArgs;
 use hstl::onnx_graph::{encode_model, write_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
+use hstl::streaming::StreamingEmbedder;
 use hstl::{
     model_id, Embedder, Embedding, OperatingPoint, Orientation, Silhouettes, TractEmbedder, Weights,
 };
 use image::GrayImage;
 use ndarray::Array3;
 use silhouette::normalise::PRETREATED_SIZE;
-use silhouette::windows::{cut_walk, WindowConfig, WindowQuality};
-use walk_embedding::network_input;
+use silhouette::windows::{cut_walk, Window, WindowConfig, WindowQuality};
+use walk_embedding::{network_input, WalkSoFar};
 
 #[derive(Parser)]
 #[command(name = "calibrate", version, about = "Calibrate the kiosk's decisions")]
@@ -202,28 +203,26 @@ fn quantize(request: QuantizeRequest) -> Result<()> {
     let mut observers: BTreeMap<String, ActivationObserver> = BTreeMap::new();
     let mut observed = 0usize;
     let mut sample = Reservoir::new(sensitivity.unwrap_or(0));
-    source.visit(
-        &WindowConfig::default(),
-        probe.orientation(),
-        |_, _, _, inputs| {
-            for input in &inputs {
-                sample.offer(|| input.clone());
-                for (name, _, values) in probe.run_all_outputs(input)? {
-                    if let Some(convolution) = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX) {
-                        observers
-                            .entry(convolution.to_string())
-                            .or_insert_with(|| {
-                                ActivationObserver::new(observer).expect("checked above")
-                            })
-                            .observe(&values)
-                            .with_context(|| format!("observing the input of {convolution}"))?;
-                    }
+    source.visit(&WindowConfig::default(), |_, _, _, windows| {
+        for window in &windows {
+            let input = network_input(window, probe.orientation())?;
+            let input = &input;
+            sample.offer(|| input.clone());
+            for (name, _, values) in probe.run_all_outputs(input)? {
+                if let Some(convolution) = name.strip_suffix(CONVOLUTION_INPUT_SUFFIX) {
+                    observers
+                        .entry(convolution.to_string())
+                        .or_insert_with(|| {
+                            ActivationObserver::new(observer).expect("checked above")
+                        })
+                        .observe(&values)
+                        .with_context(|| format!("observing the input of {convolution}"))?;
                 }
-                observed += 1;
             }
-            Ok(())
-        },
-    )?;
+            observed += 1;
+        }
+        Ok(())
+    })?;
     if observed == 0 {
         bail!(
             "{}: no window of a walking person to observe (an empty or all-black calibration set?)",
@@ -447,14 +446,14 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
         inputs.extend(walks.walks.as_deref());
         hstl::files::check_output(plot, &inputs)?;
     }
-    let embedder = TractEmbedder::load(&model, threads)?;
+    let embedder = StreamingEmbedder::load_tract(&model, threads)?;
     let started = Instant::now();
     let source = walks.source(&subjects);
     let labelled = labelled_walks(&source, &embedder, &windows)?;
     let data = source.describe();
     let kiosk_windows = windows == defaults;
     let measured_on = format!(
-        "{data}; {gallery_walks} enrolled walk(s) per person; {}windows of {} frames every {}{}; rates per window search",
+        "{data}; {gallery_walks} enrolled walk(s) per person; {}windows of {} frames every {}{}; rates per search of the walk so far after each window",
         if kiosk_windows { "the kiosk's " } else { "" },
         windows.frames,
         windows.hop,
@@ -560,14 +559,9 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
 }
 
 /// The windows the kiosk would decide on for one walk of `[T, 64, 64]` uint8 silhouettes: cut by
-/// the kiosk's own windowing, as the network's input; windows the kiosk would call poor quality are
-/// left out, as it leaves them out of its votes.
-fn walk_inputs(
-    windows: &WindowConfig,
-    orientation: Orientation,
-    frames: usize,
-    pixels: &[u8],
-) -> Result<Vec<Silhouettes>> {
+/// the kiosk's own windowing; windows the kiosk would call poor quality are left out, as it leaves
+/// them out of its votes and its walks.
+fn walk_windows(windows: &WindowConfig, frames: usize, pixels: &[u8]) -> Vec<Window> {
     let side = PRETREATED_SIZE as usize;
     let silhouettes: Vec<GrayImage> = pixels
         .chunks_exact(side * side)
@@ -579,7 +573,6 @@ fn walk_inputs(
     cut_walk(&silhouettes, windows)
         .into_iter()
         .filter(|w| w.quality == WindowQuality::Good)
-        .map(|w| Ok(network_input(&w, orientation)?))
         .collect()
 }
 
@@ -608,15 +601,14 @@ impl WalkSource<'_> {
         }
     }
 
-    /// Calls `visit(person, camera, walk, network inputs)` for every walk, with the kiosk's windows
-    /// of it oriented for the model. A site's walks are all its door camera's; each CASIA-B view is
-    /// a camera of its own. (Silhouettes without their frames say nothing of the way their walker
-    /// went, so no window of them is mirrored.)
+    /// Calls `visit(person, camera, walk, windows)` for every walk, with the kiosk's windows of it.
+    /// A site's walks are all its door camera's; each CASIA-B view is a camera of its own.
+    /// (Silhouettes without their frames say nothing of the way their walker went, so no window of
+    /// them is mirrored.)
     fn visit(
         &self,
         windows: &WindowConfig,
-        orientation: Orientation,
-        mut visit: impl FnMut(&str, &str, &str, Vec<Silhouettes>) -> Result<()>,
+        mut visit: impl FnMut(&str, &str, &str, Vec<Window>) -> Result<()>,
     ) -> Result<()> {
         match *self {
             WalkSource::Site(dir) => {
@@ -651,8 +643,8 @@ impl WalkSource<'_> {
                         let frames = walk.shape()[0];
                         let pixels = walk.as_standard_layout();
                         let pixels = pixels.as_slice().expect("a standard layout is contiguous");
-                        let inputs = walk_inputs(windows, orientation, frames, pixels)?;
-                        visit(&person, SITE_CAMERA, &file.display().to_string(), inputs)?;
+                        let cut = walk_windows(windows, frames, pixels);
+                        visit(&person, SITE_CAMERA, &file.display().to_string(), cut)?;
                     }
                 }
             }
@@ -666,10 +658,9 @@ impl WalkSource<'_> {
                     // People are enrolled from normal walks, as at a door: nm-01.. come first.
                     walks.sort_by_key(|walk| !walk.condition.starts_with("nm-"));
                     for walk in walks {
-                        let inputs =
-                            walk_inputs(windows, orientation, walk.frames(), walk.pixels())?;
+                        let cut = walk_windows(windows, walk.frames(), walk.pixels());
                         let name = format!("{subject} {} {}", walk.condition, walk.view);
-                        visit(&subject, &walk.view, &name, inputs)?;
+                        visit(&subject, &walk.view, &name, cut)?;
                     }
                     log::info!("subject {subject} read");
                 }
@@ -693,33 +684,32 @@ fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBu
     Ok(entries)
 }
 
-/// Every walk's windows embedded, labelled by person; walks with no window to decide on are skipped.
+/// Every walk streamed as the door streams it, labelled by person: the walk so far after each of
+/// its windows (what the door searches, and what enrolment keeps as templates); walks with no window
+/// to decide on are skipped.
 fn labelled_walks(
     source: &WalkSource,
-    embedder: &TractEmbedder,
+    embedder: &StreamingEmbedder,
     windows: &WindowConfig,
 ) -> Result<Vec<LabelledWalk>> {
     let mut labelled = Vec::new();
-    source.visit(
-        windows,
-        embedder.orientation(),
-        |person, camera, walk, inputs| {
-            if inputs.is_empty() {
-                log::warn!("{walk}: gives the kiosk no window good enough to decide on; skipped");
-                return Ok(());
-            }
-            let windows = inputs
-                .iter()
-                .map(|input| Ok(embedder.embed(input)?))
-                .collect::<Result<Vec<_>>>()?;
-            labelled.push(LabelledWalk {
-                person: person.to_string(),
-                camera: camera.to_string(),
-                windows,
-            });
-            Ok(())
-        },
-    )?;
+    source.visit(windows, |person, camera, walk, cut| {
+        if cut.is_empty() {
+            log::warn!("{walk}: gives the kiosk no window good enough to decide on; skipped");
+            return Ok(());
+        }
+        let mut so_far = WalkSoFar::new(embedder);
+        let windows = cut
+            .iter()
+            .map(|window| Ok(so_far.take(window)?))
+            .collect::<Result<Vec<_>>>()?;
+        labelled.push(LabelledWalk {
+            person: person.to_string(),
+            camera: camera.to_string(),
+            windows,
+        });
+        Ok(())
+    })?;
     if labelled.is_empty() {
         bail!("{}: no walk gives a window to decide on", source.describe());
     }

@@ -223,7 +223,9 @@ fn thresholds_from_a_site_folder_of_walks() {
     // Two probe walks per person, each cut into at least one window.
     assert!(mated >= 4, "{report}");
     assert!(
-        report.contains("windows of 10 frames every 40 (not the kiosk's); rates per window search"),
+        report.contains(
+            "windows of 10 frames every 40 (not the kiosk's); rates per search of the walk so far after each window"
+        ),
         "{report}"
     );
     assert!(report.contains("equal error:"), "{report}");

@@ -25,7 +25,8 @@ use firmware_app::config::{DisplayConfig, GalleryConfig, KioskConfig, ModelConfi
 use firmware_app::enrolment::{templates_from_windows, walk_windows};
 use firmware_app::kiosk_loop::{DecisionRecord, KioskStats};
 use firmware_app::Kiosk;
-use hstl::{model_id, Backend, Precision, TractEmbedder};
+use hstl::streaming::StreamingEmbedder;
+use hstl::{model_id, Backend, Precision};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
@@ -232,7 +233,7 @@ pub fn enrol_site(config: &DemoConfig) -> Result<EnrolledSite, DemoError> {
     }
     std::fs::create_dir_all(&screens).map_err(io(&screens))?;
     let model_id = model_id(&config.model)?;
-    let embedder = TractEmbedder::load(&config.model, config.threads)?;
+    let embedder = StreamingEmbedder::load_tract(&config.model, config.threads)?;
     log::info!("model {} ({model_id})", config.model.display());
 
     let gallery_path = out.join("gallery.db");

@@ -117,6 +117,9 @@ pub struct Window {
     pub last_frame: u64,
     /// The valid silhouettes, in order, uint8 64×64.
     pub silhouettes: Vec<GrayImage>,
+    /// The frame index of each valid silhouette: consecutive windows overlap, and a walk streamed
+    /// through the network takes each frame once.
+    pub frames: Vec<u64>,
     /// Frames refused by the quality gates, by reason.
     pub rejections: BTreeMap<FrameRejection, usize>,
     /// Whether it can go to the network.
@@ -183,9 +186,13 @@ impl TrackWindows {
         self.windows_cut += 1;
         let mut rejections = BTreeMap::new();
         let mut silhouettes = Vec::new();
+        let mut frames = Vec::new();
         for observation in &self.buffer {
             match &observation.silhouette {
-                Ok(s) => silhouettes.push(s.clone()),
+                Ok(s) => {
+                    silhouettes.push(s.clone());
+                    frames.push(observation.frame_index);
+                }
                 Err(reason) => *rejections.entry(*reason).or_insert(0) += 1,
             }
         }
@@ -207,6 +214,7 @@ impl TrackWindows {
             first_frame: self.buffer.front().map_or(0, |o| o.frame_index),
             last_frame: self.buffer.back().map_or(0, |o| o.frame_index),
             silhouettes,
+            frames,
             rejections,
             quality,
             closes_walk,
@@ -309,6 +317,7 @@ mod tests {
             .iter()
             .all(|w| w.silhouettes.len() == 30 && w.quality == WindowQuality::Good));
         assert_eq!(windows[1].silhouettes[0].get_pixel(0, 0).0[0], 15);
+        assert_eq!(windows[1].frames, (15..45).collect::<Vec<u64>>());
     }
 
     #[test]
@@ -329,6 +338,7 @@ mod tests {
         }
         let window = track.close(1, &config).unwrap();
         assert_eq!(window.silhouettes.len(), 8);
+        assert_eq!(window.frames, vec![1, 2, 4, 5, 7, 8, 10, 11]);
         assert_eq!(window.rejections[&FrameRejection::TouchesSide], 4);
         assert_eq!(
             window.quality,

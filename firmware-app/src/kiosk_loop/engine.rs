@@ -1,14 +1,18 @@
-//! The door's engine: a window embedded, searched and voted on; a track's end decided.
+//! The door's engine: each window's new frames streamed into its track's walk, the walk so far
+//! searched and voted on; a track's end decided.
 
 use super::*;
 
-/// Embeds windows, matches them against the gallery and applies the policy.
+/// Streams each track's walk through the network, matches the walk so far against the gallery after
+/// every window and applies the policy.
 pub struct DoorEngine {
     /// The door's name.
     pub door: String,
     /// SHA-256 of the model.
     pub model_id: String,
-    embedder: Box<dyn Embedder>,
+    embedder: StreamingEmbedder,
+    /// The walk so far of each undecided track in view.
+    walks: HashMap<TrackId, WalkSoFar>,
     index: MatchIndex,
     policy: DecisionPolicy,
     pub(super) window_frames: usize,
@@ -34,11 +38,11 @@ pub struct DecisionRecord {
 }
 
 impl DoorEngine {
-    /// An engine deciding with `policy` on searches of `index`, embeddings by `embedder`.
+    /// An engine deciding with `policy` on searches of `index`, walks streamed by `embedder`.
     pub fn new(
         door: String,
         model_id: String,
-        embedder: Box<dyn Embedder>,
+        embedder: StreamingEmbedder,
         index: MatchIndex,
         policy: DecisionPolicy,
     ) -> Self {
@@ -46,6 +50,7 @@ impl DoorEngine {
             door,
             model_id,
             embedder,
+            walks: HashMap::new(),
             index,
             policy,
             window_frames: silhouette::windows::WindowConfig::default().frames,
@@ -109,7 +114,14 @@ impl DoorEngine {
         &self.policy
     }
 
-    /// One window of a track: embedded, searched and voted on; a decision when the track's votes settle.
+    /// The network the walks stream through.
+    pub fn embedder(&self) -> &StreamingEmbedder {
+        &self.embedder
+    }
+
+    /// One window of a track: its frames not yet seen streamed into the track's walk, the walk so far
+    /// searched and voted on; a decision when the track's votes settle. A window refused by the
+    /// silhouette stage is voted on as refused and gives the walk none of its frames.
     pub fn on_window(
         &mut self,
         window: &Window,
@@ -122,22 +134,30 @@ impl DoorEngine {
         }
         let outcome = match window.quality {
             WindowQuality::Good => {
-                let input = network_input(window, self.embedder.orientation())?;
-                let embedding = self.embedder.embed(&input)?;
+                let embedder = &self.embedder;
+                let walk = self
+                    .walks
+                    .entry(window.track)
+                    .or_insert_with(|| WalkSoFar::new(embedder));
+                let embedding = walk.take(window)?;
                 WindowOutcome::Matched {
                     ranking: self.index.search(&embedding)?,
-                    frames: window.silhouettes.len(),
+                    frames: walk.frames(),
                 }
             }
             WindowQuality::TooFewValidFrames { .. } => WindowOutcome::PoorQuality,
             WindowQuality::NotAWalker(_) => WindowOutcome::NotAWalker,
         };
         let decision = self.policy.observe(window.track, &outcome, people_in_view);
+        if decision.is_some() {
+            self.walks.remove(&window.track);
+        }
         Ok(decision.map(|d| self.record(d, completed_at)))
     }
 
     /// A track left: an undecided track is decided now (denied, with the reason its votes point to).
     pub fn on_track_ended(&mut self, track: TrackId, ended_at: Instant) -> Option<DecisionRecord> {
+        self.walks.remove(&track);
         if let Err(e) = self.follow_gallery() {
             log::error!("{e}; nobody is recognised until the gallery reloads");
         }

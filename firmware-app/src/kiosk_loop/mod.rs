@@ -6,7 +6,8 @@
 //! sources (files, the synthetic scene) wait instead, so that a replay is deterministic. Track ends and
 //! camera state travel on the same channel, behind the windows they follow, and are never dropped.
 //!
-//! - `engine`: a window embedded, searched and voted on; a track's end decided.
+//! - `engine`: a window's new frames streamed into its track's walk, the walk so far searched and
+//!   voted on; a track's end decided.
 //! - `capture`: frames through the silhouette stage into windows and track ends (the capture thread).
 //! - `decision_loop`: the decision thread: jobs in; decisions, alarms, anchors and screens out.
 //! - `status`: the kiosk's health, logged and observed.
@@ -16,14 +17,14 @@ mod decision_loop;
 mod engine;
 mod status;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use door_io::indication::Indication;
-use hstl::Embedder;
+use hstl::streaming::StreamingEmbedder;
 use image::GrayImage;
 
 use crate::display::{draw_status, Alarms, DoorState, StatusView};
@@ -43,7 +44,7 @@ use silhouette::source::FrameSource;
 use silhouette::tracking::TrackId;
 use silhouette::windows::{Window, WindowQuality};
 use silhouette::{SilhouetteConfig, SilhouettePipeline};
-use walk_embedding::network_input;
+use walk_embedding::WalkSoFar;
 
 use capture::{Capture, CaptureCounters};
 use decision_loop::DecisionLoop;

@@ -9,23 +9,25 @@ pub mod broker;
 use std::path::PathBuf;
 
 /// The compact HSTL with OpenGait's initialisation (seed 7) written as ONNX into `dir`: its path, its model id and
-/// a tract embedder on 2 threads.
-pub fn seeded_model(dir: &std::path::Path) -> (PathBuf, String, hstl::TractEmbedder) {
+/// its walks streamed on tract on 2 threads.
+pub fn seeded_model(
+    dir: &std::path::Path,
+) -> (PathBuf, String, hstl::streaming::StreamingEmbedder) {
     let model = test_support::seeded_model(dir);
     let id = hstl::model_id(&model).unwrap();
-    let embedder = hstl::TractEmbedder::load(&model, 2).unwrap();
+    let embedder = hstl::streaming::StreamingEmbedder::load_tract(&model, 2).unwrap();
     (model, id, embedder)
 }
 
-/// The shipped trained model (`model/weights/`): its path, its model id, a tract embedder on 2
-/// threads and its calibrated accept distance.
-pub fn shipped_model() -> (PathBuf, String, hstl::TractEmbedder, f32) {
+/// The shipped trained model (`model/weights/`): its path, its model id, its walks streamed on tract
+/// on 2 threads and its calibrated accept distance.
+pub fn shipped_model() -> (PathBuf, String, hstl::streaming::StreamingEmbedder, f32) {
     let model = hstl::shipped::source_tree_model();
     let id = hstl::model_id(&model).unwrap();
     let point = hstl::OperatingPoint::load_for(&model, &id)
         .unwrap()
         .expect("the shipped model carries its operating point");
-    let embedder = hstl::TractEmbedder::load(&model, 2).unwrap();
+    let embedder = hstl::streaming::StreamingEmbedder::load_tract(&model, 2).unwrap();
     (model, id, embedder, point.accept_distance)
 }
 
@@ -91,17 +93,16 @@ pub fn door_engine(
     door: &str,
     gallery: &access::gallery::Gallery,
     model_id: String,
-    embedder: hstl::TractEmbedder,
+    embedder: hstl::streaming::StreamingEmbedder,
     decision: access::decision::DecisionConfig,
     accept_distance: f32,
 ) -> firmware_app::kiosk_loop::DoorEngine {
-    use hstl::Embedder;
     let index =
         access::matcher::MatchIndex::from_gallery(gallery, embedder.embedding_shape(), 2).unwrap();
     firmware_app::kiosk_loop::DoorEngine::new(
         door.into(),
         model_id,
-        Box::new(embedder),
+        embedder,
         index,
         access::decision::DecisionPolicy::new(decision, accept_distance),
     )
@@ -113,7 +114,7 @@ pub fn door_engine_without_margin(
     door: &str,
     gallery: &access::gallery::Gallery,
     model_id: String,
-    embedder: hstl::TractEmbedder,
+    embedder: hstl::streaming::StreamingEmbedder,
     accept_distance: f32,
 ) -> firmware_app::kiosk_loop::DoorEngine {
     door_engine(

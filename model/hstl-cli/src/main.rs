@@ -400,19 +400,18 @@ fn bench_stream(
     threads: usize,
     runtime: &Runtime,
 ) -> Result<()> {
-    if runtime.precision != Precision::F32 {
-        bail!(
-            "a stream runs in f32 or in the model's own int8, not in {:?}",
-            runtime.precision
-        );
-    }
     if query_every == 0 || frames < hstl::streaming::MIN_FRAMES {
         bail!(
             "--stream needs at least {} frames and --query-every at least 1",
             hstl::streaming::MIN_FRAMES
         );
     }
-    let streaming = hstl::streaming::StreamingEmbedder::load(model, runtime.backend, threads)?;
+    let streaming = hstl::streaming::StreamingEmbedder::load(
+        model,
+        runtime.backend,
+        threads,
+        runtime.precision,
+    )?;
     let walk = synthetic_walk(frames);
     // One walk to build the plans, then the timed one.
     for timed in [false, true] {

@@ -17,6 +17,9 @@ pub enum HstlError {
     /// f16 asked for on a CPU without f16 arithmetic.
     #[error("precision f16 is emulated on this CPU (no f16 arithmetic; tract would take about 100 times as long as f32): use f32, or int8 (`calibrate quantize`); f16 pays on ARM cores with FP16, such as a Jetson Orin's")]
     HalfPrecisionEmulated,
+    /// f16 asked for where walks are streamed (the door).
+    #[error("precision f16 is not streamed: a door streams each walk through the network in f32 or in an int8 model's own arithmetic (`calibrate quantize`)")]
+    HalfPrecisionNotStreamed,
     /// ONNX Runtime asked for in a build without it.
     #[error("the ONNX Runtime backend was asked for but this build has no `ort` feature: rebuild with `--features ort`")]
     OnnxRuntimeNotBuilt,

@@ -128,11 +128,7 @@ impl ModelInfo {
             })
             .map(|t| t.dims.iter().product::<i64>().max(0) as usize)
             .sum();
-        let int8_convolutions = graph
-            .node
-            .iter()
-            .filter(|n| n.op_type == "QuantizeLinear")
-            .count();
+        let int8_convolutions = int8_convolution_count(graph);
         let opset = model
             .opset_import
             .iter()
@@ -201,6 +197,16 @@ impl fmt::Display for ModelInfo {
         writeln!(f, "embedding:   {p} parts x {c} channels")?;
         write!(f, "parameters:  {}", self.parameters)
     }
+}
+
+/// The QDQ convolutions of `graph` (`calibrate quantize` writes one `QuantizeLinear` per
+/// convolution, on its input).
+pub(crate) fn int8_convolution_count(graph: &pb::GraphProto) -> usize {
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "QuantizeLinear")
+        .count()
 }
 
 #[cfg(test)]

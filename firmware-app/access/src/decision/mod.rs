@@ -1,12 +1,17 @@
-//! The open-set decision policy (`ARCHITECTURE.md`, "Where each rule lives"), per track:
+//! The open-set decision policy (`ARCHITECTURE.md`, "Where each rule lives"), per track. The kiosk
+//! streams each track's walk through the network and, after each window the silhouette stage cuts
+//! (30 frames every 15), searches the embedding of the *walk so far*: every frame of the track taken
+//! so far, not the window alone. So each vote is about a longer walk than the one before.
 //!
-//! - a window *votes* for an identity only when its distance is under the accept threshold **and** the
-//!   second identity is farther by at least `relative_margin` of the accept distance; otherwise it votes
-//!   unknown or ambiguous — there is no
-//!   dead zone between "match" and "unknown";
+//! - the walk so far *votes* for an identity only when its distance is under the accept threshold
+//!   **and** the second identity is farther by at least `relative_margin` of the accept distance;
+//!   otherwise it votes unknown or ambiguous — there is no dead zone between "match" and "unknown";
 //! - the track is granted when its last `consensus_windows` votes name the same identity, and denied
-//!   when they are all unknown; an undecided track is denied when it ends, with the reason its votes
-//!   point to (or poor quality when no window was usable);
+//!   when they are all unknown: with the default of 2, the walk must match at its first full window
+//!   (30 frames) and still match 15 frames later (45 frames, 1.8 s at 25 fps), so that one lucky
+//!   stride never opens the door and a walker is decided before reaching it; an undecided track is
+//!   denied when it ends, with the reason its votes point to (or poor quality when no window was
+//!   usable);
 //! - one identity per track at a time: an identity granted to a track still in view is not granted to
 //!   another;
 //! - more than one person in the decision zone when a grant is due is tailgating, and denied.
@@ -40,7 +45,8 @@ pub struct DecisionConfig {
     /// fraction, not a distance, so that one value means the same on every model: distances of an
     /// untrained network are thousandths, a trained one's several units.
     pub relative_margin: f32,
-    /// Consecutive agreeing windows needed to decide.
+    /// Consecutive windows after which the walk so far must name the same identity (or be unknown)
+    /// to decide.
     pub consensus_windows: usize,
     /// People allowed in the decision zone at a grant.
     pub max_people_in_zone: usize,
@@ -167,21 +173,22 @@ pub const MIN_SAFE_TAILGATE_WATCH_MS: u64 = 1_000;
 /// Past half the accept distance, two enrolled people who both match would almost never be told
 /// apart: every grant would be ambiguous.
 pub const MAX_RELATIVE_MARGIN: f32 = 0.5;
-/// Windows overlap by half, so ten agreeing windows already span several seconds of walking.
+/// Each window adds 15 frames to the walk: ten agreeing ones span 165 frames (6.6 s at 25 fps),
+/// longer than a walk-up to a door.
 pub const MAX_CONSENSUS_WINDOWS: usize = 10;
 /// The most `max_people_in_zone` may be.
 pub const MAX_PEOPLE_IN_ZONE: usize = 20;
 /// The longest `tailgate_watch_ms` may be.
 pub const MAX_TAILGATE_WATCH_MS: u64 = 60_000;
 
-/// What one window of a track said.
+/// What a track's walk said after one of its windows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WindowOutcome {
-    /// The window was searched.
+    /// The walk so far was searched.
     Matched {
         /// Its two nearest identities.
         ranking: Ranking,
-        /// Valid silhouettes in the window.
+        /// Silhouettes in the walk so far.
         frames: usize,
     },
     /// Too few valid silhouettes for the network.

@@ -21,7 +21,8 @@ use clap::{Parser, Subcommand};
 use firmware_app::enrolment::{nearest_enrolled, templates_from_windows, walk_windows};
 use hstl::files::check_output;
 use hstl::network_args::NetworkArgs;
-use hstl::{accepts, model_id, open_embedder, Backend, OperatingPoint, Precision};
+use hstl::streaming::StreamingEmbedder;
+use hstl::{accepts, model_id, Backend, OperatingPoint, Precision};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use ndarray_npy::WriteNpyExt;
@@ -390,7 +391,7 @@ fn add(
     }
     // Templates are made in f32 whatever arithmetic a door runs: they are what every probe is
     // measured against.
-    let embedder = open_embedder(model, Backend::Auto, threads, Precision::F32)?;
+    let embedder = StreamingEmbedder::load(model, Backend::Auto, threads, Precision::F32)?;
     let config = SilhouetteConfig::default();
     let mut templates = Vec::new();
     for input in inputs {
@@ -410,11 +411,10 @@ fn add(
                 .expect("a valid template"),
         );
         progress.set_message(source_name.clone());
-        let made =
-            templates_from_windows(embedder.as_ref(), &walk, &source_name, |done, total| {
-                progress.set_length(total as u64);
-                progress.set_position(done as u64);
-            })?;
+        let made = templates_from_windows(&embedder, &walk, &source_name, |done, total| {
+            progress.set_length(total as u64);
+            progress.set_position(done as u64);
+        })?;
         progress.finish_and_clear();
         println!(
             "{source_name}: {} frames, {} usable windows (refused: {}), {} templates",

@@ -16,6 +16,7 @@ mod cut;
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::tract_ndarray::{concatenate, ArrayD, Axis, IxDyn};
@@ -24,6 +25,7 @@ use tract_onnx::prelude::*;
 use crate::backend::tract_graph::TractGraph;
 use crate::embedding::Embedding;
 use crate::error::{HstlError, Result};
+use crate::input::Orientation;
 use crate::variant::{INPUT_HEIGHT, INPUT_WIDTH};
 use cut::{Cut, StageKind};
 
@@ -71,8 +73,8 @@ impl StageRunner for crate::backend::onnxruntime::OrtGraph {
     }
 }
 
-/// A model cut into stages, from which walks are streamed.
-pub struct StreamingEmbedder {
+/// The stages of a cut model on a runtime, shared by every walk streamed from it.
+struct Stages {
     stages: Vec<(StageKind, Box<dyn StageRunner>)>,
     /// The stage behind each input of the head.
     maxima: Vec<usize>,
@@ -81,11 +83,28 @@ pub struct StreamingEmbedder {
     head: Box<dyn StageRunner>,
 }
 
+/// A model cut into stages, from which walks are streamed.
+pub struct StreamingEmbedder {
+    stages: Arc<Stages>,
+    orientation: Orientation,
+    /// `[parts, channels]` of its embeddings.
+    embedding_shape: (usize, usize),
+    description: String,
+}
+
 impl StreamingEmbedder {
-    /// `model` on `backend` with `threads` CPU threads, chosen as [`crate::open_embedder`] chooses
-    /// (streams run in f32 or in the model's own int8).
-    pub fn load(model: &Path, backend: crate::Backend, threads: usize) -> Result<Self> {
+    /// `model` on `backend` with `threads` CPU threads, chosen as [`crate::open_embedder`] chooses.
+    /// Streams run in f32 or in the model's own int8: `precision` f16 is refused.
+    pub fn load(
+        model: &Path,
+        backend: crate::Backend,
+        threads: usize,
+        precision: crate::Precision,
+    ) -> Result<Self> {
         use crate::Backend;
+        if precision == crate::Precision::F16 {
+            return Err(HstlError::HalfPrecisionNotStreamed);
+        }
         match backend {
             Backend::Tract => Self::load_tract(model, threads),
             Backend::Ort => Self::load_ort_or_refuse(model, threads),
@@ -116,7 +135,8 @@ impl StreamingEmbedder {
         } else {
             Executor::multithread(threads)
         };
-        Self::from_cut(cut::cut(&proto)?, |graph, label| {
+        let description = describe("tract", &proto, threads);
+        Self::from_cut(&proto, description, |graph, label| {
             Ok(Box::new(TractGraph::from_proto(
                 graph,
                 label,
@@ -132,7 +152,8 @@ impl StreamingEmbedder {
         use crate::backend::onnxruntime::OrtGraph;
         let proto = crate::backend::tract::read_proto(model)?;
         let cache = model.with_extension("stream-trt-cache");
-        Self::from_cut(cut::cut(&proto)?, |graph, label| {
+        let description = describe("ONNX Runtime", &proto, threads);
+        Self::from_cut(&proto, description, |graph, label| {
             Ok(Box::new(OrtGraph::from_proto(
                 &graph, label, &cache, threads,
             )?))
@@ -140,9 +161,11 @@ impl StreamingEmbedder {
     }
 
     fn from_cut(
-        cut: Cut,
+        proto: &tract_onnx::pb::ModelProto,
+        description: String,
         mut runner: impl FnMut(tract_onnx::pb::ModelProto, &str) -> Result<Box<dyn StageRunner>>,
     ) -> Result<Self> {
+        let cut: Cut = cut::cut(proto)?;
         let stages = cut
             .stages
             .iter()
@@ -152,21 +175,48 @@ impl StreamingEmbedder {
         let pooled = (0..cut.stages.len())
             .map(|stage| cut.maxima.contains(&stage))
             .collect();
-        Ok(StreamingEmbedder {
-            stages,
-            pooled,
-            maxima: cut.maxima,
-            head: runner(cut.head, "head")?,
-        })
+        let mut embedder = StreamingEmbedder {
+            stages: Arc::new(Stages {
+                stages,
+                pooled,
+                maxima: cut.maxima,
+                head: runner(cut.head, "head")?,
+            }),
+            orientation: crate::backend::tract::orientation_of(proto)?,
+            embedding_shape: (0, 0),
+            description,
+        };
+        let mut probe = embedder.stream();
+        for _ in 0..MIN_FRAMES {
+            probe.push(&[0.0; INPUT_HEIGHT * INPUT_WIDTH])?;
+        }
+        let embedding = probe.embedding()?;
+        embedder.embedding_shape = (embedding.parts(), embedding.channels());
+        Ok(embedder)
+    }
+
+    /// How the model wants walks oriented (its metadata).
+    pub fn orientation(&self) -> Orientation {
+        self.orientation
+    }
+
+    /// `(parts, channels)` of its embeddings.
+    pub fn embedding_shape(&self) -> (usize, usize) {
+        self.embedding_shape
+    }
+
+    /// The runtime, its threads and the arithmetic, for logs.
+    pub fn describe(&self) -> &str {
+        &self.description
     }
 
     /// A new walk.
-    pub fn stream(&self) -> WalkStream<'_> {
-        let levels = (0..=self.stages.len())
+    pub fn stream(&self) -> WalkStream {
+        let levels = (0..=self.stages.stages.len())
             .map(|level| Level {
                 kept: VecDeque::new(),
                 finals: 0,
-                keep: match self.stages.get(level) {
+                keep: match self.stages.stages.get(level) {
                     Some((StageKind::Convolution, _)) => CONVOLUTION_CONTEXT,
                     Some((StageKind::FrameAggregation, _)) => AGGREGATION_CONTEXT,
                     None => 0,
@@ -174,9 +224,9 @@ impl StreamingEmbedder {
             })
             .collect();
         WalkStream {
-            embedder: self,
+            embedder: Arc::clone(&self.stages),
             levels,
-            maxima: vec![None; self.stages.len()],
+            maxima: vec![None; self.stages.stages.len()],
         }
     }
 }
@@ -207,15 +257,15 @@ impl Level {
 
 /// One walk through a [`StreamingEmbedder`]: silhouettes in one at a time, the embedding of every
 /// frame so far whenever asked. Its memory does not grow with the walk.
-pub struct WalkStream<'a> {
-    embedder: &'a StreamingEmbedder,
+pub struct WalkStream {
+    embedder: Arc<Stages>,
     /// Level 0: the frames; level `s + 1`: the output of stage `s`.
     levels: Vec<Level>,
     /// Per stage: the maximum over time of its final positions, `[1, C, H, W]`.
     maxima: Vec<Option<ArrayD<f32>>>,
 }
 
-impl WalkStream<'_> {
+impl WalkStream {
     /// Frames seen so far.
     pub fn frames(&self) -> usize {
         self.levels[0].finals
@@ -376,6 +426,19 @@ impl WalkStream<'_> {
             ))),
         }
     }
+}
+
+/// "HSTL streamed on RUNTIME, N thread(s), f32" (or "K int8 convolutions" for a QDQ model).
+fn describe(runtime: &str, proto: &tract_onnx::pb::ModelProto, threads: usize) -> String {
+    let arithmetic = match proto
+        .graph
+        .as_ref()
+        .map_or(0, crate::model_info::int8_convolution_count)
+    {
+        0 => "f32".to_string(),
+        count => format!("{count} int8 convolutions"),
+    };
+    format!("HSTL streamed on {runtime}, {threads} thread(s), {arithmetic}")
 }
 
 /// Positions `[1, C, 1, H, W]` (or runs of them) joined along time.
