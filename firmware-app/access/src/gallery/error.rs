@@ -142,6 +142,10 @@ pub enum GalleryError {
     /// timeout; nothing was changed.
     #[error("the gallery is locked by another process (an enrolment or erasure in progress?); nothing was changed")]
     Locked,
+    /// The person is erased from the gallery, but another connection kept reading old pages for
+    /// longer than the busy timeout, so copies of them may remain on disk until it lets go.
+    #[error("erased, but another process held old pages of the gallery (a kiosk in the middle of a search?) past the busy timeout: their copies stay on disk until the next erasure scrubs them")]
+    ScrubBlocked,
     /// Any other SQLite error.
     #[error("gallery database: {0}")]
     Database(rusqlite::Error),

@@ -362,6 +362,50 @@ mod tests {
     }
 
     #[test]
+    fn an_erasure_leaves_nothing_of_the_person_in_any_file_while_a_kiosk_holds_the_gallery() {
+        let (dir, path) = temp_db("g.db");
+        let mut station = Gallery::open(&path, None).unwrap();
+        let ada = station
+            .enrol("ada-lovelace", "m", &[template(1.25), template(2.5)])
+            .unwrap();
+        station.enrol("bob", "m", &[template(3.0)]).unwrap();
+        // The door: its watched gallery, its event store, and the index it searches.
+        let mut door = Gallery::open_existing(&path, None).unwrap();
+        let mut door_events = EventStore::of(&door).unwrap();
+        door_events
+            .record_event(1, "granted", Some(&ada.pseudonym), "{}")
+            .unwrap();
+        let index = crate::matcher::MatchIndex::from_gallery(&door, (3, 4), 1).unwrap();
+        assert_eq!(index.template_count(), 3);
+        assert!(!door.roster_changed_elsewhere().unwrap());
+
+        station.erase("ada-lovelace").unwrap();
+        let template_bytes: Vec<u8> = embedding(1.25)
+            .as_slice()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let traces: [(&str, &[u8]); 3] = [
+            ("name", b"ada-lovelace"),
+            ("pseudonym", ada.pseudonym.as_bytes()),
+            ("template", &template_bytes),
+        ];
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let file = entry.unwrap().path();
+            let raw = std::fs::read(&file).unwrap();
+            for (what, bytes) in traces {
+                assert!(
+                    !raw.windows(bytes.len()).any(|w| w == bytes),
+                    "{} still holds the erased person's {what}",
+                    file.display()
+                );
+            }
+        }
+        assert!(door.roster_changed_elsewhere().unwrap());
+        door_events.record_event(2, "denied", None, "{}").unwrap();
+    }
+
+    #[test]
     fn events_stored_by_another_connection_are_no_change_of_who_is_enrolled() {
         let (_dir, path) = temp_db("g.db");
         let mut kiosk = Gallery::open(&path, None).unwrap();

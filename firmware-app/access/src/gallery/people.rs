@@ -246,10 +246,7 @@ impl Gallery {
         bump_roster_generation(&tx)?;
         tx.commit().map_err(full)?;
         self.roster_generation = self.current_roster_generation()?;
-        // Freed pages would still hold the name and templates until overwritten.
-        self.connection
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
-            .map_err(full)?;
+        self.scrub_freed_pages()?;
         Ok(Erasure {
             pseudonym: person.pseudonym,
             templates,
@@ -521,4 +518,23 @@ pub(super) fn bump_roster_generation(tx: &Transaction) -> Result<()> {
     )
     .map_err(full)?;
     Ok(())
+}
+
+impl Gallery {
+    /// After an erasure: nothing of the erased is left in any file of the gallery. Deleted cells are
+    /// zeroed (`secure_delete`, set at open), `VACUUM` rewrites the database without its free pages,
+    /// and a checkpoint copies that into the main file and empties the write-ahead log, which held
+    /// the old pages. A checkpoint another connection's read keeps from completing is an error,
+    /// not a silent success.
+    pub(super) fn scrub_freed_pages(&mut self) -> Result<()> {
+        self.connection.execute_batch("VACUUM;").map_err(full)?;
+        let blocked: i64 = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .map_err(full)?;
+        if blocked != 0 {
+            return Err(GalleryError::ScrubBlocked);
+        }
+        Ok(())
+    }
 }

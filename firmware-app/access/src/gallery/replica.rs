@@ -213,10 +213,7 @@ impl Gallery {
         tx.commit().map_err(full)?;
         self.roster_generation = self.current_roster_generation()?;
         if applied.erased > 0 {
-            // Freed pages would still hold the names and templates until overwritten.
-            self.connection
-                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
-                .map_err(full)?;
+            self.scrub_freed_pages()?;
         }
         Ok(applied)
     }

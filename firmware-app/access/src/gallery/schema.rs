@@ -89,6 +89,8 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
         .pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| corrupt(path, e))?;
     connection.pragma_update(None, "synchronous", "FULL")?;
+    // An erased person's cells are overwritten with zeros, not merely marked free.
+    connection.pragma_update(None, "secure_delete", "ON")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(connection)

@@ -92,11 +92,12 @@ fn kiosk(config_path: PathBuf) -> anyhow::Result<()> {
     }
     log::info!("door {}: reading {}", config.door, source.describe());
     let stats = kiosk.run(source, live, stop.clone(), &mut |record| {
+        // The log names people by pseudonym, as events do: an erasure cannot reach old log files.
         log::info!(
             "track {}: {} ({}) in {:.0} ms",
             record.decision.track,
             record.event.kind.label(),
-            record.name.as_deref().unwrap_or("-"),
+            record.event.person.as_deref().unwrap_or("-"),
             record.latency.as_secs_f64() * 1e3
         )
     })?;
