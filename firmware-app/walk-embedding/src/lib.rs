@@ -1,7 +1,9 @@
 //! Where the silhouette stage meets the network. `silhouette` cuts a walker into windows of
-//! normalised silhouettes and `hstl` embeds a tensor of frames; neither knows the other, so the one
-//! rule that turns the first into the second lives here, and every tool that embeds windows (the
-//! kiosk, enrolment, calibration) calls it.
+//! normalised silhouettes and `hstl` embeds a tensor of frames; neither knows the other, so the rules
+//! that turn the first into the second live here: [`network_input`] for one window (quantization's
+//! calibration), [`WalkSoFar`] for a track's windows streamed into one walk (the kiosk, enrolment and
+//! `calibrate thresholds`, so that what is enrolled, calibrated and searched at the door are the same
+//! embeddings).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
