@@ -175,7 +175,16 @@ impl Kiosk {
         let site = config
             .site
             .as_ref()
-            .map(|site| SiteOutbox::start(site, &config.gallery.path, key, &model_id, news.clone()))
+            .map(|site| {
+                SiteOutbox::start(
+                    site,
+                    &config.door,
+                    &config.gallery.path,
+                    key,
+                    &model_id,
+                    news.clone(),
+                )
+            })
             .transpose()?;
         let gallery = Gallery::open_existing(&config.gallery.path, key)?;
         gallery.check_model(&model_id)?;

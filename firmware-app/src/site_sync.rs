@@ -64,10 +64,12 @@ pub struct SiteOutbox {
 
 impl SiteOutbox {
     /// Catches the replica at `gallery_path` up with the site (when it answers), then starts the
-    /// link thread. A door the site does not know, a replica that the site's templates do not
-    /// open, or settings that cannot work are errors; a site that does not answer is not.
+    /// link thread. A door the site does not know (or knows under another name than `door`), a
+    /// replica that the site's templates do not open, or settings that cannot work are errors; a
+    /// site that does not answer is not.
     pub fn start(
         config: &SiteConfig,
+        door: &str,
         gallery_path: &Path,
         key: Option<&TemplateKey>,
         model_id: &str,
@@ -86,6 +88,7 @@ impl SiteOutbox {
         }
         let mut link = Link {
             config: config.clone(),
+            door_name: door.to_string(),
             model_id: model_id.to_string(),
             key_check,
             door: None,
@@ -172,6 +175,8 @@ impl From<GalleryError> for LinkError {
 
 struct Link {
     config: SiteConfig,
+    /// The door's name in its configuration, which the site must know it by.
+    door_name: String,
     model_id: String,
     key_check: [u8; 32],
     door: Option<DoorLink>,
@@ -231,6 +236,7 @@ impl Link {
         if self.door.as_ref().is_none_or(DoorLink::is_closed) {
             self.door = Some(DoorLink::connect(
                 &self.config,
+                &self.door_name,
                 &self.model_id,
                 &self.key_check,
             )?);

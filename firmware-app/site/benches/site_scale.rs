@@ -76,7 +76,8 @@ fn main() {
         people as f64 / enrolled.as_secs_f64()
     );
 
-    let mut door = DoorLink::connect(&url("bench_door"), MODEL, &key.site_check()).unwrap();
+    let mut door =
+        DoorLink::connect(&url("bench_door"), "bench", MODEL, &key.site_check()).unwrap();
     let mut replica = Gallery::open(&dir.path().join("replica.db"), Some(&key)).unwrap();
     let started = Instant::now();
     let mut batches = 0;

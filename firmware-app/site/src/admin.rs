@@ -70,6 +70,17 @@ pub struct SiteEvent {
     pub body: String,
 }
 
+/// What a door's role sent that the site refused to store as that door's event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedEvent {
+    /// The id the door gave it.
+    pub event_id: String,
+    /// The door whose role sent it.
+    pub door: String,
+    /// Why it was refused: another door named, a grant for someone the door does not hold.
+    pub reason: String,
+}
+
 /// A connection with an enrolment station's or the site owner's role.
 pub struct SiteAdmin {
     client: Client,
@@ -154,6 +165,7 @@ impl SiteAdmin {
     /// Erases `name` at the site: the person, their templates, their memberships and every event
     /// naming them, in one transaction; doors remove them on their next pull.
     pub fn erase(&mut self, name: &str) -> Result<SiteErasure> {
+        let refusals_kept = self.schema >= 3;
         self.change(|tx| {
             let row = tx
                 .query_opt(
@@ -172,6 +184,12 @@ impl SiteAdmin {
                 "DELETE FROM gait_site.events WHERE pseudonym = $1",
                 &[&pseudonym],
             )?;
+            if refusals_kept {
+                tx.execute(
+                    "DELETE FROM gait_site.refused_events WHERE body->>'person' = $1",
+                    &[&pseudonym],
+                )?;
+            }
             tx.execute(
                 "INSERT INTO gait_site.erasures(pseudonym, revision) VALUES ($1, nextval('gait_site.revision'))",
                 &[&pseudonym],
@@ -332,6 +350,23 @@ impl SiteAdmin {
                 kind: row.get(2),
                 pseudonym: row.get(3),
                 body: row.get(4),
+            })
+            .collect())
+    }
+
+    /// The events doors' roles sent that were not theirs to send, oldest first: a door whose
+    /// events land here is misconfigured or its credentials are in someone else's hands.
+    pub fn refused_events(&mut self) -> Result<Vec<RefusedEvent>> {
+        let rows = self.client.query(
+            "SELECT event_id, door, reason FROM gait_site.refused_events ORDER BY received, event_id",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| RefusedEvent {
+                event_id: row.get(0),
+                door: row.get(1),
+                reason: row.get(2),
             })
             .collect())
     }

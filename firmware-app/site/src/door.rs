@@ -40,10 +40,15 @@ pub struct DoorLink {
 }
 
 impl DoorLink {
-    /// Connects as the door's role, checks the schema, that the role is a registered door and
-    /// that `key_check` (`TemplateKey::site_check` of the door's key) is the site's, and starts
-    /// listening for changes. Only templates of `model_id` are ever fetched.
-    pub fn connect(config: &SiteConfig, model_id: &str, key_check: &[u8; 32]) -> Result<Self> {
+    /// Connects as the door's role, checks the schema, that the role is registered as the door
+    /// named `door` and that `key_check` (`TemplateKey::site_check` of the door's key) is the
+    /// site's, and starts listening for changes. Only templates of `model_id` are ever fetched.
+    pub fn connect(
+        config: &SiteConfig,
+        door: &str,
+        model_id: &str,
+        key_check: &[u8; 32],
+    ) -> Result<Self> {
         let mut client = config.connect()?;
         // A role that is no door may not even see the schema: refused the same way.
         let not_a_door = |error: SiteError| match error {
@@ -67,6 +72,17 @@ impl DoorLink {
                 .get(0);
             if site.is_some_and(|site| site != key_check) {
                 return Err(SiteError::WrongTemplateKey);
+            }
+        }
+        if schema >= 3 {
+            let registered: String = client
+                .query_one("SELECT gait_site.door_name()", &[])?
+                .get(0);
+            if registered != door {
+                return Err(SiteError::DoorNameMismatch {
+                    registered,
+                    configured: door.to_string(),
+                });
             }
         }
         client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;

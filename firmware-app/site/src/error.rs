@@ -53,6 +53,14 @@ pub enum SiteError {
     /// sealed, the site's doors could not open (and what the site holds, this door cannot).
     #[error("the template key file is not this site's key: the site's templates are sealed under another (use the site's key file, the one its first enrolment used)")]
     WrongTemplateKey,
+    /// The door is registered at the site under another name than its configuration gives it.
+    #[error("this door is registered at the site as {registered:?} but its configuration names it {configured:?}: every event it sends would be refused as another door's (set `door = {registered:?}` in kiosk.toml, or register it under its own name)")]
+    DoorNameMismatch {
+        /// The site's name for the door's role.
+        registered: String,
+        /// The kiosk's own.
+        configured: String,
+    },
     /// The site's schema is not there yet.
     #[error("the site database has no schema yet: run `enrol site migrate` with the site owner's role first")]
     NoSchema,

@@ -21,7 +21,7 @@ mod error;
 pub mod schema;
 pub mod tls;
 
-pub use admin::{SiteAdmin, SiteEnrolment, SiteErasure, SiteEvent, SitePerson};
+pub use admin::{RefusedEvent, SiteAdmin, SiteEnrolment, SiteErasure, SiteEvent, SitePerson};
 pub use connection::SiteConfig;
 pub use door::{published_audit_heads, DoorLink};
 pub use error::{with_causes, Result, SiteError};

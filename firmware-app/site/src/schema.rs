@@ -16,7 +16,7 @@ use crate::error::{Result, SiteError};
 
 /// The schema this build writes. Older sites are migrated forward by `enrol site migrate`; newer ones
 /// are refused.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The channel on which every committed change is announced (its payload: the new revision).
 pub const CHANGES_CHANNEL: &str = "gait_site_changes";
@@ -253,6 +253,76 @@ const MIGRATIONS: &[&str] = &[
                CASE WHEN known.pseudonym IS NULL THEN e.body - 'person' ELSE e.body END
         FROM unnest(event_ids, bodies) AS e(event_id, body)
         LEFT JOIN people known ON known.pseudonym = e.body->>'person'
+        ON CONFLICT (event_id) DO NOTHING;
+        GET DIAGNOSTICS stored = ROW_COUNT;
+        RETURN stored;
+    END $f$;
+"#,
+    r#"
+    -- The name the calling door is registered under: a door whose own configuration names it
+    -- otherwise refuses to link, since every event it sends names it.
+    CREATE FUNCTION gait_site.door_name() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = gait_site, pg_temp AS $f$
+        SELECT calling_door()
+    $f$;
+    REVOKE ALL ON FUNCTION gait_site.door_name() FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION gait_site.door_name() TO gait_site_door;
+
+    -- What a door's role sent that this door may not claim: an event naming another door, a grant
+    -- for someone not allowed at this door. Kept for the site's administrator with the reason,
+    -- never among the doors' events; the rest of the call is stored, so that one such event does
+    -- not hold up the door's outbox.
+    CREATE TABLE gait_site.refused_events (
+        event_id text NOT NULL,
+        door text NOT NULL,
+        received timestamptz NOT NULL DEFAULT now(),
+        reason text NOT NULL,
+        body jsonb NOT NULL,
+        PRIMARY KEY (event_id, door)
+    );
+    GRANT SELECT, DELETE ON gait_site.refused_events TO gait_site_enrolment;
+
+    CREATE OR REPLACE FUNCTION gait_site.door_record_events(event_ids text[], bodies jsonb[])
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = gait_site, pg_temp AS $f$
+    DECLARE
+        door_name text := calling_door();
+        stored integer;
+    BEGIN
+        IF coalesce(array_length(event_ids, 1), 0) > 1000
+           OR coalesce(array_length(bodies, 1), 0) > 1000 THEN
+            RAISE EXCEPTION 'a door sends at most 1000 events at once, not %',
+                greatest(array_length(event_ids, 1), array_length(bodies, 1))
+                USING ERRCODE = '54000';
+        END IF;
+        IF EXISTS (SELECT 1 FROM unnest(bodies) AS b WHERE octet_length(b::text) > 16384) THEN
+            RAISE EXCEPTION 'an event of over 16384 bytes is no door''s' USING ERRCODE = '54000';
+        END IF;
+        CREATE TEMPORARY TABLE IF NOT EXISTS sent (event_id text, body jsonb, refusal text)
+            ON COMMIT DROP;
+        TRUNCATE sent;
+        INSERT INTO sent
+        SELECT e.event_id, e.body,
+               CASE
+                   WHEN e.body ? 'door' AND e.body->>'door' IS DISTINCT FROM door_name THEN
+                       format('it names door %s, not the sending door %s', e.body->>'door', door_name)
+                   WHEN e.body->>'kind' = 'granted' AND EXISTS (
+                       SELECT 1 FROM people p
+                       WHERE p.pseudonym = e.body->>'person' AND NOT allowed_at(p.id, door_name)) THEN
+                       format('a grant for someone door %s does not hold', door_name)
+               END
+        FROM unnest(event_ids, bodies) AS e(event_id, body);
+        INSERT INTO refused_events(event_id, door, reason, body)
+        SELECT s.event_id, door_name, s.refusal, s.body FROM sent s WHERE s.refusal IS NOT NULL
+        ON CONFLICT DO NOTHING;
+        INSERT INTO events(event_id, door, at, kind, pseudonym, body)
+        SELECT s.event_id, door_name, to_timestamp((s.body->>'at_ms')::bigint / 1000.0),
+               coalesce(s.body->>'kind', 'unknown'),
+               CASE WHEN known.pseudonym IS NOT NULL THEN known.pseudonym END,
+               CASE WHEN known.pseudonym IS NULL THEN s.body - 'person' ELSE s.body END
+        FROM sent s
+        LEFT JOIN people known ON known.pseudonym = s.body->>'person'
+        WHERE s.refusal IS NULL
         ON CONFLICT (event_id) DO NOTHING;
         GET DIAGNOSTICS stored = ROW_COUNT;
         RETURN stored;
