@@ -60,12 +60,14 @@ impl Site {
     }
 
     /// A door's MQTT settings: TLS, the broker verified, the kiosk's client certificate.
-    fn mqtt_config(&self, door_dir: &Path, name: &str) -> MqttConfig {
-        let certificate = self.authority.client(&format!("kiosk-{name}"));
+    /// The broker settings of the kiosk in `folder`: a client of its own, even for a kiosk that
+    /// replaces another at the same door while the other still runs.
+    fn mqtt_config(&self, door_dir: &Path, folder: &str) -> MqttConfig {
+        let certificate = self.authority.client(&format!("kiosk-{folder}"));
         MqttConfig {
             host: "localhost".into(),
             port: self.broker_port,
-            client_id: None,
+            client_id: Some(format!("kiosk-{folder}")),
             topic_prefix: None,
             username: None,
             password_file: None,
@@ -90,15 +92,23 @@ struct Door {
 }
 
 impl Door {
-    /// A kiosk called `name` (its folder) that logs in as `role`.
-    fn start(dir: &Path, name: &str, role: &str, site: &Site, key: &TemplateKey) -> Door {
+    /// The kiosk of the site's door `name`, in the folder `folder`, logging in as `role`.
+    fn start(
+        dir: &Path,
+        folder: &str,
+        name: &str,
+        role: &str,
+        site: &Site,
+        key: &TemplateKey,
+    ) -> Door {
         let (_, model_id, embedder) = common::seeded_model(dir);
-        let door_dir = dir.join(name);
+        let door_dir = dir.join(folder);
         std::fs::create_dir_all(&door_dir).unwrap();
         let replica_path = door_dir.join("gallery.db");
         let (news, inbox) = mpsc::channel();
         let outbox = SiteOutbox::start(
             &site.door_config(role),
+            name,
             &replica_path,
             Some(key),
             &model_id,
@@ -112,7 +122,7 @@ impl Door {
         let (mut outputs, audit) = common::audited_outputs(&door_dir);
         outputs.dispatcher.add(Box::new(outbox));
         outputs.dispatcher.add(Box::new(
-            MqttSink::start(&site.mqtt_config(&door_dir, name), name).unwrap(),
+            MqttSink::start(&site.mqtt_config(&door_dir, folder), name).unwrap(),
         ));
         outputs.news = Some(inbox);
         Door {
@@ -228,9 +238,9 @@ fn a_site_of_three_doors_enrols_once_erases_everywhere_and_survives_its_server()
         }
     }
     let key = TemplateKey::generate();
-    let mut front = Door::start(dir.path(), "front", "front_door", &site, &key);
-    let mut lab = Door::start(dir.path(), "lab", "lab_door", &site, &key);
-    let mut side = Door::start(dir.path(), "side", "side_door", &site, &key);
+    let mut front = Door::start(dir.path(), "front", "front", "front_door", &site, &key);
+    let mut lab = Door::start(dir.path(), "lab", "lab", "lab_door", &site, &key);
+    let mut side = Door::start(dir.path(), "side", "side", "side_door", &site, &key);
 
     // The enrolment station: ada's walk embedded, sealed under the site key, enrolled in `lab`.
     let station_dir = dir.path().join("station");
@@ -303,7 +313,7 @@ fn a_site_of_three_doors_enrols_once_erases_everywhere_and_survives_its_server()
         erased_at.elapsed()
     );
     assert!(!granted(&front.walk(11)));
-    let mut lab = Door::start(dir.path(), "lab", "lab_door", &site, &key);
+    let mut lab = Door::start(dir.path(), "lab", "lab", "lab_door", &site, &key);
     assert!(
         lab.names().is_empty(),
         "the pending erasure is applied before the first decision"
@@ -349,7 +359,7 @@ fn a_site_of_three_doors_enrols_once_erases_everywhere_and_survives_its_server()
 
     // A kiosk put at the lab door now bootstraps to the site as it stands.
     station.add_group("visitors").unwrap();
-    let mut late = Door::start(dir.path(), "lab-replaced", "lab_door", &site, &key);
+    let mut late = Door::start(dir.path(), "lab-replaced", "lab", "lab_door", &site, &key);
     assert!(late.names().is_empty());
     assert_eq!(
         late.replica.site_revision().unwrap(),
@@ -431,7 +441,7 @@ fn a_template_the_door_cannot_open_is_quarantined_reported_once_and_the_door_sti
     };
     for (start, expected) in [(1, (vec![bob.clone()], 1)), (2, (vec![], 1))] {
         let (news, inbox) = mpsc::channel();
-        let outbox = SiteOutbox::start(&config, &replica_path, Some(&key), MODEL, news)
+        let outbox = SiteOutbox::start(&config, "front", &replica_path, Some(&key), MODEL, news)
             .unwrap_or_else(|e| panic!("start {start}: {e}"));
         drop(outbox);
         assert_eq!(quarantine_news(&inbox), [expected], "start {start}");
