@@ -13,7 +13,7 @@ use embedded_graphics::primitives::{Circle, Line, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Alignment, Text};
 use rgb_canvas::RgbCanvas;
 
-use crate::open_set::{OpenSetPoint, OpenSetRates};
+use crate::open_set::OpenSetPoint;
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 480;
@@ -49,29 +49,45 @@ impl LogAxis {
     }
 }
 
-/// Draws the curve of `rates`, marks `equal_error` and `operating`, and writes the PNG.
+/// A DET curve and what its rates count.
+pub struct DetCurve<'a> {
+    /// Its points, by increasing threshold.
+    pub points: &'a [OpenSetPoint],
+    /// Mated trials behind FNIR.
+    pub mated: usize,
+    /// Non-mated trials behind FPIR.
+    pub non_mated: usize,
+    /// What a trial is ("searches", "walk-ups").
+    pub trials: &'a str,
+}
+
+/// Draws `curve`, marks `equal_error` and `operating`, and writes the PNG.
 pub fn write_det_png(
     path: &Path,
-    rates: &OpenSetRates,
+    curve: &DetCurve,
     equal_error: OpenSetPoint,
     operating: OpenSetPoint,
     target_fpir: f64,
 ) -> Result<(), image::ImageError> {
     let mut canvas = RgbCanvas::new(WIDTH, HEIGHT, BACKGROUND);
-    let _ = draw(&mut canvas, rates, equal_error, operating, target_fpir);
+    let _ = draw(&mut canvas, curve, equal_error, operating, target_fpir);
     canvas.save_png(path)
 }
 
 fn draw(
     canvas: &mut RgbCanvas,
-    rates: &OpenSetRates,
+    curve: &DetCurve,
     equal_error: OpenSetPoint,
     operating: OpenSetPoint,
     target_fpir: f64,
 ) -> Result<(), Infallible> {
     canvas.clear(BACKGROUND)?;
-    let x_axis = LogAxis::for_resolution(rates.fpir_resolution().min(target_fpir), LEFT, RIGHT);
-    let y_axis = LogAxis::for_resolution(1.0 / rates.mated_searches() as f64, BOTTOM, TOP);
+    let x_axis = LogAxis::for_resolution(
+        (1.0 / curve.non_mated.max(1) as f64).min(target_fpir),
+        LEFT,
+        RIGHT,
+    );
+    let y_axis = LogAxis::for_resolution(1.0 / curve.mated.max(1) as f64, BOTTOM, TOP);
     let label = MonoTextStyle::new(&FONT_6X10, INK);
     let title = MonoTextStyle::new(&FONT_7X13, INK);
     let thin = |c| PrimitiveStyle::with_stroke(c, 1);
@@ -113,8 +129,8 @@ fn draw(
         .draw(canvas)?;
     }
 
-    let points: Vec<Point> = rates
-        .curve()
+    let points: Vec<Point> = curve
+        .points
         .iter()
         .map(|p| Point::new(x_axis.position(p.fpir), y_axis.position(p.fnir)))
         .collect();
@@ -134,9 +150,8 @@ fn draw(
 
     Text::new(
         &format!(
-            "DET: {} mated, {} non-mated searches",
-            rates.mated_searches(),
-            rates.non_mated_searches()
+            "DET: {} mated, {} non-mated {}",
+            curve.mated, curve.non_mated, curve.trials
         ),
         Point::new(LEFT, 16),
         title,

@@ -1,8 +1,8 @@
 //! Calibration of the kiosk's decisions: error rates of a distance threshold for open-set searches
 //! against a gallery ([`open_set`], what `calibrate` measures) and for pairs of embeddings
 //! ([`pairs`], what a site has before it has searches), the choice of a threshold for a target rate
-//! ([`thresholds`]), the DET curve as a picture ([`det_plot`]), and the int8 scales of reduced
-//! precision ([`quantize`]).
+//! ([`thresholds`]), what the door's own policy does with each walk-up ([`walk_level`]), the DET
+//! curve as a picture ([`det_plot`]), and the int8 scales of reduced precision ([`quantize`]).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -13,5 +13,6 @@ pub mod open_set;
 pub mod pairs;
 pub mod quantize;
 pub mod thresholds;
+pub mod walk_level;
 
 pub use error::QuantizeError;

@@ -15,16 +15,134 @@ use hstl::Embedding;
 
 use crate::thresholds::{most_permissive_threshold, ThresholdError};
 
-/// The window embeddings of one walk of one person.
+/// The searches the door makes of one walk of one person.
 #[derive(Debug, Clone)]
 pub struct LabelledWalk {
     /// Who walked: searches are mated when the gallery holds this name.
     pub person: String,
     /// The camera that saw it: galleries and searches never mix cameras.
     pub camera: String,
-    /// One embedding per window the kiosk would decide on: the walk so far once that window is
-    /// taken, as the door searches it and as enrolment keeps it.
-    pub windows: Vec<Embedding>,
+    /// One per window the kiosk would decide on: the walk so far once that window is taken, as the
+    /// door searches it and as enrolment keeps it.
+    pub prefixes: Vec<Prefix>,
+}
+
+/// The walk so far at one of the door's searches.
+#[derive(Debug, Clone)]
+pub struct Prefix {
+    /// Its embedding.
+    pub embedding: Embedding,
+    /// The silhouettes it was made of.
+    pub frames: usize,
+}
+
+/// What a person's enrolled walks leave in the gallery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GalleryTemplates {
+    /// Every walk so far of every walk (what enrolment keeps: a replayed enrolment walk asks exactly
+    /// what was enrolled at each search).
+    EveryPrefix,
+    /// Each walk whole: one template per walk.
+    WholeWalks,
+    /// The mean of the whole walks: one template per person.
+    MeanOfWalks,
+    /// Each walk whole and their mean.
+    WholeWalksAndMean,
+}
+
+impl GalleryTemplates {
+    /// The templates `walks` (one person's enrolled walks, none empty) leave in the gallery.
+    pub fn of(self, walks: &[&LabelledWalk]) -> Result<Vec<Embedding>, hstl::HstlError> {
+        let whole: Vec<&Embedding> = walks
+            .iter()
+            .filter_map(|walk| walk.prefixes.last().map(|p| &p.embedding))
+            .collect();
+        let mean = || mean_of(&whole);
+        Ok(match self {
+            GalleryTemplates::EveryPrefix => walks
+                .iter()
+                .flat_map(|walk| walk.prefixes.iter().map(|p| p.embedding.clone()))
+                .collect(),
+            GalleryTemplates::WholeWalks => whole.into_iter().cloned().collect(),
+            GalleryTemplates::MeanOfWalks => vec![mean()?],
+            GalleryTemplates::WholeWalksAndMean => {
+                let mut templates: Vec<Embedding> = whole.iter().map(|e| (*e).clone()).collect();
+                if templates.len() > 1 {
+                    templates.push(mean()?);
+                }
+                templates
+            }
+        })
+    }
+}
+
+/// The element-wise mean of `embeddings` (at least one, all of one shape).
+fn mean_of(embeddings: &[&Embedding]) -> Result<Embedding, hstl::HstlError> {
+    let first = embeddings
+        .first()
+        .ok_or_else(|| hstl::HstlError::Incomparable("the mean of no embedding".to_string()))?;
+    let mut sum = vec![0f32; first.as_slice().len()];
+    for embedding in embeddings {
+        if (embedding.parts(), embedding.channels()) != (first.parts(), first.channels()) {
+            return Err(hstl::HstlError::Incomparable(format!(
+                "{}x{} against {}x{}",
+                embedding.parts(),
+                embedding.channels(),
+                first.parts(),
+                first.channels()
+            )));
+        }
+        for (total, value) in sum.iter_mut().zip(embedding.as_slice()) {
+            *total += value;
+        }
+    }
+    let count = embeddings.len() as f32;
+    Embedding::new(
+        first.parts(),
+        first.channels(),
+        sum.into_iter().map(|total| total / count).collect(),
+    )
+}
+
+/// `walks` grouped by the camera that saw them, cameras and walks in order of appearance.
+pub(crate) fn by_camera(walks: &[LabelledWalk]) -> Vec<Vec<&LabelledWalk>> {
+    let mut cameras: Vec<&str> = Vec::new();
+    for walk in walks {
+        if !cameras.contains(&walk.camera.as_str()) {
+            cameras.push(&walk.camera);
+        }
+    }
+    cameras
+        .into_iter()
+        .map(|camera| walks.iter().filter(|w| w.camera == camera).collect())
+        .collect()
+}
+
+/// One camera's walks split as a door is enrolled: each person's first `gallery_walks` walks
+/// (people in order of first appearance), and every other walk, a probe.
+pub(crate) fn gallery_and_probes<'a>(
+    walks: &[&'a LabelledWalk],
+    gallery_walks: usize,
+) -> (Vec<(&'a str, Vec<&'a LabelledWalk>)>, Vec<&'a LabelledWalk>) {
+    let mut gallery: Vec<(&str, Vec<&LabelledWalk>)> = Vec::new();
+    let mut probes = Vec::new();
+    for &walk in walks {
+        let position = match gallery.iter().position(|(p, _)| *p == walk.person) {
+            Some(position) => position,
+            None => {
+                gallery.push((&walk.person, Vec::new()));
+                gallery.len() - 1
+            }
+        };
+        let enrolled = &mut gallery[position].1;
+        if enrolled.len() < gallery_walks {
+            enrolled.push(walk);
+        } else {
+            probes.push(walk);
+        }
+    }
+    gallery.retain(|(_, enrolled)| !enrolled.is_empty());
+    (gallery, probes)
 }
 
 /// One point of the DET curve.
@@ -50,22 +168,17 @@ pub struct OpenSetRates {
 
 impl OpenSetRates {
     /// Leave-one-person-out searches within each camera's walks, pooled; the first `gallery_walks`
-    /// walks of each person at a camera form their gallery there.
+    /// walks of each person at a camera form their gallery there, as `templates` says.
     pub fn leave_one_out(
         walks: &[LabelledWalk],
         gallery_walks: usize,
+        templates: GalleryTemplates,
     ) -> Result<Self, ThresholdError> {
-        let mut cameras: Vec<&str> = Vec::new();
-        for walk in walks {
-            if !cameras.contains(&walk.camera.as_str()) {
-                cameras.push(&walk.camera);
-            }
-        }
         let mut mated = Vec::new();
         let mut non_mated = Vec::new();
-        for camera in cameras {
-            let seen: Vec<&LabelledWalk> = walks.iter().filter(|w| w.camera == camera).collect();
-            let (camera_mated, camera_non_mated) = leave_one_out_searches(&seen, gallery_walks)?;
+        for seen in by_camera(walks) {
+            let (camera_mated, camera_non_mated) =
+                leave_one_out_searches(&seen, gallery_walks, templates)?;
             mated.extend(camera_mated);
             non_mated.extend(camera_non_mated);
         }
@@ -147,17 +260,7 @@ impl OpenSetRates {
 
     /// Where FPIR and FNIR are closest; both reported as their mean.
     pub fn equal_error_rate(&self) -> OpenSetPoint {
-        let best = self
-            .curve()
-            .into_iter()
-            .min_by(|a, b| (a.fpir - a.fnir).abs().total_cmp(&(b.fpir - b.fnir).abs()))
-            .unwrap_or_else(|| self.at(0.0));
-        let mean = (best.fpir + best.fnir) / 2.0;
-        OpenSetPoint {
-            fpir: mean,
-            fnir: mean,
-            ..best
-        }
+        equal_error_point(&self.curve()).unwrap_or_else(|| self.at(0.0))
     }
 
     /// The most permissive threshold whose FPIR does not exceed `target`.
@@ -176,31 +279,47 @@ impl OpenSetRates {
     }
 }
 
+/// The point of `curve` where FPIR and FNIR are closest, both reported as their mean; `None` for an
+/// empty curve.
+pub fn equal_error_point(curve: &[OpenSetPoint]) -> Option<OpenSetPoint> {
+    let best = curve
+        .iter()
+        .min_by(|a, b| (a.fpir - a.fnir).abs().total_cmp(&(b.fpir - b.fnir).abs()))?;
+    let mean = (best.fpir + best.fnir) / 2.0;
+    Some(OpenSetPoint {
+        fpir: mean,
+        fnir: mean,
+        ..*best
+    })
+}
+
 /// The searches of one camera's walks: each mated search's distance to its own person (`None` when
 /// someone else was nearer), each non-mated search's distance to its nearest identity.
 fn leave_one_out_searches(
     walks: &[&LabelledWalk],
     gallery_walks: usize,
+    templates: GalleryTemplates,
 ) -> Result<(Vec<Option<f32>>, Vec<f32>), ThresholdError> {
-    let mut gallery: Vec<(&str, &Embedding)> = Vec::new();
-    let mut probes: Vec<(&str, &Embedding)> = Vec::new();
-    let mut seen: Vec<(&str, usize)> = Vec::new();
-    for walk in walks {
-        let count = match seen.iter_mut().find(|(p, _)| *p == walk.person) {
-            Some((_, n)) => n,
-            None => {
-                seen.push((&walk.person, 0));
-                &mut seen.last_mut().expect("just pushed").1
-            }
-        };
-        let into = if *count < gallery_walks {
-            &mut gallery
-        } else {
-            &mut probes
-        };
-        *count += 1;
-        into.extend(walk.windows.iter().map(|w| (walk.person.as_str(), w)));
+    let (enrolled, probe_walks) = gallery_and_probes(walks, gallery_walks);
+    let mut gallery: Vec<(&str, Embedding)> = Vec::new();
+    for (person, walks) in &enrolled {
+        let made = templates
+            .of(walks)
+            .map_err(|e| ThresholdError::Incomparable(e.to_string()))?;
+        gallery.extend(made.into_iter().map(|t| (*person, t)));
     }
+    fn searches<'a>(walks: &[&'a LabelledWalk]) -> Vec<(&'a str, &'a Embedding)> {
+        walks
+            .iter()
+            .flat_map(|w| w.prefixes.iter().map(|p| (w.person.as_str(), &p.embedding)))
+            .collect()
+    }
+    let probes = searches(&probe_walks);
+    let enrolled_walks: Vec<&LabelledWalk> = enrolled
+        .iter()
+        .flat_map(|(_, walks)| walks.iter().copied())
+        .collect();
+    let enrolment_searches = searches(&enrolled_walks);
 
     let nearest = |probe: &Embedding,
                    excluded: Option<&str>|
@@ -227,7 +346,7 @@ fn leave_one_out_searches(
         }
     }
     let mut non_mated = Vec::new();
-    for (person, window) in gallery.iter().chain(&probes) {
+    for (person, window) in enrolment_searches.iter().chain(&probes) {
         if let Some((d, _)) = nearest(window, Some(person))? {
             non_mated.push(d);
         }
@@ -243,11 +362,17 @@ mod tests {
         Embedding::new(1, 1, vec![x]).unwrap()
     }
 
-    fn walk(person: &str, windows: &[f32]) -> LabelledWalk {
+    fn walk(person: &str, prefixes: &[f32]) -> LabelledWalk {
         LabelledWalk {
             person: person.into(),
             camera: "door".into(),
-            windows: windows.iter().map(|&x| emb(x)).collect(),
+            prefixes: prefixes
+                .iter()
+                .map(|&x| Prefix {
+                    embedding: emb(x),
+                    frames: 30,
+                })
+                .collect(),
         }
     }
 
@@ -300,7 +425,7 @@ mod tests {
             at("front", "B", 110.0),
             at("front", "A", 100.5),
         ];
-        let rates = OpenSetRates::leave_one_out(&walks, 1).unwrap();
+        let rates = OpenSetRates::leave_one_out(&walks, 1, GalleryTemplates::EveryPrefix).unwrap();
         // A's second walk at each camera, searched against that camera's gallery only.
         assert_eq!(rates.mated_searches(), 2);
         assert_eq!(rates.rank1_misses(), 0);
@@ -320,7 +445,7 @@ mod tests {
             walk("B", &[9.0]),
             walk("C", &[5.0]),
         ];
-        let rates = OpenSetRates::leave_one_out(&walks, 1).unwrap();
+        let rates = OpenSetRates::leave_one_out(&walks, 1, GalleryTemplates::EveryPrefix).unwrap();
         // Mated: A's 0.5 and 1.0 (nearest A, at 0.5 and 1.0), B's 9.0 (nearest B at 1.0).
         assert_eq!(rates.mated_searches(), 3);
         assert_eq!(rates.rank1_misses(), 0);
@@ -337,7 +462,7 @@ mod tests {
     fn too_few_searches_are_refused() {
         let lonely = vec![walk("A", &[0.0]), walk("A", &[1.0])];
         assert!(matches!(
-            OpenSetRates::leave_one_out(&lonely, 1),
+            OpenSetRates::leave_one_out(&lonely, 1, GalleryTemplates::EveryPrefix),
             Err(ThresholdError::TooFewSearches { .. })
         ));
     }

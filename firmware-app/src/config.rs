@@ -304,6 +304,7 @@ path = "gallery.db"
 accept_distance = 0.8
 relative_margin = 0.05
 consensus_windows = 2
+unknown_windows = 3
 max_people_in_zone = 1
 [audit]
 path = "/var/log/kiosk/events.jsonl"
@@ -377,6 +378,7 @@ keep_files = 5
             ("relative_margin", "relative_margin = nan"),
             ("relative_margin", "relative_margin = 0.9"),
             ("consensus_windows", "consensus_windows = 0"),
+            ("unknown_windows", "unknown_windows = 11"),
             ("max_people_in_zone", "max_people_in_zone = 0"),
             ("keep_files", "keep_files = 0"),
             ("max_file_bytes", "max_file_bytes = 10"),

@@ -8,16 +8,22 @@
 
 #![forbid(unsafe_code)]
 
+mod embedded_walks;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use access::decision::DecisionConfig;
 use anyhow::{bail, Context, Result};
-use calibration::det_plot::write_det_png;
-use calibration::open_set::{LabelledWalk, OpenSetRates};
+use calibration::det_plot::{write_det_png, DetCurve};
+use calibration::open_set::{
+    equal_error_point, GalleryTemplates, LabelledWalk, OpenSetPoint, OpenSetRates, Prefix,
+};
 use calibration::quantize::{
     mean_pairwise_distance, ActivationObserver, Drift, ObserverKind, Reservoir,
 };
+use calibration::walk_level::{WalkLevelPoint, WalkLevelRates};
 use clap::{Args, Parser, Subcommand};
 use hstl::network_args::NetworkArgs;
 use hstl::onnx_graph::{encode_model, write_model, ExportOptions, CONVOLUTION_INPUT_SUFFIX};
@@ -52,6 +58,24 @@ enum Command {
         /// Walks per person enrolled; the others are searched.
         #[arg(long, default_value_t = 1)]
         gallery_walks: usize,
+        /// What each enrolled walk leaves in the gallery: `every-prefix` (the walk so far after each
+        /// window: what `enrol add` keeps), `whole-walks`, `mean-of-walks` or
+        /// `whole-walks-and-mean`; the others are for measuring what enrolment should keep. Several,
+        /// comma-separated, are each measured on the same walks (the point, the plot and `--save`
+        /// then follow the last).
+        #[arg(long, default_value = "every-prefix", value_parser = parse_templates, value_delimiter = ',')]
+        templates: Vec<GalleryTemplates>,
+        /// The door's policy replayed over each walk: consecutive searches that must agree to grant
+        /// (the kiosk's default unless given; the point then describes doors set so).
+        #[arg(long)]
+        consensus_windows: Option<usize>,
+        /// ... and consecutive unknown searches that deny before a walk ends.
+        #[arg(long)]
+        unknown_windows: Option<usize>,
+        /// Keep the walks' embeddings in this file, and read them from it when it was written for
+        /// this model and these walks: measuring the same walks again needs no network.
+        #[arg(long)]
+        embedded_walks: Option<PathBuf>,
         /// Frames per window instead of the kiosk's (`silhouette::windows`), for quick experiments:
         /// the rates then describe no door, and the operating point says so.
         #[arg(long)]
@@ -146,6 +170,20 @@ impl Walks {
             (None, None) => unreachable!("clap requires --walks or --casia-b"),
         }
     }
+}
+
+fn parse_templates(text: &str) -> std::result::Result<GalleryTemplates, String> {
+    Ok(match text {
+        "every-prefix" => GalleryTemplates::EveryPrefix,
+        "whole-walks" => GalleryTemplates::WholeWalks,
+        "mean-of-walks" => GalleryTemplates::MeanOfWalks,
+        "whole-walks-and-mean" => GalleryTemplates::WholeWalksAndMean,
+        _ => {
+            return Err(format!(
+            "`{text}`: expected every-prefix, whole-walks, mean-of-walks or whole-walks-and-mean"
+        ))
+        }
+    })
 }
 
 fn parse_observer(text: &str) -> std::result::Result<ObserverKind, String> {
@@ -407,6 +445,10 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
         walks,
         subjects,
         gallery_walks,
+        templates,
+        consensus_windows,
+        unknown_windows,
+        embedded_walks,
         window,
         hop,
         target_fpir,
@@ -446,71 +488,94 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
         inputs.extend(walks.walks.as_deref());
         hstl::files::check_output(plot, &inputs)?;
     }
-    let embedder = StreamingEmbedder::load_tract(&model, threads)?;
+    let defaults_policy = DecisionConfig::default();
+    let policy = DecisionConfig {
+        consensus_windows: consensus_windows.unwrap_or(defaults_policy.consensus_windows),
+        unknown_windows: unknown_windows.unwrap_or(defaults_policy.unknown_windows),
+        ..defaults_policy
+    };
+    policy
+        .check()
+        .map_err(|e| anyhow::anyhow!("the policy replayed: {e}"))?;
     let started = Instant::now();
     let source = walks.source(&subjects);
-    let labelled = labelled_walks(&source, &embedder, &windows)?;
     let data = source.describe();
-    let kiosk_windows = windows == defaults;
-    let measured_on = format!(
-        "{data}; {gallery_walks} enrolled walk(s) per person; {}windows of {} frames every {}{}; rates per search of the walk so far after each window",
-        if kiosk_windows { "the kiosk's " } else { "" },
+    let made_from = format!(
+        "model {}; {data}; windows of {} frames every {}",
+        model_id(&model)?,
         windows.frames,
-        windows.hop,
-        if kiosk_windows { "" } else { " (not the kiosk's)" }
+        windows.hop
     );
-    let embedded: usize = labelled.iter().map(|w| w.windows.len()).sum();
+    let labelled = match &embedded_walks {
+        Some(path) if path.exists() => embedded_walks::read(path, &made_from)?,
+        _ => {
+            let embedder = StreamingEmbedder::load_tract(&model, threads)?;
+            let labelled = labelled_walks(&source, &embedder, &windows)?;
+            if let Some(path) = &embedded_walks {
+                embedded_walks::write(path, &made_from, &labelled)?;
+            }
+            labelled
+        }
+    };
+    let kiosk_windows = windows == defaults;
+    let embedded: usize = labelled.iter().map(|w| w.prefixes.len()).sum();
     log::info!(
         "{} walks, {embedded} windows embedded in {:.0} s",
         labelled.len(),
         started.elapsed().as_secs_f64()
     );
-
-    let rates = OpenSetRates::leave_one_out(&labelled, gallery_walks)?;
-    let equal_error = rates.equal_error_rate();
-    let operating = rates.threshold_for_fpir(target_fpir)?;
+    let Some((&last, others)) = templates.split_last() else {
+        bail!("--templates names nothing to measure");
+    };
+    for &templates in others {
+        measure_templates(&labelled, gallery_walks, templates, &policy, target_fpir)?;
+    }
+    let templates = last;
+    let (walk_ups, curve, equal_error, operating) =
+        measure_templates(&labelled, gallery_walks, templates, &policy, target_fpir)?;
+    let measured_on = format!(
+        "{data}; {gallery_walks} enrolled walk(s) per person ({templates:?}); {}windows of {} frames every {}{}; walk-level: rates per walk-up, the door's policy (relative margin {}, {} consecutive searches to grant, {} to deny) replayed over the searches of the walk so far after each window",
+        if kiosk_windows { "the kiosk's " } else { "" },
+        windows.frames,
+        windows.hop,
+        if kiosk_windows { "" } else { " (not the kiosk's)" },
+        policy.relative_margin,
+        policy.consensus_windows,
+        policy.unknown_windows,
+    );
     println!("measured on:     {measured_on}");
-    println!(
-        "searches:        {} mated ({} nearest someone else), {} non-mated",
-        rates.mated_searches(),
-        rates.rank1_misses(),
-        rates.non_mated_searches()
-    );
-    println!(
-        "equal error:     {:.2} % at distance {:.6}",
-        100.0 * equal_error.fpir,
-        equal_error.threshold
-    );
-    println!(
-        "FPIR <= {target_fpir}:  FNIR {:.2} % (FPIR {:.4}) at distance {}",
-        100.0 * operating.fnir,
-        operating.fpir,
-        operating.threshold
-    );
-    if rates.fpir_resolution() > target_fpir {
+    println!("accept distance: {}", operating.rates.threshold);
+    if walk_ups.fpir_resolution() > target_fpir {
         println!(
-            "warning:         {} non-mated searches resolve FPIR only in steps of {:.4}: the target needs at least {} for a measured rate",
-            rates.non_mated_searches(),
-            rates.fpir_resolution(),
+            "warning:         {} non-mated walk-ups resolve FPIR only in steps of {:.4}: the target needs at least {} for a measured rate",
+            walk_ups.non_mated_walks(),
+            walk_ups.fpir_resolution(),
             (1.0 / target_fpir).ceil()
         );
     }
     if let Some(path) = plot {
-        write_det_png(&path, &rates, equal_error, operating, target_fpir)
+        let det = DetCurve {
+            points: &curve,
+            mated: walk_ups.mated_walks(),
+            non_mated: walk_ups.non_mated_walks(),
+            trials: "walk-ups",
+        };
+        write_det_png(&path, &det, equal_error, operating.rates, target_fpir)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("DET curve:       {}", path.display());
     }
     if save {
+        let operating = operating.rates;
         if operating.fnir >= 1.0 {
             bail!(
-                "no accept distance keeps FPIR at or under {target_fpir} and accepts anyone enrolled (FNIR 100 %): the model cannot tell these people apart at that rate; nothing was saved"
+                "no accept distance keeps FPIR at or under {target_fpir} and grants anyone enrolled (FNIR 100 %): the model cannot tell these people apart at that rate; nothing was saved"
             );
         }
         let needed = OperatingPoint::searches_needed(target_fpir);
-        if rates.non_mated_searches() < needed {
+        if walk_ups.non_mated_walks() < needed {
             bail!(
-                "{} non-mated searches cannot show FPIR {target_fpir}: a point for it needs at least {needed} (record more walks of people who are not enrolled); nothing was saved",
-                rates.non_mated_searches()
+                "{} non-mated walk-ups cannot show FPIR {target_fpir}: a point for it needs at least {needed} (record more walks of people who are not enrolled); nothing was saved",
+                walk_ups.non_mated_walks()
             );
         }
         let model_id = model_id(&model)?;
@@ -529,8 +594,8 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
             target_fpir,
             fpir: operating.fpir,
             fnir: operating.fnir,
-            mated_searches: rates.mated_searches(),
-            non_mated_searches: rates.non_mated_searches(),
+            mated_searches: walk_ups.mated_walks(),
+            non_mated_searches: walk_ups.non_mated_walks(),
             measured_on,
             looser_than_shipped: shipped,
             seal: None,
@@ -557,6 +622,80 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// The walk-ups' rates with `templates` in the gallery, printed beside the per-search ones: the
+/// walk-level rates, their curve, equal error and the point for `target_fpir`.
+fn measure_templates(
+    labelled: &[LabelledWalk],
+    gallery_walks: usize,
+    templates: GalleryTemplates,
+    policy: &DecisionConfig,
+    target_fpir: f64,
+) -> Result<(
+    WalkLevelRates,
+    Vec<OpenSetPoint>,
+    OpenSetPoint,
+    WalkLevelPoint,
+)> {
+    println!("templates:       {templates:?}");
+    let searches = OpenSetRates::leave_one_out(labelled, gallery_walks, templates)?;
+    let search_equal_error = searches.equal_error_rate();
+    let search_operating = searches.threshold_for_fpir(target_fpir)?;
+    let walk_ups =
+        WalkLevelRates::leave_one_out(labelled, gallery_walks, templates, policy.clone())?;
+    let curve = walk_ups.curve();
+    let equal_error = equal_error_point(&curve).expect("walk-level rates have a curve");
+    let operating = walk_ups.threshold_for_fpir(target_fpir)?;
+    println!(
+        "per search:      {} mated ({} nearest someone else), {} non-mated; equal error {:.2} % at {:.6}; FPIR <= {target_fpir}: FNIR {:.2} % (FPIR {:.4}) at {}",
+        searches.mated_searches(),
+        searches.rank1_misses(),
+        searches.non_mated_searches(),
+        100.0 * search_equal_error.fpir,
+        search_equal_error.threshold,
+        100.0 * search_operating.fnir,
+        search_operating.fpir,
+        search_operating.threshold
+    );
+    println!(
+        "walk-ups:        {} mated, {} non-mated",
+        walk_ups.mated_walks(),
+        walk_ups.non_mated_walks()
+    );
+    println!(
+        "equal error:     {:.2} % at distance {:.6}",
+        100.0 * equal_error.fpir,
+        equal_error.threshold
+    );
+    let report = |label: &str, point: &WalkLevelPoint| {
+        let frames = |quantile| {
+            point
+                .frames_to_grant_quantile(quantile)
+                .map_or("-".to_string(), |f| f.to_string())
+        };
+        println!(
+            "{label:<16} FNIR {:.2} % (FPIR {:.4}: {} strangers and {} enrolled people granted as someone else) at distance {}; frames to a grant: median {}, 95th percentile {}",
+            100.0 * point.rates.fnir,
+            point.rates.fpir,
+            point.strangers_granted,
+            point.granted_as_someone_else,
+            point.rates.threshold,
+            frames(0.5),
+            frames(0.95),
+        )
+    };
+    report(&format!("FPIR <= {target_fpir}:"), &operating);
+    for reported in REPORTED_FPIR.into_iter().filter(|&f| f != target_fpir) {
+        report(
+            &format!("FPIR <= {reported}:"),
+            &walk_ups.threshold_for_fpir(reported)?,
+        );
+    }
+    Ok((walk_ups, curve, equal_error, operating))
+}
+
+/// Walk-level FPIRs reported beside the target: NIST's access-control point and a stricter one.
+const REPORTED_FPIR: [f64; 2] = [0.003, 0.001];
 
 /// The windows the kiosk would decide on for one walk of `[T, 64, 64]` uint8 silhouettes: cut by
 /// the kiosk's own windowing; windows the kiosk would call poor quality are left out, as it leaves
@@ -699,14 +838,19 @@ fn labelled_walks(
             return Ok(());
         }
         let mut so_far = WalkSoFar::new(embedder);
-        let windows = cut
+        let prefixes = cut
             .iter()
-            .map(|window| Ok(so_far.take(window)?))
+            .map(|window| {
+                Ok(Prefix {
+                    embedding: so_far.take(window)?,
+                    frames: so_far.frames(),
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         labelled.push(LabelledWalk {
             person: person.to_string(),
             camera: camera.to_string(),
-            windows,
+            prefixes,
         });
         Ok(())
     })?;
