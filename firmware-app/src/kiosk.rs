@@ -196,6 +196,20 @@ impl Kiosk {
             index.identities().len(),
             index.template_count()
         );
+        for person in gallery.people()? {
+            if person.window_templates > 0 {
+                log::warn!(
+                    "person {}: {} templates of single windows, enrolled before doors searched the walk so far, are not searched{}: enrol them again",
+                    person.pseudonym,
+                    person.window_templates,
+                    if person.templates == 0 {
+                        ", so they are not recognised"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         if key.is_none() {
             log::warn!("no [gallery] key_file: templates are stored in clear");
         }

@@ -40,8 +40,11 @@ pub struct SitePerson {
     pub credential: Option<u32>,
     /// The access groups they belong to, by name.
     pub groups: Vec<String>,
-    /// Templates stored, of every model.
+    /// Templates sent to doors, of every model.
     pub templates: usize,
+    /// Templates of single windows, enrolled before doors searched the walk so far: kept, never
+    /// sent to a door. Someone with only these is recognised nowhere until enrolled again.
+    pub window_templates: usize,
 }
 
 /// What an erasure at the site removed.
@@ -311,7 +314,10 @@ impl SiteAdmin {
             "SELECT p.name, p.pseudonym, p.credential,
                     coalesce((SELECT array_agg(m.group_name ORDER BY m.group_name)
                               FROM gait_site.memberships m WHERE m.person_id = p.id), '{}'),
-                    (SELECT count(*) FROM gait_site.templates t WHERE t.person_id = p.id)
+                    (SELECT count(*) FROM gait_site.templates t
+                     WHERE t.person_id = p.id AND NOT t.window_only),
+                    (SELECT count(*) FROM gait_site.templates t
+                     WHERE t.person_id = p.id AND t.window_only)
              FROM gait_site.people p WHERE $1::text IS NULL OR p.name = $1 ORDER BY p.name",
             &[&name],
         )?;
@@ -330,6 +336,7 @@ impl SiteAdmin {
                     credential,
                     groups: row.get(3),
                     templates: row.get::<_, i64>(4) as usize,
+                    window_templates: row.get::<_, i64>(5) as usize,
                 })
             })
             .collect()

@@ -16,7 +16,7 @@ use crate::error::{Result, SiteError};
 
 /// The schema this build writes. Older sites are migrated forward by `enrol site migrate`; newer ones
 /// are refused.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The channel on which every committed change is announced (its payload: the new revision).
 pub const CHANGES_CHANNEL: &str = "gait_site_changes";
@@ -326,6 +326,28 @@ const MIGRATIONS: &[&str] = &[
         ON CONFLICT (event_id) DO NOTHING;
         GET DIAGNOSTICS stored = ROW_COUNT;
         RETURN stored;
+    END $f$;
+"#,
+    r#"
+    -- Stations before this schema enrolled the embedding of each 30-frame window alone; doors now
+    -- search the walk so far. Such templates are kept (the station lists who must enrol again)
+    -- and never sent to a door.
+    ALTER TABLE gait_site.templates ADD COLUMN window_only boolean NOT NULL DEFAULT false;
+    UPDATE gait_site.templates SET window_only = true;
+
+    CREATE OR REPLACE FUNCTION gait_site.door_templates(pseudonyms text[], model text)
+    RETURNS TABLE (pseudonym text, parts integer, channels integer, frames integer, source text,
+                   sealed bytea)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = gait_site, pg_temp AS $f$
+    DECLARE
+        door_name text := calling_door();
+    BEGIN
+        RETURN QUERY
+        SELECT p.pseudonym, t.parts, t.channels, t.frames, t.source, t.sealed
+        FROM people p JOIN templates t ON t.person_id = p.id
+        WHERE p.pseudonym = ANY(pseudonyms) AND t.model_id = model AND NOT t.window_only
+          AND allowed_at(p.id, door_name)
+        ORDER BY p.pseudonym, t.id;
     END $f$;
 "#,
 ];

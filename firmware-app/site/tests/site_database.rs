@@ -164,6 +164,47 @@ fn each_door_holds_its_own_people_and_an_erasure_reaches_them_all() {
 }
 
 #[test]
+fn window_templates_of_a_site_before_walks_are_listed_and_never_sent_to_a_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = PostgresServer::start(dir.path(), TRUST_LOOPBACK, None) else {
+        return;
+    };
+    let mut admin = site(&server);
+    let key = TemplateKey::generate();
+    admin
+        .enrol(&enrolment(&key, "ada", &["staff"], 1.0))
+        .unwrap();
+    // The site as schema 3 left it, its templates windows; then migrated as an owner would.
+    let mut owner = superuser(&server);
+    owner
+        .batch_execute(
+            "ALTER TABLE gait_site.templates DROP COLUMN window_only;
+             UPDATE gait_site.schema_version SET version = 3;",
+        )
+        .unwrap();
+    migrate(&mut owner).unwrap();
+    let mut admin = SiteAdmin::connect(&plain(&server, "postgres")).unwrap();
+    admin
+        .enrol(&enrolment(&key, "grace", &["staff"], 5.0))
+        .unwrap();
+    let ada = admin.person("ada").unwrap();
+    assert_eq!((ada.templates, ada.window_templates), (0, 2));
+    let grace = admin.person("grace").unwrap();
+    assert_eq!((grace.templates, grace.window_templates), (2, 0));
+
+    let mut front = DoorLink::connect(
+        &plain(&server, "front_door"),
+        "front",
+        MODEL,
+        &key.site_check(),
+    )
+    .unwrap();
+    let mut gallery = replica(dir.path(), "front.db", &key);
+    catch_up(&mut front, &mut gallery);
+    assert_eq!(names(&gallery), ["grace"]);
+}
+
+#[test]
 fn a_door_role_reads_only_through_its_functions_and_writes_only_its_events() {
     let dir = tempfile::tempdir().unwrap();
     let Some(server) = PostgresServer::start(dir.path(), TRUST_LOOPBACK, None) else {

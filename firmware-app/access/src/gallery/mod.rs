@@ -641,6 +641,33 @@ mod tests {
     }
 
     #[test]
+    fn window_templates_of_a_gallery_before_walks_are_kept_never_searched_and_counted() {
+        let (_dir, path) = temp_db("g.db");
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        gallery
+            .enrol("ada", "m", &[template(1.0), template(2.0)])
+            .unwrap();
+        drop(gallery);
+        // The gallery as schema 4 left it: its templates were windows.
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch("ALTER TABLE templates DROP COLUMN window_only")
+            .unwrap();
+        connection.pragma_update(None, "user_version", 4).unwrap();
+        drop(connection);
+
+        let mut gallery = Gallery::open(&path, None).unwrap();
+        let ada = gallery.person("ada").unwrap();
+        assert_eq!((ada.templates, ada.window_templates), (0, 2));
+        assert!(gallery.templates().unwrap().is_empty());
+        // Enrolled again, as walks: searched; the windows stay counted apart.
+        gallery.add_templates("ada", "m", &[template(3.0)]).unwrap();
+        let ada = gallery.person("ada").unwrap();
+        assert_eq!((ada.templates, ada.window_templates), (1, 2));
+        assert_eq!(gallery.templates().unwrap().len(), 1);
+    }
+
+    #[test]
     fn a_gallery_of_the_first_schema_gains_credentials_and_keeps_its_people() {
         let (_dir, path) = temp_db("g.db");
         let connection = Connection::open(&path).unwrap();

@@ -28,8 +28,11 @@ pub struct Person {
     pub name: String,
     /// When, in milliseconds since the Unix epoch.
     pub enrolled_at_ms: i64,
-    /// Templates stored.
+    /// Templates searched (each the walk so far of an enrolled walk).
     pub templates: usize,
+    /// Templates of one 30-frame window alone, enrolled before doors searched the walk so far:
+    /// kept, never searched. Someone with only these is not recognised until enrolled again.
+    pub window_templates: usize,
     /// The number the door's access-control panel knows them by (their card number), if any.
     pub credential: Option<u32>,
 }
@@ -114,6 +117,7 @@ impl Gallery {
             name: name.to_string(),
             enrolled_at_ms: now,
             templates: templates.len(),
+            window_templates: 0,
             credential,
         })
     }
@@ -172,7 +176,9 @@ impl Gallery {
     /// Everyone enrolled, by name.
     pub fn people(&self) -> Result<Vec<Person>> {
         let mut statement = self.connection.prepare(
-            "SELECT p.id, p.pseudonym, p.name, p.enrolled_at_ms, COUNT(t.id), p.credential
+            "SELECT p.id, p.pseudonym, p.name, p.enrolled_at_ms,
+                    COUNT(t.id) - COALESCE(SUM(t.window_only), 0), p.credential,
+                    COALESCE(SUM(t.window_only), 0)
              FROM people p LEFT JOIN templates t ON t.person_id = p.id
              GROUP BY p.id ORDER BY p.name",
         )?;
@@ -184,6 +190,7 @@ impl Gallery {
                 enrolled_at_ms: row.get(3)?,
                 templates: row.get::<_, i64>(4)? as usize,
                 credential: row.get(5)?,
+                window_templates: row.get::<_, i64>(6)? as usize,
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -195,11 +202,13 @@ impl Gallery {
             .query_row("SELECT COUNT(*) FROM people", [], |row| row.get(0))?)
     }
 
-    /// Every template, decrypted and checked against its recorded shape.
+    /// Every template searched, decrypted and checked against its recorded shape (window-only
+    /// templates, [`Person::window_templates`], are left out).
     pub fn templates(&self) -> Result<Vec<Template>> {
         let mut statement = self.connection.prepare(
             "SELECT t.id, t.person_id, p.pseudonym, t.model_id, t.parts, t.channels, t.nonce, t.data
-             FROM templates t JOIN people p ON p.id = t.person_id ORDER BY t.id",
+             FROM templates t JOIN people p ON p.id = t.person_id
+             WHERE t.window_only = 0 ORDER BY t.id",
         )?;
         let mut rows = statement.query([])?;
         let mut templates = Vec::new();

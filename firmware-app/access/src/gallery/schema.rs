@@ -3,7 +3,7 @@
 use super::*;
 
 /// The schema this build writes. Older galleries are migrated forward on open; newer ones are refused.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Each entry moves a gallery from schema version `index` to `index + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -59,6 +59,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         revision INTEGER NOT NULL,
         reason TEXT NOT NULL
     );
+",
+    // Kiosks before this schema enrolled the embedding of each 30-frame window alone; doors now
+    // search the walk so far, and such templates are kept (the person is told to re-enrol) but
+    // never searched.
+    "
+    ALTER TABLE templates ADD COLUMN window_only INTEGER NOT NULL DEFAULT 0;
+    UPDATE templates SET window_only = 1;
 ",
 ];
 

@@ -521,17 +521,28 @@ fn list(gallery_args: &GalleryArgs) -> anyhow::Result<()> {
     println!("site: {} people", people.len());
     for person in people {
         println!(
-            "{}  groups {}",
+            "{}  groups {}{}",
             person_line(
                 &person.name,
                 person.templates,
                 &person.pseudonym,
                 person.credential
             ),
-            person.groups.join(",")
+            person.groups.join(","),
+            window_note(person.window_templates, "erase and enrol again")
         );
     }
     Ok(())
+}
+
+/// What `enrol list` adds for someone holding templates of single windows, with what to do.
+fn window_note(window_templates: usize, remedy: &str) -> String {
+    if window_templates == 0 {
+        return String::new();
+    }
+    format!(
+        "  ({window_templates} window templates from before doors searched walks: not searched; {remedy})"
+    )
 }
 
 /// One person as `enrol list` shows them, their name escaped for the terminal.
@@ -558,13 +569,14 @@ fn list_door(gallery: &Gallery) -> anyhow::Result<()> {
     );
     for person in people {
         println!(
-            "{}",
+            "{}{}",
             person_line(
                 &person.name,
                 person.templates,
                 &person.pseudonym,
                 person.credential
-            )
+            ),
+            window_note(person.window_templates, "enrol again")
         );
     }
     Ok(())
