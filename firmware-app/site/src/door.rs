@@ -63,27 +63,30 @@ impl DoorLink {
             other => other,
         };
         let schema = check_schema(&mut client).map_err(not_a_door)?;
+        // Before schema 4 the site sends the templates of single windows as if they were walks.
+        if schema < 4 {
+            return Err(SiteError::OlderSchema {
+                found: schema,
+                supported: crate::schema::SCHEMA_VERSION,
+            });
+        }
         client
             .query("SELECT * FROM gait_site.door_changes(0, 0)", &[])
             .map_err(|e| not_a_door(e.into()))?;
-        if schema >= 2 {
-            let site: Option<Vec<u8>> = client
-                .query_one("SELECT gait_site.door_template_key_check()", &[])?
-                .get(0);
-            if site.is_some_and(|site| site != key_check) {
-                return Err(SiteError::WrongTemplateKey);
-            }
+        let site: Option<Vec<u8>> = client
+            .query_one("SELECT gait_site.door_template_key_check()", &[])?
+            .get(0);
+        if site.is_some_and(|site| site != key_check) {
+            return Err(SiteError::WrongTemplateKey);
         }
-        if schema >= 3 {
-            let registered: String = client
-                .query_one("SELECT gait_site.door_name()", &[])?
-                .get(0);
-            if registered != door {
-                return Err(SiteError::DoorNameMismatch {
-                    registered,
-                    configured: door.to_string(),
-                });
-            }
+        let registered: String = client
+            .query_one("SELECT gait_site.door_name()", &[])?
+            .get(0);
+        if registered != door {
+            return Err(SiteError::DoorNameMismatch {
+                registered,
+                configured: door.to_string(),
+            });
         }
         client.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
         Ok(DoorLink {

@@ -182,6 +182,19 @@ fn window_templates_of_a_site_before_walks_are_listed_and_never_sent_to_a_door()
              UPDATE gait_site.schema_version SET version = 3;",
         )
         .unwrap();
+    // A door would take those windows for walks: it waits for the migration.
+    let refused = DoorLink::connect(
+        &plain(&server, "front_door"),
+        "front",
+        MODEL,
+        &key.site_check(),
+    )
+    .err()
+    .expect("a door refuses a site of schema 3");
+    assert!(
+        matches!(refused, SiteError::OlderSchema { found: 3, .. }),
+        "{refused}"
+    );
     migrate(&mut owner).unwrap();
     let mut admin = SiteAdmin::connect(&plain(&server, "postgres")).unwrap();
     admin
