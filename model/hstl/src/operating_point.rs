@@ -110,13 +110,15 @@ pub struct OperatingPoint {
     pub accept_distance: f32,
     /// The false-positive identification rate the distance was chosen for.
     pub target_fpir: f64,
-    /// Measured at the accept distance: strangers accepted, per search.
+    /// Measured at the accept distance: strangers accepted, per walk-up the door decided (per search
+    /// in points saved before `calibrate` replayed the door's policy; `measured_on` says which).
     pub fpir: f64,
-    /// Measured at the accept distance: enrolled people not accepted as themselves, per search.
+    /// Measured at the accept distance: enrolled people not accepted as themselves, likewise.
     pub fnir: f64,
-    /// Searches by enrolled people behind the rates.
+    /// Walk-ups (or searches) by enrolled people behind the rates.
     pub mated_searches: usize,
-    /// Searches by people not enrolled behind the rates.
+    /// Walk-ups (or searches) by people not enrolled behind the rates: at least
+    /// [`OperatingPoint::searches_needed`] for the target.
     pub non_mated_searches: usize,
     /// What the searches were cut from and how (data, subjects, windows).
     pub measured_on: String,
