@@ -51,6 +51,23 @@ pub enum GalleryTemplates {
 }
 
 impl GalleryTemplates {
+    /// Every kind, each with the name `calibrate --templates` and operating points call it by.
+    pub const NAMED: [(&'static str, GalleryTemplates); 4] = [
+        ("every-prefix", GalleryTemplates::EveryPrefix),
+        ("whole-walks", GalleryTemplates::WholeWalks),
+        ("mean-of-walks", GalleryTemplates::MeanOfWalks),
+        ("whole-walks-and-mean", GalleryTemplates::WholeWalksAndMean),
+    ];
+
+    /// Its name in [`GalleryTemplates::NAMED`].
+    pub fn name(self) -> &'static str {
+        Self::NAMED
+            .iter()
+            .find(|(_, kind)| *kind == self)
+            .map(|(name, _)| *name)
+            .expect("every kind is named")
+    }
+
     /// The templates `walks` (one person's enrolled walks, none empty) leave in the gallery.
     pub fn of(self, walks: &[&LabelledWalk]) -> Result<Vec<Embedding>, hstl::HstlError> {
         let whole: Vec<&Embedding> = walks

@@ -173,17 +173,14 @@ impl Walks {
 }
 
 fn parse_templates(text: &str) -> std::result::Result<GalleryTemplates, String> {
-    Ok(match text {
-        "every-prefix" => GalleryTemplates::EveryPrefix,
-        "whole-walks" => GalleryTemplates::WholeWalks,
-        "mean-of-walks" => GalleryTemplates::MeanOfWalks,
-        "whole-walks-and-mean" => GalleryTemplates::WholeWalksAndMean,
-        _ => {
-            return Err(format!(
-            "`{text}`: expected every-prefix, whole-walks, mean-of-walks or whole-walks-and-mean"
-        ))
-        }
-    })
+    GalleryTemplates::NAMED
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, kind)| *kind)
+        .ok_or_else(|| {
+            let names: Vec<&str> = GalleryTemplates::NAMED.iter().map(|(n, _)| *n).collect();
+            format!("`{text}`: expected one of {}", names.join(", "))
+        })
 }
 
 fn parse_observer(text: &str) -> std::result::Result<ObserverKind, String> {
@@ -534,7 +531,8 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
     let (walk_ups, curve, equal_error, operating) =
         measure_templates(&labelled, gallery_walks, templates, &policy, target_fpir)?;
     let measured_on = format!(
-        "{data}; {gallery_walks} enrolled walk(s) per person ({templates:?}); {}windows of {} frames every {}{}; walk-level: rates per walk-up, the door's policy (relative margin {}, {} consecutive searches to grant, {} to deny) replayed over the searches of the walk so far after each window",
+        "{data}; {gallery_walks} enrolled walk(s) per person (templates: {}); {}windows of {} frames every {}{}; walk-level: rates per walk-up, the door's policy (relative margin {}, {} consecutive searches to grant, {} to deny) replayed over the searches of the walk so far after each window",
+        templates.name(),
         if kiosk_windows { "the kiosk's " } else { "" },
         windows.frames,
         windows.hop,
@@ -637,7 +635,7 @@ fn measure_templates(
     OpenSetPoint,
     WalkLevelPoint,
 )> {
-    println!("templates:       {templates:?}");
+    println!("templates:       {}", templates.name());
     let searches = OpenSetRates::leave_one_out(labelled, gallery_walks, templates)?;
     let search_equal_error = searches.equal_error_rate();
     let search_operating = searches.threshold_for_fpir(target_fpir)?;
