@@ -30,6 +30,16 @@ pub enum ThresholdError {
     /// Two embeddings of different shapes: the walks were embedded by different models.
     #[error("embeddings are not comparable: {0}")]
     Incomparable(String),
+    /// A normalisation cohort that cannot give each side its nearest walks of other people.
+    #[error("a cohort of {walks} walks of {people} people cannot give {nearest} nearest walks of other people (it needs more walks than that, of at least two people)")]
+    CohortTooSmall {
+        /// Walks in the cohort.
+        walks: usize,
+        /// People they are of.
+        people: usize,
+        /// Nearest cohort walks asked for.
+        nearest: usize,
+    },
 }
 
 /// The largest threshold that accepts at most `target` of the sorted `negatives` (distances that

@@ -17,6 +17,7 @@ use access::decision::{DecisionConfig, DecisionPolicy, Verdict, WindowOutcome};
 use access::matcher::{Candidate, Identity, MatchIndex, Ranking};
 use hstl::Embedding;
 
+use crate::cohort::{CohortNormalisation, CohortStanding};
 use crate::open_set::{
     by_camera, gallery_and_probes, GalleryTemplates, LabelledWalk, OpenSetPoint,
 };
@@ -96,6 +97,28 @@ impl WalkLevelRates {
         templates: GalleryTemplates,
         config: DecisionConfig,
     ) -> Result<Self, ThresholdError> {
+        Self::replayed(walks, gallery_walks, templates, config, None)
+    }
+
+    /// [`WalkLevelRates::leave_one_out`] with every search scored by `cohort` (adaptive S-norm)
+    /// before the policy sees it: each identity's score is its best normalised template score.
+    pub fn leave_one_out_normalised(
+        walks: &[LabelledWalk],
+        gallery_walks: usize,
+        templates: GalleryTemplates,
+        config: DecisionConfig,
+        cohort: &CohortNormalisation,
+    ) -> Result<Self, ThresholdError> {
+        Self::replayed(walks, gallery_walks, templates, config, Some(cohort))
+    }
+
+    fn replayed(
+        walks: &[LabelledWalk],
+        gallery_walks: usize,
+        templates: GalleryTemplates,
+        config: DecisionConfig,
+        cohort: Option<&CohortNormalisation>,
+    ) -> Result<Self, ThresholdError> {
         let mut people: Vec<&str> = Vec::new();
         for walk in walks {
             if !people.contains(&walk.person.as_str()) {
@@ -115,23 +138,22 @@ impl WalkLevelRates {
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|e: hstl::HstlError| ThresholdError::Incomparable(e.to_string()))?;
-            let everyone = index_of(&enrolled, None)?;
+            let camera = CameraGallery::new(&enrolled, cohort)?;
             for walk in &probes {
                 let own = number_of(&walk.person).expect("a person of these walks");
                 mated.push(ReplayedWalk {
                     own: Some(own),
-                    searches: searches_of(&everyone, walk)?,
+                    searches: camera.searches_of(walk, None)?,
                 });
             }
             for (person, _) in &enrolled {
-                let without = index_of(&enrolled, Some(*person))?;
                 for walk in seen
                     .iter()
                     .filter(|w| number_of(&w.person) == Some(*person))
                 {
                     non_mated.push(ReplayedWalk {
                         own: None,
-                        searches: searches_of(&without, walk)?,
+                        searches: camera.searches_of(walk, Some(*person))?,
                     });
                 }
             }
@@ -298,6 +320,113 @@ fn replay(policy: &mut DecisionPolicy, track: u64, walk: &ReplayedWalk) -> WalkO
     }
 }
 
+/// One camera's gallery, searched as the door searches it or with cohort-normalised scores.
+enum CameraGallery<'a> {
+    /// The door's own search (`access::matcher`), one index per person left out.
+    Raw {
+        everyone: Box<NumberedIndex>,
+        without: BTreeMap<usize, NumberedIndex>,
+    },
+    /// Every template's normalised score, each template standing among the cohort.
+    Normalised {
+        cohort: &'a CohortNormalisation,
+        templates: Vec<(usize, Embedding, CohortStanding)>,
+    },
+}
+
+impl<'a> CameraGallery<'a> {
+    fn new(
+        enrolled: &[(usize, Vec<Embedding>)],
+        cohort: Option<&'a CohortNormalisation>,
+    ) -> Result<Self, ThresholdError> {
+        Ok(match cohort {
+            None => CameraGallery::Raw {
+                everyone: Box::new(index_of(enrolled, None)?),
+                without: enrolled
+                    .iter()
+                    .map(|(person, _)| Ok((*person, index_of(enrolled, Some(*person))?)))
+                    .collect::<Result<_, ThresholdError>>()?,
+            },
+            Some(cohort) => CameraGallery::Normalised {
+                cohort,
+                templates: enrolled
+                    .iter()
+                    .flat_map(|(person, templates)| templates.iter().map(move |t| (*person, t)))
+                    .map(|(person, template)| {
+                        Ok((person, template.clone(), cohort.standing(template)?))
+                    })
+                    .collect::<Result<_, ThresholdError>>()?,
+            },
+        })
+    }
+
+    /// Every search the door makes of `walk`, people numbered, with `excluded` left out.
+    fn searches_of(
+        &self,
+        walk: &LabelledWalk,
+        excluded: Option<usize>,
+    ) -> Result<Vec<(Ranking, usize)>, ThresholdError> {
+        walk.prefixes
+            .iter()
+            .map(|prefix| Ok((self.ranking(&prefix.embedding, excluded)?, prefix.frames)))
+            .collect()
+    }
+
+    fn ranking(
+        &self,
+        probe: &Embedding,
+        excluded: Option<usize>,
+    ) -> Result<Ranking, ThresholdError> {
+        match self {
+            CameraGallery::Raw { everyone, without } => {
+                let gallery = match excluded {
+                    None => everyone.as_ref(),
+                    Some(person) => &without[&person],
+                };
+                let ranking = gallery
+                    .index
+                    .search(probe)
+                    .map_err(|e| ThresholdError::Incomparable(e.to_string()))?;
+                let renumber = |candidate: Option<Candidate>| {
+                    candidate.map(|c| Candidate {
+                        identity: gallery.numbers[&c.identity],
+                        distance: c.distance,
+                    })
+                };
+                Ok(Ranking {
+                    best: renumber(ranking.best),
+                    second: renumber(ranking.second),
+                })
+            }
+            CameraGallery::Normalised { cohort, templates } => {
+                let standing = cohort.standing(probe)?;
+                let mut best_by_person: BTreeMap<usize, f32> = BTreeMap::new();
+                for (person, template, template_standing) in templates {
+                    if Some(*person) == excluded {
+                        continue;
+                    }
+                    let distance = probe
+                        .distance(template)
+                        .map_err(|e| ThresholdError::Incomparable(e.to_string()))?;
+                    let score = cohort.normalised(distance, standing, *template_standing);
+                    let best = best_by_person.entry(*person).or_insert(f32::INFINITY);
+                    *best = best.min(score);
+                }
+                let mut ranked: Vec<Candidate> = best_by_person
+                    .into_iter()
+                    .map(|(identity, distance)| Candidate { identity, distance })
+                    .collect();
+                ranked.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+                let mut ranked = ranked.into_iter();
+                Ok(Ranking {
+                    best: ranked.next(),
+                    second: ranked.next(),
+                })
+            }
+        }
+    }
+}
+
 /// A match index of `enrolled` (each person's number and templates), leaving out `excluded`.
 fn index_of(
     enrolled: &[(usize, Vec<Embedding>)],
@@ -336,35 +465,6 @@ fn index_of(
 struct NumberedIndex {
     index: MatchIndex,
     numbers: BTreeMap<usize, usize>,
-}
-
-/// Every search the door makes of `walk` against `gallery`, identities renumbered as people.
-fn searches_of(
-    gallery: &NumberedIndex,
-    walk: &LabelledWalk,
-) -> Result<Vec<(Ranking, usize)>, ThresholdError> {
-    let renumber = |candidate: Option<Candidate>| {
-        candidate.map(|c| Candidate {
-            identity: gallery.numbers[&c.identity],
-            distance: c.distance,
-        })
-    };
-    walk.prefixes
-        .iter()
-        .map(|prefix| {
-            let ranking = gallery
-                .index
-                .search(&prefix.embedding)
-                .map_err(|e| ThresholdError::Incomparable(e.to_string()))?;
-            Ok((
-                Ranking {
-                    best: renumber(ranking.best),
-                    second: renumber(ranking.second),
-                },
-                prefix.frames,
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -458,6 +558,37 @@ mod tests {
         // grant, two of the three non-mated walk-ups' worth.
         assert_eq!(point.strangers_granted, 1);
         assert_eq!(point.rates.fpir, 2.0 / 3.0);
+    }
+
+    #[test]
+    fn normalised_searches_rank_by_score_not_distance() {
+        // B's second walk lies nearer A's template (1.0) than B's own (1.5), but A's template sits
+        // amid the cohort, where a distance of 1 is common, and B's apart from it.
+        let walks = vec![
+            walk("A", &[1.0]),
+            walk("B", &[-1.5]),
+            walk("B", &[0.0, 0.0]),
+        ];
+        let raw = WalkLevelRates::leave_one_out(&walks, 1, GalleryTemplates::EveryPrefix, door())
+            .unwrap();
+        assert_eq!(raw.at(2.0).granted_as_someone_else, 1);
+        let cohort: Vec<LabelledWalk> = [0.8, 1.25, 1.5, 1.7]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| walk(&format!("c{i}"), &[x]))
+            .collect();
+        let cohort = CohortNormalisation::new(&cohort, 2).unwrap();
+        let normalised = WalkLevelRates::leave_one_out_normalised(
+            &walks,
+            1,
+            GalleryTemplates::EveryPrefix,
+            door(),
+            &cohort,
+        )
+        .unwrap();
+        let point = normalised.at(1.0);
+        assert_eq!(point.granted_as_themselves, 1);
+        assert_eq!(point.granted_as_someone_else, 0);
     }
 
     #[test]

@@ -60,6 +60,33 @@ pub fn write(path: &Path, made_from: &str, walks: &[LabelledWalk]) -> Result<()>
 
 /// The walks kept in `path`, which must have been made from `made_from`.
 pub fn read(path: &Path, made_from: &str) -> Result<Vec<LabelledWalk>> {
+    read_checked(path, |kept| {
+        if kept != made_from {
+            bail!(
+                "{} holds walks made from {kept:?}, not {made_from:?}: give another file, or remove it to embed these walks",
+                path.display(),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The walks kept in `path`, whatever walks they are, which must have been embedded by the model
+/// `model_id`: a normalisation cohort (`calibrate thresholds --cohort`).
+pub fn read_cohort(path: &Path, model_id: &str) -> Result<Vec<LabelledWalk>> {
+    let by_model = format!("model {model_id};");
+    read_checked(path, |kept| {
+        if !kept.starts_with(&by_model) {
+            bail!(
+                "{} holds walks made from {kept:?}: a cohort must be embedded by the model measured ({model_id})",
+                path.display(),
+            );
+        }
+        Ok(())
+    })
+}
+
+fn read_checked(path: &Path, check: impl FnOnce(&str) -> Result<()>) -> Result<Vec<LabelledWalk>> {
     let context = || format!("reading embedded walks from {}", path.display());
     let file = std::fs::File::open(path).with_context(context)?;
     let mut reader = BufReader::new(file);
@@ -67,13 +94,7 @@ pub fn read(path: &Path, made_from: &str) -> Result<Vec<LabelledWalk>> {
     reader.read_line(&mut line).with_context(context)?;
     let header: Header = serde_json::from_str(&line)
         .with_context(|| format!("{}: not a file of embedded walks", path.display()))?;
-    if header.made_from != made_from {
-        bail!(
-            "{} holds walks made from {:?}, not {made_from:?}: give another file, or remove it to embed these walks",
-            path.display(),
-            header.made_from
-        );
-    }
+    check(&header.made_from)?;
     let size = header.parts * header.channels;
     let mut values = vec![0u8; size * 4];
     let mut walks = Vec::with_capacity(header.walks.len());
@@ -149,6 +170,13 @@ mod tests {
         }
         let other = read(&path, "model c; walks b").unwrap_err().to_string();
         assert!(other.contains("model a; walks b"), "{other}");
+        // A cohort is any walks of the model measured, and of no other.
+        assert_eq!(read_cohort(&path, "a").unwrap().len(), 2);
+        let other_model = read_cohort(&path, "c").unwrap_err().to_string();
+        assert!(
+            other_model.contains("embedded by the model measured (c)"),
+            "{other_model}"
+        );
 
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use access::decision::DecisionConfig;
 use anyhow::{bail, Context, Result};
+use calibration::cohort::CohortNormalisation;
 use calibration::det_plot::{write_det_png, DetCurve};
 use calibration::open_set::{
     equal_error_point, GalleryTemplates, LabelledWalk, OpenSetPoint, OpenSetRates, Prefix,
@@ -76,6 +77,15 @@ enum Command {
         /// this model and these walks: measuring the same walks again needs no network.
         #[arg(long)]
         embedded_walks: Option<PathBuf>,
+        /// Score every search by adaptive S-norm against this cohort (a file of `--embedded-walks`
+        /// made by the same model from people never enrolled, e.g. training subjects) before the
+        /// policy sees it: for measuring whether normalisation pays; the door does not normalise,
+        /// so such a point cannot be saved.
+        #[arg(long, conflicts_with = "save")]
+        cohort: Option<PathBuf>,
+        /// With `--cohort`: cohort walks each side of a comparison is measured against.
+        #[arg(long, default_value_t = 100, requires = "cohort")]
+        cohort_nearest: usize,
         /// Frames per window instead of the kiosk's (`silhouette::windows`), for quick experiments:
         /// the rates then describe no door, and the operating point says so.
         #[arg(long)]
@@ -446,6 +456,8 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
         consensus_windows,
         unknown_windows,
         embedded_walks,
+        cohort,
+        cohort_nearest,
         window,
         hop,
         target_fpir,
@@ -521,15 +533,38 @@ fn calibrate_thresholds(command: Command) -> Result<()> {
         labelled.len(),
         started.elapsed().as_secs_f64()
     );
+    let cohort = cohort
+        .map(|path| -> Result<CohortNormalisation> {
+            let walks = embedded_walks::read_cohort(&path, &model_id(&model)?)?;
+            let cohort = CohortNormalisation::new(&walks, cohort_nearest)
+                .with_context(|| format!("the cohort of {}", path.display()))?;
+            println!(
+                "normalised:      adaptive S-norm against the {} nearest of {} cohort walks ({})",
+                cohort.nearest(),
+                cohort.len(),
+                path.display()
+            );
+            Ok(cohort)
+        })
+        .transpose()?;
     let Some((&last, others)) = templates.split_last() else {
         bail!("--templates names nothing to measure");
     };
+    let measure = |templates| {
+        measure_templates(
+            &labelled,
+            gallery_walks,
+            templates,
+            &policy,
+            cohort.as_ref(),
+            target_fpir,
+        )
+    };
     for &templates in others {
-        measure_templates(&labelled, gallery_walks, templates, &policy, target_fpir)?;
+        measure(templates)?;
     }
     let templates = last;
-    let (walk_ups, curve, equal_error, operating) =
-        measure_templates(&labelled, gallery_walks, templates, &policy, target_fpir)?;
+    let (walk_ups, curve, equal_error, operating) = measure(templates)?;
     let measured_on = format!(
         "{data}; {gallery_walks} enrolled walk(s) per person (templates: {}); {}windows of {} frames every {}{}; walk-level: rates per walk-up, the door's policy (relative margin {}, {} consecutive searches to grant, {} to deny) replayed over the searches of the walk so far after each window",
         templates.name(),
@@ -628,6 +663,7 @@ fn measure_templates(
     gallery_walks: usize,
     templates: GalleryTemplates,
     policy: &DecisionConfig,
+    cohort: Option<&CohortNormalisation>,
     target_fpir: f64,
 ) -> Result<(
     WalkLevelRates,
@@ -639,13 +675,26 @@ fn measure_templates(
     let searches = OpenSetRates::leave_one_out(labelled, gallery_walks, templates)?;
     let search_equal_error = searches.equal_error_rate();
     let search_operating = searches.threshold_for_fpir(target_fpir)?;
-    let walk_ups =
-        WalkLevelRates::leave_one_out(labelled, gallery_walks, templates, policy.clone())?;
+    let walk_ups = match cohort {
+        None => WalkLevelRates::leave_one_out(labelled, gallery_walks, templates, policy.clone())?,
+        Some(cohort) => WalkLevelRates::leave_one_out_normalised(
+            labelled,
+            gallery_walks,
+            templates,
+            policy.clone(),
+            cohort,
+        )?,
+    };
     let curve = walk_ups.curve();
     let equal_error = equal_error_point(&curve).expect("walk-level rates have a curve");
     let operating = walk_ups.threshold_for_fpir(target_fpir)?;
     println!(
-        "per search:      {} mated ({} nearest someone else), {} non-mated; equal error {:.2} % at {:.6}; FPIR <= {target_fpir}: FNIR {:.2} % (FPIR {:.4}) at {}",
+        "{:<16} {} mated ({} nearest someone else), {} non-mated; equal error {:.2} % at {:.6}; FPIR <= {target_fpir}: FNIR {:.2} % (FPIR {:.4}) at {}",
+        if cohort.is_some() {
+            "per search, raw:"
+        } else {
+            "per search:"
+        },
         searches.mated_searches(),
         searches.rank1_misses(),
         searches.non_mated_searches(),
