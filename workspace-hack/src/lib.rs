@@ -1,2 +1,2 @@
-//! No code: see `Cargo.toml`. Being a member of the workspace is what unifies the features, since
-//! every command of CI and the README selects the whole workspace.
+//! No code: see `Cargo.toml` and the README. Every member depends on it, so that building any one
+//! package compiles every shared dependency with the workspace's features.
