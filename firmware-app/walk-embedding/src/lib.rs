@@ -71,7 +71,7 @@ impl WalkSoFar {
     }
 
     /// Takes the silhouettes of `window` the walk has not taken yet (consecutive windows overlap),
-    /// through the network once each, and gives the embedding of every silhouette taken so far.
+    /// through the network once each (in one call of each stage), and gives the embedding of every silhouette taken so far.
     pub fn take(&mut self, window: &Window) -> Result<Embedding, HstlError> {
         let heading = *self.heading.get_or_insert(window.heading);
         let fresh: Vec<GrayImage> = window
@@ -83,10 +83,7 @@ impl WalkSoFar {
             .collect();
         if !fresh.is_empty() {
             let input = oriented(&fresh, heading, self.orientation)?;
-            let per_frame = input.as_slice().len() / fresh.len();
-            for frame in input.as_slice().chunks_exact(per_frame) {
-                self.stream.push(frame)?;
-            }
+            self.stream.push_frames(input.as_slice())?;
         }
         if let Some(&last) = window.frames.last() {
             self.last_frame = Some(self.last_frame.map_or(last, |taken| taken.max(last)));

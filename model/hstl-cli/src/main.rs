@@ -112,13 +112,17 @@ enum Command {
         /// Also time every operator of the tract plan and print where the time goes.
         #[arg(long)]
         profile: bool,
-        /// Also stream a walk of this many frames one silhouette at a time (the door's way):
-        /// the time per frame, and per query of the walk so far.
+        /// Also stream a walk of this many frames (the door's way): the time per push of
+        /// silhouettes, and per query of the walk so far.
         #[arg(long)]
         stream: Option<usize>,
         /// With `--stream`: frames between two queries of the walk so far.
         #[arg(long, default_value_t = 15, requires = "stream")]
         query_every: usize,
+        /// With `--stream`: silhouettes pushed at once (the door pushes a window's new frames, 15;
+        /// 1 is a frame at a time).
+        #[arg(long, default_value_t = 15, requires = "stream")]
+        push_block: usize,
     },
     /// Run the network on a synthetic walk with a seeded model: the quick end-to-end check.
     Demo {
@@ -271,11 +275,17 @@ fn main() -> Result<()> {
             profile,
             stream,
             query_every,
+            push_block,
         } => {
             let model = hstl::model_or_shipped(model.as_deref());
             bench(&model, frames, threads, runs, &runtime, json)?;
             if let Some(walk) = stream {
-                bench_stream(&model, walk, query_every, threads, &runtime)?;
+                let plan = StreamPlan {
+                    frames: walk,
+                    query_every,
+                    push_block,
+                };
+                bench_stream(&model, &plan, threads, &runtime)?;
             }
             if profile {
                 print_profile(&model, frames, threads, runtime.precision)?;
@@ -391,18 +401,25 @@ fn bench(
     Ok(())
 }
 
-/// Streams a synthetic walk of `frames` frames, querying every `query_every` frames: the time each
-/// frame and each query take, and the network's time per frame of video with those queries.
-fn bench_stream(
-    model: &Path,
+/// How `hstl bench --stream` feeds its walk.
+struct StreamPlan {
     frames: usize,
     query_every: usize,
-    threads: usize,
-    runtime: &Runtime,
-) -> Result<()> {
-    if query_every == 0 || frames < hstl::streaming::MIN_FRAMES {
+    push_block: usize,
+}
+
+/// Streams a synthetic walk, `push_block` silhouettes at a time, querying every `query_every`
+/// frames: the time each push and each query take, and the network's time per frame of video with
+/// those queries.
+fn bench_stream(model: &Path, plan: &StreamPlan, threads: usize, runtime: &Runtime) -> Result<()> {
+    let StreamPlan {
+        frames,
+        query_every,
+        push_block,
+    } = *plan;
+    if query_every == 0 || push_block == 0 || frames < hstl::streaming::MIN_FRAMES {
         bail!(
-            "--stream needs at least {} frames and --query-every at least 1",
+            "--stream needs at least {} frames, and --query-every and --push-block at least 1",
             hstl::streaming::MIN_FRAMES
         );
     }
@@ -413,15 +430,19 @@ fn bench_stream(
         runtime.precision,
     )?;
     let walk = synthetic_walk(frames);
+    let block_values = push_block * 64 * 44;
     // One walk to build the plans, then the timed one.
     for timed in [false, true] {
         let mut stream = streaming.stream();
         let (mut pushes, mut queries) = (Vec::new(), Vec::new());
-        for (index, frame) in walk.as_slice().chunks(64 * 44).enumerate() {
+        for block in walk.as_slice().chunks(block_values) {
+            let before = stream.frames();
             let started = Instant::now();
-            stream.push(frame)?;
+            stream.push_frames(block)?;
             pushes.push(started.elapsed().as_secs_f64() * 1e3);
-            if (index + 1) % query_every == 0 && index + 1 >= hstl::streaming::MIN_FRAMES {
+            let after = stream.frames();
+            let queried = after / query_every > before / query_every;
+            if queried && after >= hstl::streaming::MIN_FRAMES {
                 let started = Instant::now();
                 stream.embedding()?;
                 queries.push(started.elapsed().as_secs_f64() * 1e3);
@@ -434,9 +455,11 @@ fn bench_stream(
         pushes.sort_by(f64::total_cmp);
         queries.sort_by(f64::total_cmp);
         let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
-        println!("stream:        {frames} frames, a query every {query_every}");
         println!(
-            "per frame:     {:.2} ms median (the stages it completes); per query {:.2} ms median",
+            "stream:        {frames} frames pushed {push_block} at a time, a query every {query_every}"
+        );
+        println!(
+            "per push:      {:.2} ms median (the stages it completes); per query {:.2} ms median",
             median(&pushes),
             median(&queries)
         );

@@ -1,5 +1,5 @@
-//! A walk streamed one silhouette at a time gives, after every frame, the embedding the whole
-//! network gives for the same frames.
+//! A walk streamed one silhouette at a time, or many at once, gives after every push the embedding
+//! the whole network gives for the same frames.
 
 use std::collections::BTreeMap;
 
@@ -54,13 +54,24 @@ enum Runtime {
     OnnxRuntime,
 }
 
+/// How a test feeds the stream: `blocks` silhouettes per push, cycling (one at a time is `&[1]`).
+struct Feeding {
+    longest: usize,
+    every: usize,
+    blocks: &'static [usize],
+}
+
 fn streamed_like_the_whole_network(
     runtime: Runtime,
     variant: Variant,
     int8: bool,
-    longest: usize,
-    every: usize,
+    feeding: Feeding,
 ) {
+    let Feeding {
+        longest,
+        every,
+        blocks,
+    } = feeding;
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.onnx");
     let weights = Weights::seeded(variant, 5);
@@ -88,18 +99,23 @@ fn streamed_like_the_whole_network(
     let (mut compared, mut moved) = (0, 0);
     let mut held_after_first_second = None;
     let mut previous: Option<hstl::Embedding> = None;
-    for (t, frame) in clip.as_slice().chunks(64 * 44).enumerate() {
-        stream.push(frame).unwrap();
-        let frames = t + 1;
-        if frames == 25 {
-            held_after_first_second = Some(stream.held_values());
+    let values = clip.as_slice();
+    let mut pushed = 0;
+    for &block in blocks.iter().cycle() {
+        if pushed == longest {
+            break;
         }
-        if frames > 25 {
-            assert_eq!(
-                Some(stream.held_values()),
-                held_after_first_second,
-                "{frames} frames"
-            );
+        let next = (pushed + block).min(longest);
+        stream
+            .push_frames(&values[pushed * 64 * 44..next * 64 * 44])
+            .unwrap();
+        pushed = next;
+        let frames = pushed;
+        assert_eq!(stream.frames(), frames);
+        match held_after_first_second {
+            None if frames >= 25 => held_after_first_second = Some(stream.held_values()),
+            Some(held) => assert_eq!(stream.held_values(), held, "{frames} frames"),
+            None => {}
         }
         if frames < MIN_FRAMES {
             assert!(stream.embedding().is_err());
@@ -126,7 +142,7 @@ fn streamed_like_the_whole_network(
     // The walk's frames change the embedding: equal to the whole network, not merely constant.
     assert!(moved * 4 > compared, "{moved} of {compared} prefixes moved");
     println!(
-        "{runtime:?}, {variant} {}: largest difference {worst:e} over {compared} prefixes of up to {longest} frames",
+        "{runtime:?}, {variant} {}, pushed {blocks:?} at a time: largest difference {worst:e} over {compared} prefixes of up to {longest} frames",
         if int8 { "int8" } else { "f32" }
     );
 }
@@ -137,23 +153,126 @@ const EVERY_PREFIX_UP_TO: usize = 40;
 
 #[test]
 fn the_compact_variant_streams_like_the_whole_network_on_tract() {
-    streamed_like_the_whole_network(Runtime::Tract, Variant::Compact, false, 300, 30);
-    streamed_like_the_whole_network(Runtime::Tract, Variant::Compact, true, 300, 30);
+    streamed_like_the_whole_network(
+        Runtime::Tract,
+        Variant::Compact,
+        false,
+        Feeding {
+            longest: 300,
+            every: 30,
+            blocks: &[1],
+        },
+    );
+    streamed_like_the_whole_network(
+        Runtime::Tract,
+        Variant::Compact,
+        true,
+        Feeding {
+            longest: 300,
+            every: 30,
+            blocks: &[1],
+        },
+    );
 }
 
 #[test]
 fn the_published_variant_streams_like_the_whole_network_on_tract() {
-    streamed_like_the_whole_network(Runtime::Tract, Variant::CasiaB, false, 24, 1);
-    streamed_like_the_whole_network(Runtime::Tract, Variant::CasiaB, true, 24, 1);
+    streamed_like_the_whole_network(
+        Runtime::Tract,
+        Variant::CasiaB,
+        false,
+        Feeding {
+            longest: 24,
+            every: 1,
+            blocks: &[1],
+        },
+    );
+    streamed_like_the_whole_network(
+        Runtime::Tract,
+        Variant::CasiaB,
+        true,
+        Feeding {
+            longest: 24,
+            every: 1,
+            blocks: &[1],
+        },
+    );
+}
+
+/// Pushes of many silhouettes at once (the door pushes each window's new frames) settle the same
+/// positions as pushes of one: block sizes that straddle every stage's context, each followed by a
+/// query.
+const UNEVEN_BLOCKS: &[usize] = &[15, 1, 7, 2, 30, 4, 3, 5];
+
+#[test]
+fn silhouettes_pushed_in_blocks_stream_like_the_whole_network_on_tract() {
+    for int8 in [false, true] {
+        let feeding = Feeding {
+            longest: 150,
+            every: 1,
+            blocks: UNEVEN_BLOCKS,
+        };
+        streamed_like_the_whole_network(Runtime::Tract, Variant::Compact, int8, feeding);
+    }
+    let feeding = Feeding {
+        longest: 24,
+        every: 1,
+        blocks: &[4, 1, 9],
+    };
+    streamed_like_the_whole_network(Runtime::Tract, Variant::CasiaB, false, feeding);
 }
 
 #[cfg(feature = "ort")]
 #[test]
 fn both_variants_stream_like_the_whole_network_on_onnxruntime() {
-    streamed_like_the_whole_network(Runtime::OnnxRuntime, Variant::Compact, false, 300, 30);
-    streamed_like_the_whole_network(Runtime::OnnxRuntime, Variant::Compact, true, 300, 30);
-    streamed_like_the_whole_network(Runtime::OnnxRuntime, Variant::CasiaB, false, 24, 1);
-    streamed_like_the_whole_network(Runtime::OnnxRuntime, Variant::CasiaB, true, 24, 1);
+    streamed_like_the_whole_network(
+        Runtime::OnnxRuntime,
+        Variant::Compact,
+        false,
+        Feeding {
+            longest: 300,
+            every: 30,
+            blocks: &[1],
+        },
+    );
+    streamed_like_the_whole_network(
+        Runtime::OnnxRuntime,
+        Variant::Compact,
+        true,
+        Feeding {
+            longest: 300,
+            every: 30,
+            blocks: &[1],
+        },
+    );
+    streamed_like_the_whole_network(
+        Runtime::OnnxRuntime,
+        Variant::CasiaB,
+        false,
+        Feeding {
+            longest: 24,
+            every: 1,
+            blocks: &[1],
+        },
+    );
+    streamed_like_the_whole_network(
+        Runtime::OnnxRuntime,
+        Variant::CasiaB,
+        true,
+        Feeding {
+            longest: 24,
+            every: 1,
+            blocks: &[1],
+        },
+    );
+    for int8 in [false, true] {
+        let feeding = Feeding {
+            longest: 150,
+            every: 1,
+            blocks: UNEVEN_BLOCKS,
+        };
+        streamed_like_the_whole_network(Runtime::OnnxRuntime, Variant::Compact, int8, feeding);
+    }
 }
 
 /// Every prefix from 3 to 300 frames, both precisions: `cargo test -p hstl --test streaming --
@@ -162,6 +281,15 @@ fn both_variants_stream_like_the_whole_network_on_onnxruntime() {
 #[ignore]
 fn every_prefix_to_300_frames_streams_like_the_whole_network() {
     for int8 in [false, true] {
-        streamed_like_the_whole_network(Runtime::Tract, Variant::Compact, int8, 300, 1);
+        streamed_like_the_whole_network(
+            Runtime::Tract,
+            Variant::Compact,
+            int8,
+            Feeding {
+                longest: 300,
+                every: 1,
+                blocks: &[1],
+            },
+        );
     }
 }
