@@ -30,9 +30,11 @@ def plot(rows, out, title):
     minutes = [r["uptime_s"] / 60 for r in rows]
     figure, axes = plt.subplots(1, 5, figsize=(20, 4))
     memory, rate, windows, latency, queues = axes
-    memory.plot(minutes, [(r["resident_kib"] or 0) / 1024 for r in rows])
+    resident = [(r["resident_kib"] or 0) / 1024 for r in rows]
+    memory.plot(minutes, resident)
     memory.set_title("resident memory (MiB)")
-    memory.set_ylim(bottom=0)
+    # Headroom above the largest value: a flat line would otherwise sit on the frame's top edge.
+    memory.set_ylim(0, 1.2 * max(resident))
     rate.plot(minutes, [r["frames_per_second"] for r in rows])
     rate.set_title("frames per second")
     # Headroom above the steady rate, which would otherwise lie on the frame of the plot.

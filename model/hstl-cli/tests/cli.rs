@@ -111,7 +111,7 @@ fn init_inspect_embed_and_bench_a_seeded_model() {
         "{text}"
     );
 
-    // The door's way: a walk streamed one silhouette at a time, queried every few frames.
+    // The door's way: a walk streamed a few silhouettes at a time, queried after each push.
     let (ok, text) = hstl(&[
         "bench",
         "--model",
@@ -124,10 +124,12 @@ fn init_inspect_embed_and_bench_a_seeded_model() {
         "12",
         "--query-every",
         "4",
+        "--push-block",
+        "4",
     ]);
     assert!(ok, "{text}");
     assert!(
-        text.contains("stream:        12 frames, a query every 4")
+        text.contains("stream:        12 frames pushed 4 at a time, a query every 4")
             && text.contains("queries included"),
         "{text}"
     );
