@@ -208,7 +208,7 @@ const UNEVEN_BLOCKS: &[usize] = &[15, 1, 7, 2, 30, 4, 3, 5];
 fn silhouettes_pushed_in_blocks_stream_like_the_whole_network_on_tract() {
     for int8 in [false, true] {
         let feeding = Feeding {
-            longest: 150,
+            longest: 100,
             every: 1,
             blocks: UNEVEN_BLOCKS,
         };
@@ -267,7 +267,7 @@ fn both_variants_stream_like_the_whole_network_on_onnxruntime() {
     );
     for int8 in [false, true] {
         let feeding = Feeding {
-            longest: 150,
+            longest: 100,
             every: 1,
             blocks: UNEVEN_BLOCKS,
         };
