@@ -72,7 +72,17 @@ impl WalkSoFar {
 
     /// Takes the silhouettes of `window` the walk has not taken yet (consecutive windows overlap),
     /// through the network once each (in one call of each stage), and gives the embedding of every silhouette taken so far.
+    /// When frames between the last one taken and this window were never taken (windows dropped
+    /// while the network was behind), the walk starts again from this window: the network was
+    /// never shown a walk with a hole in it.
     pub fn take(&mut self, window: &Window) -> Result<Embedding, HstlError> {
+        if self
+            .last_frame
+            .is_some_and(|last| window.first_frame > last + 1)
+        {
+            self.stream.restart();
+            self.last_frame = None;
+        }
         let heading = *self.heading.get_or_insert(window.heading);
         let fresh: Vec<GrayImage> = window
             .frames
@@ -238,6 +248,35 @@ mod tests {
                 assert!(gap < 1e-4, "{orientation:?}, {taken} frames: {gap}");
             }
         }
+    }
+
+    #[test]
+    fn a_hole_in_the_walk_starts_it_again_and_one_dropped_window_leaves_none() {
+        use hstl::Embedder;
+        let walk = walker(62);
+        let (whole, streaming) = embedders(Orientation::AsFilmed);
+        let windows = windows_of(&walk, Heading::Rightwards);
+        let embedding_of = |frames: std::ops::RangeInclusive<usize>| {
+            let window = Window {
+                silhouettes: walk[frames].to_vec(),
+                ..windows[0].clone()
+            };
+            whole
+                .embed(&network_input(&window, Orientation::AsFilmed).unwrap())
+                .unwrap()
+        };
+        // Window 1 (15..=44) dropped: window 2 (30..=59) begins right after window 0 ended.
+        let mut one_dropped = WalkSoFar::new(&streaming);
+        one_dropped.take(&windows[0]).unwrap();
+        let continued = one_dropped.take(&windows[2]).unwrap();
+        assert_eq!(one_dropped.frames(), 60);
+        assert!(continued.distance(&embedding_of(0..=59)).unwrap() < 1e-4);
+        // Windows 1 and 2 dropped: frames 30 and 31 were never taken, so the walk is 32..=61 alone.
+        let mut two_dropped = WalkSoFar::new(&streaming);
+        two_dropped.take(&windows[0]).unwrap();
+        let restarted = two_dropped.take(&windows[3]).unwrap();
+        assert_eq!(two_dropped.frames(), 30);
+        assert!(restarted.distance(&embedding_of(32..=61)).unwrap() < 1e-4);
     }
 
     #[test]

@@ -283,6 +283,15 @@ impl WalkStream {
         kept + self.maxima.iter().flatten().map(ArrayD::len).sum::<usize>()
     }
 
+    /// Forgets every frame taken: the stream starts a new walk on the same network.
+    pub fn restart(&mut self) {
+        for level in &mut self.levels {
+            level.kept.clear();
+            level.finals = 0;
+        }
+        self.maxima.iter_mut().for_each(|maximum| *maximum = None);
+    }
+
     /// Takes the next silhouette, `64 × 44` values in `[0, 1]` as the network reads them (row by
     /// row), and runs every stage position it completes.
     pub fn push(&mut self, silhouette: &[f32]) -> Result<()> {
