@@ -61,6 +61,15 @@ struct Feeding {
     blocks: &'static [usize],
 }
 
+/// One silhouette per push, to `longest` frames.
+fn one_at_a_time(longest: usize, every: usize) -> Feeding {
+    Feeding {
+        longest,
+        every,
+        blocks: &[1],
+    }
+}
+
 fn streamed_like_the_whole_network(
     runtime: Runtime,
     variant: Variant,
@@ -157,62 +166,35 @@ fn the_compact_variant_streams_like_the_whole_network_on_tract() {
         Runtime::Tract,
         Variant::Compact,
         false,
-        Feeding {
-            longest: 300,
-            every: 30,
-            blocks: &[1],
-        },
+        one_at_a_time(300, 30),
     );
     streamed_like_the_whole_network(
         Runtime::Tract,
         Variant::Compact,
         true,
-        Feeding {
-            longest: 300,
-            every: 30,
-            blocks: &[1],
-        },
+        one_at_a_time(300, 30),
     );
 }
 
 #[test]
 fn the_published_variant_streams_like_the_whole_network_on_tract() {
-    streamed_like_the_whole_network(
-        Runtime::Tract,
-        Variant::CasiaB,
-        false,
-        Feeding {
-            longest: 24,
-            every: 1,
-            blocks: &[1],
-        },
-    );
-    streamed_like_the_whole_network(
-        Runtime::Tract,
-        Variant::CasiaB,
-        true,
-        Feeding {
-            longest: 24,
-            every: 1,
-            blocks: &[1],
-        },
-    );
+    streamed_like_the_whole_network(Runtime::Tract, Variant::CasiaB, false, one_at_a_time(24, 1));
+    streamed_like_the_whole_network(Runtime::Tract, Variant::CasiaB, true, one_at_a_time(24, 1));
 }
 
 /// Pushes of many silhouettes at once (the door pushes each window's new frames) settle the same
 /// positions as pushes of one: block sizes that straddle every stage's context, each followed by a
 /// query.
-const UNEVEN_BLOCKS: &[usize] = &[15, 1, 7, 2, 30, 4, 3, 5];
+const IN_UNEVEN_BLOCKS: Feeding = Feeding {
+    longest: 100,
+    every: 1,
+    blocks: &[15, 1, 7, 2, 30, 4, 3, 5],
+};
 
 #[test]
 fn silhouettes_pushed_in_blocks_stream_like_the_whole_network_on_tract() {
     for int8 in [false, true] {
-        let feeding = Feeding {
-            longest: 100,
-            every: 1,
-            blocks: UNEVEN_BLOCKS,
-        };
-        streamed_like_the_whole_network(Runtime::Tract, Variant::Compact, int8, feeding);
+        streamed_like_the_whole_network(Runtime::Tract, Variant::Compact, int8, IN_UNEVEN_BLOCKS);
     }
     let feeding = Feeding {
         longest: 24,
@@ -229,49 +211,33 @@ fn both_variants_stream_like_the_whole_network_on_onnxruntime() {
         Runtime::OnnxRuntime,
         Variant::Compact,
         false,
-        Feeding {
-            longest: 300,
-            every: 30,
-            blocks: &[1],
-        },
+        one_at_a_time(300, 30),
     );
     streamed_like_the_whole_network(
         Runtime::OnnxRuntime,
         Variant::Compact,
         true,
-        Feeding {
-            longest: 300,
-            every: 30,
-            blocks: &[1],
-        },
+        one_at_a_time(300, 30),
     );
     streamed_like_the_whole_network(
         Runtime::OnnxRuntime,
         Variant::CasiaB,
         false,
-        Feeding {
-            longest: 24,
-            every: 1,
-            blocks: &[1],
-        },
+        one_at_a_time(24, 1),
     );
     streamed_like_the_whole_network(
         Runtime::OnnxRuntime,
         Variant::CasiaB,
         true,
-        Feeding {
-            longest: 24,
-            every: 1,
-            blocks: &[1],
-        },
+        one_at_a_time(24, 1),
     );
     for int8 in [false, true] {
-        let feeding = Feeding {
-            longest: 100,
-            every: 1,
-            blocks: UNEVEN_BLOCKS,
-        };
-        streamed_like_the_whole_network(Runtime::OnnxRuntime, Variant::Compact, int8, feeding);
+        streamed_like_the_whole_network(
+            Runtime::OnnxRuntime,
+            Variant::Compact,
+            int8,
+            IN_UNEVEN_BLOCKS,
+        );
     }
 }
 
@@ -285,11 +251,7 @@ fn every_prefix_to_300_frames_streams_like_the_whole_network() {
             Runtime::Tract,
             Variant::Compact,
             int8,
-            Feeding {
-                longest: 300,
-                every: 1,
-                blocks: &[1],
-            },
+            one_at_a_time(300, 1),
         );
     }
 }
