@@ -1,5 +1,6 @@
 //! No subnormal float on the hot path: some cores (Intel's) take a microcode assist on each one they
-//! read or write, and GeM's `clamp(x, 1e-6)^p` (p ≈ 6.5) makes one of every value it clamps.
+//! read or write, and GeM's `clamp(x, 1e-6)^p` (p ≈ 6.5) makes one of every value it clamps. Checked
+//! on tract's optimised plan and, with feature `ort`, on every node of ONNX Runtime's graph.
 
 use hstl::backend::tract::TractEmbedder;
 use hstl::casia_b::read_subject;
@@ -50,7 +51,26 @@ fn the_shipped_models_make_no_subnormal_on_real_windows() {
         let embedder = TractEmbedder::load(&shipped(model), 1).unwrap();
         for window in &windows {
             for (op, node, subnormal, values) in embedder.subnormal_outputs(window).unwrap() {
-                found.push(format!("{model}: {op} {node}: {subnormal} of {values}"));
+                found.push(format!(
+                    "{model} on tract: {op} {node}: {subnormal} of {values}"
+                ));
+            }
+            #[cfg(feature = "ort")]
+            {
+                let survey =
+                    hstl::backend::onnxruntime::subnormal_outputs(&shipped(model), window).unwrap();
+                // The graph's convolutions, activations, poolings and the rest: a survey that
+                // read no float output would prove nothing.
+                assert!(
+                    survey.checked > 50,
+                    "{model}: {} float outputs",
+                    survey.checked
+                );
+                for (op, output, subnormal, values) in survey.subnormal {
+                    found.push(format!(
+                        "{model} on ONNX Runtime: {op} {output}: {subnormal} of {values}"
+                    ));
+                }
             }
         }
     }

@@ -265,6 +265,79 @@ impl OrtEmbedder {
     }
 }
 
+/// What one run of a model on ONNX Runtime computed in float, node output by node output.
+#[derive(Debug, Default)]
+pub struct FloatOutputs {
+    /// Float node outputs looked at.
+    pub checked: usize,
+    /// Those holding subnormals: `(operator, output, subnormal values, values)`, in the graph's order.
+    pub subnormal: Vec<(String, String, usize, usize)>,
+}
+
+/// The float outputs of every node of `path`'s graph in one run on `clip` on ONNX Runtime, and
+/// those holding subnormals. Every node output is made a graph output, so each is computed and
+/// handed back (a fused kernel keeps some of them in registers: the hot path holds no more values
+/// than these).
+pub fn subnormal_outputs(path: &Path, clip: &Silhouettes) -> Result<FloatOutputs> {
+    let mut proto = super::tract::read_proto(path)?;
+    let int8 = is_quantized(&proto);
+    let graph = proto.graph.as_mut().ok_or_else(|| HstlError::BadModel {
+        path: path.to_path_buf(),
+        message: "no graph".to_string(),
+    })?;
+    let declared: std::collections::HashSet<String> =
+        graph.output.iter().map(|o| o.name.clone()).collect();
+    let observed: Vec<(String, String)> = graph
+        .node
+        .iter()
+        .flat_map(|node| {
+            node.output
+                .iter()
+                .filter(|name| !name.is_empty() && !declared.contains(*name))
+                .map(|name| (node.op_type.clone(), name.clone()))
+        })
+        .collect();
+    graph.output.extend(
+        observed
+            .iter()
+            .map(|(_, name)| tract_onnx::pb::ValueInfoProto {
+                name: name.clone(),
+                ..Default::default()
+            }),
+    );
+    let mut session = session_builder(runtime()?, 1, &path.with_extension("trt-cache"), int8)?
+        .commit_from_memory(&proto.encode_to_vec())
+        .map_err(|e| HstlError::BadModel {
+            path: path.to_path_buf(),
+            message: format!("ONNX Runtime cannot open it with every node an output: {e}"),
+        })?;
+    let input_name = session.inputs()[0].name().to_string();
+    let input = Tensor::from_array((
+        [1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
+        clip.as_slice().to_vec(),
+    ))
+    .map_err(ort_error)?;
+    let outputs = session
+        .run(ort::inputs![input_name.as_str() => input])
+        .map_err(|e| HstlError::Inference(e.to_string()))?;
+    let mut survey = FloatOutputs::default();
+    for (op, name) in observed {
+        let value = outputs
+            .get(name.as_str())
+            .ok_or_else(|| HstlError::Inference(format!("no output {name}")))?;
+        // Integer tensors (the quantized activations, shapes) cannot be subnormal.
+        let Ok((_, values)) = value.try_extract_tensor::<f32>() else {
+            continue;
+        };
+        survey.checked += 1;
+        let subnormal = super::negligible::subnormal_count(values);
+        if subnormal > 0 {
+            survey.subnormal.push((op, name, subnormal, values.len()));
+        }
+    }
+    Ok(survey)
+}
+
 impl Embedder for OrtEmbedder {
     fn embed(&self, clip: &Silhouettes) -> Result<Embedding> {
         let (_, shape, values) = self.run_all_outputs(clip)?.swap_remove(0);
