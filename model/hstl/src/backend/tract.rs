@@ -504,6 +504,9 @@ impl Embedder for TractEmbedder {
         let mut description = format!("tract on CPU, {} thread(s)", self.threads);
         if self.int8_convolutions > 0 {
             description += &format!(", {} int8 convolutions", self.int8_convolutions);
+            if let Some((kernel, _)) = super::int8_convolution::fastest_kernel() {
+                description += &format!(" on {}", kernel.name());
+            }
         }
         if self.precision == Precision::F16 {
             description += ", f16 up to the pooling";

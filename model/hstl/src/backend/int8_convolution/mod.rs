@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use tract_linalg::mmm::{
@@ -157,9 +157,15 @@ impl Int8Convolution {
     fn convolve(&self, input: &[f32], volume: [usize; 3], output: &mut [f32]) -> TractResult<()> {
         let (m, k) = (self.out_channels(), self.weights.shape()[1]);
         let n = self.output_frames(volume[0])? * volume[1] * volume[2];
-        let (mmm, packing, _) = MmmDispatch::native()
-            .pick(&int8_query(m, k, n))
-            .context("tract-linalg has no int8 matrix kernel for this CPU")?;
+        let (mmm, packing) = match fastest_kernel() {
+            Some(fastest) => fastest.clone(),
+            None => {
+                let (mmm, packing, _) = MmmDispatch::native()
+                    .pick(&int8_query(m, k, n))
+                    .context("tract-linalg has no int8 matrix kernel for this CPU")?;
+                (mmm, packing)
+            }
+        };
         self.convolve_on(&*mmm, packing, input, volume, output)
     }
 
@@ -256,6 +262,94 @@ impl Int8Convolution {
         packed.push((key, weights.clone()));
         Ok(weights)
     }
+}
+
+/// An int8 kernel and the index of its packing.
+type Kernel = (Box<dyn MatMatMul>, usize);
+
+/// The int8 kernel that runs HSTL's convolutions fastest on this CPU, measured once per process:
+/// `None` when no kernel of this CPU's instruction set is suitable (tract's own pick is used).
+///
+/// tract-linalg ranks its kernels by rules about CPUs: on AVX-512 VNNI it takes the 8 × 8 ymm tile
+/// unless it probes two 512-bit FMA ports. The project's AMD EPYC VM probes one, yet the 16 × 16
+/// zmm tile runs a window 16 % faster there; an Intel core may rank them the other way, and an ARM
+/// board has kernels of its own. Every kernel gives the same int32 sums, so the choice is speed
+/// alone, and a few milliseconds of measurement at the first window settle it on the CPU at hand.
+pub(crate) fn fastest_kernel() -> Option<&'static Kernel> {
+    static FASTEST: OnceLock<Option<Kernel>> = OnceLock::new();
+    FASTEST
+        .get_or_init(|| {
+            let measured = measure_kernels().unwrap_or_else(|e| {
+                log::warn!("int8 kernels not measured ({e:#}); tract-linalg's pick is used");
+                Vec::new()
+            });
+            let report: Vec<String> = measured
+                .iter()
+                .map(|((mmm, _), time)| format!("{} {time:.2?}", mmm.name()))
+                .collect();
+            let fastest = measured.into_iter().next().map(|(kernel, _)| kernel);
+            if let Some((mmm, _)) = &fastest {
+                log::info!(
+                    "int8 kernel {} (a probe convolution: {})",
+                    mmm.name(),
+                    report.join(", ")
+                );
+            }
+            fastest
+        })
+        .as_ref()
+}
+
+/// The shape of the probe convolution: a middle layer of the compact network (32 → 64 channels)
+/// on 8 frames of 16 × 16.
+const PROBE_CHANNELS: [usize; 2] = [32, 64];
+const PROBE_VOLUME: [usize; 3] = [8, 16, 16];
+/// Timed runs of each kernel that was within [`PROBE_CONTENDER`] of the fastest at its first run.
+const PROBE_ROUNDS: usize = 3;
+const PROBE_CONTENDER: f64 = 1.5;
+
+/// This CPU's int8 kernels (those of its instruction set: the generic ones are always slower)
+/// timed on one probe convolution on the calling thread, fastest first: one run each, then
+/// [`PROBE_ROUNDS`] interleaved rounds of the contenders, the least time of each.
+fn measure_kernels() -> TractResult<Vec<(Kernel, std::time::Duration)>> {
+    let [in_channels, out_channels] = PROBE_CHANNELS;
+    let (m, k) = (out_channels, in_channels * KERNEL_VOLUME);
+    let n = PROBE_VOLUME.iter().product::<usize>();
+    let weights: Vec<i8> = (0..m * k).map(|i| (i * 37 % 255) as u8 as i8).collect();
+    let weights = Tensor::from_shape(&[out_channels, in_channels, 3, 3, 3], &weights)?;
+    let probe = Int8Convolution::new(&weights, &[0.01], 0.02, None)?;
+    let input: Vec<f32> = (0..in_channels * n)
+        .map(|i| (i * 53 % 101) as f32 / 25.0 - 2.0)
+        .collect();
+    let mut output = vec![0f32; m * n];
+    let mut time = |(mmm, packing): &Kernel| {
+        let started = std::time::Instant::now();
+        multithread_tract_scope(Executor::SingleThread, || {
+            probe.convolve_on(&**mmm, *packing, &input, PROBE_VOLUME, &mut output)
+        })
+        .map(|()| started.elapsed())
+    };
+    let mut measured = Vec::new();
+    for (mmm, packing, _) in MmmDispatch::native()
+        .suitable(&int8_query(m, k, n))
+        .into_iter()
+        .filter(|(mmm, _, extractor)| extractor.is_none() && mmm.arch().is_some())
+    {
+        let kernel = (mmm, packing);
+        let first = time(&kernel)?;
+        measured.push((kernel, first));
+    }
+    let Some(best) = measured.iter().map(|(_, time)| *time).min() else {
+        return Ok(measured);
+    };
+    measured.retain(|(_, time)| time.as_secs_f64() <= PROBE_CONTENDER * best.as_secs_f64());
+    for _ in 0..PROBE_ROUNDS {
+        for (kernel, least) in &mut measured {
+            *least = (*least).min(time(kernel)?);
+        }
+    }
+    measured.sort_by_key(|(_, time)| *time);
+    Ok(measured)
 }
 
 /// Fewest values quantized or rescaled by one task: enough to outweigh handing the task to a thread.
@@ -520,6 +614,18 @@ mod tests {
                 .unwrap();
             assert_eq!(got, want, "{} packing {packing}", mmm.name());
         }
+    }
+
+    #[test]
+    fn this_cpus_kernels_are_measured_fastest_first() {
+        let measured = measure_kernels().unwrap();
+        assert!(
+            !measured.is_empty(),
+            "no int8 kernel of this CPU's instruction set"
+        );
+        assert!(measured.windows(2).all(|pair| pair[0].1 <= pair[1].1));
+        let (fastest, _) = fastest_kernel().unwrap();
+        assert!(fastest.arch().is_some(), "{}", fastest.name());
     }
 
     #[test]
