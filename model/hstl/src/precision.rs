@@ -6,6 +6,7 @@
 pub const INT8_LIMIT: f32 = 127.0;
 
 /// ONNX `QuantizeLinear` with zero point 0: `x / scale` rounded half to even, saturated to int8.
+#[inline]
 pub fn quantize_linear(x: f32, scale: f32) -> i8 {
     // Adding 1.5 · 2²³ to a float of magnitude below 2²² rounds it to an integer, half to even
     // (IEEE's default rounding), and leaves that integer in the low bits of the sum's mantissa, two's

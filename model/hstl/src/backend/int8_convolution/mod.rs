@@ -31,10 +31,10 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_hir::internal::*;
 
 use super::executor::{executor_threads, on_executor_chunks, share_per_thread};
-use crate::precision::quantize_linear;
 
 mod fusion;
 mod packing;
+mod wide;
 
 pub use fusion::{fuse_qdq_convolutions, onnx};
 use packing::*;
@@ -192,9 +192,7 @@ impl Int8Convolution {
         let mut quantized = vec![0u8; input.len()];
         let share = share_per_thread(input.len(), MIN_TASK);
         on_executor_chunks(&mut quantized, share, input, share, |_, out, values| {
-            for (q, &x) in out.iter_mut().zip(values) {
-                *q = quantize_linear(x, self.input_scale) as u8;
-            }
+            wide::quantize_into(out, values, self.input_scale)
         });
         let weights = self.packed_weights(mmm, packing)?;
         let columns = ColumnPacking::of(&*mmm.packings()[packing].1, k);
@@ -217,9 +215,7 @@ impl Int8Convolution {
             for (channel, (row, acc)) in rows.into_iter().zip(sums.chunks(width)).enumerate() {
                 let scale = self.output_scales[channel];
                 let bias = self.bias.as_ref().map_or(0.0, |b| b[channel]);
-                for (o, &s) in row.iter_mut().zip(acc) {
-                    *o = s as f32 * scale + bias;
-                }
+                wide::rescale_into(row, acc, scale, bias);
             }
             TractResult::Ok(())
         };
@@ -472,6 +468,7 @@ impl TypedOp for Int8Convolution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::precision::quantize_linear;
 
     /// The int32 sums of the convolution of int8 `input` `[C, T, H, W]` with int8 `weights`
     /// `[M, C, 3, 3, 3]` (padding 1), in plain loops.
