@@ -177,8 +177,20 @@ pub(super) fn pack_k4<const R: usize>(
                 &d[first..][..R],
             );
             let run = &mut out[panel * panel_bytes + group * 4 * R..][..4 * R];
-            for eight in 0..R / 8 {
-                let columns = 8 * eight..8 * eight + 8;
+            for sixteen in 0..R / 16 {
+                let columns = 16 * sixteen..16 * sixteen + 16;
+                interleave_sixteen(
+                    [
+                        &a[columns.clone()],
+                        &b[columns.clone()],
+                        &c[columns.clone()],
+                        &d[columns],
+                    ],
+                    &mut run[64 * sixteen..][..64],
+                );
+            }
+            if R % 16 == 8 {
+                let columns = R - 8..R;
                 interleave_eight(
                     [
                         &a[columns.clone()],
@@ -186,7 +198,7 @@ pub(super) fn pack_k4<const R: usize>(
                         &c[columns.clone()],
                         &d[columns],
                     ],
-                    &mut run[32 * eight..][..32],
+                    &mut run[4 * (R - 8)..][..32],
                 );
             }
         }
@@ -226,6 +238,54 @@ fn interleave_eight_sse2(rows: [&[u8]; 4], out: &mut [u8]) {
         let high = _mm_unpackhi_epi64(quads, quads);
         out[16 * half..][..8].copy_from_slice(&_mm_cvtsi128_si64(quads).to_le_bytes());
         out[16 * half + 8..][..8].copy_from_slice(&_mm_cvtsi128_si64(high).to_le_bytes());
+    }
+}
+
+/// Four rows of sixteen bytes into groups of four, `out[4 i + lane] = rows[lane][i]`: each row one
+/// SSE2 register, unpacked by bytes and then by words (the AMX and 16-wide VNNI kernels' panels).
+#[cfg(target_arch = "x86_64")]
+fn interleave_sixteen(rows: [&[u8]; 4], out: &mut [u8]) {
+    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+    unsafe { interleave_sixteen_sse2(rows, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn interleave_sixteen_sse2(rows: [&[u8]; 4], out: &mut [u8]) {
+    use std::arch::x86_64::{
+        _mm_cvtsi128_si64, _mm_set_epi64x, _mm_unpackhi_epi16, _mm_unpackhi_epi64,
+        _mm_unpackhi_epi8, _mm_unpacklo_epi16, _mm_unpacklo_epi8,
+    };
+    let half = |row: &[u8], at: usize| {
+        i64::from_le_bytes(row[at..at + 8].try_into().expect("eight bytes"))
+    };
+    let [a, b, c, d] = rows.map(|row| _mm_set_epi64x(half(row, 8), half(row, 0)));
+    let (ab, cd) = (_mm_unpacklo_epi8(a, b), _mm_unpacklo_epi8(c, d));
+    let (ab_high, cd_high) = (_mm_unpackhi_epi8(a, b), _mm_unpackhi_epi8(c, d));
+    for (quarter, quads) in [
+        _mm_unpacklo_epi16(ab, cd),
+        _mm_unpackhi_epi16(ab, cd),
+        _mm_unpacklo_epi16(ab_high, cd_high),
+        _mm_unpackhi_epi16(ab_high, cd_high),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let high = _mm_unpackhi_epi64(quads, quads);
+        out[16 * quarter..][..8].copy_from_slice(&_mm_cvtsi128_si64(quads).to_le_bytes());
+        out[16 * quarter + 8..][..8].copy_from_slice(&_mm_cvtsi128_si64(high).to_le_bytes());
+    }
+}
+
+/// Four rows of sixteen bytes into groups of four: two runs of eight columns.
+#[cfg(not(target_arch = "x86_64"))]
+fn interleave_sixteen(rows: [&[u8]; 4], out: &mut [u8]) {
+    for half in 0..2 {
+        let columns = 8 * half..8 * half + 8;
+        interleave_eight(
+            rows.map(|row| &row[columns.clone()]),
+            &mut out[32 * half..][..32],
+        );
     }
 }
 
@@ -311,10 +371,11 @@ pub(super) fn im2col(input: &[u8], [t, h, w]: [usize; 3], columns: Range<usize>,
             }
         }
         if let Some(column) = edge(dw, w) {
-            // One byte a line: a store, where a fill of unknown length calls `memset`.
-            for line in columns.start / w..(columns.end - 1) / w + 1 {
-                if columns.contains(&(line * w + column)) {
-                    out[line * w + column - columns.start] = 0;
+            // One byte a line, every `w`-th from the first position of that column in `columns`.
+            let first = columns.start.saturating_sub(column).div_ceil(w) * w + column;
+            if first < columns.end {
+                for byte in out[first - columns.start..].iter_mut().step_by(w) {
+                    *byte = 0;
                 }
             }
         }
