@@ -179,7 +179,7 @@ pub(super) fn pack_k4<const R: usize>(
             let run = &mut out[panel * panel_bytes + group * 4 * R..][..4 * R];
             for sixteen in 0..R / 16 {
                 let columns = 16 * sixteen..16 * sixteen + 16;
-                interleave_sixteen(
+                interleave::<16>(
                     [
                         &a[columns.clone()],
                         &b[columns.clone()],
@@ -191,7 +191,7 @@ pub(super) fn pack_k4<const R: usize>(
             }
             if R % 16 == 8 {
                 let columns = R - 8..R;
-                interleave_eight(
+                interleave::<8>(
                     [
                         &a[columns.clone()],
                         &b[columns.clone()],
@@ -209,92 +209,48 @@ pub(super) fn pack_k4<const R: usize>(
     }
 }
 
-/// Four rows of eight bytes into groups of four, `out[4 i + lane] = rows[lane][i]`, with SSE2's
-/// byte and word unpacking: the compiler leaves the plain loop at a byte a move on baseline x86-64,
-/// where it was most of the packing.
+/// Four rows of `COLUMNS` bytes (8 or 16) into groups of four, `out[4 i + lane] = rows[lane][i]`,
+/// with SSE2's byte and word unpacking: the compiler leaves the plain loop at a byte a move on
+/// baseline x86-64, where it was most of the packing.
 #[cfg(target_arch = "x86_64")]
-fn interleave_eight(rows: [&[u8]; 4], out: &mut [u8]) {
+fn interleave<const COLUMNS: usize>(rows: [&[u8]; 4], out: &mut [u8]) {
     // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
-    unsafe { interleave_eight_sse2(rows, out) }
+    unsafe { interleave_sse2::<COLUMNS>(rows, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
-fn interleave_eight_sse2(rows: [&[u8]; 4], out: &mut [u8]) {
-    use std::arch::x86_64::{
-        _mm_cvtsi128_si64, _mm_cvtsi64_si128, _mm_unpackhi_epi16, _mm_unpackhi_epi64,
-        _mm_unpacklo_epi16, _mm_unpacklo_epi8,
-    };
-    let [a, b, c, d] = rows.map(|row| {
-        _mm_cvtsi64_si128(i64::from_le_bytes(
-            row[..8].try_into().expect("eight bytes"),
-        ))
-    });
-    let (ab, cd) = (_mm_unpacklo_epi8(a, b), _mm_unpacklo_epi8(c, d));
-    for (half, quads) in [_mm_unpacklo_epi16(ab, cd), _mm_unpackhi_epi16(ab, cd)]
-        .into_iter()
-        .enumerate()
-    {
-        let high = _mm_unpackhi_epi64(quads, quads);
-        out[16 * half..][..8].copy_from_slice(&_mm_cvtsi128_si64(quads).to_le_bytes());
-        out[16 * half + 8..][..8].copy_from_slice(&_mm_cvtsi128_si64(high).to_le_bytes());
-    }
-}
-
-/// Four rows of sixteen bytes into groups of four, `out[4 i + lane] = rows[lane][i]`: each row one
-/// SSE2 register, unpacked by bytes and then by words (the AMX and 16-wide VNNI kernels' panels).
-#[cfg(target_arch = "x86_64")]
-fn interleave_sixteen(rows: [&[u8]; 4], out: &mut [u8]) {
-    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
-    unsafe { interleave_sixteen_sse2(rows, out) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-fn interleave_sixteen_sse2(rows: [&[u8]; 4], out: &mut [u8]) {
+fn interleave_sse2<const COLUMNS: usize>(rows: [&[u8]; 4], out: &mut [u8]) {
     use std::arch::x86_64::{
         _mm_cvtsi128_si64, _mm_set_epi64x, _mm_unpackhi_epi16, _mm_unpackhi_epi64,
         _mm_unpackhi_epi8, _mm_unpacklo_epi16, _mm_unpacklo_epi8,
     };
-    let half = |row: &[u8], at: usize| {
-        i64::from_le_bytes(row[at..at + 8].try_into().expect("eight bytes"))
+    let eight = |row: &[u8], at: usize| match at < COLUMNS {
+        true => i64::from_le_bytes(row[at..at + 8].try_into().expect("eight bytes")),
+        false => 0,
     };
-    let [a, b, c, d] = rows.map(|row| _mm_set_epi64x(half(row, 8), half(row, 0)));
+    let [a, b, c, d] = rows.map(|row| _mm_set_epi64x(eight(row, 8), eight(row, 0)));
     let (ab, cd) = (_mm_unpacklo_epi8(a, b), _mm_unpacklo_epi8(c, d));
     let (ab_high, cd_high) = (_mm_unpackhi_epi8(a, b), _mm_unpackhi_epi8(c, d));
-    for (quarter, quads) in [
+    let quads = [
         _mm_unpacklo_epi16(ab, cd),
         _mm_unpackhi_epi16(ab, cd),
         _mm_unpacklo_epi16(ab_high, cd_high),
         _mm_unpackhi_epi16(ab_high, cd_high),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ];
+    for (quarter, quads) in quads.into_iter().take(COLUMNS / 4).enumerate() {
         let high = _mm_unpackhi_epi64(quads, quads);
         out[16 * quarter..][..8].copy_from_slice(&_mm_cvtsi128_si64(quads).to_le_bytes());
         out[16 * quarter + 8..][..8].copy_from_slice(&_mm_cvtsi128_si64(high).to_le_bytes());
     }
 }
 
-/// Four rows of sixteen bytes into groups of four: two runs of eight columns.
-#[cfg(not(target_arch = "x86_64"))]
-fn interleave_sixteen(rows: [&[u8]; 4], out: &mut [u8]) {
-    for half in 0..2 {
-        let columns = 8 * half..8 * half + 8;
-        interleave_eight(
-            rows.map(|row| &row[columns.clone()]),
-            &mut out[32 * half..][..32],
-        );
-    }
-}
-
-/// Four rows of eight bytes into groups of four, `out[4 i + lane] = rows[lane][i]`: a loop the
+/// Four rows of `COLUMNS` bytes into groups of four, `out[4 i + lane] = rows[lane][i]`: a loop the
 /// compiler turns into interleaving stores where the target has them (arm64's `st4`).
 #[cfg(not(target_arch = "x86_64"))]
-fn interleave_eight(rows: [&[u8]; 4], out: &mut [u8]) {
-    let out = &mut out[..32];
-    for column in 0..8 {
+fn interleave<const COLUMNS: usize>(rows: [&[u8]; 4], out: &mut [u8]) {
+    let out = &mut out[..4 * COLUMNS];
+    for column in 0..COLUMNS {
         for (lane, row) in rows.iter().enumerate() {
             out[4 * column + lane] = row[column];
         }
