@@ -11,6 +11,9 @@ host=$(rustc +nightly -vV | sed -n 's/^host: //p')
 RUSTFLAGS="-Ctarget-feature=+avx2" MIRIFLAGS="-Zmiri-strict-provenance" \
     cargo +nightly miri test -p access --lib matcher::prefilter
 
-# --target keeps build scripts and procedural macros out of the instrumented build.
+# --target keeps build scripts and procedural macros out of the instrumented build. The dependencies
+# (tract) are built unoptimised here, unlike in the workspace's test profile: the convolution tests
+# are small, and optimising an instrumented tract took 5 minutes more than the tests save.
 RUSTFLAGS="-Zsanitizer=address" ASAN_OPTIONS="detect_leaks=1" \
-    cargo +nightly test -p hstl --lib --target "$host" int8_convolution
+    cargo +nightly test --config 'profile.dev.package."*".opt-level=0' \
+    --config 'profile.test.package."*".opt-level=0' -p hstl --lib --target "$host" int8_convolution
