@@ -61,6 +61,15 @@ fn runtime() -> Result<&'static Environment> {
         .map_err(|e| HstlError::OnnxRuntime(e.clone()))
 }
 
+/// A clip as a model's input, `[1, T, 64, 44]`.
+fn model_input(clip: &Silhouettes) -> Result<Tensor<f32>> {
+    Tensor::from_array((
+        [1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
+        clip.as_slice().to_vec(),
+    ))
+    .map_err(ort_error)
+}
+
 /// Whether `proto` is a QDQ model (`calibrate quantize`). TensorRT builds int8 layers only with its
 /// INT8 flag set; their scales are the file's own (explicit quantization), so it needs no calibration
 /// table.
@@ -239,11 +248,7 @@ impl OrtEmbedder {
 
     /// Runs the model and returns every graph output (the embedding first).
     pub fn run_all_outputs(&self, clip: &Silhouettes) -> Result<NamedOutputs> {
-        let input = Tensor::from_array((
-            [1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
-            clip.as_slice().to_vec(),
-        ))
-        .map_err(ort_error)?;
+        let input = model_input(clip)?;
         let mut session = self
             .session
             .lock()
@@ -312,11 +317,7 @@ pub fn subnormal_outputs(path: &Path, clip: &Silhouettes) -> Result<FloatOutputs
             message: format!("ONNX Runtime cannot open it with every node an output: {e}"),
         })?;
     let input_name = session.inputs()[0].name().to_string();
-    let input = Tensor::from_array((
-        [1, clip.frames(), INPUT_HEIGHT, INPUT_WIDTH],
-        clip.as_slice().to_vec(),
-    ))
-    .map_err(ort_error)?;
+    let input = model_input(clip)?;
     let outputs = session
         .run(ort::inputs![input_name.as_str() => input])
         .map_err(|e| HstlError::Inference(e.to_string()))?;
